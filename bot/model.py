@@ -1,0 +1,48 @@
+"""The chat model behind the assistant, reached through the OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import openai
+from langchain_openai import ChatOpenAI
+
+
+class ModelError(RuntimeError):
+    """The model could not answer; the message is short and fit to show in the chat."""
+
+
+@lru_cache(maxsize=16)
+def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int, temperature: float) -> ChatOpenAI:
+    """One client per (endpoint, model): the active model can change between two requests."""
+    return ChatOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        model=model,
+        timeout=timeout_s,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        max_retries=1,
+        streaming=True,
+        stream_usage=True,
+    )
+
+
+def explain(exc: Exception) -> ModelError:
+    """Turn an openai error into a message a user can act on (no traceback, no secrets)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelError("The model took too long to answer. Please try again.")
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelError("The model server can't be reached right now. Please try again in a moment.")
+    if isinstance(exc, openai.AuthenticationError):
+        return ModelError("The model server refused our credentials (HTTP 401). An administrator must check LLM_API_KEY.")
+    if isinstance(exc, openai.NotFoundError):
+        return ModelError("The model server doesn't know the configured model (HTTP 404). An administrator must check LLM_MODEL.")
+    if isinstance(exc, openai.RateLimitError):
+        return ModelError("The model server is busy (HTTP 429). Please try again in a moment.")
+    if isinstance(exc, openai.APIStatusError):
+        return ModelError(f"The model server failed to answer (HTTP {exc.status_code}). Please try again.")
+    return ModelError(f"The model failed to answer ({type(exc).__name__}). Please try again.")
+
+
+EMPTY_ANSWER = ModelError("The model returned an empty answer. Please rephrase or try again.")

@@ -1,0 +1,112 @@
+"""The one settings object: the only reader of the environment and `.env`.
+
+Built once at the edge (the CLI, the Chainlit app, the training job) and passed down.
+Every field is listed, with a comment, in `.env.example`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+
+class SettingsError(ValueError):
+    """Invalid settings; the message names each bad setting and what is wrong with it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Where the embedded Redis, the local model cache and Chainlit's files live.
+    data_dir: Path = Path("data")
+
+    # Redis: a URL (redis://, rediss://, unix://); unset = embedded Redis under data_dir.
+    redis_url: str | None = None
+
+    # Model: any OpenAI-compatible endpoint; unset = `chatbot up` serves llm_model locally.
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_model: str = DEFAULT_MODEL
+    llm_timeout_s: float = Field(60.0, gt=0, le=3600)
+    llm_max_tokens: int = Field(512, ge=1, le=32768)
+    llm_temperature: float = Field(0.7, ge=0, le=2)
+    local_model_port: int = Field(8001, ge=1, le=65535)
+
+    # Prompt spec: prompts/<prompt_id>/<version>.yaml; version unset = the newest.
+    prompt_id: str = Field("assistant", pattern=r"^[A-Za-z0-9_-]+$")
+    prompt_version: str | None = None
+    prompts_dir: Path = Path(__file__).resolve().parent.parent / "bot" / "prompts"
+    # Tokens of earlier turns kept in the prompt; the oldest turns are dropped first.
+    history_max_tokens: int = Field(2000, ge=0, le=1_000_000)
+
+    # Web UI and login.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    auth_mode: Literal["password", "header"] = "password"
+    # "alice:secret,bob:other"; unset = `chatbot up` creates user admin with a random password.
+    auth_users: SecretStr | None = None
+    auth_header: str = "X-Forwarded-User"
+    chainlit_auth_secret: SecretStr | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v or None
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/") if v else None
+
+    @field_validator("auth_users")
+    @classmethod
+    def _users_format(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value():
+            parse_users(v.get_secret_value())
+        return v if v and v.get_secret_value() else None
+
+    @property
+    def effective_redis_url(self) -> str:
+        """REDIS_URL, or the socket of the embedded Redis that `chatbot up` starts."""
+        return self.redis_url or f"unix://{(self.data_dir / 'redis' / 'redis.sock').resolve()}"
+
+    @property
+    def effective_llm_base_url(self) -> str:
+        """LLM_BASE_URL, or the local model server that `chatbot up` starts."""
+        return self.llm_base_url or f"http://127.0.0.1:{self.local_model_port}/v1"
+
+    def users(self) -> dict[str, str]:
+        """Username -> password, from AUTH_USERS."""
+        return parse_users(self.auth_users.get_secret_value()) if self.auth_users else {}
+
+
+def parse_users(raw: str) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for entry in raw.split(","):
+        name, sep, password = entry.strip().partition(":")
+        if not sep or not name or not password:
+            # Never echo the entry: it holds a password.
+            raise ValueError("each entry must be user:password, separated by commas")
+        users[name] = password
+    return users
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's error into one line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("Invalid settings:\n" + "\n".join(lines)) from None

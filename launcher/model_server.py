@@ -1,0 +1,67 @@
+"""The local OpenAI-compatible model server (`transformers serve`), the default model backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from launcher.process import ServiceGroup, StartupError, wait_until
+
+OFFLINE_HINT = (
+    "Could not get model {model!r}: {reason}\n"
+    "To chat anyway, set LLM_BASE_URL (and LLM_API_KEY, LLM_MODEL) to an OpenAI-compatible server, "
+    "or set LLM_MODEL to a local model directory, or run `chatbot up --demo` (no download)."
+)
+
+
+def ensure_model(model: str) -> str:
+    """Download a hub model once (with a progress bar); a local directory is used as it is."""
+    if Path(model).is_dir():
+        return str(Path(model).resolve())
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+    except (OSError, HfHubHTTPError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StartupError(OFFLINE_HINT.format(model=model, reason=reason)) from None
+    return model
+
+
+def argv(port: int) -> list[str]:
+    # No forced model: the server loads whichever model a request names (an id or a path), so a
+    # promoted model is served on the next message without a restart.
+    return [
+        sys.executable, "-m", "transformers.cli.transformers", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--model-timeout", str(10 * 365 * 24 * 3600),  # never unload the model in service
+        "--log-level", "warning",
+    ]
+
+
+def start(group: ServiceGroup, port: int, timeout_s: float = 120) -> subprocess.Popen[bytes]:
+    proc = group.start("model-server", argv(port))
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200, timeout_s, proc, "local model server")
+    return proc
+
+
+def warm_up(port: int, model: str, timeout_s: float = 900) -> float:
+    """Load the model with one tiny request, so the first user doesn't wait; returns seconds."""
+    started = time.monotonic()
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
+            timeout=timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        raise StartupError(f"local model server failed while loading {model!r}: {exc}") from None
+    if r.status_code != 200:
+        raise StartupError(f"local model server could not load {model!r} (HTTP {r.status_code}): {r.text[:300]}")
+    return time.monotonic() - started

@@ -1,0 +1,133 @@
+"""Talks to a running Chainlit app exactly as the browser does: HTTP login, then socket.io.
+
+Used by the integration tests, the benchmark and (later) the simulated raters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import socketio
+
+
+@dataclass
+class Reply:
+    """What the server emitted for one user message."""
+
+    tokens: list[str] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    first_token_s: float | None = None
+    total_s: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    def assistant_messages(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "assistant_message"]
+
+    def final(self) -> dict[str, Any] | None:
+        """The last version of the streamed answer (with its metadata)."""
+        found = self.assistant_messages()
+        return found[-1] if found else None
+
+
+class ChatClient:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.cookie: str | None = None
+        self.session_id = str(uuid.uuid4())
+        self.thread_id: str | None = None
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        for name in ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error"):
+            self.sio.on(name, self._recorder(name))
+
+    def _recorder(self, name: str):  # type: ignore[no-untyped-def]
+        async def record(data: Any = None) -> None:
+            await self._events.put((name, data))
+
+        return record
+
+    async def login(self, username: str, password: str) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url) as http:
+            r = await http.post("/login", data={"username": username, "password": password})
+            r.raise_for_status()
+            self.cookie = f"access_token={r.cookies['access_token']}"
+
+    async def connect(self, thread_id: str | None = None) -> None:
+        auth = {"clientType": "webapp", "sessionId": self.session_id, "threadId": thread_id, "userEnv": "{}", "chatProfile": None}
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        await self.sio.connect(self.base_url, socketio_path="/ws/socket.io", auth=auth, headers=headers, transports=["websocket"])
+        await self.sio.emit("connection_successful")
+        # on_chat_start has run once its task started and ended (a stray task_end may come first).
+        await self._until("task_start", 30)
+        await self._until("task_end", 30)
+
+    async def _until(self, event: str, timeout_s: float) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            name, _ = await asyncio.wait_for(self._events.get(), max(deadline - time.perf_counter(), 0.001))
+            if name == event:
+                return
+
+    async def send(self, text: str, timeout_s: float = 60, stop_after_tokens: int | None = None) -> Reply:
+        """Send a user message; collect everything until the server says the task ended.
+
+        stop_after_tokens: press the stop button once that many tokens arrived.
+        """
+        while not self._events.empty():
+            self._events.get_nowait()
+        message = {
+            "id": str(uuid.uuid4()),
+            "threadId": self.thread_id or "",  # the server owns the id; learnt from its events
+            "output": text,
+            "name": "User",
+            "type": "user_message",
+            "createdAt": datetime.now(timezone.utc).isoformat(),
+        }
+        reply = Reply()
+        started = time.perf_counter()
+        await self.sio.emit("client_message", {"message": message, "fileReferences": []})
+        deadline = started + timeout_s
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError(f"no task_end within {timeout_s} s; got {reply.messages}")
+            name, data = await asyncio.wait_for(self._events.get(), remaining)
+            if isinstance(data, dict) and data.get("threadId"):
+                self.thread_id = data["threadId"]
+            if name == "stream_start":
+                # Chainlit sends the first token inside stream_start.
+                reply.first_token_s = time.perf_counter() - started
+                reply.tokens.append(data.get("output") or "")
+            elif name == "stream_token":
+                if reply.first_token_s is None:
+                    reply.first_token_s = time.perf_counter() - started
+                reply.tokens.append(data["token"])
+                if stop_after_tokens is not None and len(reply.tokens) == stop_after_tokens:
+                    await self.stop()
+            elif name in ("new_message", "update_message"):
+                reply.messages.append(data)
+            elif name == "task_end":
+                reply.total_s = time.perf_counter() - started
+                return reply
+
+    async def stop(self) -> None:
+        """The stop button."""
+        await self.sio.emit("stop")
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+
+
+def dumps(reply: Reply) -> str:
+    return json.dumps(reply.messages, indent=1, default=str)

@@ -1,0 +1,103 @@
+"""A stand-in for a remote OpenAI-compatible model server: it streams known tokens.
+
+The requested model name picks the behaviour, so a test switches it through the same Redis key
+the product uses for the model in service:
+
+    echo (any name)  streams "You said: <last user message>" word by word
+    fail-500         answers HTTP 500
+    fail-404         answers HTTP 404
+    empty            streams no content
+    slow             streams 400 tokens, 50 ms apart (for the stop button)
+
+Run: python -m tests.support.standin_model --port 8011
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+REQUESTS: list[dict] = []
+
+
+def answer_tokens(model: str, messages: list[dict]) -> list[str]:
+    if model == "empty":
+        return []
+    if model == "slow":
+        return [f"tok{i} " for i in range(400)]
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    words = f"You said: {last}".split(" ")
+    return [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+
+
+def chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> str:
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def completions(request: Request) -> Response:
+    body = await request.json()
+    REQUESTS.append(body)
+    model = body.get("model", "")
+    if model.startswith("fail-"):
+        code = int(model.removeprefix("fail-"))
+        return JSONResponse({"error": {"message": f"stand-in failure {code}", "type": "server_error"}}, status_code=code)
+    tokens = answer_tokens(model, body.get("messages", []))
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    if not body.get("stream"):
+        return JSONResponse(
+            {
+                "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens)}, "finish_reason": "stop"}],
+            }
+        )
+
+    async def events() -> AsyncIterator[str]:
+        yield chunk(cid, model, {"role": "assistant", "content": ""})
+        for token in tokens:
+            if model == "slow":
+                await asyncio.sleep(0.05)
+            yield chunk(cid, model, {"content": token})
+        yield chunk(cid, model, {}, "stop")
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def recorded(request: Request) -> Response:
+    return JSONResponse(REQUESTS[-50:])
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/requests", recorded),
+        Route("/health", health),
+    ]
+)
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -1,0 +1,121 @@
+"""The assistant through the interface the browser uses: login over HTTP, chat over socket.io."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from feedback import keys
+from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
+from tests.support.chat_client import ChatClient
+
+
+async def logged_in(url: str, user: str = "alice") -> ChatClient:
+    client = ChatClient(url)
+    await client.login(user, USERS[user])
+    await client.connect()
+    return client
+
+
+async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
+    client = await logged_in(app_server.url)
+    try:
+        reply = await client.send("hello there")
+    finally:
+        await client.close()
+
+    assert reply.tokens == ["You", " said:", " hello", " there"]  # streamed token by token
+    final = reply.final()
+    assert final is not None and final["output"] == "You said: hello there"
+    assert final["metadata"]["prompt_version"] == "assistant@1.1.0"  # newest version by default
+
+    stored = redis_db.client.hgetall(keys.exchange(final["metadata"]["exchange_id"]))
+    assert stored["prompt_id"] == "assistant" and stored["prompt_version"] == "1.1.0"
+    assert stored["model"] == "echo" and stored["user"] == "alice"
+    assert stored["completion"] == "You said: hello there"
+    assert stored["thread_id"] == client.thread_id
+    messages = json.loads(stored["messages"])
+    # The exact prompt: system prompt with guidelines, the few-shot pairs, then the user's message.
+    assert messages[0]["role"] == "system" and "Guidelines:" in messages[0]["content"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert messages[-1] == {"role": "user", "content": "hello there"}
+    # ...and it is what the model server received.
+    sent = httpx.get(f"{standin}/requests").json()[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [(m["role"], m["content"]) for m in messages]
+
+
+async def test_history_is_sent_on_the_next_turn(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
+    client = await logged_in(app_server.url)
+    try:
+        await client.send("first question")
+        await client.send("second question")
+    finally:
+        await client.close()
+    sent = httpx.get(f"{standin}/requests").json()[-1]["messages"]
+    assert [m["content"] for m in sent[-3:]] == ["first question", "You said: first question", "second question"]
+
+
+async def test_active_model_switches_without_restart(app_server: AppServer, redis_db: RedisServer) -> None:
+    client = await logged_in(app_server.url)
+    try:
+        before = await client.send("one")
+        redis_db.client.set(keys.active_model(), "echo-v2")
+        after = await client.send("two")
+    finally:
+        await client.close()
+    assert before.final()["metadata"]["model"] == "echo"
+    assert after.final()["metadata"]["model"] == "echo-v2"
+    assert after.text == "You said: two"
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("fail-500", "The model server failed to answer (HTTP 500)"),
+        ("fail-404", "doesn't know the configured model (HTTP 404)"),
+        ("empty", "The model returned an empty answer"),
+    ],
+)
+async def test_model_errors_are_shown_and_the_app_keeps_serving(app_server: AppServer, redis_db: RedisServer, model: str, expected: str) -> None:
+    client = await logged_in(app_server.url)
+    try:
+        redis_db.client.set(keys.active_model(), model)
+        failed = await client.send("hello")
+        redis_db.client.delete(keys.active_model())
+        recovered = await client.send("again")
+    finally:
+        await client.close()
+    errors = [m for m in failed.messages if m.get("isError")]
+    assert errors and expected in errors[-1]["output"]
+    assert "Traceback" not in errors[-1]["output"]
+    assert recovered.text == "You said: again"
+    assert redis_db.client.llen(keys.thread_exchanges(client.thread_id)) == 1  # failures are not answers
+
+
+async def test_unreachable_model_server(own_services, redis_db: RedisServer, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    app = start_app(own_services, app_env(redis_db.url, dead, tmp_path, LLM_TIMEOUT_S="2"), tmp_path)
+    client = await logged_in(app.url)
+    try:
+        reply = await client.send("hello")
+    finally:
+        await client.close()
+    errors = [m for m in reply.messages if m.get("isError")]
+    assert errors and "can't be reached" in errors[-1]["output"]
+
+
+async def test_stop_button_cancels_the_stream(app_server: AppServer, redis_db: RedisServer) -> None:
+    redis_db.client.set(keys.active_model(), "slow")  # 400 tokens, 50 ms apart: 20 s in all
+    client = await logged_in(app_server.url)
+    try:
+        reply = await client.send("a long answer please", timeout_s=15, stop_after_tokens=5)
+        redis_db.client.delete(keys.active_model())
+        after = await client.send("still there?")
+    finally:
+        await client.close()
+    assert 5 <= len(reply.tokens) < 400
+    assert reply.total_s < 15
+    assert after.text == "You said: still there?"

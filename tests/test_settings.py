@@ -1,0 +1,95 @@
+"""Settings: one object, read from the environment, with errors that name the setting."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from feedback.settings import Settings, SettingsError, load_settings
+from tests.conftest import run_cli
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("LLM_", "REDIS_", "AUTH_", "PROMPT", "HISTORY_", "DATA_DIR", "PORT", "HOST")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_need_no_configuration() -> None:
+    s = load_settings()
+    assert s.redis_url is None and s.effective_redis_url.startswith("unix://") and s.effective_redis_url.endswith("data/redis/redis.sock")
+    assert s.llm_base_url is None and s.effective_llm_base_url == "http://127.0.0.1:8001/v1"
+    assert s.llm_model == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert s.auth_mode == "password"
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text("LLM_MODEL=from-dotenv\nLLM_TEMPERATURE=0.2\n")
+    monkeypatch.setenv("LLM_MODEL", "from-env")
+    s = load_settings()
+    assert s.llm_model == "from-env"  # the environment wins over .env
+    assert s.llm_temperature == 0.2
+
+
+def test_users_parse_and_secrets_stay_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_USERS", "alice:pw1, bob:p:w2")
+    s = load_settings()
+    assert s.users() == {"alice": "pw1", "bob": "p:w2"}
+    assert "pw1" not in repr(s) and "pw1" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LLM_TIMEOUT_S", "0", "LLM_TIMEOUT_S: Input should be greater than 0"),
+        ("LLM_TEMPERATURE", "hot", "LLM_TEMPERATURE: Input should be a valid number"),
+        ("PORT", "70000", "PORT: Input should be less than or equal to 65535"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL: Value error, must start with redis://"),
+        ("LLM_BASE_URL", "ftp://x", "LLM_BASE_URL: Value error, must be an http:// or https:// URL"),
+        ("AUTH_MODE", "none", "AUTH_MODE: Input should be 'password' or 'header'"),
+        ("AUTH_USERS", "alice", "AUTH_USERS: Value error, each entry must be user:password"),
+        ("PROMPT_ID", "../etc", "PROMPT_ID: String should match pattern"),
+    ],
+)
+def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_password_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_USERS", "alice:supersecret,broken")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "supersecret" not in str(info.value)
+
+
+def test_up_stops_on_invalid_settings_with_a_clear_message(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_"))}
+    result = run_cli("up", env={**env, "LLM_TIMEOUT_S": "-1", "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "Invalid settings" in result.stderr and "LLM_TIMEOUT_S" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "redis").exists(), "nothing started"
+
+
+def test_settings_is_frozen() -> None:
+    s = Settings()
+    with pytest.raises(ValidationError, match="frozen"):
+        s.llm_model = "x"  # type: ignore[misc]
+
+
+def test_env_example_lists_every_setting_with_a_comment() -> None:
+    from tests.conftest import ROOT
+
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    for name in Settings.model_fields:
+        var = name.upper()
+        idx = next((i for i, line in enumerate(lines) if line.lstrip("# ").startswith(f"{var}=")), None)
+        assert idx is not None, f"{var} missing from .env.example"
+        assert lines[idx - 1].startswith("#") and not lines[idx - 1].lstrip("# ").startswith(f"{var}="), f"{var} has no comment"
