@@ -1,4 +1,4 @@
-"""The Chainlit app: a prompt-engineered assistant whose answers are streamed and recorded.
+"""The Chainlit app: a prompt-engineered assistant whose answers are streamed, stored and rated.
 
 Run it with `chatbot up` (which starts Redis and a model server when none is configured), or
 directly with `chainlit run bot/app.py` when REDIS_URL and LLM_BASE_URL point at running servers.
@@ -12,17 +12,24 @@ import logging
 import os
 import sys
 import time
+import uuid
 
 import chainlit as cl
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_openai_messages
+from chainlit.server import app as http_app
+from langchain_core.messages import convert_to_openai_messages
 from redis.exceptions import RedisError
 
+from bot import api
 from bot import model as chat
+from bot.datalayer import RedisDataLayer
+from bot.history import Turn, as_messages, drop_from
 from bot.prompt import PromptSpecError, load_spec, render
 from feedback import exchange as exchanges
 from feedback import registry
 from feedback.connection import connect
 from feedback.settings import SettingsError, load_settings
+from feedback.spool import Spool
+from feedback.store import OUTAGE, Store
 
 log = logging.getLogger("bot")
 
@@ -38,8 +45,21 @@ if settings.chainlit_auth_secret:
     os.environ.setdefault("CHAINLIT_AUTH_SECRET", settings.chainlit_auth_secret.get_secret_value())
 
 redis = connect(settings.effective_redis_url)
+store = Store(redis, Spool(settings.data_dir.resolve() / "spool" / "writes.jsonl"))
+api.install(http_app, store)
 USERS = settings.users()
-REDIS_DOWN = "Ratings storage is unavailable right now: this answer was not saved."
+SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."
+
+
+@cl.data_layer
+def data_layer() -> RedisDataLayer:
+    return RedisDataLayer(redis, store)
+
+
+@cl.on_app_startup
+async def start_spool_replay() -> None:
+    # Keep a reference: the loop holds tasks weakly.
+    http_app.state.spool_replay = asyncio.create_task(store.replay_forever())
 
 
 if settings.auth_mode == "password":
@@ -60,6 +80,10 @@ else:
         return cl.User(identifier=name, metadata={"provider": "header"}) if name else None
 
 
+def turns() -> list[Turn]:
+    return cl.user_session.get("turns") or []
+
+
 async def model_in_service() -> str:
     """The promoted model when there is one, else the configured model; Redis trouble falls back."""
     try:
@@ -69,17 +93,12 @@ async def model_in_service() -> str:
         return settings.llm_model
 
 
-@cl.on_chat_start
-async def start() -> None:
-    cl.user_session.set("history", [])
+async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]]) -> exchanges.Exchange | None:
+    """Stream the model's answer to `prompt` into a new message and store the exchange.
 
-
-@cl.on_message
-async def answer(message: cl.Message) -> None:
-    history: list[BaseMessage] = cl.user_session.get("history") or []
-    user = cl.user_session.get("user")
+    Returns None when the model failed (the user sees why) or the user pressed stop.
+    """
     model_name = await model_in_service()
-    prompt = render(spec, history, message.content, settings.history_max_tokens)
     llm = chat.chat_model(
         settings.effective_llm_base_url,
         settings.llm_api_key.get_secret_value(),
@@ -88,38 +107,37 @@ async def answer(message: cl.Message) -> None:
         settings.llm_max_tokens,
         settings.llm_temperature,
     )
-
     reply = cl.Message(content="")
     started = time.perf_counter()
     first_token_ms: float | None = None
     error: chat.ModelError | None = None
     try:
         async for chunk in llm.astream(prompt):
-            token = chunk.text
-            if token:
+            if chunk.text:
                 if first_token_ms is None:
                     first_token_ms = (time.perf_counter() - started) * 1000
-                await reply.stream_token(token)
+                await reply.stream_token(chunk.text)
         if not reply.content.strip():
             error = chat.EMPTY_ANSWER
     except asyncio.CancelledError:
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
         await reply.send()
         raise
-    except Exception as exc:  # openai raises many types; explain() maps the known ones
+    except Exception as exc:  # noqa: BLE001 - openai raises many types; explain() maps the known ones
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
-
     if error is not None:
         await cl.ErrorMessage(content=str(error)).send()
-        return
+        return None
 
+    user = cl.user_session.get("user")
     record = exchanges.Exchange(
-        thread_id=message.thread_id,
+        id=run_id,
+        thread_id=cl.context.session.thread_id,
         user=user.identifier if user else "anonymous",
-        step_id=cl.context.current_step.id if cl.context.current_step else None,
         message_id=reply.id,
-        messages=[exchanges.PromptMessage(**m) for m in convert_to_openai_messages(prompt)],
+        prompt_message_id=prompt_message_id,
+        messages=[exchanges.PromptMessage(**m) for m in prompt],
         completion=reply.content,
         prompt_id=spec.id,
         prompt_version=spec.version,
@@ -128,11 +146,59 @@ async def answer(message: cl.Message) -> None:
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     reply.metadata = {"exchange_id": record.id, "prompt_version": f"{spec.id}@{spec.version}", "model": model_name}
+    reply.actions = [cl.Action(name="regenerate", payload={"exchange_id": record.id}, label="Regenerate", icon="refresh-cw")]
     await reply.send()
-    history.extend([HumanMessage(message.content), AIMessage(reply.content)])
-    cl.user_session.set("history", history)
+    if await store.save_exchange(record) == "spool":
+        await cl.Message(content=SPOOLED, author="Storage").send()
+    return record
+
+
+@cl.on_chat_start
+async def start() -> None:
+    cl.user_session.set("turns", [])
+
+
+@cl.on_chat_resume
+async def resume(thread: cl.types.ThreadDict) -> None:
+    """Rebuild the history from the answers stored for this thread (hidden alternatives skipped)."""
     try:
-        await exchanges.save(redis, record)
-    except RedisError as exc:
-        log.warning("could not save exchange %s: %s", record.id, exc)
-        await cl.Message(content=REDIS_DOWN, author="system").send()
+        stored = await exchanges.for_thread(redis, thread["id"])
+    except OUTAGE:
+        stored = []
+    cl.user_session.set(
+        "turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in stored if not e.deleted]
+    )
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    if len(message.content) > settings.max_message_chars:
+        await cl.ErrorMessage(content=f"Your message has {len(message.content)} characters; the limit is {settings.max_message_chars}.").send()
+        return
+    history = drop_from(turns(), message.id)
+    prompt = render(spec, as_messages(history), message.content, settings.history_max_tokens)
+    run = cl.context.current_step
+    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt))
+    if record is not None:
+        history.append(Turn(message.id, message.content, record.completion))
+    cl.user_session.set("turns", history)
+
+
+@cl.action_callback("regenerate")
+async def regenerate(action: cl.Action) -> None:
+    """Answer the same prompt again; the earlier answer is hidden but kept as an alternative."""
+    history = turns()
+    old = await exchanges.load(redis, str(action.payload.get("exchange_id", "")))
+    user = cl.user_session.get("user")
+    if old is None or user is None or old.user != user.identifier or old.thread_id != cl.context.session.thread_id:
+        await cl.ErrorMessage(content="This answer can't be regenerated here.").send()
+        return
+    if not history or history[-1].message_id != old.prompt_message_id:
+        await cl.ErrorMessage(content="Only the latest answer can be regenerated.").send()
+        return
+    async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
+        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages])
+    if record is not None:
+        await cl.Message(content="", id=old.message_id).remove()  # soft delete: see the data layer
+        history[-1] = Turn(old.prompt_message_id, history[-1].question, record.completion)
+        cl.user_session.set("turns", history)

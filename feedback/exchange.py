@@ -4,28 +4,41 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from feedback import keys
 
+# How long a write's id is remembered, so a spool replay never applies it twice.
+OP_TTL_S = 7 * 24 * 3600
+
+# Store the exchange and its indexes in one step; a replayed write (same op id) changes nothing.
+SAVE_SCRIPT = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
+return 1
+"""
+
 
 class PromptMessage(BaseModel):
-    """One message exactly as sent to the model."""
+    """One message exactly as sent to the model (OpenAI roles)."""
 
     role: str
     content: str
 
 
 class Exchange(BaseModel):
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    # The run step that produced the answer: Chainlit's Feedback.forId points at it.
+    id: str
     thread_id: str
     user: str
-    # The run step Chainlit's feedback points at, and the answer message it produced.
-    step_id: str | None = None
     message_id: str | None = None
+    # The user message answered; regenerated or edited answers share it.
+    prompt_message_id: str
     messages: list[PromptMessage]
     completion: str
     prompt_id: str
@@ -34,26 +47,36 @@ class Exchange(BaseModel):
     created_at: float = Field(default_factory=time.time)
     latency_ms: float | None = None
     first_token_ms: float | None = None
-    error: str | None = None
+    deleted: bool = False
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(exclude_none=True)
         data["messages"] = json.dumps(data["messages"], ensure_ascii=False)
+        data["deleted"] = "1" if self.deleted else "0"
         return {k: str(v) for k, v in data.items()}
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Exchange:
-        fields = dict(data)
-        fields["messages"] = json.loads(fields["messages"])
+        fields: dict[str, object] = dict(data)
+        fields["messages"] = json.loads(data["messages"])
+        fields["deleted"] = data.get("deleted") == "1"
         return cls.model_validate(fields)
 
 
-async def save(r: Redis, exchange: Exchange) -> None:
-    """Store the exchange and index it under its thread, atomically."""
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.exchange(exchange.id), mapping=exchange.to_hash())
-        pipe.rpush(keys.thread_exchanges(exchange.thread_id), exchange.id)
-        await pipe.execute()
+async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
+    """Store the exchange with its thread and alternatives indexes, atomically and idempotently.
+
+    Returns False when this op id was already applied (a spool replay).
+    """
+    fields = [x for kv in exchange.to_hash().items() for x in kv]
+    keys_ = [
+        keys.exchange(exchange.id),
+        keys.thread_exchanges(exchange.thread_id),
+        keys.alternatives(exchange.prompt_message_id),
+        keys.applied_op(op_id),
+    ]
+    applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, OP_TTL_S, exchange.id, exchange.created_at, *fields)
+    return bool(applied)
 
 
 async def load(r: Redis, exchange_id: str) -> Exchange | None:
@@ -62,9 +85,20 @@ async def load(r: Redis, exchange_id: str) -> Exchange | None:
 
 
 async def for_thread(r: Redis, thread_id: str) -> list[Exchange]:
-    ids = await r.lrange(keys.thread_exchanges(thread_id), 0, -1)
+    ids = await r.zrange(keys.thread_exchanges(thread_id), 0, -1)
     async with r.pipeline(transaction=False) as pipe:
         for exchange_id in ids:
             pipe.hgetall(keys.exchange(exchange_id))
         rows = await pipe.execute()
     return [Exchange.from_hash(row) for row in rows if row]
+
+
+async def alternatives(r: Redis, user_message_id: str) -> list[str]:
+    """Ids of the answers to one user message, oldest first."""
+    return list(await r.lrange(keys.alternatives(user_message_id), 0, -1))
+
+
+async def hide(r: Redis, exchange_id: str) -> None:
+    """Soft delete: a replaced answer stays as the other side of a preference pair."""
+    if await r.exists(keys.exchange(exchange_id)):
+        await r.hset(keys.exchange(exchange_id), "deleted", "1")

@@ -1,8 +1,11 @@
 """Every Redis key the product uses, each with its type, writer and reader.
 
-All keys carry the hash tag ``{fb}`` so that multi-key transactions (an exchange and its thread
-index written together) stay in one hash slot and work unchanged on Redis Cluster.
-`tests/test_keys.py` pins these strings: changing one is a data migration, not a refactor.
+All keys carry the hash tag ``{fb}``: they live in one hash slot, so the multi-key transactions
+and Lua scripts below (a rating and its event, an exchange and its indexes) work unchanged on
+Redis Cluster. `tests/test_keys.py` pins these strings: changing one is a data migration.
+
+Writers: "bot" is the chat process (bot/app.py), "data layer" its Chainlit persistence
+(bot/datalayer.py), "job" the retraining job (training/).
 """
 
 from __future__ import annotations
@@ -10,27 +13,127 @@ from __future__ import annotations
 PREFIX = "{fb}"
 
 
+# --- Model registry -----------------------------------------------------------------------------
+
+
 def active_model() -> str:
     """STRING: name of the model in service (an id or a path the model server accepts).
 
-    Writer: the retraining job's promote step and the `chatbot model` commands.
-    Reader: the bot, once per request; unset means the configured LLM_MODEL.
+    Writer: the job's promote step and the `chatbot model` commands. Reader: bot, per request;
+    unset means the configured LLM_MODEL.
     """
     return f"{PREFIX}:model:active"
 
 
-def exchange(exchange_id: str) -> str:
-    """HASH: one assistant answer: thread, user, prompt messages (JSON), completion, prompt id and
-    version, model, timestamps, latency.
+# --- Users and threads (Chainlit's history) -----------------------------------------------------
 
-    Writer: the bot after each answer. Reader: the data layer, the retraining job.
+
+def user(identifier: str) -> str:
+    """HASH: a user: id, identifier, createdAt, metadata (JSON). Writer/reader: data layer."""
+    return f"{PREFIX}:user:{identifier}"
+
+
+def user_threads(user_id: str) -> str:
+    """ZSET: a user's thread ids scored by last update (epoch s), for the history sidebar.
+
+    Writer: data layer (update_thread, create_step). Reader: data layer (list_threads).
+    """
+    return f"{PREFIX}:user:{user_id}:threads"
+
+
+def thread(thread_id: str) -> str:
+    """HASH: a thread: id, name, userId, userIdentifier, createdAt, updatedAt, metadata, tags (JSON).
+
+    Writer/reader: data layer.
+    """
+    return f"{PREFIX}:thread:{thread_id}"
+
+
+def thread_steps(thread_id: str) -> str:
+    """ZSET: step ids of a thread scored by creation time (epoch s). Writer/reader: data layer."""
+    return f"{PREFIX}:thread:{thread_id}:steps"
+
+
+def thread_elements(thread_id: str) -> str:
+    """SET: element ids of a thread. Writer/reader: data layer."""
+    return f"{PREFIX}:thread:{thread_id}:elements"
+
+
+def thread_exchanges(thread_id: str) -> str:
+    """ZSET: exchange ids of a thread scored by creation time (epoch s).
+
+    Writer: bot (with the exchange, atomically). Reader: data layer, job.
+    """
+    return f"{PREFIX}:thread:{thread_id}:exchanges"
+
+
+def step(step_id: str) -> str:
+    """HASH: a Chainlit step: data (the step dict as JSON), threadId, deleted ("1" when soft-deleted:
+    an edited or regenerated answer stays, hidden, as the other side of a preference pair).
+
+    Writer/reader: data layer.
+    """
+    return f"{PREFIX}:step:{step_id}"
+
+
+def element(element_id: str) -> str:
+    """STRING: a Chainlit element dict as JSON. Writer/reader: data layer."""
+    return f"{PREFIX}:element:{element_id}"
+
+
+def user_favorites(user_id: str) -> str:
+    """SET: step ids a user marked as favorite. Writer/reader: data layer."""
+    return f"{PREFIX}:user:{user_id}:favorites"
+
+
+# --- Exchanges and ratings (the training data) ---------------------------------------------------
+
+
+def exchange(exchange_id: str) -> str:
+    """HASH: one assistant answer, keyed by the id of the run step that produced it (Chainlit's
+    Feedback.forId points at that run step): thread_id, user, message_id, prompt_message_id (the
+    user message answered), messages (JSON, exactly as sent), completion, prompt_id,
+    prompt_version, model, created_at, latency_ms, first_token_ms, deleted ("1": hidden).
+
+    Writer: bot (with its thread and alternatives indexes, atomically). Reader: rating path,
+    data layer, job.
     """
     return f"{PREFIX}:exchange:{exchange_id}"
 
 
-def thread_exchanges(thread_id: str) -> str:
-    """LIST: exchange ids of a thread, oldest first.
+def alternatives(user_message_id: str) -> str:
+    """LIST: exchange ids answering the same user message, oldest first: the first answer, then
+    each regenerated or edited alternative (rated differently, they make a preference pair).
 
-    Writer: the bot, in the same transaction as the exchange. Reader: history, retraining job.
+    Writer: bot (with the exchange). Reader: job (DPO pairs).
     """
-    return f"{PREFIX}:thread:{thread_id}:exchanges"
+    return f"{PREFIX}:alternatives:{user_message_id}"
+
+
+def rating(exchange_id: str) -> str:
+    """HASH: the current rating of an exchange: value (0/1), comment, reasons (JSON), user,
+    updated_at. Absent when unrated. Writer: rating script. Reader: data layer, job.
+    """
+    return f"{PREFIX}:rating:{exchange_id}"
+
+
+def thread_ratings(thread_id: str) -> str:
+    """HASH: exchange id -> rating value, for the history's feedback filter.
+
+    Writer: rating script. Reader: data layer (list_threads).
+    """
+    return f"{PREFIX}:thread:{thread_id}:ratings"
+
+
+def events() -> str:
+    """STREAM: append-only log of rating changes (rate, unrate, delete) with exchange id, user,
+    value, ts. Writer: rating script, thread deletion. Reader: job (its watermark is a stream id).
+    """
+    return f"{PREFIX}:events"
+
+
+def applied_op(op_id: str) -> str:
+    """STRING (expires): marks a write as applied, so replaying the local spool after a Redis
+    outage never applies a write twice. Writer/reader: the Lua scripts in feedback/.
+    """
+    return f"{PREFIX}:op:{op_id}"

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     prompts_dir: Path = Path(__file__).resolve().parent.parent / "bot" / "prompts"
     # Tokens of earlier turns kept in the prompt; the oldest turns are dropped first.
     history_max_tokens: int = Field(2000, ge=0, le=1_000_000)
+    # Longest user message accepted, in characters.
+    max_message_chars: int = Field(8000, ge=1, le=1_000_000)
 
     # Web UI and login.
     host: str = "127.0.0.1"

@@ -92,7 +92,7 @@ async def test_model_errors_are_shown_and_the_app_keeps_serving(app_server: AppS
     assert errors and expected in errors[-1]["output"]
     assert "Traceback" not in errors[-1]["output"]
     assert recovered.text == "You said: again"
-    assert redis_db.client.llen(keys.thread_exchanges(client.thread_id)) == 1  # failures are not answers
+    assert redis_db.client.zcard(keys.thread_exchanges(client.thread_id)) == 1  # failures are not answers
 
 
 async def test_unreachable_model_server(own_services, redis_db: RedisServer, tmp_path: Path) -> None:

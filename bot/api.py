@@ -1,0 +1,79 @@
+"""HTTP routes for ratings, replacing Chainlit's PUT/DELETE /feedback.
+
+Chainlit's own routes pass any feedback to the data layer without checking who sends it. These
+take the same requests the UI sends (plus optional `reasons`), validate them strictly, and let the
+rating script check that the answer is the caller's: a forged or foreign id changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from chainlit.auth import get_current_user
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from feedback import keys
+from feedback import rating as ratings
+from feedback.store import Store
+
+MAX_BODY_BYTES = 16 * 1024
+Id = Annotated[str, Field(min_length=1, max_length=ratings.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class FeedbackBody(ratings.RatingInput):
+    forId: Id
+    threadId: Id
+    id: str | None = None  # sent back by the UI on a second click; the answer id is what counts
+
+
+class UpdateFeedback(BaseModel):
+    feedback: FeedbackBody
+    sessionId: str | None = Field(None, max_length=128)
+
+
+class DeleteFeedback(BaseModel):
+    feedbackId: Id
+
+
+def _user_of(current: Any) -> str:
+    if current is None:
+        raise HTTPException(status_code=401, detail="Log in to rate answers.")
+    return str(current.identifier)
+
+
+def _check_size(request: Request) -> None:
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise HTTPException(status_code=413, detail=f"Request body over {MAX_BODY_BYTES} bytes.")
+
+
+def install(app: FastAPI, store: Store) -> None:
+    """Put our routes in front of Chainlit's (the first matching route wins)."""
+
+    async def put_feedback(request: Request, body: UpdateFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
+        _check_size(request)
+        fb = body.feedback
+        try:
+            stored = await store.rate(user=_user_of(current), thread_id=fb.threadId, exchange_id=fb.forId, rating=fb)
+        except ratings.RatingError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        return {"success": True, "feedbackId": fb.forId, "stored": stored}
+
+    async def delete_feedback(request: Request, body: DeleteFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
+        _check_size(request)
+        user = _user_of(current)
+        thread_id = await store.redis.hget(keys.exchange(body.feedbackId), "thread_id")
+        if thread_id is None:
+            raise HTTPException(status_code=404, detail="No answer with this id.")
+        try:
+            stored = await store.rate(user=user, thread_id=thread_id, exchange_id=body.feedbackId, rating=None)
+        except ratings.RatingError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        return {"success": True, "stored": stored}
+
+    routes = [
+        APIRoute("/feedback", put_feedback, methods=["PUT"]),
+        APIRoute("/feedback", delete_feedback, methods=["DELETE"]),
+    ]
+    app.router.routes[0:0] = routes

@@ -1,0 +1,346 @@
+"""Chainlit's persistence in Redis: users, threads, steps, elements, feedback, favorites.
+
+Chainlit checks thread ownership for reads and deletes (get_thread_author) but not for writes,
+so every write here checks that the thread belongs to the user of the current session. Deleted
+steps are soft-deleted: an edited or regenerated answer stays, hidden, as the rejected side of a
+preference pair. Per-user thread lists are read whole for search and filters: fine for the
+hundreds of threads one person has, not meant for analytics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from chainlit.context import context
+from chainlit.data.base import BaseDataLayer
+from chainlit.element import Element, ElementDict
+from chainlit.step import StepDict
+from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
+from chainlit.user import PersistedUser, User
+from redis.asyncio import Redis
+
+from feedback import keys
+from feedback import rating as ratings
+from feedback.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class OwnershipError(PermissionError):
+    """A write into a thread that belongs to someone else."""
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return time.time()
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def _session_user() -> str | None:
+    """Identifier of the user whose socket session triggered this call, if any."""
+    try:
+        user = context.session.user
+    except Exception:  # noqa: BLE001 - chainlit raises its own error when there is no context
+        return None
+    return user.identifier if user else None
+
+
+class RedisDataLayer(BaseDataLayer):
+    def __init__(self, redis: Redis, store: Store) -> None:
+        self.r = redis
+        self.store = store
+
+    # --- users ----------------------------------------------------------------------------------
+
+    async def get_user(self, identifier: str) -> PersistedUser | None:
+        data = await self.r.hgetall(keys.user(identifier))
+        if not data:
+            return None
+        return PersistedUser(
+            id=data["id"], identifier=data["identifier"], createdAt=data["createdAt"], metadata=json.loads(data.get("metadata") or "{}")
+        )
+
+    async def create_user(self, user: User) -> PersistedUser | None:
+        # The identifier is the id: unique, stable, and needs no second index.
+        key = keys.user(user.identifier)
+        await self.r.hsetnx(key, "createdAt", _now_iso())
+        await self.r.hset(key, mapping={"id": user.identifier, "identifier": user.identifier, "metadata": json.dumps(user.metadata or {})})
+        return await self.get_user(user.identifier)
+
+    # --- threads --------------------------------------------------------------------------------
+
+    async def get_thread_author(self, thread_id: str) -> str:
+        return await self.r.hget(keys.thread(thread_id), "userIdentifier") or ""
+
+    async def _claim_thread(self, thread_id: str, user_id: str | None) -> None:
+        """Create the thread for user_id, or check it is theirs. Raises OwnershipError."""
+        owner = await self.r.hget(keys.thread(thread_id), "userId")
+        if owner is not None:
+            if user_id and owner != user_id:
+                raise OwnershipError(f"thread {thread_id} belongs to another user")
+            return
+        if not user_id:
+            return
+        now = _now_iso()
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(keys.thread(thread_id), "createdAt", now)
+            pipe.hset(keys.thread(thread_id), mapping={"id": thread_id, "userId": user_id, "userIdentifier": user_id, "updatedAt": now})
+            pipe.zadd(keys.user_threads(user_id), {thread_id: time.time()})
+            await pipe.execute()
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        await self._claim_thread(thread_id, user_id or _session_user())
+        owner = await self.r.hget(keys.thread(thread_id), "userId")
+        if owner is None:
+            return  # no user known yet: nothing to attach the thread to
+        fields: dict[str, str] = {"updatedAt": _now_iso()}
+        if name is not None:
+            fields["name"] = name[:200]
+        if tags is not None:
+            fields["tags"] = json.dumps(tags)
+        if metadata is not None:
+            current = json.loads(await self.r.hget(keys.thread(thread_id), "metadata") or "{}")
+            fields["metadata"] = json.dumps({**current, **metadata}, default=str)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.thread(thread_id), mapping=fields)
+            pipe.zadd(keys.user_threads(owner), {thread_id: time.time()})
+            await pipe.execute()
+
+    def _thread_dict(self, data: dict[str, str]) -> ThreadDict:
+        return ThreadDict(
+            id=data["id"],
+            createdAt=data.get("createdAt", ""),
+            name=data.get("name"),
+            userId=data.get("userId"),
+            userIdentifier=data.get("userIdentifier"),
+            tags=json.loads(data.get("tags") or "[]"),
+            metadata=json.loads(data.get("metadata") or "{}"),
+            steps=[],
+            elements=[],
+        )
+
+    async def get_thread(self, thread_id: str) -> ThreadDict | None:
+        data = await self.r.hgetall(keys.thread(thread_id))
+        if not data:
+            return None
+        thread = self._thread_dict(data)
+        step_ids = await self.r.zrange(keys.thread_steps(thread_id), 0, -1)
+        element_ids = await self.r.smembers(keys.thread_elements(thread_id))
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sid in step_ids:
+                pipe.hmget(keys.step(sid), "data", "deleted")
+            for sid in step_ids:
+                pipe.hgetall(keys.rating(sid))
+            for eid in element_ids:
+                pipe.get(keys.element(eid))
+            rows = await pipe.execute()
+        n = len(step_ids)
+        for sid, (raw, deleted), rated in zip(step_ids, rows[:n], rows[n : 2 * n], strict=True):
+            if not raw or deleted == "1":
+                continue
+            step: StepDict = json.loads(raw)
+            if rated:  # ratings are keyed by the run step, like Chainlit's feedback
+                step["feedback"] = {"id": sid, "forId": sid, "value": int(rated["value"]), "comment": rated.get("comment") or None}
+            thread["steps"].append(step)
+        thread["elements"] = [json.loads(e) for e in rows[2 * n :] if e]
+        return thread
+
+    async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
+        if not filters.userId:
+            raise ValueError("list_threads needs a user")
+        ids = await self.r.zrevrange(keys.user_threads(filters.userId), 0, -1)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for tid in ids:
+                pipe.hgetall(keys.thread(tid))
+            for tid in ids:
+                pipe.hvals(keys.thread_ratings(tid))
+            rows = await pipe.execute()
+        threads = []
+        search = (filters.search or "").casefold()
+        for data, values in zip(rows[: len(ids)], rows[len(ids) :], strict=True):
+            if not data:
+                continue
+            if search and search not in (data.get("name") or "").casefold():
+                continue
+            if filters.feedback is not None and str(filters.feedback) not in values:
+                continue
+            threads.append(self._thread_dict(data))
+        start = 0
+        if pagination.cursor:
+            start = next((i + 1 for i, t in enumerate(threads) if t["id"] == pagination.cursor), len(threads))
+        page = threads[start : start + pagination.first]
+        return PaginatedResponse(
+            pageInfo=PageInfo(
+                hasNextPage=start + pagination.first < len(threads),
+                startCursor=page[0]["id"] if page else None,
+                endCursor=page[-1]["id"] if page else None,
+            ),
+            data=page,
+        )
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread with its steps, elements, answers and ratings (the user's data is gone,
+        and the event log tells the retraining job to forget the ratings)."""
+        data = await self.r.hgetall(keys.thread(thread_id))
+        if not data:
+            return
+        step_ids = await self.r.zrange(keys.thread_steps(thread_id), 0, -1)
+        exchange_ids = await self.r.zrange(keys.thread_exchanges(thread_id), 0, -1)
+        element_ids = await self.r.smembers(keys.thread_elements(thread_id))
+        rated = await self.r.hkeys(keys.thread_ratings(thread_id))
+        async with self.r.pipeline(transaction=False) as pipe:
+            for e in exchange_ids:
+                pipe.hget(keys.exchange(e), "prompt_message_id")
+            prompts = {m for m in await pipe.execute() if m}
+        async with self.r.pipeline(transaction=True) as pipe:
+            for s in step_ids:
+                pipe.delete(keys.step(s))
+            for e in exchange_ids:
+                pipe.delete(keys.exchange(e), keys.rating(e))
+            for m in prompts:
+                pipe.delete(keys.alternatives(m))
+            for el in element_ids:
+                pipe.delete(keys.element(el))
+            for e in rated:
+                pipe.xadd(keys.events(), {"action": "delete", "exchange": e, "thread": thread_id, "user": data.get("userId", ""), "ts": f"{time.time():.6f}"})
+            pipe.delete(
+                keys.thread(thread_id),
+                keys.thread_steps(thread_id),
+                keys.thread_exchanges(thread_id),
+                keys.thread_elements(thread_id),
+                keys.thread_ratings(thread_id),
+            )
+            pipe.zrem(keys.user_threads(data.get("userId", "")), thread_id)
+            await pipe.execute()
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def _check_step_write(self, thread_id: str | None) -> None:
+        if not thread_id:
+            raise OwnershipError("a step needs a thread")
+        await self._claim_thread(thread_id, _session_user())
+
+    async def create_step(self, step_dict: StepDict) -> None:
+        await self._check_step_write(step_dict.get("threadId"))
+        await self._write_step(dict(step_dict))
+
+    async def update_step(self, step_dict: StepDict) -> None:
+        await self._check_step_write(step_dict.get("threadId"))
+        current = await self.r.hget(keys.step(step_dict["id"]), "data")
+        if current and json.loads(current).get("threadId") != step_dict.get("threadId"):
+            raise OwnershipError(f"step {step_dict['id']} belongs to another thread")
+        merged = {**(json.loads(current) if current else {}), **{k: v for k, v in step_dict.items() if v is not None}}
+        await self._write_step(merged)
+
+    async def _write_step(self, step: dict[str, Any]) -> None:
+        step.pop("feedback", None)  # ratings live in their own keys
+        thread_id = step["threadId"]
+        user_id = await self.r.hget(keys.thread(thread_id), "userId")
+        favorite = bool((step.get("metadata") or {}).get("favorite"))
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.step(step["id"]), mapping={"data": json.dumps(step, default=str), "threadId": thread_id})
+            pipe.zadd(keys.thread_steps(thread_id), {step["id"]: _epoch(step.get("createdAt"))}, nx=True)
+            if user_id:
+                pipe.zadd(keys.user_threads(user_id), {thread_id: time.time()})
+                if favorite:
+                    pipe.sadd(keys.user_favorites(user_id), step["id"])
+                else:
+                    pipe.srem(keys.user_favorites(user_id), step["id"])
+            await pipe.execute()
+
+    async def delete_step(self, step_id: str) -> None:
+        raw = await self.r.hget(keys.step(step_id), "data")
+        if not raw:
+            return
+        step = json.loads(raw)
+        await self._check_step_write(step.get("threadId"))
+        await self.r.hset(keys.step(step_id), "deleted", "1")
+        # A removed answer message (edit, regenerate): hide its exchange, keep it for training.
+        run_id = step.get("parentId")
+        if step.get("type") == "assistant_message" and run_id:
+            if await self.r.hget(keys.exchange(run_id), "message_id") == step_id:
+                await self.r.hset(keys.exchange(run_id), "deleted", "1")
+
+    async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
+        ids = await self.r.smembers(keys.user_favorites(user_id))
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hget(keys.step(sid), "data")
+            rows = await pipe.execute()
+        return [json.loads(raw) for raw in rows if raw]
+
+    # --- elements -------------------------------------------------------------------------------
+
+    async def create_element(self, element: Element) -> None:
+        await self._check_step_write(element.thread_id)
+        data = element.to_dict()
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(keys.element(element.id), json.dumps(data, default=str))
+            pipe.sadd(keys.thread_elements(element.thread_id), element.id)
+            await pipe.execute()
+
+    async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
+        raw = await self.r.get(keys.element(element_id))
+        if not raw:
+            return None
+        data: ElementDict = json.loads(raw)
+        return data if data.get("threadId") == thread_id else None
+
+    async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
+        raw = await self.r.get(keys.element(element_id))
+        if not raw:
+            return
+        owner_thread = json.loads(raw).get("threadId")
+        if thread_id and owner_thread != thread_id:
+            raise OwnershipError(f"element {element_id} is not in thread {thread_id}")
+        await self._check_step_write(owner_thread)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.element(element_id))
+            pipe.srem(keys.thread_elements(owner_thread), element_id)
+            await pipe.execute()
+
+    # --- feedback -------------------------------------------------------------------------------
+    # The HTTP routes for feedback are bot/api.py's (they check the caller). These methods serve
+    # calls made from a socket session, whose user is known from the context.
+
+    async def upsert_feedback(self, feedback: Feedback) -> str:
+        user = _session_user()
+        if not user or not feedback.threadId:
+            raise ratings.RatingError(401, "rating needs a logged-in session and a thread")
+        rating = ratings.RatingInput(value=feedback.value, comment=feedback.comment)
+        await self.store.rate(user=user, thread_id=feedback.threadId, exchange_id=feedback.forId, rating=rating)
+        return feedback.forId
+
+    async def delete_feedback(self, feedback_id: str) -> bool:
+        user = _session_user()
+        thread_id = await self.r.hget(keys.exchange(feedback_id), "thread_id")
+        if not user or not thread_id:
+            return False
+        await self.store.rate(user=user, thread_id=thread_id, exchange_id=feedback_id, rating=None)
+        return True
+
+    # --- misc -----------------------------------------------------------------------------------
+
+    async def build_debug_url(self) -> str:
+        return ""
+
+    async def close(self) -> None:
+        await self.r.aclose()

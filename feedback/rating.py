@@ -1,0 +1,134 @@
+"""Ratings: thumbs up/down with a comment and reasons; the last click wins.
+
+Each change is one Lua script: it checks that the exchange exists in the claimed thread and
+belongs to the caller, writes (or removes) the rating and appends an event to the stream the
+retraining job reads, all atomically, in one round trip, and at most once per op id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from redis.asyncio import Redis
+
+from feedback import keys
+from feedback.exchange import OP_TTL_S
+
+MAX_COMMENT_CHARS = 2000
+MAX_ID_CHARS = 64
+
+
+class Reason(str, Enum):
+    """Why an answer was rated down (or, for the first three, up)."""
+
+    helpful = "helpful"
+    accurate = "accurate"
+    clear = "clear"
+    wrong = "wrong"
+    unhelpful = "unhelpful"
+    too_long = "too_long"
+    unsafe = "unsafe"
+    off_topic = "off_topic"
+
+
+class RatingError(ValueError):
+    """A rating was refused; status is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RatingInput(BaseModel):
+    """A rating as a user sends it; anything else is refused before Redis is touched."""
+
+    model_config = {"extra": "ignore"}
+
+    value: Literal[0, 1]
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+    reasons: list[Reason] = Field(default_factory=list, max_length=len(Reason))
+
+    @field_validator("reasons")
+    @classmethod
+    def _unique(cls, v: list[Reason]) -> list[Reason]:
+        return list(dict.fromkeys(v))
+
+
+RATE_SCRIPT = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'duplicate', ''} end
+local ex = redis.call('HMGET', KEYS[1], 'user', 'thread_id')
+if not ex[1] or ex[2] ~= ARGV[3] then return {'not_found', ''} end
+if ex[1] ~= ARGV[2] then return {'forbidden', ''} end
+local id
+if ARGV[4] == '' then
+  if redis.call('DEL', KEYS[2]) == 0 then
+    redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
+    return {'unchanged', ''}
+  end
+  redis.call('HDEL', KEYS[3], ARGV[8])
+  id = redis.call('XADD', KEYS[4], '*', 'action', 'unrate', 'exchange', ARGV[8], 'thread', ARGV[3],
+                  'user', ARGV[2], 'ts', ARGV[7])
+else
+  redis.call('HSET', KEYS[2], 'value', ARGV[4], 'comment', ARGV[5], 'reasons', ARGV[6],
+             'user', ARGV[2], 'updated_at', ARGV[7])
+  redis.call('HSET', KEYS[3], ARGV[8], ARGV[4])
+  id = redis.call('XADD', KEYS[4], '*', 'action', 'rate', 'exchange', ARGV[8], 'thread', ARGV[3],
+                  'user', ARGV[2], 'value', ARGV[4], 'ts', ARGV[7])
+end
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
+return {'ok', id}
+"""
+
+_REFUSALS = {
+    "not_found": (404, "No answer with this id in this thread."),
+    "forbidden": (403, "You can only rate answers in your own threads."),
+}
+
+
+async def apply(
+    r: Redis,
+    *,
+    op_id: str,
+    user: str,
+    thread_id: str,
+    exchange_id: str,
+    rating: RatingInput | None,
+    ts: float | None = None,
+) -> str:
+    """Rate (or un-rate, rating=None) an exchange. Returns the event id ('' when nothing changed).
+
+    Raises RatingError when the exchange is unknown, in another thread, or someone else's.
+    """
+    keys_ = [
+        keys.exchange(exchange_id),
+        keys.rating(exchange_id),
+        keys.thread_ratings(thread_id),
+        keys.events(),
+        keys.applied_op(op_id),
+    ]
+    args = [
+        OP_TTL_S,
+        user,
+        thread_id,
+        "" if rating is None else str(rating.value),
+        "" if rating is None else rating.comment or "",
+        "" if rating is None else json.dumps([r.value for r in rating.reasons]),
+        f"{ts or time.time():.6f}",
+        exchange_id,
+    ]
+    outcome, event_id = await r.eval(RATE_SCRIPT, len(keys_), *keys_, *args)
+    if outcome in _REFUSALS:
+        raise RatingError(*_REFUSALS[outcome])
+    return str(event_id)
+
+
+async def get(r: Redis, exchange_id: str) -> dict[str, object] | None:
+    """The current rating of an exchange: value, comment, reasons, user, updated_at."""
+    data = await r.hgetall(keys.rating(exchange_id))
+    if not data:
+        return None
+    return {**data, "value": int(data["value"]), "reasons": json.loads(data["reasons"] or "[]")}

@@ -1,0 +1,104 @@
+"""Where exchanges and ratings are written: Redis, or the local spool while Redis is unreachable.
+
+Writes keep their order: once something is spooled, later writes queue behind it until the spool
+has been replayed, so an un-rate can never overtake the rating it undoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from feedback import exchange as exchanges
+from feedback import rating as ratings
+from feedback.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# What "Redis is down" looks like; other Redis errors are bugs and propagate.
+OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+Stored = Literal["redis", "spool"]
+
+
+class Store:
+    def __init__(self, redis: Redis, spool: Spool) -> None:
+        self.redis = redis
+        self.spool = spool
+        self._replay_lock = asyncio.Lock()
+
+    async def save_exchange(self, exchange: exchanges.Exchange) -> Stored:
+        return await self._write({"op": "exchange", "id": uuid.uuid4().hex, "exchange": exchange.model_dump(mode="json")})
+
+    async def rate(self, *, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput | None) -> Stored:
+        """Rate (rating=None: un-rate). Raises RatingError for unknown ids or someone else's answer."""
+        op = {
+            "op": "rate",
+            "id": uuid.uuid4().hex,
+            "user": user,
+            "thread_id": thread_id,
+            "exchange_id": exchange_id,
+            "rating": rating.model_dump(mode="json") if rating else None,
+            "ts": time.time(),  # when the user clicked, even if applied later from the spool
+        }
+        return await self._write(op)
+
+    async def _write(self, op: dict[str, Any]) -> Stored:
+        if len(self.spool) == 0:
+            try:
+                await self._apply(op)
+                return "redis"
+            except OUTAGE as exc:
+                log.warning("Redis unreachable (%s): keeping %s %s in the local spool", exc, op["op"], op["id"])
+        self.spool.append(op)
+        return "spool"
+
+    async def _apply(self, op: dict[str, Any]) -> None:
+        if op["op"] == "exchange":
+            await exchanges.save(self.redis, exchanges.Exchange.model_validate(op["exchange"]), op["id"])
+        elif op["op"] == "rate":
+            rating = ratings.RatingInput.model_validate(op["rating"]) if op["rating"] else None
+            await ratings.apply(
+                self.redis,
+                op_id=op["id"],
+                user=op["user"],
+                thread_id=op["thread_id"],
+                exchange_id=op["exchange_id"],
+                rating=rating,
+                ts=op["ts"],
+            )
+        else:
+            raise ValueError(f"unknown spooled op {op['op']!r}")
+
+    async def _apply_replayed(self, op: dict[str, Any]) -> None:
+        try:
+            await self._apply(op)
+        except ratings.RatingError as exc:
+            # Checked only now that Redis is back: an invalid rating is dropped, not retried forever.
+            log.warning("dropping spooled %s %s: %s", op["op"], op["id"], exc)
+
+    async def replay(self) -> int:
+        """Apply spooled writes in order; returns how many. Safe to call often and concurrently."""
+        if len(self.spool) == 0:
+            return 0
+        async with self._replay_lock:
+            try:
+                done = await self.spool.replay(self._apply_replayed)
+            except OUTAGE:
+                return 0
+        if done:
+            log.info("replayed %d spooled writes", done)
+        return done
+
+    async def replay_forever(self, interval_s: float = 2.0) -> None:
+        """Background task of the chat process: drain the spool whenever Redis is back."""
+        while True:
+            await self.replay()
+            await asyncio.sleep(interval_s)
