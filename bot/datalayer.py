@@ -17,6 +17,7 @@ from typing import Any
 
 from chainlit.context import context
 from chainlit.data.base import BaseDataLayer
+from chainlit.data.utils import queue_until_user_message
 from chainlit.element import Element, ElementDict
 from chainlit.step import StepDict
 from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
@@ -107,6 +108,9 @@ class RedisDataLayer(BaseDataLayer):
         metadata: dict | None = None,
         tags: list[str] | None = None,
     ) -> None:
+        exists = await self.r.exists(keys.thread(thread_id))
+        if not exists and name is None:
+            return  # Chainlit calls this on every connect: a thread starts with its first message
         await self._claim_thread(thread_id, user_id or _session_user())
         owner = await self.r.hget(keys.thread(thread_id), "userId")
         if owner is None:
@@ -238,10 +242,12 @@ class RedisDataLayer(BaseDataLayer):
             raise OwnershipError("a step needs a thread")
         await self._claim_thread(thread_id, _session_user())
 
+    @queue_until_user_message()  # nothing is stored before the first user message
     async def create_step(self, step_dict: StepDict) -> None:
         await self._check_step_write(step_dict.get("threadId"))
         await self._write_step(dict(step_dict))
 
+    @queue_until_user_message()  # nothing is stored before the first user message
     async def update_step(self, step_dict: StepDict) -> None:
         await self._check_step_write(step_dict.get("threadId"))
         current = await self.r.hget(keys.step(step_dict["id"]), "data")
@@ -266,6 +272,7 @@ class RedisDataLayer(BaseDataLayer):
                     pipe.srem(keys.user_favorites(user_id), step["id"])
             await pipe.execute()
 
+    @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_step(self, step_id: str) -> None:
         raw = await self.r.hget(keys.step(step_id), "data")
         if not raw:
@@ -289,6 +296,7 @@ class RedisDataLayer(BaseDataLayer):
 
     # --- elements -------------------------------------------------------------------------------
 
+    @queue_until_user_message()  # nothing is stored before the first user message
     async def create_element(self, element: Element) -> None:
         await self._check_step_write(element.thread_id)
         data = element.to_dict()
@@ -304,6 +312,7 @@ class RedisDataLayer(BaseDataLayer):
         data: ElementDict = json.loads(raw)
         return data if data.get("threadId") == thread_id else None
 
+    @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
         raw = await self.r.get(keys.element(element_id))
         if not raw:

@@ -83,10 +83,17 @@ class ChatClient:
 
         stop_after_tokens: press the stop button once that many tokens arrived.
         """
+        return await self._ask("client_message", str(uuid.uuid4()), text, timeout_s, stop_after_tokens)
+
+    async def edit(self, message_id: str, text: str, timeout_s: float = 60) -> Reply:
+        """Edit an earlier user message: the server answers it again."""
+        return await self._ask("edit_message", message_id, text, timeout_s, None)
+
+    async def _ask(self, event: str, message_id: str, text: str, timeout_s: float, stop_after_tokens: int | None) -> Reply:
         while not self._events.empty():
             self._events.get_nowait()
         message = {
-            "id": str(uuid.uuid4()),
+            "id": message_id,
             "threadId": self.thread_id or "",  # the server owns the id; learnt from its events
             "output": text,
             "name": "User",
@@ -95,7 +102,8 @@ class ChatClient:
         }
         reply = Reply()
         started = time.perf_counter()
-        await self.sio.emit("client_message", {"message": message, "fileReferences": []})
+        payload = {"message": message, "fileReferences": []} if event == "client_message" else {"message": message}
+        await self.sio.emit(event, payload)
         deadline = started + timeout_s
         while True:
             remaining = deadline - time.perf_counter()
@@ -109,8 +117,6 @@ class ChatClient:
                 reply.first_token_s = time.perf_counter() - started
                 reply.tokens.append(data.get("output") or "")
             elif name == "stream_token":
-                if reply.first_token_s is None:
-                    reply.first_token_s = time.perf_counter() - started
                 reply.tokens.append(data["token"])
                 if stop_after_tokens is not None and len(reply.tokens) == stop_after_tokens:
                     await self.stop()
@@ -119,6 +125,58 @@ class ChatClient:
             elif name == "task_end":
                 reply.total_s = time.perf_counter() - started
                 return reply
+
+    # --- HTTP calls the UI makes, with this client's login -------------------------------------
+
+    def http(self) -> httpx.AsyncClient:
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
+
+    async def rate(self, run_id: str, value: int | None, comment: str | None = None, reasons: list[str] | None = None, thread_id: str | None = None) -> httpx.Response:
+        """Thumbs up (1) / down (0) on the answer of a run step, as the UI does; None un-rates."""
+        async with self.http() as http:
+            if value is None:
+                return await http.request("DELETE", "/feedback", json={"feedbackId": run_id})
+            feedback: dict[str, Any] = {"forId": run_id, "threadId": thread_id or self.thread_id, "value": value, "comment": comment}
+            if reasons is not None:
+                feedback["reasons"] = reasons
+            return await http.put("/feedback", json={"feedback": feedback, "sessionId": self.session_id})
+
+    async def list_threads(self, first: int = 20, cursor: str | None = None, search: str | None = None, feedback: int | None = None) -> httpx.Response:
+        async with self.http() as http:
+            body = {"pagination": {"first": first, "cursor": cursor}, "filter": {"search": search, "feedback": feedback}}
+            return await http.post("/project/threads", json=body)
+
+    async def get_thread(self, thread_id: str) -> httpx.Response:
+        async with self.http() as http:
+            return await http.get(f"/project/thread/{thread_id}")
+
+    async def delete_thread(self, thread_id: str) -> httpx.Response:
+        async with self.http() as http:
+            return await http.request("DELETE", "/project/thread", json={"threadId": thread_id})
+
+    async def action(self, name: str, payload: dict[str, Any], for_id: str = "", timeout_s: float = 60) -> Reply:
+        """Click an action button (e.g. regenerate); collect the messages it produced."""
+        while not self._events.empty():
+            self._events.get_nowait()
+        reply = Reply()
+        started = time.perf_counter()
+        async with self.http() as http:
+            r = await http.post("/project/action", json={"sessionId": self.session_id, "action": {"name": name, "payload": payload, "forId": for_id, "id": str(uuid.uuid4())}})
+            r.raise_for_status()
+        # The callback has run; its socket events may still be in flight: wait for its last message.
+        deadline = started + timeout_s
+        while True:
+            name_, data = await asyncio.wait_for(self._events.get(), max(deadline - time.perf_counter(), 0.001))
+            if name_ == "stream_start":
+                reply.tokens.append(data.get("output") or "")
+            elif name_ == "stream_token":
+                reply.tokens.append(data["token"])
+            elif name_ in ("new_message", "update_message"):
+                reply.messages.append(data)
+                if data.get("type") == "assistant_message" and not data.get("streaming"):
+                    reply.total_s = time.perf_counter() - started
+                    return reply
 
     async def stop(self) -> None:
         """The stop button."""
