@@ -31,6 +31,14 @@ from feedback.store import Store
 log = logging.getLogger(__name__)
 
 
+UPDATE_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('ZADD', KEYS[2], ARGV[1], redis.call('HGET', KEYS[1], 'id'))
+return 1
+"""
+
+
 class OwnershipError(PermissionError):
     """A write into a thread that belongs to someone else."""
 
@@ -108,13 +116,13 @@ class RedisDataLayer(BaseDataLayer):
         metadata: dict | None = None,
         tags: list[str] | None = None,
     ) -> None:
-        exists = await self.r.exists(keys.thread(thread_id))
-        if not exists and name is None:
-            return  # Chainlit calls this on every connect: a thread starts with its first message
-        await self._claim_thread(thread_id, user_id or _session_user())
+        if name is not None:
+            await self._claim_thread(thread_id, user_id or _session_user())
         owner = await self.r.hget(keys.thread(thread_id), "userId")
         if owner is None:
-            return  # no user known yet: nothing to attach the thread to
+            return  # Chainlit calls this on every connect: a thread starts with its first message
+        if user_id and user_id != owner:
+            raise OwnershipError(f"thread {thread_id} belongs to another user")
         fields: dict[str, str] = {"updatedAt": _now_iso()}
         if name is not None:
             fields["name"] = name[:200]
@@ -123,10 +131,9 @@ class RedisDataLayer(BaseDataLayer):
         if metadata is not None:
             current = json.loads(await self.r.hget(keys.thread(thread_id), "metadata") or "{}")
             fields["metadata"] = json.dumps({**current, **metadata}, default=str)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.thread(thread_id), mapping=fields)
-            pipe.zadd(keys.user_threads(owner), {thread_id: time.time()})
-            await pipe.execute()
+        # Only if the thread still exists: a late update must not resurrect a deleted thread.
+        pairs = [x for kv in fields.items() for x in kv]
+        await self.r.eval(UPDATE_IF_EXISTS, 2, keys.thread(thread_id), keys.user_threads(owner), time.time(), *pairs)
 
     def _thread_dict(self, data: dict[str, str]) -> ThreadDict:
         return ThreadDict(
@@ -238,9 +245,11 @@ class RedisDataLayer(BaseDataLayer):
     # --- steps ----------------------------------------------------------------------------------
 
     async def _check_step_write(self, thread_id: str | None) -> None:
-        if not thread_id:
-            raise OwnershipError("a step needs a thread")
-        await self._claim_thread(thread_id, _session_user())
+        """Steps and elements are written only by a logged-in session, into its own threads."""
+        user = _session_user()
+        if not thread_id or not user:
+            raise OwnershipError("steps are written by a logged-in session, into a thread")
+        await self._claim_thread(thread_id, user)
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def create_step(self, step_dict: StepDict) -> None:

@@ -1,0 +1,125 @@
+"""Every data-layer method against a real Redis, including those the HTTP tests don't reach
+(elements, favorites, step updates) and the ownership checks on writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chainlit.context import init_http_context
+from chainlit.element import Text
+from chainlit.types import Feedback, Pagination, ThreadFilter
+from chainlit.user import User
+
+from bot.datalayer import OwnershipError, RedisDataLayer
+from feedback import keys
+from feedback.connection import connect
+from feedback.exchange import Exchange, PromptMessage
+from feedback.rating import RatingError
+from feedback.spool import Spool
+from feedback.store import Store
+from tests.conftest import RedisServer
+
+
+@pytest.fixture
+async def layer(redis_db: RedisServer, tmp_path: Path) -> RedisDataLayer:
+    r = connect(redis_db.url)
+    dl = RedisDataLayer(r, Store(r, Spool(tmp_path / "spool.jsonl")))
+    yield dl
+    await dl.close()
+
+
+def as_user(name: str | None) -> None:
+    init_http_context(user=User(identifier=name) if name else None)
+
+
+def step(step_id: str, thread_id: str, **extra: object) -> dict:
+    return {"id": step_id, "threadId": thread_id, "type": "assistant_message", "name": "Loop", "output": "hi",
+            "createdAt": "2026-01-01T00:00:00Z", "metadata": {}, **extra}
+
+
+async def test_users(layer: RedisDataLayer) -> None:
+    assert await layer.get_user("carol") is None
+    created = await layer.create_user(User(identifier="carol", metadata={"role": "tester"}))
+    assert created is not None and created.identifier == "carol" and created.metadata == {"role": "tester"}
+    again = await layer.create_user(User(identifier="carol"))
+    assert again is not None and again.createdAt == created.createdAt  # creation time kept
+
+
+async def test_steps_update_soft_delete_and_favorites(layer: RedisDataLayer, redis_db: RedisServer) -> None:
+    as_user("alice")
+    await layer.update_thread("t1", name="first", user_id="alice")
+    await layer.create_step(step("s1", "t1", output="draft"))
+    await layer.update_step(step("s1", "t1", output="final", metadata={"favorite": True}))
+    thread = await layer.get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["final"]
+    assert [s["id"] for s in await layer.get_favorite_steps("alice")] == ["s1"]
+    await layer.update_step(step("s1", "t1", metadata={"favorite": False}))
+    assert await layer.get_favorite_steps("alice") == []
+
+    await layer.delete_step("s1")
+    assert (await layer.get_thread("t1"))["steps"] == []
+    assert redis_db.client.hget(keys.step("s1"), "deleted") == "1"  # hidden, not gone
+    assert await layer.get_thread_author("t1") == "alice"
+    assert await layer.get_thread_author("nope") == ""
+
+
+async def test_writes_into_someone_elses_thread_are_refused(layer: RedisDataLayer, redis_db: RedisServer) -> None:
+    as_user("alice")
+    await layer.update_thread("t1", name="alice's", user_id="alice")
+    await layer.create_step(step("s1", "t1"))
+    as_user("bob")
+    with pytest.raises(OwnershipError):
+        await layer.create_step(step("s2", "t1"))
+    with pytest.raises(OwnershipError):
+        await layer.update_step(step("s1", "t1", output="hacked"))
+    with pytest.raises(OwnershipError):
+        await layer.delete_step("s1")
+    with pytest.raises(OwnershipError):
+        await layer.update_thread("t1", name="mine now", user_id="bob")
+    as_user(None)
+    with pytest.raises(OwnershipError):
+        await layer.create_step(step("s3", "t1"))
+    assert [s["output"] for s in (await layer.get_thread("t1"))["steps"]] == ["hi"]
+    assert redis_db.client.hget(keys.thread("t1"), "name") == "alice's"
+    assert not redis_db.client.exists(keys.step("s2"), keys.step("s3"))
+
+
+async def test_elements(layer: RedisDataLayer) -> None:
+    as_user("alice")
+    await layer.update_thread("t1", name="with files", user_id="alice")
+    element = Text(thread_id="t1", name="notes", content="hello", for_id="s1")
+    await layer.create_element(element)
+    got = await layer.get_element("t1", element.id)
+    assert got is not None and got["name"] == "notes"
+    assert await layer.get_element("other-thread", element.id) is None  # only through its thread
+    assert [e["id"] for e in (await layer.get_thread("t1"))["elements"]] == [element.id]
+    with pytest.raises(OwnershipError):
+        await layer.delete_element(element.id, "other-thread")
+    await layer.delete_element(element.id, "t1")
+    assert await layer.get_element("t1", element.id) is None
+
+
+async def test_feedback_from_a_session_and_thread_listing(layer: RedisDataLayer) -> None:
+    as_user("alice")
+    await layer.update_thread("t1", name="rated", user_id="alice")
+    await layer.store.save_exchange(Exchange(id="run1", thread_id="t1", user="alice", prompt_message_id="m1",
+                                             messages=[PromptMessage(role="user", content="q")], completion="a",
+                                             prompt_id="assistant", prompt_version="1.0.0", model="m"))
+    assert await layer.upsert_feedback(Feedback(forId="run1", threadId="t1", value=0, comment="meh")) == "run1"
+    page = await layer.list_threads(Pagination(first=10), ThreadFilter(userId="alice", feedback=0))
+    assert [t["id"] for t in page.data] == ["t1"]
+    assert (await layer.get_thread("t1")) is not None
+    as_user("bob")
+    with pytest.raises(RatingError):
+        await layer.upsert_feedback(Feedback(forId="run1", threadId="t1", value=1))
+    with pytest.raises(RatingError):
+        await layer.delete_feedback("run1")
+    assert (await layer.r.hget(keys.rating("run1"), "value")) == "0"
+    as_user("alice")
+    assert await layer.delete_feedback("run1") is True
+    page = await layer.list_threads(Pagination(first=10), ThreadFilter(userId="alice", feedback=0))
+    assert page.data == []
+    with pytest.raises(ValueError):
+        await layer.list_threads(Pagination(first=10), ThreadFilter())
+    assert await layer.build_debug_url() == ""

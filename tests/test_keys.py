@@ -1,0 +1,35 @@
+"""The Redis key strings are a storage format: changing one is a data migration."""
+
+from __future__ import annotations
+
+import inspect
+
+from feedback import keys
+
+
+def test_key_strings_are_pinned() -> None:
+    assert keys.active_model() == "{fb}:model:active"
+    assert keys.user("alice") == "{fb}:user:alice"
+    assert keys.user_threads("alice") == "{fb}:user:alice:threads"
+    assert keys.user_favorites("alice") == "{fb}:user:alice:favorites"
+    assert keys.thread("t") == "{fb}:thread:t"
+    assert keys.thread_steps("t") == "{fb}:thread:t:steps"
+    assert keys.thread_elements("t") == "{fb}:thread:t:elements"
+    assert keys.thread_exchanges("t") == "{fb}:thread:t:exchanges"
+    assert keys.thread_ratings("t") == "{fb}:thread:t:ratings"
+    assert keys.step("s") == "{fb}:step:s"
+    assert keys.element("e") == "{fb}:element:e"
+    assert keys.exchange("x") == "{fb}:exchange:x"
+    assert keys.alternatives("m") == "{fb}:alternatives:m"
+    assert keys.rating("x") == "{fb}:rating:x"
+    assert keys.events() == "{fb}:events"
+    assert keys.applied_op("o") == "{fb}:op:o"
+
+
+def test_every_key_is_documented_and_in_one_hash_slot() -> None:
+    for name, fn in inspect.getmembers(keys, inspect.isfunction):
+        doc = inspect.getdoc(fn) or ""
+        assert doc.split(":")[0] in {"STRING", "HASH", "LIST", "SET", "ZSET", "STREAM", "STRING (expires)"}, name
+        assert "Writer" in doc and "Reader" in doc or "Writer/reader" in doc, name
+        args = ["x"] * len(inspect.signature(fn).parameters)
+        assert fn(*args).startswith("{fb}:"), name  # one hash tag: one slot on Redis Cluster
