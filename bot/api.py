@@ -7,6 +7,7 @@ rating script check that the answer is the caller's: a forged or foreign id chan
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from chainlit.auth import get_current_user
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from feedback import keys
 from feedback import rating as ratings
-from feedback.store import Store
+from feedback.store import OUTAGE, Store
 
 MAX_BODY_BYTES = 16 * 1024
 Id = Annotated[str, Field(min_length=1, max_length=ratings.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -48,22 +49,44 @@ def _check_size(request: Request) -> None:
         raise HTTPException(status_code=413, detail=f"Request body over {MAX_BODY_BYTES} bytes.")
 
 
-def install(app: FastAPI, store: Store) -> None:
+async def _thread_of(store: Store, exchange_id: str) -> str | None:
+    """The thread of an answer, for an un-rate (the UI sends only the answer id). An answer or
+    rating still waiting in the spool (Redis down, or not replayed yet) is looked up there: the
+    rating script checks the thread again when the un-rate is applied."""
+    for op in reversed(store.spool.pending()):
+        if op["op"] == "exchange" and op["exchange"]["id"] == exchange_id:
+            return str(op["exchange"]["thread_id"])
+        if op["op"] == "rate" and op["exchange_id"] == exchange_id:
+            return str(op["thread_id"])
+    try:
+        return await store.redis.hget(keys.exchange(exchange_id), "thread_id")
+    except OUTAGE:
+        raise HTTPException(status_code=503, detail="Storage is unavailable right now; try again in a moment.") from None
+
+
+# Called after a rating is stored: (session id, user, thread id, exchange id, rating).
+OnRated = Callable[[str | None, str, str, str, ratings.RatingInput], Awaitable[None]]
+
+
+def install(app: FastAPI, store: Store, on_rated: OnRated | None = None) -> None:
     """Put our routes in front of Chainlit's (the first matching route wins)."""
 
     async def put_feedback(request: Request, body: UpdateFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
         _check_size(request)
         fb = body.feedback
+        user = _user_of(current)
         try:
-            stored = await store.rate(user=_user_of(current), thread_id=fb.threadId, exchange_id=fb.forId, rating=fb)
+            stored = await store.rate(user=user, thread_id=fb.threadId, exchange_id=fb.forId, rating=fb)
         except ratings.RatingError as exc:
             raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        if on_rated is not None:
+            await on_rated(body.sessionId, user, fb.threadId, fb.forId, fb)
         return {"success": True, "feedbackId": fb.forId, "stored": stored}
 
     async def delete_feedback(request: Request, body: DeleteFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
         _check_size(request)
         user = _user_of(current)
-        thread_id = await store.redis.hget(keys.exchange(body.feedbackId), "thread_id")
+        thread_id = await _thread_of(store, body.feedbackId)
         if thread_id is None:
             raise HTTPException(status_code=404, detail="No answer with this id.")
         try:

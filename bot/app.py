@@ -15,7 +15,9 @@ import time
 import uuid
 
 import chainlit as cl
+from chainlit.context import init_ws_context
 from chainlit.server import app as http_app
+from chainlit.session import WebsocketSession
 from langchain_core.messages import convert_to_openai_messages
 from redis.exceptions import RedisError
 
@@ -25,6 +27,7 @@ from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from
 from bot.prompt import PromptSpecError, load_spec, render
 from feedback import exchange as exchanges
+from feedback import rating as ratings
 from feedback import registry
 from feedback.connection import connect
 from feedback.settings import SettingsError, load_settings
@@ -46,9 +49,42 @@ if settings.chainlit_auth_secret:
 
 redis = connect(settings.effective_redis_url)
 store = Store(redis, Spool(settings.data_dir.resolve() / "spool" / "writes.jsonl"))
-api.install(http_app, store)
 USERS = settings.users()
 SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."
+
+
+# Offered after a thumbs down given in the UI (which has no field for them).
+DOWN_REASONS = {"wrong": "Wrong", "unhelpful": "Unhelpful", "too_long": "Too long", "unsafe": "Unsafe", "off_topic": "Off topic"}
+
+
+async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput) -> None:
+    """After a thumbs down without reasons, offer reason buttons in the rater's own session."""
+    session = WebsocketSession.get_by_id(session_id) if session_id and rating.value == 0 and not rating.reasons else None
+    if session is None or session.user is None or session.user.identifier != user or session.thread_id != thread_id:
+        return
+    init_ws_context(session)
+    actions = [cl.Action(name="reason", payload={"exchange_id": exchange_id, "reason": k}, label=v) for k, v in DOWN_REASONS.items()]
+    await cl.Message(content="Thanks! What was wrong with that answer?", actions=actions, author="Feedback").send()
+
+
+api.install(http_app, store, on_rated=ask_reasons)
+
+
+@cl.action_callback("reason")
+async def add_reason(action: cl.Action) -> None:
+    """Add the clicked reason to the rating (the user's own, checked by the rating script)."""
+    user = cl.user_session.get("user")
+    exchange_id = str(action.payload.get("exchange_id", ""))
+    current = await ratings.get(redis, exchange_id)
+    if user is None or current is None or action.payload.get("reason") not in DOWN_REASONS:
+        return
+    rating = ratings.RatingInput(value=current["value"], comment=current["comment"] or None, reasons=[*current["reasons"], action.payload["reason"]])
+    try:
+        await store.rate(user=user.identifier, thread_id=cl.context.session.thread_id, exchange_id=exchange_id, rating=rating)
+    except ratings.RatingError as exc:
+        await cl.ErrorMessage(content=str(exc)).send()
+        return
+    await cl.Message(content="", id=action.forId).remove()
 
 
 @cl.data_layer

@@ -61,6 +61,25 @@ async def test_rate_upsert_and_unrate_with_events(alice: ChatClient, redis_db: R
     assert all(e["exchange"] == rid and e["user"] == "alice" and e["thread"] == alice.thread_id for e in log)
 
 
+async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db: RedisServer) -> None:
+    reply = await alice.send("explain")
+    rid = run_id(reply)
+    assert (await alice.rate(rid, 0, comment="meh")).status_code == 200  # the UI sends no reasons
+    prompt = await alice.next_message("Thanks! What was wrong")
+    await alice.action("reason", {"exchange_id": rid, "reason": "too_long"}, for_id=prompt["id"], answers=False)
+    rating = redis_db.client.hgetall(keys.rating(rid))
+    assert rating["value"] == "0" and rating["comment"] == "meh" and json.loads(rating["reasons"]) == ["too_long"]
+    assert [e["action"] for e in events(redis_db)] == ["rate", "rate"]
+    # Bob can't add reasons to Alice's rating even with her exchange id.
+    bob = await logged_in(alice.base_url, "bob")
+    try:
+        await bob.send("hello")
+        await bob.action("reason", {"exchange_id": rid, "reason": "unsafe"}, answers=False)
+    finally:
+        await bob.close()
+    assert json.loads(redis_db.client.hget(keys.rating(rid), "reasons")) == ["too_long"]
+
+
 async def test_history_lists_searches_filters_resumes_and_deletes(app_server: AppServer, redis_db: RedisServer) -> None:
     first = await logged_in(app_server.url)
     liked = await first.send("tell me about pandas")

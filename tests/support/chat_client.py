@@ -155,8 +155,16 @@ class ChatClient:
         async with self.http() as http:
             return await http.request("DELETE", "/project/thread", json={"threadId": thread_id})
 
-    async def action(self, name: str, payload: dict[str, Any], for_id: str = "", timeout_s: float = 60) -> Reply:
-        """Click an action button (e.g. regenerate); collect the messages it produced."""
+    async def next_message(self, text_prefix: str, timeout_s: float = 10) -> dict[str, Any]:
+        """Wait for a message the server pushes outside a user turn (e.g. after a rating)."""
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            name, data = await asyncio.wait_for(self._events.get(), max(deadline - time.perf_counter(), 0.001))
+            if name == "new_message" and str(data.get("output", "")).startswith(text_prefix):
+                return data
+
+    async def action(self, name: str, payload: dict[str, Any], for_id: str = "", timeout_s: float = 60, answers: bool = True) -> Reply:
+        """Click an action button; when it `answers` (e.g. regenerate), collect the new answer."""
         while not self._events.empty():
             self._events.get_nowait()
         reply = Reply()
@@ -164,6 +172,8 @@ class ChatClient:
         async with self.http() as http:
             r = await http.post("/project/action", json={"sessionId": self.session_id, "action": {"name": name, "payload": payload, "forId": for_id, "id": str(uuid.uuid4())}})
             r.raise_for_status()
+        if not answers:
+            return reply
         # The callback has run; its socket events may still be in flight: wait for its last message.
         deadline = started + timeout_s
         while True:
