@@ -19,7 +19,6 @@ from chainlit.context import init_ws_context
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession
 from langchain_core.messages import convert_to_openai_messages
-from redis.exceptions import RedisError
 
 from bot import api
 from bot import model as chat
@@ -120,13 +119,15 @@ def turns() -> list[Turn]:
     return cl.user_session.get("turns") or []
 
 
-async def model_in_service() -> str:
-    """The promoted model when there is one, else the configured model; Redis trouble falls back."""
+async def model_in_service() -> tuple[str, str]:
+    """(model name, registry version) in service; the configured model when none was promoted or
+    Redis can't tell."""
     try:
-        return await registry.active_model(redis) or settings.llm_model
-    except RedisError as exc:
+        name, version = await registry.in_service(redis)
+    except OUTAGE as exc:
         log.warning("active model lookup failed, using %s: %s", settings.llm_model, exc)
-        return settings.llm_model
+        return settings.llm_model, registry.BASE
+    return name or settings.llm_model, version
 
 
 async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]]) -> exchanges.Exchange | None:
@@ -134,7 +135,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
 
     Returns None when the model failed (the user sees why) or the user pressed stop.
     """
-    model_name = await model_in_service()
+    model_name, model_version = await model_in_service()
     llm = chat.chat_model(
         settings.effective_llm_base_url,
         settings.llm_api_key.get_secret_value(),
@@ -178,10 +179,11 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         prompt_id=spec.id,
         prompt_version=spec.version,
         model=model_name,
+        model_version=model_version,
         first_token_ms=first_token_ms,
         latency_ms=(time.perf_counter() - started) * 1000,
     )
-    reply.metadata = {"exchange_id": record.id, "prompt_version": f"{spec.id}@{spec.version}", "model": model_name}
+    reply.metadata = {"exchange_id": record.id, "prompt_version": f"{spec.id}@{spec.version}", "model": model_name, "model_version": model_version}
     reply.actions = [cl.Action(name="regenerate", payload={"exchange_id": record.id}, label="Regenerate", icon="refresh-cw")]
     await reply.send()
     if await store.save_exchange(record) == "spool":

@@ -44,6 +44,7 @@ class Exchange(BaseModel):
     prompt_id: str
     prompt_version: str
     model: str
+    model_version: str = "base"  # registry version id; "base": the configured model
     created_at: float = Field(default_factory=time.time)
     latency_ms: float | None = None
     first_token_ms: float | None = None

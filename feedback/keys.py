@@ -17,12 +17,54 @@ PREFIX = "{fb}"
 
 
 def active_model() -> str:
-    """STRING: name of the model in service (an id or a path the model server accepts).
+    """STRING: name of the model in service, as sent to the model server (an id or a path).
 
-    Writer: the job's promote step and the `chatbot model` commands. Reader: bot, per request;
-    unset means the configured LLM_MODEL.
+    Writer: registry (promote, rollback). Reader: bot, per request; unset means LLM_MODEL.
     """
     return f"{PREFIX}:model:active"
+
+
+def active_version() -> str:
+    """STRING: registry id of the model version in service; unset means the base model.
+
+    Writer: registry, together with active_model. Reader: bot (recorded with every answer), job.
+    """
+    return f"{PREFIX}:model:active_version"
+
+
+def model_version(version_id: str) -> str:
+    """HASH: one model version: id, parent, base_model, served_name, adapter_path,
+    dataset_version, method, metrics (JSON), status (candidate, active, rejected, retired),
+    decision (JSON), created_at, decided_at. Writer: job, registry. Reader: CLI, report.
+    """
+    return f"{PREFIX}:model:version:{version_id}"
+
+
+def model_versions() -> str:
+    """ZSET: model version ids scored by creation time. Writer: job. Reader: CLI, registry."""
+    return f"{PREFIX}:model:versions"
+
+
+def retrain_lock() -> str:
+    """STRING (expires): token of the retraining run in progress (redis-py Lock): one run at a
+    time across processes and machines; a crashed run's lock expires. Writer/reader: job.
+    """
+    return f"{PREFIX}:retrain:lock"
+
+
+def retrain_watermark() -> str:
+    """STRING: id of the last rating event included by a successful retraining run; moves only
+    after success. Writer: job (with the registry update, atomically). Reader: job, scheduler.
+    """
+    return f"{PREFIX}:retrain:watermark"
+
+
+def retrain_runs() -> str:
+    """STREAM: one entry per retraining run: outcome, counts, decision, errors.
+
+    Writer: job. Reader: CLI, docs.
+    """
+    return f"{PREFIX}:retrain:runs"
 
 
 # --- Users and threads (Chainlit's history) -----------------------------------------------------
@@ -93,7 +135,7 @@ def exchange(exchange_id: str) -> str:
     """HASH: one assistant answer, keyed by the id of the run step that produced it (Chainlit's
     Feedback.forId points at that run step): thread_id, user, message_id, prompt_message_id (the
     user message answered), messages (JSON, exactly as sent), completion, prompt_id,
-    prompt_version, model, created_at, latency_ms, first_token_ms, deleted ("1": hidden).
+    prompt_version, model, model_version, created_at, latency_ms, first_token_ms, deleted ("1": hidden).
 
     Writer: bot (with its thread and alternatives indexes, atomically). Reader: rating path,
     data layer, job.

@@ -1,20 +1,138 @@
-"""The model registry: which model is in service.
+"""The model registry: model versions, their status, and which one is in service.
 
-The bot asks for the active model on every request, so a promotion takes effect on the next
-message without a restart.
+The bot reads the active model on every request, so a promotion or rollback takes effect on the
+next message without a restart. Management calls (job, CLI) are synchronous; the bot's one read
+is async.
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import json
+import time
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis as AsyncRedis
 
 from feedback import keys
 
-
-async def active_model(r: Redis) -> str | None:
-    """The promoted model, or None when nothing was promoted (use the configured model)."""
-    return await r.get(keys.active_model())
+Status = Literal["candidate", "active", "rejected", "retired"]
 
 
-async def set_active_model(r: Redis, model: str) -> None:
-    await r.set(keys.active_model(), model)
+class RegistryError(ValueError):
+    """An unknown version, or a change the registry refuses (e.g. promoting a rejected model)."""
+
+
+class ModelVersion(BaseModel):
+    id: str
+    parent: str | None = None  # the version it was trained from; None: the base model
+    base_model: str
+    served_name: str  # what the model server is asked for: a directory for the local server
+    adapter_path: str | None = None
+    dataset_version: str | None = None
+    method: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    status: Status = "candidate"
+    decision: dict[str, Any] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    decided_at: float | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        data = self.model_dump()
+        for name in ("metrics", "decision"):
+            data[name] = json.dumps(data[name])
+        return {k: "" if v is None else str(v) for k, v in data.items()}
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> ModelVersion:
+        fields: dict[str, Any] = {k: (v or None) for k, v in data.items()}
+        fields["metrics"] = json.loads(data.get("metrics") or "{}")
+        fields["decision"] = json.loads(data.get("decision") or "{}")
+        return cls.model_validate(fields)
+
+
+# --- the bot's read ---------------------------------------------------------------------------
+
+
+BASE = "base"  # the version name recorded when no promoted model is in service
+
+
+async def in_service(r: AsyncRedis) -> tuple[str | None, str]:
+    """(served name, version id) of the promoted model; (None, "base") means the configured model."""
+    name, version = await r.mget(keys.active_model(), keys.active_version())
+    return name, version or BASE
+
+
+# --- management -----------------------------------------------------------------------------
+
+
+def add(r: redis.Redis, version: ModelVersion, pipe: redis.client.Pipeline | None = None) -> None:
+    target = pipe if pipe is not None else r.pipeline(transaction=True)
+    target.hset(keys.model_version(version.id), mapping=version.to_hash())
+    target.zadd(keys.model_versions(), {version.id: version.created_at})
+    if pipe is None:
+        target.execute()
+
+
+def get(r: redis.Redis, version_id: str) -> ModelVersion:
+    data = r.hgetall(keys.model_version(version_id))
+    if not data:
+        raise RegistryError(f"no model version {version_id!r}")
+    return ModelVersion.from_hash(data)
+
+
+def versions(r: redis.Redis) -> list[ModelVersion]:
+    """All versions, oldest first."""
+    ids = r.zrange(keys.model_versions(), 0, -1)
+    pipe = r.pipeline(transaction=False)
+    for vid in ids:
+        pipe.hgetall(keys.model_version(vid))
+    return [ModelVersion.from_hash(d) for d in pipe.execute() if d]
+
+
+def active(r: redis.Redis) -> ModelVersion | None:
+    vid = r.get(keys.active_version())
+    return get(r, vid) if vid else None
+
+
+def activate(pipe: redis.client.Pipeline, new: ModelVersion, old: ModelVersion | None, decision: dict[str, Any] | None = None) -> None:
+    """Queue, on a MULTI pipeline, the writes that put `new` in service and retire `old`."""
+    now = time.time()
+    if old is not None and old.id != new.id:
+        pipe.hset(keys.model_version(old.id), mapping={"status": "retired"})
+    fields = {"status": "active", "decided_at": str(now)}
+    if decision is not None:
+        fields["decision"] = json.dumps(decision)
+    pipe.hset(keys.model_version(new.id), mapping=fields)
+    pipe.set(keys.active_model(), new.served_name)
+    pipe.set(keys.active_version(), new.id)
+
+
+def promote(r: redis.Redis, version_id: str, force: bool = False) -> ModelVersion:
+    """Put a version in service by hand (e.g. a retired one again). A rejected version needs
+    force: the gate found it no better than the model it was compared with."""
+    new = get(r, version_id)
+    if new.status == "rejected" and not force:
+        raise RegistryError(f"{version_id} was rejected by the evaluation gate; use --force to promote it anyway")
+    old = active(r)
+    pipe = r.pipeline(transaction=True)
+    activate(pipe, new, old, {**new.decision, "manual": True})
+    pipe.execute()
+    return get(r, version_id)
+
+
+def rollback(r: redis.Redis) -> ModelVersion | None:
+    """Retire the version in service and go back to its parent (None: back to the base model)."""
+    current = active(r)
+    if current is None:
+        raise RegistryError("the base model is in service: nothing to roll back")
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(keys.model_version(current.id), mapping={"status": "retired", "decided_at": str(time.time())})
+    if current.parent:
+        parent = get(r, current.parent)
+        activate(pipe, parent, None, {**parent.decision, "rollback_from": current.id})
+    else:
+        pipe.delete(keys.active_model(), keys.active_version())
+    pipe.execute()
+    return active(r)

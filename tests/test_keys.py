@@ -9,6 +9,12 @@ from feedback import keys
 
 def test_key_strings_are_pinned() -> None:
     assert keys.active_model() == "{fb}:model:active"
+    assert keys.active_version() == "{fb}:model:active_version"
+    assert keys.model_version("v") == "{fb}:model:version:v"
+    assert keys.model_versions() == "{fb}:model:versions"
+    assert keys.retrain_lock() == "{fb}:retrain:lock"
+    assert keys.retrain_watermark() == "{fb}:retrain:watermark"
+    assert keys.retrain_runs() == "{fb}:retrain:runs"
     assert keys.user("alice") == "{fb}:user:alice"
     assert keys.user_threads("alice") == "{fb}:user:alice:threads"
     assert keys.user_favorites("alice") == "{fb}:user:alice:favorites"

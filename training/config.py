@@ -1,0 +1,65 @@
+"""Options of the retraining job: one dataclass, which is also the `chatbot retrain` CLI.
+
+In the style of TRL's `<method>_config.py`: every field has `help` metadata and the checks live in
+`__post_init__`, so a bad option fails before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class RetrainConfig:
+    # --- collect / dataset ---
+    full_rebuild: bool = field(default=False, metadata={"help": "Rebuild the dataset from every rating, not only those since the last successful run."})
+    min_new_ratings: int = field(default=50, metadata={"help": "Skip the run when fewer ratings came in since the last successful run."})
+    min_ratings: int = field(default=20, metadata={"help": "Refuse to train on fewer rated answers in all."})
+    max_user_share: float = field(default=0.2, metadata={"help": "Largest share of the dataset one user may contribute (their newest ratings are kept)."})
+    test_fraction: float = field(default=0.2, metadata={"help": "Share of threads held out for evaluation (split by thread, deterministic)."})
+    split_seed: str = field(default="v1", metadata={"help": "Salt of the deterministic thread split; change it to draw a new split."})
+    scrub_pii: bool = field(default=True, metadata={"help": "Replace emails, phone numbers, card numbers and addresses before anything is written."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push each dataset version to (needs HF_TOKEN)."})
+
+    # --- train ---
+    method: Literal["auto", "kto", "dpo"] = field(default="auto", metadata={"help": "auto: DPO when there are at least min_pairs real pairs, else KTO."})
+    min_pairs: int = field(default=32, metadata={"help": "Real preference pairs needed before auto picks DPO."})
+    continue_from_active: bool = field(default=True, metadata={"help": "Start from the adapter in service (when there is one) instead of the base model."})
+    beta: float = field(default=0.1, metadata={"help": "KTO/DPO beta: how far the model may move from the reference."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Optimizer learning rate."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training split."})
+    batch_size: int = field(default=4, metadata={"help": "Per-device batch size (KTO needs more than 1)."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    max_length: int = field(default=1024, metadata={"help": "Longest prompt+answer in tokens; longer rows are dropped and counted."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 training; default: on when a GPU supports it, off on CPU."})
+    seed: int = field(default=0, metadata={"help": "Random seed of the training run."})
+
+    # --- evaluate / promote ---
+    margin: float = field(default=0.0, metadata={"help": "Promote only if the candidate's preference accuracy beats the model in service by more than this."})
+    judge_model: str | None = field(default=None, metadata={"help": "Optional judge model name on LLM_BASE_URL for a second opinion."})
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.min_new_ratings >= 0, "min_new_ratings must be >= 0"),
+            (self.min_ratings >= 2, "min_ratings must be >= 2 (one of each class at least)"),
+            (0 < self.max_user_share <= 1, "max_user_share must be in (0, 1]"),
+            (0 < self.test_fraction < 1, "test_fraction must be in (0, 1)"),
+            (self.method in ("auto", "kto", "dpo"), "method must be auto, kto or dpo"),
+            (self.min_pairs >= 1, "min_pairs must be >= 1"),
+            (self.beta > 0, "beta must be > 0"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.epochs > 0, "epochs must be > 0"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (KTO computes its KL term across the batch)"),
+            (self.grad_accum >= 1, "grad_accum must be >= 1"),
+            (self.max_length >= 16, "max_length must be >= 16"),
+            (self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r and lora_alpha must be >= 1"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (self.margin >= 0, "margin must be >= 0"),
+        ]
+        errors = [msg for ok, msg in checks if not ok]
+        if errors:
+            raise ValueError("Invalid retrain options: " + "; ".join(errors))
