@@ -7,6 +7,7 @@ rating script check that the answer is the caller's: a forged or foreign id chan
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from feedback import rating as ratings
 from feedback.store import OUTAGE, Store
 
 MAX_BODY_BYTES = 16 * 1024
+_background: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
 Id = Annotated[str, Field(min_length=1, max_length=ratings.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
@@ -49,15 +51,15 @@ def _check_size(request: Request) -> None:
         raise HTTPException(status_code=413, detail=f"Request body over {MAX_BODY_BYTES} bytes.")
 
 
-async def _thread_of(store: Store, exchange_id: str) -> str | None:
-    """The thread of an answer, for an un-rate (the UI sends only the answer id). An answer or
-    rating still waiting in the spool (Redis down, or not replayed yet) is looked up there: the
-    rating script checks the thread again when the un-rate is applied."""
-    for op in reversed(store.spool.pending()):
-        if op["op"] == "exchange" and op["exchange"]["id"] == exchange_id:
-            return str(op["exchange"]["thread_id"])
-        if op["op"] == "rate" and op["exchange_id"] == exchange_id:
-            return str(op["thread_id"])
+async def _thread_of(store: Store, user: str, exchange_id: str) -> str | None:
+    """The thread of an answer, for an un-rate (the UI sends only the answer id). While Redis is
+    down, or the answer is not replayed yet, it is found in the spool: the answer itself, else the
+    caller's own rating of it (the rating script checks the thread again when applying)."""
+    pending = store.spool.pending()
+    spooled = [op["exchange"]["thread_id"] for op in pending if op["op"] == "exchange" and op["exchange"]["id"] == exchange_id]
+    spooled += [op["thread_id"] for op in pending if op["op"] == "rate" and op["exchange_id"] == exchange_id and op["user"] == user]
+    if spooled:
+        return str(spooled[0])
     try:
         return await store.redis.hget(keys.exchange(exchange_id), "thread_id")
     except OUTAGE:
@@ -80,13 +82,16 @@ def install(app: FastAPI, store: Store, on_rated: OnRated | None = None) -> None
         except ratings.RatingError as exc:
             raise HTTPException(status_code=exc.status, detail=str(exc)) from None
         if on_rated is not None:
-            await on_rated(body.sessionId, user, fb.threadId, fb.forId, fb)
+            # In the background: the click is acknowledged as soon as the rating is stored.
+            task = asyncio.create_task(on_rated(body.sessionId, user, fb.threadId, fb.forId, fb))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         return {"success": True, "feedbackId": fb.forId, "stored": stored}
 
     async def delete_feedback(request: Request, body: DeleteFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
         _check_size(request)
         user = _user_of(current)
-        thread_id = await _thread_of(store, body.feedbackId)
+        thread_id = await _thread_of(store, user, body.feedbackId)
         if thread_id is None:
             raise HTTPException(status_code=404, detail="No answer with this id.")
         try:

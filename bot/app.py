@@ -63,7 +63,8 @@ async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchang
         return
     init_ws_context(session)
     actions = [cl.Action(name="reason", payload={"exchange_id": exchange_id, "reason": k}, label=v) for k, v in DOWN_REASONS.items()]
-    await cl.Message(content="Thanks! What was wrong with that answer?", actions=actions, author="Feedback").send()
+    # Transient: a question left unanswered is not part of the conversation when it is resumed.
+    await cl.Message(content="Thanks! What was wrong with that answer?", actions=actions, author="Feedback", metadata={"transient": True}).send()
 
 
 api.install(http_app, store, on_rated=ask_reasons)
@@ -130,6 +131,10 @@ async def model_in_service() -> tuple[str, str]:
     return name or settings.llm_model, version
 
 
+def regenerate_button(exchange_id: str) -> cl.Action:
+    return cl.Action(name="regenerate", payload={"exchange_id": exchange_id}, label="Regenerate", icon="refresh-cw")
+
+
 async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]]) -> exchanges.Exchange | None:
     """Stream the model's answer to `prompt` into a new message and store the exchange.
 
@@ -184,7 +189,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     reply.metadata = {"exchange_id": record.id, "prompt_version": f"{spec.id}@{spec.version}", "model": model_name, "model_version": model_version}
-    reply.actions = [cl.Action(name="regenerate", payload={"exchange_id": record.id}, label="Regenerate", icon="refresh-cw")]
+    reply.actions = [regenerate_button(record.id)]
     await reply.send()
     if await store.save_exchange(record) == "spool":
         await cl.Message(content=SPOOLED, author="Storage").send()
@@ -203,9 +208,11 @@ async def resume(thread: cl.types.ThreadDict) -> None:
         stored = await exchanges.for_thread(redis, thread["id"])
     except OUTAGE:
         stored = []
-    cl.user_session.set(
-        "turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in stored if not e.deleted]
-    )
+    shown = [e for e in stored if not e.deleted]
+    cl.user_session.set("turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in shown])
+    if shown and shown[-1].message_id:
+        # Chainlit doesn't store action buttons: offer Regenerate on the latest answer again.
+        await regenerate_button(shown[-1].id).send(for_id=shown[-1].message_id)
 
 
 @cl.on_message

@@ -168,6 +168,8 @@ class RedisDataLayer(BaseDataLayer):
             if not raw or deleted == "1":
                 continue
             step: StepDict = json.loads(raw)
+            if (step.get("metadata") or {}).get("transient"):
+                continue  # e.g. the reasons question after a thumbs down
             if rated:  # ratings are keyed by the run step, like Chainlit's feedback
                 step["feedback"] = {"id": sid, "forId": sid, "value": int(rated["value"]), "comment": rated.get("comment") or None}
             thread["steps"].append(step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from redis.asyncio import Redis
 
 
@@ -14,3 +15,8 @@ def connect(url: str, timeout_s: float = 2.0) -> Redis:
         socket_connect_timeout=timeout_s,
         health_check_interval=30,
     )
+
+
+def connect_sync(url: str, timeout_s: float = 5.0) -> redis.Redis:
+    """A blocking client, for the retraining job and the CLI."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

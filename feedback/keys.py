@@ -59,6 +59,13 @@ def retrain_watermark() -> str:
     return f"{PREFIX}:retrain:watermark"
 
 
+def retrain_dataset() -> str:
+    """STRING: the dataset version built by the last successful run: the next incremental build
+    starts from it. Writer: job (with the watermark, atomically). Reader: job.
+    """
+    return f"{PREFIX}:retrain:dataset"
+
+
 def retrain_runs() -> str:
     """STREAM: one entry per retraining run: outcome, counts, decision, errors.
 

@@ -11,9 +11,11 @@ import json
 import time
 from enum import Enum
 from typing import Literal
+from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel, Field, field_validator
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from feedback import keys
 from feedback.exchange import OP_TTL_S
@@ -83,6 +85,17 @@ redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
 return {'ok', id}
 """
 
+_SCRIPTS: WeakKeyDictionary[Redis, dict[str, AsyncScript]] = WeakKeyDictionary()
+
+
+def _script(r: Redis, source: str) -> AsyncScript:
+    """The script registered on this client: called by its SHA (EVALSHA), not resent each time."""
+    per_client = _SCRIPTS.setdefault(r, {})
+    if source not in per_client:
+        per_client[source] = r.register_script(source)
+    return per_client[source]
+
+
 _REFUSALS = {
     "not_found": (404, "No answer with this id in this thread."),
     "forbidden": (403, "You can only rate answers in your own threads."),
@@ -120,7 +133,7 @@ async def apply(
         f"{ts or time.time():.6f}",
         exchange_id,
     ]
-    outcome, event_id = await r.eval(RATE_SCRIPT, len(keys_), *keys_, *args)
+    outcome, event_id = await _script(r, RATE_SCRIPT)(keys=keys_, args=args)
     if outcome in _REFUSALS:
         raise RatingError(*_REFUSALS[outcome])
     return str(event_id)

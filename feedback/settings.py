@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # Longest user message accepted, in characters.
     max_message_chars: int = Field(8000, ge=1, le=1_000_000)
 
+    # Retraining schedule of `chatbot up`: every retrain_interval_s (0 = off), when at least
+    # min_new_ratings ratings came in since the last successful run.
+    retrain_interval_s: int = Field(3600, ge=0)
+    min_new_ratings: int = Field(50, ge=0)
+
     # Web UI and login.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -21,6 +21,8 @@ class Spool:
         self.path = path
         self.offset_path = path.with_suffix(".offset")
         self._lock = threading.Lock()
+        # Cached so the hot path (every write while Redis is up) never touches the disk.
+        self._has_pending = path.exists()
 
     def append(self, op: dict[str, Any]) -> None:
         line = json.dumps(op, ensure_ascii=False, separators=(",", ":")) + "\n"
@@ -30,6 +32,7 @@ class Spool:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
+            self._has_pending = True
 
     def _offset(self) -> int:
         return int(self.offset_path.read_text() or 0) if self.offset_path.exists() else 0
@@ -50,6 +53,9 @@ class Spool:
     def __len__(self) -> int:
         return len(self.pending())
 
+    def has_pending(self) -> bool:
+        return self._has_pending
+
     async def replay(self, apply: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
         """Apply pending ops in order; stop at the first failure (it is retried next time).
 
@@ -66,4 +72,5 @@ class Spool:
             if self._offset() >= len(lines):
                 self.path.unlink(missing_ok=True)
                 self.offset_path.unlink(missing_ok=True)
+                self._has_pending = False
         return done

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -35,29 +36,38 @@ class Store:
         self._replay_lock = asyncio.Lock()
 
     async def save_exchange(self, exchange: exchanges.Exchange) -> Stored:
-        return await self._write({"op": "exchange", "id": uuid.uuid4().hex, "exchange": exchange.model_dump(mode="json")})
+        op_id = uuid.uuid4().hex
+        return await self._write(
+            lambda: exchanges.save(self.redis, exchange, op_id),
+            lambda: {"op": "exchange", "id": op_id, "exchange": exchange.model_dump(mode="json")},
+        )
 
     async def rate(self, *, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput | None) -> Stored:
         """Rate (rating=None: un-rate). Raises RatingError for unknown ids or someone else's answer."""
-        op = {
-            "op": "rate",
-            "id": uuid.uuid4().hex,
-            "user": user,
-            "thread_id": thread_id,
-            "exchange_id": exchange_id,
-            "rating": rating.model_dump(mode="json") if rating else None,
-            "ts": time.time(),  # when the user clicked, even if applied later from the spool
-        }
-        return await self._write(op)
+        op_id = uuid.uuid4().hex
+        ts = time.time()  # when the user clicked, even if applied later from the spool
+        return await self._write(
+            lambda: ratings.apply(self.redis, op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts),
+            lambda: {
+                "op": "rate",
+                "id": op_id,
+                "user": user,
+                "thread_id": thread_id,
+                "exchange_id": exchange_id,
+                "rating": rating.model_dump(mode="json") if rating else None,
+                "ts": ts,
+            },
+        )
 
-    async def _write(self, op: dict[str, Any]) -> Stored:
-        if len(self.spool) == 0:
+    async def _write(self, direct: Callable[[], Awaitable[object]], as_op: Callable[[], dict[str, Any]]) -> Stored:
+        """Write to Redis; on an outage (or while older writes wait in the spool), spool it."""
+        if not self.spool.has_pending():
             try:
-                await self._apply(op)
+                await direct()
                 return "redis"
             except OUTAGE as exc:
-                log.warning("Redis unreachable (%s): keeping %s %s in the local spool", exc, op["op"], op["id"])
-        self.spool.append(op)
+                log.warning("Redis unreachable (%s): keeping writes in the local spool", exc)
+        self.spool.append(as_op())
         return "spool"
 
     async def _apply(self, op: dict[str, Any]) -> None:
@@ -86,7 +96,7 @@ class Store:
 
     async def replay(self) -> int:
         """Apply spooled writes in order; returns how many. Safe to call often and concurrently."""
-        if len(self.spool) == 0:
+        if not self.spool.has_pending():
             return 0
         async with self._replay_lock:
             try:

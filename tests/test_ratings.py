@@ -8,6 +8,7 @@ import json
 import pytest
 
 from feedback import keys
+from launcher.process import wait_until
 from tests.conftest import USERS, AppServer, RedisServer
 from tests.support.chat_client import ChatClient, Reply
 
@@ -66,6 +67,10 @@ async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db:
     rid = run_id(reply)
     assert (await alice.rate(rid, 0, comment="meh")).status_code == 200  # the UI sends no reasons
     prompt = await alice.next_message("Thanks! What was wrong")
+    # The question is stored, but transient: a resumed thread doesn't show it, answered or not.
+    wait_until(lambda: redis_db.client.exists(keys.step(prompt["id"])) == 1, 10, what="the question's step")
+    thread = (await alice.get_thread(alice.thread_id)).json()
+    assert [s["output"] for s in thread["steps"] if s["type"] == "assistant_message"] == ["You said: explain"]
     await alice.action("reason", {"exchange_id": rid, "reason": "too_long"}, for_id=prompt["id"], answers=False)
     rating = redis_db.client.hgetall(keys.rating(rid))
     assert rating["value"] == "0" and rating["comment"] == "meh" and json.loads(rating["reasons"]) == ["too_long"]
