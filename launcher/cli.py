@@ -50,6 +50,7 @@ def up(
     from feedback.settings import SettingsError, load_settings
     from launcher import chainlit_server, model_server, redis_server
     from launcher.process import ServiceGroup, StartupError
+    from launcher.schedule import RetrainSchedule
 
     try:
         settings = load_settings()
@@ -95,14 +96,21 @@ def up(
             with console.status("Starting the web UI..."):
                 chainlit_server.start(group, env, data_dir / "chainlit", host, port)
             console.print(f"[green]✓[/green] Chat at [bold]http://{host}:{port}[/bold]  {login_hint}")
+            schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, env, data_dir / "logs" / "retrain.log")
+            if settings.retrain_interval_s:
+                console.print(f"Retraining checked every {settings.retrain_interval_s} s (needs {settings.min_new_ratings} new ratings); log: {schedule.log_path}")
             console.print("Press Ctrl-C to stop.")
-            while True:
-                for name, proc in group.procs:
-                    if proc.poll() is not None:
-                        console.print(f"[red]{name} stopped (exit {proc.returncode}). Last lines of its log:[/red]")
-                        console.print(group.log_tail(name), markup=False, highlight=False)
-                        raise typer.Exit(1)
-                time.sleep(0.5)
+            try:
+                while True:
+                    for name, proc in group.procs:
+                        if proc.poll() is not None:
+                            console.print(f"[red]{name} stopped (exit {proc.returncode}). Last lines of its log:[/red]")
+                            console.print(group.log_tail(name), markup=False, highlight=False)
+                            raise typer.Exit(1)
+                    schedule.tick()
+                    time.sleep(0.5)
+            finally:
+                schedule.stop()
     except StartupError as exc:
         console.print(f"[red]{exc}[/red]")
         for name, _ in group.procs:
@@ -112,6 +120,112 @@ def up(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("Stopped.")
+
+
+def _settings_or_exit():  # type: ignore[no-untyped-def]
+    from feedback.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _registry_redis():  # type: ignore[no-untyped-def]
+    from feedback.connection import connect_sync
+
+    settings = _settings_or_exit()
+    return settings, connect_sync(settings.effective_redis_url)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def retrain(ctx: typer.Context) -> None:
+    """Run the retraining job: collect -> build -> train -> evaluate -> promote (see --help)."""
+    import dataclasses
+
+    import redis
+    from transformers import HfArgumentParser
+
+    from training import job
+    from training.config import RetrainConfig
+
+    @dataclasses.dataclass
+    class RunArgs:
+        now: bool = dataclasses.field(default=False, metadata={"help": "Run even if fewer than min_new_ratings ratings came in."})
+
+    parser = HfArgumentParser((RunArgs, RetrainConfig), prog="chatbot retrain", description="Retrain the model from users' ratings.")
+    try:
+        run_args, config = parser.parse_args_into_dataclasses(args=ctx.args)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if run_args.now:
+        config = dataclasses.replace(config, min_new_ratings=0)
+    settings, r = _registry_redis()
+    try:
+        outcome = job.run(r, settings, config)
+    except redis.RedisError as exc:
+        console.print(f"[red]Redis is unreachable ({exc}): nothing was changed.[/red]")
+        raise typer.Exit(1) from None
+    colour = {"promoted": "green", "rejected": "yellow", "skipped": "blue", "failed": "red"}[outcome.status]
+    console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.reason}")
+    if outcome.version_id:
+        console.print(f"model version {outcome.version_id}, dataset {outcome.dataset_version}")
+    raise typer.Exit(1 if outcome.status == "failed" else 0)
+
+
+model_app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Model versions, oldest first, with their status and evaluation numbers."""
+    from rich.table import Table
+
+    from feedback import registry
+
+    _, r = _registry_redis()
+    table = Table("version", "status", "parent", "method", "dataset", "candidate acc", "service acc", "created")
+    for v in registry.versions(r):
+        acc = [v.metrics.get(k, {}).get("accuracy") for k in ("candidate", "service")]
+        table.add_row(
+            v.id, v.status, v.parent or "base", v.method or "", v.dataset_version or "",
+            *[f"{a:.3f}" if isinstance(a, float) else "" for a in acc],
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
+        )
+    Console().print(table)
+    active = registry.active(r)
+    Console().print(f"in service: {active.id if active else 'base model'}")
+
+
+@model_app.command("promote")
+def model_promote(version: str, force: bool = typer.Option(False, help="Promote even a version the gate rejected.")) -> None:
+    """Put a model version in service now (the bot uses it from its next answer)."""
+    from feedback import registry
+
+    _, r = _registry_redis()
+    try:
+        v = registry.promote(r, version, force=force)
+    except registry.RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]{v.id} is in service[/green] ({v.served_name})")
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Retire the version in service and go back to the one it was trained from."""
+    from feedback import registry
+
+    _, r = _registry_redis()
+    try:
+        v = registry.rollback(r)
+    except registry.RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]in service: {v.id if v else 'the base model'}[/green]")
 
 
 if __name__ == "__main__":

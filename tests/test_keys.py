@@ -15,6 +15,7 @@ def test_key_strings_are_pinned() -> None:
     assert keys.retrain_lock() == "{fb}:retrain:lock"
     assert keys.retrain_watermark() == "{fb}:retrain:watermark"
     assert keys.retrain_runs() == "{fb}:retrain:runs"
+    assert keys.retrain_dataset() == "{fb}:retrain:dataset"
     assert keys.user("alice") == "{fb}:user:alice"
     assert keys.user_threads("alice") == "{fb}:user:alice:threads"
     assert keys.user_favorites("alice") == "{fb}:user:alice:favorites"

@@ -1,0 +1,188 @@
+"""The retraining job: collect -> build -> train -> evaluate -> promote.
+
+One run at a time across processes and machines: a Redis lock (redis-py's Lock: a token with an
+expiry) that a crashed run cannot hold forever, kept alive while the run works. Every change the
+run makes to shared state (registry, active model, watermark, dataset pointer) is written in one
+transaction at the end, and only if the run still holds the lock: a crash at any step, or a
+stale holder whose lock expired, leaves all of it as it was. Files it wrote (dataset shards, model
+directories) stay on disk, unreferenced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import redis
+from redis.lock import Lock
+
+from feedback import keys, registry
+from feedback.settings import Settings
+from training.config import RetrainConfig
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL_S = 120  # a crashed run's lock frees after this; a live run renews it every TTL/3
+
+
+class LostLockError(RuntimeError):
+    """The run's lock expired (e.g. the process stalled) and another run may have started."""
+
+
+@dataclass
+class Outcome:
+    status: Literal["skipped", "promoted", "rejected", "failed"]
+    reason: str
+    new_ratings: int = 0
+    dataset_version: str | None = None
+    version_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _KeepAlive:
+    """Renews the lock while the run works; a dead process stops renewing and the lock expires."""
+
+    def __init__(self, lock: Lock) -> None:
+        self.lock = lock
+        self.stop = threading.Event()
+        self.lost = False
+        self.thread = threading.Thread(target=self._run, name="retrain-lock", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(LOCK_TTL_S / 3):
+            try:
+                self.lock.reacquire()
+            except Exception:  # noqa: BLE001 - LockNotOwnedError or Redis trouble: the run must not commit
+                self.lost = True
+                return
+
+    def __enter__(self) -> _KeepAlive:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def new_ratings(r: redis.Redis) -> int:
+    """Rating events since the last successful run (what the schedule compares with MIN_NEW_RATINGS)."""
+    since = r.get(keys.retrain_watermark())
+    if since is None:
+        return int(r.xlen(keys.events()))
+    return len(r.xrange(keys.events(), min=f"({since}", max="+"))
+
+
+def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: bool = True) -> Outcome:
+    """One retraining run. Returns what happened; raises only for bugs (failures are recorded)."""
+    lock = r.lock(keys.retrain_lock(), timeout=LOCK_TTL_S, blocking=False, thread_local=False)
+    if not lock.acquire(blocking=False):
+        return Outcome("skipped", "another retraining run is in progress")
+    started = time.time()
+    outcome: Outcome
+    try:
+        with _KeepAlive(lock) as keepalive:
+            outcome = _run_locked(r, settings, config, lock, keepalive, progress)
+    except Exception as exc:  # noqa: BLE001 - any crash: record it, change nothing else
+        log.exception("retraining run failed")
+        outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+    finally:
+        try:
+            lock.release()
+        except Exception:  # noqa: BLE001 - expired already: nothing to release
+            pass
+    _record(r, outcome, started)
+    return outcome
+
+
+def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock: Lock, keepalive: _KeepAlive, progress: bool) -> Outcome:
+    # Heavy imports here: the schedule and the CLI stay fast until a run really starts.
+    from training import collect, dataset, evaluate, train
+
+    watermark = None if config.full_rebuild else r.get(keys.retrain_watermark())
+    pending = new_ratings(r)
+    if not config.full_rebuild and pending < config.min_new_ratings:
+        return Outcome("skipped", f"{pending} new ratings since the last run; waiting for {config.min_new_ratings}", pending)
+
+    collected = collect.collect(r, since=watermark, full=config.full_rebuild)
+    root = settings.data_dir.resolve()
+    previous = None if config.full_rebuild else r.get(keys.retrain_dataset())
+    built = dataset.build(collected, config, root / "datasets", previous)
+    data = dataset.load(root / "datasets", built.version)
+
+    service = registry.active(r)
+    service_name = service.served_name if service else settings.llm_model
+    init_adapter = service.adapter_path if service is not None and config.continue_from_active else None
+    version_id = f"mv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    trained = train.train(
+        data,
+        config,
+        base_model=settings.llm_model,
+        init_adapter=init_adapter,
+        out_dir=root / "models" / version_id,
+        desirable_weight=built.desirable_weight,
+        undesirable_weight=built.undesirable_weight,
+        progress=progress,
+    )
+    decision = evaluate.compare(
+        str(trained.merged_dir), service_name, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length
+    )
+    version = registry.ModelVersion(
+        id=version_id,
+        parent=service.id if service else None,
+        base_model=settings.llm_model,
+        served_name=str(trained.merged_dir),
+        adapter_path=str(trained.adapter_dir),
+        dataset_version=built.version,
+        method=trained.method,
+        metrics={"train": trained.metrics, "candidate": decision.candidate, "service": decision.service},
+        status="rejected" if not decision.promote else "candidate",
+        decision={"promote": decision.promote, "reason": decision.reason, "margin": config.margin, "compared_with": service.id if service else registry.BASE},
+    )
+    _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
+    status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
+    return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})
+
+
+def _commit(
+    r: redis.Redis,
+    lock: Lock,
+    keepalive: _KeepAlive,
+    version: registry.ModelVersion,
+    service: registry.ModelVersion | None,
+    promote: bool,
+    watermark: str | None,
+    dataset_version: str,
+) -> None:
+    """Write the run's results in one transaction, only while this run still holds the lock."""
+    token = lock.local.token
+    token = token.decode() if isinstance(token, bytes) else token
+
+    def write(pipe: redis.client.Pipeline) -> None:
+        if keepalive.lost or pipe.get(keys.retrain_lock()) != token:
+            raise LostLockError("the retraining lock expired before the results were saved; nothing was changed")
+        pipe.multi()
+        registry.add(r, version, pipe)
+        if promote:
+            registry.activate(pipe, version, service, version.decision)
+        if watermark is not None:
+            pipe.set(keys.retrain_watermark(), watermark)
+        pipe.set(keys.retrain_dataset(), dataset_version)
+
+    r.transaction(write, keys.retrain_lock())
+
+
+def _record(r: redis.Redis, outcome: Outcome, started: float) -> None:
+    """Best effort: the runs log is for people; a Redis outage here must not hide the outcome."""
+    entry = {k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else str(v)) for k, v in asdict(outcome).items()}
+    entry["started"] = f"{started:.3f}"
+    entry["seconds"] = f"{time.time() - started:.1f}"
+    try:
+        r.xadd(keys.retrain_runs(), entry, maxlen=1000, approximate=True)
+    except redis.RedisError as exc:
+        log.warning("could not record the retraining run: %s", exc)
