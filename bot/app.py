@@ -75,7 +75,15 @@ async def add_reason(action: cl.Action) -> None:
     """Add the clicked reason to the rating (the user's own, checked by the rating script)."""
     user = cl.user_session.get("user")
     exchange_id = str(action.payload.get("exchange_id", ""))
-    current = await ratings.get(redis, exchange_id)
+    if store.spool.has_pending():
+        # The rating may still be in the spool: adding to what Redis holds could undo the click.
+        await cl.ErrorMessage(content="Storage is catching up right now: please pick the reason again in a moment.").send()
+        return
+    try:
+        current = await ratings.get(redis, exchange_id)
+    except OUTAGE:
+        await cl.ErrorMessage(content="Storage is unavailable right now: the reason was not saved.").send()
+        return
     if user is None or current is None or action.payload.get("reason") not in DOWN_REASONS:
         return
     rating = ratings.RatingInput(value=current["value"], comment=current["comment"] or None, reasons=[*current["reasons"], action.payload["reason"]])

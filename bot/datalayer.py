@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback import rating as ratings
-from feedback.store import Store
+from feedback.store import OUTAGE, Store
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,16 @@ class RedisDataLayer(BaseDataLayer):
         metadata: dict | None = None,
         tags: list[str] | None = None,
     ) -> None:
+        if name is None and metadata is not None and tags is None:
+            try:
+                await self._update_thread(thread_id, None, user_id, metadata, None)
+            except OUTAGE as exc:
+                # Chainlit saves the session here on disconnect; failing would leak the session.
+                log.warning("could not save session metadata of thread %s: %s", thread_id, exc)
+            return
+        await self._update_thread(thread_id, name, user_id, metadata, tags)
+
+    async def _update_thread(self, thread_id: str, name: str | None, user_id: str | None, metadata: dict | None, tags: list[str] | None) -> None:
         if name is not None:
             await self._claim_thread(thread_id, user_id or _session_user())
         owner = await self.r.hget(keys.thread(thread_id), "userId")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -14,11 +15,19 @@ from feedback import keys
 OP_TTL_S = 7 * 24 * 3600
 
 # Store the exchange and its indexes in one step; a replayed write (same op id) changes nothing.
+# The thread record is created when missing (an answer replayed from the spool after an outage,
+# whose thread Chainlit could not store): every stored answer is in a thread its user can see
+# and delete.
 SAVE_SCRIPT = """
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[2])
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('HSET', KEYS[5], 'id', ARGV[5], 'userId', ARGV[4], 'userIdentifier', ARGV[4],
+             'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'name', ARGV[7])
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[5])
+end
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
 return 1
 """
@@ -75,8 +84,13 @@ async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
         keys.thread_exchanges(exchange.thread_id),
         keys.alternatives(exchange.prompt_message_id),
         keys.applied_op(op_id),
+        keys.thread(exchange.thread_id),
+        keys.user_threads(exchange.user),
     ]
-    applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, OP_TTL_S, exchange.id, exchange.created_at, *fields)
+    created = datetime.fromtimestamp(exchange.created_at, timezone.utc).isoformat().replace("+00:00", "Z")
+    question = exchange.messages[-1].content[:200] if exchange.messages else ""
+    args = [OP_TTL_S, exchange.id, exchange.created_at, exchange.user, exchange.thread_id, created, question]
+    applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, *args, *fields)
     return bool(applied)
 
 

@@ -1,0 +1,255 @@
+"""A Redis outage: chatting goes on with a visible warning; exchanges and ratings made while Redis
+is down are kept in a local append-only spool and replayed, in order and without duplicates, when
+Redis is back. Each test stops and restarts a Redis it owns (same data dir and socket)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from feedback import exchange as exchanges
+from feedback import keys
+from feedback import rating as ratings
+from feedback.connection import connect
+from feedback.spool import Spool
+from feedback.store import Store
+from launcher import redis_server
+from launcher.process import ServiceGroup, wait_until
+from tests.conftest import USERS, app_env, start_app, start_standin
+from tests.support.chat_client import ChatClient, Reply
+
+WARNING = "⚠️ Storage is unavailable"
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    """A clean stop (SIGTERM): Redis writes its AOF out and removes its socket."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
+
+def answer(reply: Reply) -> dict[str, Any]:
+    """The streamed answer (while Redis is down, the storage warning comes after it)."""
+    found = [m for m in reply.assistant_messages() if (m.get("metadata") or {}).get("exchange_id")]
+    assert len(found) == 1, reply.messages
+    return found[0]
+
+
+def exchange_id(reply: Reply) -> str:
+    found = answer(reply)
+    assert found["metadata"]["exchange_id"] == found["parentId"]  # keyed by its run step
+    return str(found["parentId"])
+
+
+def warnings(reply: Reply) -> list[dict[str, Any]]:
+    return [m for m in reply.messages if m.get("name") == "Storage"]
+
+
+def events(c: redis.Redis) -> list[tuple[str, str, str | None]]:
+    return [(f["action"], f["exchange"], f.get("value")) for _, f in c.xrange(keys.events())]
+
+
+async def logged_in(url: str, user: str) -> ChatClient:
+    client = ChatClient(url)
+    await client.login(user, USERS[user])
+    await client.connect()
+    return client
+
+
+async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_services: ServiceGroup, tmp_path: Path) -> None:
+    redis_dir, sock, data = tmp_path / "redis", tmp_path / "r.sock", tmp_path / "app"
+    redis_proc = redis_server.start(own_services, redis_dir, sock)
+    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+    standin = start_standin(own_services)
+    app = start_app(own_services, app_env(f"unix://{sock}", f"{standin}/v1", data), data)
+    spool = data / "spool" / "writes.jsonl"
+
+    alice = await logged_in(app.url, "alice")
+    bob: ChatClient | None = None
+    try:
+        before = await alice.send("before the outage")
+        assert not warnings(before)
+        pre = exchange_id(before)
+        r = await alice.rate(pre, 1, comment="fine")
+        assert r.status_code == 200 and r.json()["stored"] == "redis", r.text
+
+        stop_redis(redis_proc)
+
+        # Chatting goes on: every answer streams, then the user is told it is kept for later.
+        texts = ("first while down", "second while down", "third while down")
+        down: list[str] = []
+        for text in texts:
+            reply = await alice.send(text)
+            assert reply.text == f"You said: {text}" and answer(reply)["output"] == reply.text
+            shown = warnings(reply)
+            assert len(shown) == 1 and shown[0]["output"].startswith(WARNING), reply.messages
+            assert shown[0]["type"] == "assistant_message" and not shown[0]["isError"]
+            down.append(exchange_id(reply))
+        assert spool.exists()
+
+        # Logging in works too (Chainlit logs the failed user write and goes on), in a new thread.
+        bob = await logged_in(app.url, "bob")
+        bobs = await bob.send("bob while down")
+        assert bobs.text == "You said: bob while down" and len(warnings(bobs)) == 1
+        bob_id = exchange_id(bobs)
+
+        # Un-rating needs the answer's thread: an answer stored before the outage, with nothing
+        # about it in the spool, can't be looked up, and the caller is told to retry.
+        r = await alice.rate(pre, None)
+        assert r.status_code == 503 and "unavailable" in r.json()["detail"], r.text
+
+        # Ratings while down are kept (the HTTP auth falls back to the login token's user when
+        # the data layer can't be read).
+        clicks = [
+            (down[0], 1),  # rate
+            (down[1], 1),  # rate, then change it: the last click wins
+            (down[1], 0),
+            (down[2], 0),  # rate, then un-rate
+            (down[2], None),
+            (pre, 0),  # re-rate an answer stored before the outage
+        ]
+        for eid, value in clicks:
+            r = await alice.rate(eid, value)
+            assert r.status_code == 200, r.text
+            assert r.json()["stored"] == "spool", r.text
+        spooled = Spool(spool).pending()
+        assert [op["op"] for op in spooled] == ["exchange"] * 4 + ["rate"] * len(clicks)
+
+        # Redis is back, on the same data: the app replays the spool by itself.
+        redis_server.start(own_services, redis_dir, sock)
+        wait_until(lambda: not spool.exists(), 15, what="spool replay")
+
+        # The exchanges are there, in the order they were made.
+        assert c.zrange(keys.thread_exchanges(alice.thread_id), 0, -1) == [pre, *down]
+        for eid, text in zip(down, texts, strict=True):
+            stored = c.hgetall(keys.exchange(eid))
+            assert stored["completion"] == f"You said: {text}" and stored["user"] == "alice"
+        assert c.hget(keys.exchange(bob_id), "user") == "bob"
+        assert c.zrange(keys.thread_exchanges(bob.thread_id), 0, -1) == [bob_id]
+        # Chainlit could not store Bob's thread while Redis was down; the replayed answer creates
+        # it, so he sees it in his history and can delete it.
+        listed = (await bob.list_threads()).json()["data"]
+        assert [(t["id"], t["name"]) for t in listed] == [(bob.thread_id, "bob while down")]
+        assert (await bob.delete_thread(bob.thread_id)).status_code == 200
+        assert not c.exists(keys.exchange(bob_id))
+        # The ratings, the last click winning.
+        assert c.hget(keys.rating(down[0]), "value") == "1"
+        assert c.hget(keys.rating(down[1]), "value") == "0"
+        assert not c.exists(keys.rating(down[2]))
+        assert c.hget(keys.rating(pre), "value") == "0"
+        assert c.hgetall(keys.thread_ratings(alice.thread_id)) == {pre: "0", down[0]: "1", down[1]: "0"}
+        # Each change exactly once, in click order, stamped with the time of the click.
+        assert events(c) == [
+            ("rate", pre, "1"),
+            ("rate", down[0], "1"),
+            ("rate", down[1], "1"),
+            ("rate", down[1], "0"),
+            ("rate", down[2], "0"),
+            ("unrate", down[2], None),
+            ("rate", pre, "0"),
+        ]
+        stamps = [float(f["ts"]) for _, f in c.xrange(keys.events())][1:]
+        assert stamps == [round(op["ts"], 6) for op in spooled if op["op"] == "rate"]
+        assert all(c.exists(keys.applied_op(op["id"])) for op in spooled)
+
+        # And the app serves normally again.
+        after = await alice.send("after the outage")
+        assert after.text == "You said: after the outage" and not warnings(after)
+        post = exchange_id(after)
+        assert c.exists(keys.exchange(post))
+        r = await alice.rate(post, 1)
+        assert r.status_code == 200 and r.json()["stored"] == "redis", r.text
+        assert events(c)[-1] == ("rate", post, "1")
+        r = await alice.rate(down[0], None)  # the un-rate that needs the thread works again
+        assert r.status_code == 200 and r.json()["stored"] == "redis", r.text
+        assert not spool.exists()
+    finally:
+        await alice.close()
+        if bob is not None:
+            await bob.close()
+        c.close()
+
+
+# --- the spool and its replay, without the app ---------------------------------------------------
+
+
+def exchange_(i: int) -> exchanges.Exchange:
+    return exchanges.Exchange(
+        id=f"ex{i}",
+        thread_id="th",
+        user="alice",
+        prompt_message_id=f"msg{i}",
+        messages=[exchanges.PromptMessage(role="user", content=f"q{i}")],
+        completion=f"a{i}",
+        prompt_id="assistant",
+        prompt_version="1.0.0",
+        model="echo",
+    )
+
+
+def snapshot(c: redis.Redis) -> dict[str, object]:
+    """Everything the writes touch, except the op markers."""
+    return {
+        "exchanges": c.zrange(keys.thread_exchanges("th"), 0, -1),
+        "alternatives": [c.lrange(keys.alternatives(f"msg{i}"), 0, -1) for i in range(2)],
+        "ratings": [c.hgetall(keys.rating(f"ex{i}")) for i in range(2)],
+        "thread_ratings": c.hgetall(keys.thread_ratings("th")),
+        "events": events(c),
+    }
+
+
+async def test_replaying_the_same_ops_again_applies_them_once(own_services: ServiceGroup, tmp_path: Path) -> None:
+    redis_dir, sock, path = tmp_path / "redis", tmp_path / "r.sock", tmp_path / "spool" / "writes.jsonl"
+    proc = redis_server.start(own_services, redis_dir, sock)
+    r = connect(f"unix://{sock}")
+    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+    store = Store(r, Spool(path))
+    try:
+        stop_redis(proc)
+        up, down = ratings.RatingInput(value=1), ratings.RatingInput(value=0, reasons=["wrong"])
+        assert await store.save_exchange(exchange_(0)) == "spool"
+        assert await store.save_exchange(exchange_(1)) == "spool"
+        for eid, rating in (("ex0", up), ("ex0", down), ("ex1", up), ("ex1", None), ("ex0", None), ("ex0", up)):
+            assert await store.rate(user="alice", thread_id="th", exchange_id=eid, rating=rating) == "spool"
+        assert await store.replay() == 0  # still down: nothing applied, nothing lost
+        assert len(store.spool) == 8
+        saved = path.read_bytes()
+
+        redis_server.start(own_services, redis_dir, sock)
+        assert await store.replay() == 8
+        assert not path.exists() and not store.spool.offset_path.exists()
+        first = snapshot(c)
+        assert first["exchanges"] == ["ex0", "ex1"]
+        assert first["alternatives"] == [["ex0"], ["ex1"]]
+        assert first["ratings"][0]["value"] == "1" and first["ratings"][1] == {}
+        assert first["thread_ratings"] == {"ex0": "1"}
+        assert first["events"] == [
+            ("rate", "ex0", "1"),
+            ("rate", "ex0", "0"),
+            ("rate", "ex1", "1"),
+            ("unrate", "ex1", None),
+            ("unrate", "ex0", None),
+            ("rate", "ex0", "1"),
+        ]
+
+        # A crash after the last op was applied but before progress was recorded: the restarted
+        # process (a new Store) finds the whole spool again and replays it...
+        path.write_bytes(saved)
+        again = Store(r, Spool(path))
+        assert await again.replay() == 8
+        assert snapshot(c) == first  # ...and nothing changes: each op id is applied once
+        assert not path.exists()
+
+        # A crash in the middle: progress was recorded for the first three lines only.
+        path.write_bytes(saved)
+        again = Store(r, Spool(path))
+        again.spool.offset_path.write_text("3")
+        assert await again.replay() == 5
+        assert snapshot(c) == first
+        assert not path.exists() and not again.spool.offset_path.exists()
+    finally:
+        await r.aclose()
+        c.close()
