@@ -18,7 +18,7 @@ import chainlit as cl
 from chainlit.context import init_ws_context
 from chainlit.server import app as http_app
 from chainlit.session import WebsocketSession
-from langchain_core.messages import convert_to_openai_messages
+from langchain_core.messages import UsageMetadata, convert_to_openai_messages
 
 from bot import api
 from bot import model as chat
@@ -160,9 +160,12 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
     reply = cl.Message(content="")
     started = time.perf_counter()
     first_token_ms: float | None = None
+    usage: UsageMetadata | None = None
     error: chat.ModelError | None = None
     try:
         async for chunk in llm.astream(prompt):
+            if chunk.usage_metadata:  # the last chunk, when the server reports usage
+                usage = chunk.usage_metadata
             if chunk.text:
                 if first_token_ms is None:
                     first_token_ms = (time.perf_counter() - started) * 1000
@@ -194,6 +197,8 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         model=model_name,
         model_version=model_version,
         first_token_ms=first_token_ms,
+        input_tokens=usage["input_tokens"] if usage else None,
+        output_tokens=usage["output_tokens"] if usage else None,
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     reply.metadata = {"exchange_id": record.id, "prompt_version": f"{spec.id}@{spec.version}", "model": model_name, "model_version": model_version}

@@ -57,6 +57,8 @@ class Exchange(BaseModel):
     created_at: float = Field(default_factory=time.time)
     latency_ms: float | None = None
     first_token_ms: float | None = None
+    input_tokens: int | None = None  # when the model server reports usage
+    output_tokens: int | None = None
     deleted: bool = False
 
     def to_hash(self) -> dict[str, str]:

@@ -142,7 +142,7 @@ def exchange(exchange_id: str) -> str:
     """HASH: one assistant answer, keyed by the id of the run step that produced it (Chainlit's
     Feedback.forId points at that run step): thread_id, user, message_id, prompt_message_id (the
     user message answered), messages (JSON, exactly as sent), completion, prompt_id,
-    prompt_version, model, model_version, created_at, latency_ms, first_token_ms, deleted ("1": hidden).
+    prompt_version, model, model_version, created_at, latency_ms, first_token_ms, input_tokens, output_tokens, deleted ("1": hidden).
 
     Writer: bot (with its thread and alternatives indexes, atomically). Reader: rating path,
     data layer, job.

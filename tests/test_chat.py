@@ -36,6 +36,8 @@ async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app
     assert stored["prompt_id"] == "assistant" and stored["prompt_version"] == "1.1.0"
     assert stored["model"] == "echo" and stored["user"] == "alice"
     assert stored["completion"] == "You said: hello there"
+    assert stored["output_tokens"] == "4"  # usage reported by the model server is recorded
+    assert float(stored["latency_ms"]) > 0 and float(stored["first_token_ms"]) > 0
     assert stored["thread_id"] == client.thread_id
     messages = json.loads(stored["messages"])
     # The exact prompt: system prompt with guidelines, the few-shot pairs, then the user's message.

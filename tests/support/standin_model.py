@@ -75,6 +75,10 @@ async def completions(request: Request) -> Response:
                 await asyncio.sleep(0.05)
             yield chunk(cid, model, {"content": token})
         yield chunk(cid, model, {}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            n_prompt = sum(len(m["content"].split()) for m in body.get("messages", []))
+            usage = {"prompt_tokens": n_prompt, "completion_tokens": len(tokens), "total_tokens": n_prompt + len(tokens)}
+            yield f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'model': model, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
