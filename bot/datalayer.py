@@ -256,41 +256,41 @@ class RedisDataLayer(BaseDataLayer):
 
     # --- steps ----------------------------------------------------------------------------------
 
-    async def _check_step_write(self, thread_id: str | None) -> None:
-        """Steps and elements are written only by a logged-in session, into its own threads."""
+    async def _check_step_write(self, thread_id: str | None) -> str:
+        """Steps and elements are written only by a logged-in session, into its own threads.
+        Returns the owner."""
         user = _session_user()
         if not thread_id or not user:
             raise OwnershipError("steps are written by a logged-in session, into a thread")
         await self._claim_thread(thread_id, user)
+        return user
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def create_step(self, step_dict: StepDict) -> None:
-        await self._check_step_write(step_dict.get("threadId"))
-        await self._write_step(dict(step_dict))
+        owner = await self._check_step_write(step_dict.get("threadId"))
+        await self._write_step(dict(step_dict), owner)
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def update_step(self, step_dict: StepDict) -> None:
-        await self._check_step_write(step_dict.get("threadId"))
+        owner = await self._check_step_write(step_dict.get("threadId"))
         current = await self.r.hget(keys.step(step_dict["id"]), "data")
         if current and json.loads(current).get("threadId") != step_dict.get("threadId"):
             raise OwnershipError(f"step {step_dict['id']} belongs to another thread")
         merged = {**(json.loads(current) if current else {}), **{k: v for k, v in step_dict.items() if v is not None}}
-        await self._write_step(merged)
+        await self._write_step(merged, owner)
 
-    async def _write_step(self, step: dict[str, Any]) -> None:
+    async def _write_step(self, step: dict[str, Any], user_id: str) -> None:
         step.pop("feedback", None)  # ratings live in their own keys
         thread_id = step["threadId"]
-        user_id = await self.r.hget(keys.thread(thread_id), "userId")
         favorite = bool((step.get("metadata") or {}).get("favorite"))
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(keys.step(step["id"]), mapping={"data": json.dumps(step, default=str), "threadId": thread_id})
             pipe.zadd(keys.thread_steps(thread_id), {step["id"]: _epoch(step.get("createdAt"))}, nx=True)
-            if user_id:
-                pipe.zadd(keys.user_threads(user_id), {thread_id: time.time()})
-                if favorite:
-                    pipe.sadd(keys.user_favorites(user_id), step["id"])
-                else:
-                    pipe.srem(keys.user_favorites(user_id), step["id"])
+            pipe.zadd(keys.user_threads(user_id), {thread_id: time.time()})
+            if favorite:
+                pipe.sadd(keys.user_favorites(user_id), step["id"])
+            else:
+                pipe.srem(keys.user_favorites(user_id), step["id"])
             await pipe.execute()
 
     @queue_until_user_message()  # nothing is stored before the first user message

@@ -25,6 +25,9 @@ def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_to
         max_retries=1,
         streaming=True,
         stream_usage=True,
+        # The client timeout above already bounds the call; LangChain's extra per-chunk timeout
+        # wraps every token in asyncio.wait_for (measured: ~0.8 ms per answer).
+        stream_chunk_timeout=None,
     )
 
 

@@ -86,3 +86,13 @@ def test_unknown_prompt_or_version(tmp_path: Path) -> None:
         load_spec(tmp_path, "demo", "9.9.9")
     with pytest.raises(PromptSpecError, match="no prompt 'nope'"):
         load_spec(tmp_path, "nope")
+
+
+def test_render_equals_the_full_template(tmp_path: Path) -> None:
+    """The fixed part is rendered once per spec; the result must be what the template renders."""
+    write_spec(tmp_path, "1.0.0")
+    spec = load_spec(tmp_path, "demo")
+    history = [HumanMessage("q1"), AIMessage("a1")]
+    full = spec.template().invoke({"history": history, "input": "q2"}).to_messages()
+    assert render(spec, history, "q2", 1000) == full
+    assert render(spec, history, "q3", 1000)[-1].content == "q3"  # the cached part is not mutated
