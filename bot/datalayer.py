@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from chainlit.context import context
@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from feedback import keys
 from feedback import rating as ratings
 from feedback.store import OUTAGE, Store
+from feedback.thread import ENSURE_THREAD_LUA, iso
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,30 @@ return 1
 """
 
 
+CLAIM_THREAD = ENSURE_THREAD_LUA + "return ensure_thread(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], '')"
+
+WRITE_STEP = ENSURE_THREAD_LUA + """
+local owner = ensure_thread(KEYS[1], KEYS[4], ARGV[2], ARGV[1], ARGV[7], ARGV[6], '')
+if owner ~= ARGV[1] then return 'the thread belongs to another user' end
+local thread = redis.call('HGET', KEYS[2], 'threadId')
+if thread and thread ~= ARGV[2] then return 'the step belongs to another thread' end
+redis.call('HSET', KEYS[2], 'data', ARGV[4], 'threadId', ARGV[2])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
+if ARGV[8] == '1' then redis.call('SADD', KEYS[5], ARGV[3]) else redis.call('SREM', KEYS[5], ARGV[3]) end
+return 'ok'
+"""
+
+
 class OwnershipError(PermissionError):
     """A write into a thread that belongs to someone else."""
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _epoch(iso: str | None) -> float:
-    if not iso:
+def _epoch(stamp: str | None) -> float:
+    if not stamp:
         return time.time()
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return time.time()
 
@@ -69,6 +81,8 @@ class RedisDataLayer(BaseDataLayer):
     def __init__(self, redis: Redis, store: Store) -> None:
         self.r = redis
         self.store = store
+        self._step_script = redis.register_script(WRITE_STEP)
+        self._claim_script = redis.register_script(CLAIM_THREAD)
 
     # --- users ----------------------------------------------------------------------------------
 
@@ -83,7 +97,7 @@ class RedisDataLayer(BaseDataLayer):
     async def create_user(self, user: User) -> PersistedUser | None:
         # The identifier is the id: unique, stable, and needs no second index.
         key = keys.user(user.identifier)
-        await self.r.hsetnx(key, "createdAt", _now_iso())
+        await self.r.hsetnx(key, "createdAt", iso(time.time()))
         await self.r.hset(key, mapping={"id": user.identifier, "identifier": user.identifier, "metadata": json.dumps(user.metadata or {})})
         return await self.get_user(user.identifier)
 
@@ -94,19 +108,12 @@ class RedisDataLayer(BaseDataLayer):
 
     async def _claim_thread(self, thread_id: str, user_id: str | None) -> None:
         """Create the thread for user_id, or check it is theirs. Raises OwnershipError."""
-        owner = await self.r.hget(keys.thread(thread_id), "userId")
-        if owner is not None:
-            if user_id and owner != user_id:
-                raise OwnershipError(f"thread {thread_id} belongs to another user")
-            return
         if not user_id:
             return
-        now = _now_iso()
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(keys.thread(thread_id), "createdAt", now)
-            pipe.hset(keys.thread(thread_id), mapping={"id": thread_id, "userId": user_id, "userIdentifier": user_id, "updatedAt": now})
-            pipe.zadd(keys.user_threads(user_id), {thread_id: time.time()})
-            await pipe.execute()
+        now = time.time()
+        owner = await self._claim_script(keys=[keys.thread(thread_id), keys.user_threads(user_id)], args=[thread_id, user_id, iso(now), now])
+        if owner != user_id:
+            raise OwnershipError(f"thread {thread_id} belongs to another user")
 
     async def update_thread(
         self,
@@ -133,7 +140,7 @@ class RedisDataLayer(BaseDataLayer):
             return  # Chainlit calls this on every connect: a thread starts with its first message
         if user_id and user_id != owner:
             raise OwnershipError(f"thread {thread_id} belongs to another user")
-        fields: dict[str, str] = {"updatedAt": _now_iso()}
+        fields: dict[str, str] = {"updatedAt": iso(time.time())}
         if name is not None:
             fields["name"] = name[:200]
         if tags is not None:
@@ -267,31 +274,28 @@ class RedisDataLayer(BaseDataLayer):
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def create_step(self, step_dict: StepDict) -> None:
-        owner = await self._check_step_write(step_dict.get("threadId"))
-        await self._write_step(dict(step_dict), owner)
+        await self._write_step(dict(step_dict))
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def update_step(self, step_dict: StepDict) -> None:
-        owner = await self._check_step_write(step_dict.get("threadId"))
-        current = await self.r.hget(keys.step(step_dict["id"]), "data")
-        if current and json.loads(current).get("threadId") != step_dict.get("threadId"):
-            raise OwnershipError(f"step {step_dict['id']} belongs to another thread")
-        merged = {**(json.loads(current) if current else {}), **{k: v for k, v in step_dict.items() if v is not None}}
-        await self._write_step(merged, owner)
+        # Chainlit sends the whole step on update: a write replaces it.
+        await self._write_step(dict(step_dict))
 
-    async def _write_step(self, step: dict[str, Any], user_id: str) -> None:
+    async def _write_step(self, step: dict[str, Any]) -> None:
+        """One round trip: ownership checks and all writes in one script (this runs on the same
+        event loop as the streaming, several times per message)."""
+        user, thread_id = _session_user(), step.get("threadId")
+        if not thread_id or not user:
+            raise OwnershipError("steps are written by a logged-in session, into a thread")
         step.pop("feedback", None)  # ratings live in their own keys
-        thread_id = step["threadId"]
-        favorite = bool((step.get("metadata") or {}).get("favorite"))
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.step(step["id"]), mapping={"data": json.dumps(step, default=str), "threadId": thread_id})
-            pipe.zadd(keys.thread_steps(thread_id), {step["id"]: _epoch(step.get("createdAt"))}, nx=True)
-            pipe.zadd(keys.user_threads(user_id), {thread_id: time.time()})
-            if favorite:
-                pipe.sadd(keys.user_favorites(user_id), step["id"])
-            else:
-                pipe.srem(keys.user_favorites(user_id), step["id"])
-            await pipe.execute()
+        now = time.time()
+        favorite = "1" if (step.get("metadata") or {}).get("favorite") else "0"
+        outcome = await self._step_script(
+            keys=[keys.thread(thread_id), keys.step(step["id"]), keys.thread_steps(thread_id), keys.user_threads(user), keys.user_favorites(user)],
+            args=[user, thread_id, step["id"], json.dumps(step, default=str), _epoch(step.get("createdAt")), now, iso(now), favorite],
+        )
+        if outcome != "ok":
+            raise OwnershipError(f"step {step['id']}: {outcome}")
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_step(self, step_id: str) -> None:

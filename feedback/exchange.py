@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from feedback import keys
+from feedback.thread import ENSURE_THREAD_LUA, iso
 
 # How long a write's id is remembered, so a spool replay never applies it twice.
 OP_TTL_S = 7 * 24 * 3600
 
 # Store the exchange and its indexes in one step; a replayed write (same op id) changes nothing.
-# The thread record is created when missing (an answer replayed from the spool after an outage,
-# whose thread Chainlit could not store): every stored answer is in a thread its user can see
-# and delete.
-SAVE_SCRIPT = """
+# The thread is created when missing (an answer replayed after an outage, whose thread Chainlit
+# could not store): every stored answer is in a thread its user can see and delete.
+SAVE_SCRIPT = ENSURE_THREAD_LUA + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[2])
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('HSET', KEYS[5], 'id', ARGV[5], 'userId', ARGV[4], 'userIdentifier', ARGV[4],
-             'createdAt', ARGV[6], 'updatedAt', ARGV[6], 'name', ARGV[7])
-  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[5])
-end
+ensure_thread(KEYS[5], KEYS[6], ARGV[5], ARGV[4], ARGV[6], ARGV[3], ARGV[7])
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
 return 1
 """
@@ -89,7 +84,7 @@ async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
         keys.thread(exchange.thread_id),
         keys.user_threads(exchange.user),
     ]
-    created = datetime.fromtimestamp(exchange.created_at, timezone.utc).isoformat().replace("+00:00", "Z")
+    created = iso(exchange.created_at)
     question = exchange.messages[-1].content[:200] if exchange.messages else ""
     args = [OP_TTL_S, exchange.id, exchange.created_at, exchange.user, exchange.thread_id, created, question]
     applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, *args, *fields)
