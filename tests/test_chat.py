@@ -121,3 +121,22 @@ async def test_stop_button_cancels_the_stream(app_server: AppServer, redis_db: R
     assert 5 <= len(reply.tokens) < 400
     assert reply.total_s < 15
     assert after.text == "You said: still there?"
+
+
+async def test_header_auth_behind_a_proxy(own_services, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
+    app = start_app(own_services, app_env(redis_db.url, f"{standin}/v1", tmp_path, AUTH_MODE="header", AUTH_HEADER="X-Remote-User"), tmp_path)
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        assert (await http.post("/auth/header")).status_code == 401  # no header: no user
+        r = await http.post("/auth/header", headers={"X-Remote-User": "carol"})
+        assert r.status_code == 200
+        cookie = r.cookies["access_token"]
+        assert (await http.post("/login", data={"username": "alice", "password": USERS["alice"]})).status_code >= 400
+    client = ChatClient(app.url)
+    client.cookie = f"access_token={cookie}"
+    await client.connect()
+    try:
+        reply = await client.send("via the proxy")
+    finally:
+        await client.close()
+    assert reply.text == "You said: via the proxy"
+    assert redis_db.client.hget(keys.exchange(reply.final()["metadata"]["exchange_id"]), "user") == "carol"
