@@ -34,13 +34,11 @@ class RetrainConfig:
     max_length: int = field(default=1024, metadata={"help": "Longest prompt+answer in tokens; longer rows are dropped and counted."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 training; default: on when a GPU supports it, off on CPU."})
     seed: int = field(default=0, metadata={"help": "Random seed of the training run."})
 
     # --- evaluate / promote ---
     margin: float = field(default=0.0, metadata={"help": "Promote only if the candidate's preference accuracy beats the model in service by more than this."})
-    judge_model: str | None = field(default=None, metadata={"help": "Optional judge model name on LLM_BASE_URL for a second opinion."})
 
     def __post_init__(self) -> None:
         checks = [
@@ -57,7 +55,6 @@ class RetrainConfig:
             (self.grad_accum >= 1, "grad_accum must be >= 1"),
             (self.max_length >= 16, "max_length must be >= 16"),
             (self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r and lora_alpha must be >= 1"),
-            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
             (self.margin >= 0, "margin must be >= 0"),
         ]
         errors = [msg for ok, msg in checks if not ok]

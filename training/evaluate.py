@@ -1,0 +1,206 @@
+"""The promote gate: does the candidate prefer what people preferred, more than the model in service?
+
+A model's score for an answer is the mean log-probability of the answer's tokens given the prompt
+(chat template applied, the answer as the assistant turn), so long and short answers compare
+fairly. On the held-out split:
+
+    dpo_accuracy   share of DPO pairs whose chosen answer scores higher than the rejected one
+                   (a tie counts half)
+    kto_auc        over the unpaired ratings, the probability that a liked answer scores higher
+                   than a disliked one (AUC, Mann-Whitney; ties count half). Answers to different
+                   prompts are compared, so it is a noisier signal than a pair.
+    accuracy       the two pooled, each weighted by its rows:
+                   (dpo_pairs * dpo_accuracy + kto_rows * kto_auc) / (dpo_pairs + kto_rows);
+                   kto_rows count only when both classes are present (else there is no AUC).
+                   None when neither can be computed.
+
+Both models are scored on the same rows. A row longer than max_length tokens keeps its last
+max_length tokens (the start of the prompt goes, the answer stays) and is counted as truncated.
+
+`compare` promotes only if candidate accuracy > service accuracy + margin. No judge model is
+implemented (an LLM-as-judge second opinion would have to generate answers from both models
+first); that is left for later.
+
+Errors:
+    EvalError(RuntimeError)   a model cannot be loaded to be scored (names it); e.g. the model in
+                              service is a remote API model with no local weights
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset
+from safetensors import SafetensorError
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+
+
+class EvalError(RuntimeError):
+    """A model could not be loaded to be scored; the message names it."""
+
+
+@dataclass
+class Decision:
+    promote: bool
+    candidate: dict[str, Any]
+    service: dict[str, Any]
+    margin: float
+    reason: str
+
+
+@dataclass
+class _Encoded:
+    ids: list[int]  # prompt + answer, already cut to max_length
+    answer_len: int  # the last answer_len tokens are the answer
+    truncated: bool = False
+
+
+def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, Any]], answer: list[dict[str, Any]], max_length: int) -> _Encoded:
+    """Tokens of prompt + answer as TRL trains on them: the answer starts where the prompt with a
+    generation prompt and the full conversation stop agreeing."""
+    prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    full = _chat_ids(tokenizer, prompt + answer)
+    start = 0
+    while start < min(len(prompt_ids), len(full)) and prompt_ids[start] == full[start]:
+        start += 1
+    start = max(start, 1)  # the first token has no prediction
+    answer_len = len(full) - start
+    if len(full) <= max_length:
+        return _Encoded(full, answer_len)
+    return _Encoded(full[-max_length:], min(answer_len, max_length - 1), truncated=True)
+
+
+@torch.no_grad()
+def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[_Encoded], batch_size: int = 8) -> list[float]:
+    """Mean token log-prob of each row's answer. Left padding lines the answers up at the end, so
+    only the last (longest answer + 1) positions' logits are computed (`logits_to_keep`)."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    scores: list[float] = []
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i : i + batch_size]
+        width = max(len(r.ids) for r in batch)
+        input_ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in batch], device=device)
+        attention = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        keep = max(r.answer_len for r in batch) + 1
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep).logits
+        logits = logits[:, :-1].float()  # position t predicts token t + 1
+        targets = input_ids[:, -(keep - 1) :]
+        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        for row, logps in zip(batch, token_logps, strict=True):
+            scores.append(logps[-row.answer_len :].mean().item())
+    return scores
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """P(a positive scores above a negative), ties half: the Mann-Whitney U statistic over n+ n-."""
+    labelled = sorted([(s, 1) for s in positive] + [(s, 0) for s in negative])
+    rank_sum, i = 0.0, 0
+    while i < len(labelled):  # average ranks over runs of equal scores
+        j = i
+        while j < len(labelled) and labelled[j][0] == labelled[i][0]:
+            j += 1
+        mean_rank = (i + 1 + j) / 2
+        rank_sum += mean_rank * sum(label for _, label in labelled[i:j])
+        i = j
+    n_pos, n_neg = len(positive), len(negative)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.device("cuda", torch.cuda.current_device()), dtype
+    return torch.device("cpu"), torch.float32
+
+
+def load(model_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    device, dtype = _device_and_dtype()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    except LOAD_ERRORS as exc:
+        raise EvalError(f"cannot load model {model_path!r} to score it: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise EvalError(f"model {model_path!r} has no chat template")
+    return model.to(device).eval(), tokenizer
+
+
+def preference_accuracy(model_path: str, rows_kto: Dataset, rows_dpo: Dataset, max_length: int, batch_size: int = 8) -> dict[str, Any]:
+    """Score the held-out rows with one model; see the module docstring for the definitions."""
+    model, tokenizer = load(model_path)
+    try:
+        return _accuracy(model, tokenizer, rows_kto, rows_dpo, max_length, batch_size)
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows_kto: Dataset, rows_dpo: Dataset, max_length: int, batch_size: int) -> dict[str, Any]:
+    kto = list(_rows(rows_kto, ("prompt", "completion", "label")))
+    dpo = list(_rows(rows_dpo, ("prompt", "chosen", "rejected")))
+    encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in kto]
+    encoded += [encode(tokenizer, r["prompt"], r[side], max_length) for r in dpo for side in ("chosen", "rejected")]
+    scores = score(model, tokenizer, encoded, batch_size)
+    kto_scores, dpo_scores = scores[: len(kto)], scores[len(kto) :]
+
+    out: dict[str, Any] = {"kto_rows": len(kto), "dpo_pairs": len(dpo), "truncated": sum(e.truncated for e in encoded)}
+    positive = [s for s, r in zip(kto_scores, kto, strict=True) if r["label"]]
+    negative = [s for s, r in zip(kto_scores, kto, strict=True) if not r["label"]]
+    out["kto_desirable"], out["kto_undesirable"] = len(positive), len(negative)
+    out["kto_auc"] = auc(positive, negative) if positive and negative else None
+    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(dpo_scores[0::2], dpo_scores[1::2], strict=True)]
+    out["dpo_accuracy"] = sum(wins) / len(wins) if wins else None
+    out["kto_mean_score"] = {"desirable": _mean(positive), "undesirable": _mean(negative)}
+
+    weights = [(len(dpo), out["dpo_accuracy"]), (len(kto), out["kto_auc"])]
+    weights = [(n, a) for n, a in weights if a is not None and n > 0]
+    total = sum(n for n, _ in weights)
+    out["accuracy"] = sum(n * a for n, a in weights) / total if total else None
+    out["rows"] = total
+    return out
+
+
+def _rows(rows: Dataset | None, columns: tuple[str, ...]) -> Iterable[dict[str, Any]]:
+    if rows is None or len(rows) == 0:
+        return []
+    return rows.select_columns(list(columns))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def compare(
+    candidate_path: str,
+    service_path: str,
+    test_kto: Dataset,
+    test_dpo: Dataset,
+    margin: float,
+    max_length: int,
+    batch_size: int = 8,
+) -> Decision:
+    """Promote only if the candidate's accuracy beats the model in service's by more than margin."""
+    candidate = preference_accuracy(candidate_path, test_kto, test_dpo, max_length, batch_size)
+    service = preference_accuracy(service_path, test_kto, test_dpo, max_length, batch_size)
+    c, s = candidate["accuracy"], service["accuracy"]
+    if c is None or s is None:
+        return Decision(False, candidate, service, margin, "no held-out rows to compare on (need DPO pairs or both kinds of KTO ratings)")
+    if c > s + margin:
+        reason = f"candidate preference accuracy {c:.3f} > service {s:.3f} + margin {margin:g} on {candidate['rows']} held-out rows"
+        return Decision(True, candidate, service, margin, reason)
+    reason = f"candidate preference accuracy {c:.3f} is not above service {s:.3f} + margin {margin:g} on {candidate['rows']} held-out rows"
+    return Decision(False, candidate, service, margin, reason)
