@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import redis
@@ -37,6 +38,11 @@ class ModelVersion(BaseModel):
     decision: dict[str, Any] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
     decided_at: float | None = None
+
+    def missing_files(self) -> list[str]:
+        """Local directories this version needs that are not there (a hub id is not checked)."""
+        paths = [p for p in (self.served_name, self.adapter_path) if p and p.startswith("/")]
+        return [p for p in paths if not Path(p).is_dir()]
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump()
@@ -113,6 +119,9 @@ def promote(r: redis.Redis, version_id: str, force: bool = False) -> ModelVersio
     """Put a version in service by hand (e.g. a retired one again). A rejected version needs
     force: the gate found it no better than the model it was compared with."""
     new = get(r, version_id)
+    missing = new.missing_files()
+    if missing:
+        raise RegistryError(f"{version_id} can't be served: {', '.join(missing)} missing")
     if new.status == "rejected" and not force:
         raise RegistryError(f"{version_id} was rejected by the evaluation gate; use --force to promote it anyway")
     old = active(r)
@@ -131,6 +140,8 @@ def rollback(r: redis.Redis) -> ModelVersion | None:
     pipe.hset(keys.model_version(current.id), mapping={"status": "retired", "decided_at": str(time.time())})
     if current.parent:
         parent = get(r, current.parent)
+        if parent.missing_files():
+            raise RegistryError(f"can't roll back to {parent.id}: {', '.join(parent.missing_files())} missing; promote another version")
         activate(pipe, parent, None, {**parent.decision, "rollback_from": current.id})
     else:
         pipe.delete(keys.active_model(), keys.active_version())

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # min_new_ratings ratings came in since the last successful run.
     retrain_interval_s: int = Field(3600, ge=0)
     min_new_ratings: int = Field(50, ge=0)
+    # Expiry of the retraining lock: a crashed run frees it after this long (a live run renews it).
+    retrain_lock_ttl_s: int = Field(120, ge=3, le=86400)
 
     # Web UI and login.
     host: str = "127.0.0.1"

@@ -27,7 +27,6 @@ from training.config import RetrainConfig
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL_S = 120  # a crashed run's lock frees after this; a live run renews it every TTL/3
 
 
 class LostLockError(RuntimeError):
@@ -47,14 +46,15 @@ class Outcome:
 class _KeepAlive:
     """Renews the lock while the run works; a dead process stops renewing and the lock expires."""
 
-    def __init__(self, lock: Lock) -> None:
+    def __init__(self, lock: Lock, ttl_s: int) -> None:
         self.lock = lock
+        self.ttl_s = ttl_s
         self.stop = threading.Event()
         self.lost = False
         self.thread = threading.Thread(target=self._run, name="retrain-lock", daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.wait(LOCK_TTL_S / 3):
+        while not self.stop.wait(self.ttl_s / 3):
             try:
                 self.lock.reacquire()
             except Exception:  # noqa: BLE001 - LockNotOwnedError or Redis trouble: the run must not commit
@@ -78,19 +78,30 @@ def new_ratings(r: redis.Redis) -> int:
     return len(r.xrange(keys.events(), min=f"({since}", max="+"))
 
 
+def _not_enough_data(exc: Exception) -> bool:
+    """The ratings can't make a run yet (too few, one class, nothing new, all too long)."""
+    from training.dataset import DatasetError
+    from training.train import TrainDataError
+
+    return isinstance(exc, (DatasetError, TrainDataError))
+
+
 def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: bool = True) -> Outcome:
     """One retraining run. Returns what happened; raises only for bugs (failures are recorded)."""
-    lock = r.lock(keys.retrain_lock(), timeout=LOCK_TTL_S, blocking=False, thread_local=False)
+    lock = r.lock(keys.retrain_lock(), timeout=settings.retrain_lock_ttl_s, blocking=False, thread_local=False)
     if not lock.acquire(blocking=False):
         return Outcome("skipped", "another retraining run is in progress")
     started = time.time()
     outcome: Outcome
     try:
-        with _KeepAlive(lock) as keepalive:
+        with _KeepAlive(lock, settings.retrain_lock_ttl_s) as keepalive:
             outcome = _run_locked(r, settings, config, lock, keepalive, progress)
     except Exception as exc:  # noqa: BLE001 - any crash: record it, change nothing else
-        log.exception("retraining run failed")
-        outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+        if _not_enough_data(exc):
+            outcome = Outcome("skipped", str(exc))
+        else:
+            log.exception("retraining run failed")
+            outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
     finally:
         try:
             lock.release()
@@ -109,13 +120,18 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     if not config.full_rebuild and pending < config.min_new_ratings:
         return Outcome("skipped", f"{pending} new ratings since the last run; waiting for {config.min_new_ratings}", pending)
 
+    service = registry.active(r)
+    if service is not None and service.missing_files():
+        raise FileNotFoundError(
+            f"the model in service ({service.id}) points at missing files: {', '.join(service.missing_files())}; "
+            "roll back with `chatbot model rollback` or promote another version"
+        )
     collected = collect.collect(r, since=watermark, full=config.full_rebuild)
     root = settings.data_dir.resolve()
     previous = None if config.full_rebuild else r.get(keys.retrain_dataset())
     built = dataset.build(collected, config, root / "datasets", previous)
     data = dataset.load(root / "datasets", built.version)
 
-    service = registry.active(r)
     service_name = service.served_name if service else settings.llm_model
     init_adapter = service.adapter_path if service is not None and config.continue_from_active else None
     version_id = f"mv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -128,6 +144,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
         desirable_weight=built.desirable_weight,
         undesirable_weight=built.undesirable_weight,
         progress=progress,
+        dataset_version=built.version,
     )
     decision = evaluate.compare(
         str(trained.merged_dir), service_name, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length

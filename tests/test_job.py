@@ -1,0 +1,246 @@
+"""The retraining job end to end on a real Redis and a tiny model built locally: seeded ratings ->
+dataset -> TRL -> gate -> registry -> the app's next answer comes from the new version; crashes
+and concurrent triggers change nothing they shouldn't."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from feedback import keys, registry
+from feedback.connection import connect
+from feedback.settings import Settings
+from launcher import model_server
+from launcher.process import ServiceGroup, wait_until
+from tests.conftest import ROOT, USERS, RedisServer, app_env, free_port, start_app
+from tests.support import seed
+from tests.support.chat_client import ChatClient
+from training import job
+from training.config import RetrainConfig
+from training.tiny_model import build_tiny_model
+
+pytestmark = pytest.mark.slow
+
+GOOD = ["Yes.", "Short answer.", "Python is easy.", "Run the command.", "It is sunny.", "Redis is fast."]
+BAD = [
+    "Well, that is a long story, and I am not sure, but let me think about it for a while.",
+    "Hmm, so, basically, it depends on many things, you know, and we could talk about it all day long.",
+    "Let me explain everything from the very beginning, because context matters a lot here, really.",
+]
+QUESTIONS = ["What is Redis?", "How do I install it?", "What is a chat model?", "Tell me about Python.", "What can you do?", "How does training work?"]
+# Moves the tiny model's preferences within seconds on a CPU (see tests/test_train.py).
+FAST = dict(learning_rate=5e-3, epochs=3, batch_size=4, lora_r=8, lora_alpha=16, max_length=256, seed=0, min_ratings=10, max_user_share=1.0)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny")).resolve()
+
+
+@pytest.fixture
+def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Settings:
+    return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=3)
+
+
+def seed_ratings(url: str, n: int = 36, offset: int = 0) -> list[str]:
+    """n rated answers over 12 threads and 4 users: short answers liked, rambling ones disliked."""
+
+    async def go() -> list[str]:
+        r = connect(url)
+        ids = []
+        for i in range(offset, offset + n):
+            liked = i % 2 == 0
+            answer = GOOD[(i // 2) % len(GOOD)] if liked else BAD[(i // 2) % len(BAD)]
+            ids.append(
+                await seed.seed_exchange(
+                    r, thread=f"th-{i % 12}", user=f"user-{i % 4}", question=f"{QUESTIONS[i % len(QUESTIONS)]} #{i}", answer=answer, value=int(liked)
+                )
+            )
+        await r.aclose()
+        return ids
+
+    return asyncio.run(go())
+
+
+def state(c: redis.Redis) -> dict[str, object]:
+    """What a failed or skipped run must leave untouched."""
+    return {
+        "active": c.get(keys.active_model()),
+        "version": c.get(keys.active_version()),
+        "watermark": c.get(keys.retrain_watermark()),
+        "dataset": c.get(keys.retrain_dataset()),
+        "versions": c.zrange(keys.model_versions(), 0, -1),
+    }
+
+
+def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Settings, redis_db: RedisServer) -> None:
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    last_event = c.xrevrange(keys.events(), count=1)[0][0]
+
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False)
+
+    assert outcome.status == "promoted", outcome
+    version = registry.get(c, outcome.version_id)
+    assert version.status == "active" and version.parent is None and version.method == "kto"
+    assert version.dataset_version == outcome.dataset_version
+    assert version.metrics["candidate"]["accuracy"] > version.metrics["service"]["accuracy"]
+    assert version.decision["promote"] is True and version.decision["compared_with"] == "base"
+    assert (c.get(keys.active_model()), c.get(keys.active_version())) == (version.served_name, version.id)
+    assert Path(version.served_name, "config.json").exists() and Path(version.adapter_path, "adapter_config.json").exists()
+    assert c.get(keys.retrain_watermark()) == last_event
+    assert not c.exists(keys.retrain_lock())
+    runs = c.xrange(keys.retrain_runs())
+    assert [e["status"] for _, e in runs] == ["promoted"]
+
+    # Nothing new since: the next scheduled run skips, and changes nothing.
+    before = state(c)
+    again = job.run(c, settings, RetrainConfig(min_new_ratings=1, **FAST), progress=False)
+    assert again.status == "skipped" and "0 new ratings" in again.reason
+    assert state(c) == before
+
+
+def test_a_gate_that_says_no_is_recorded_and_changes_only_the_watermark(settings: Settings, redis_db: RedisServer) -> None:
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, margin=1.0, **FAST), progress=False)
+    assert outcome.status == "rejected"
+    version = registry.get(c, outcome.version_id)
+    assert version.status == "rejected" and version.decision["promote"] is False
+    assert c.get(keys.active_model()) is None and c.get(keys.active_version()) is None  # base still serves
+    assert c.get(keys.retrain_watermark()) is not None  # these ratings were used: not trained on again
+    with pytest.raises(registry.RegistryError, match="rejected"):
+        registry.promote(c, version.id)
+
+
+@pytest.mark.parametrize(
+    ("n", "only_liked", "reason"),
+    [(4, False, "rated answers"), (20, True, "are thumbs up")],
+)
+def test_too_few_ratings_or_one_class_skip_with_a_clear_reason(settings: Settings, redis_db: RedisServer, n: int, only_liked: bool, reason: str) -> None:
+    ids = seed_ratings(redis_db.url, n=n)
+    c = redis_db.client
+    if only_liked:  # re-rate every answer up
+        async def up() -> None:
+            r = connect(redis_db.url)
+            for i, ex in enumerate(ids):
+                await seed.rate(r, ex, thread=f"th-{i % 12}", user=f"user-{i % 4}", value=1)
+            await r.aclose()
+
+        asyncio.run(up())
+    before = state(c)
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+    assert outcome.status == "skipped" and reason in outcome.reason, outcome
+    assert state(c) == before
+
+
+def test_registry_pointing_at_missing_files_fails_clearly_and_keeps_serving(settings: Settings, redis_db: RedisServer, tmp_path: Path) -> None:
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    gone = registry.ModelVersion(id="mv-gone", base_model=settings.llm_model, served_name=str(tmp_path / "deleted-model"), status="active")
+    registry.add(c, gone)
+    c.set(keys.active_model(), gone.served_name)
+    c.set(keys.active_version(), gone.id)
+    before = state(c)
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+    assert outcome.status == "failed" and "missing files" in outcome.reason and "deleted-model" in outcome.reason
+    assert state(c) == before
+    with pytest.raises(registry.RegistryError, match="missing"):
+        registry.promote(c, gone.id)
+
+
+def test_two_triggers_at_once_make_one_run(settings: Settings, redis_db: RedisServer) -> None:
+    seed_ratings(redis_db.url)
+    outcomes: list[job.Outcome] = []
+    start = threading.Barrier(2)
+
+    def trigger() -> None:
+        start.wait()
+        outcomes.append(job.run(redis.Redis.from_url(redis_db.url, decode_responses=True), settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False))
+
+    threads = [threading.Thread(target=trigger) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    statuses = sorted(o.status for o in outcomes)
+    assert len(statuses) == 2 and statuses[0] in ("promoted", "rejected") and statuses[1] == "skipped", outcomes
+    assert any("in progress" in o.reason for o in outcomes)
+    assert len(redis_db.client.zrange(keys.model_versions(), 0, -1)) == 1
+
+
+def test_killed_during_training_changes_nothing_and_the_rerun_succeeds(settings: Settings, redis_db: RedisServer) -> None:
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    before = state(c)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_db.url,
+        "LLM_MODEL": settings.llm_model,
+        "DATA_DIR": str(settings.data_dir),
+        "RETRAIN_LOCK_TTL_S": "3",
+    }
+    args = ["--now", "--min_ratings", "10", "--max_user_share", "1.0", "--learning_rate", "5e-3", "--epochs", "50", "--batch_size", "4", "--lora_r", "8", "--max_length", "256"]
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "retrain", *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    models = settings.data_dir / "models"
+    try:
+        # Training has started once the run has a model directory (the dataset is built before).
+        wait_until(lambda: models.exists() and any(models.iterdir()), 120, proc, "retrain subprocess")
+        assert c.exists(keys.retrain_lock())
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert state(c) == before
+    # The crashed run's lock expires; then a rerun succeeds.
+    wait_until(lambda: not c.exists(keys.retrain_lock()), 10, what="the lock to expire")
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+    assert outcome.status in ("promoted", "rejected"), outcome
+    assert c.get(keys.retrain_watermark()) is not None
+
+
+# --- the promoted model serves the next answer, with no restart ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    group = ServiceGroup(tmp_path_factory.mktemp("job-logs"))
+    with group:
+        port = free_port()
+        model_server.start(group, port)
+        yield port
+
+
+async def test_after_promotion_the_next_answer_comes_from_the_new_version(
+    settings: Settings, redis_db: RedisServer, local_server: int, own_services: ServiceGroup, tmp_path: Path
+) -> None:
+    model_server.warm_up(local_server, settings.llm_model, timeout_s=120)
+    env = app_env(redis_db.url, f"http://127.0.0.1:{local_server}/v1", tmp_path, LLM_MODEL=settings.llm_model, LLM_MAX_TOKENS="8")
+    app = start_app(own_services, env, tmp_path)
+    client = ChatClient(app.url)
+    await client.login("alice", USERS["alice"])
+    await client.connect()
+    try:
+        before = await client.send("hello")
+        assert before.final()["metadata"]["model_version"] == "base"
+
+        await asyncio.to_thread(seed_ratings, redis_db.url)
+        outcome = await asyncio.to_thread(job.run, redis_db.client, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+        assert outcome.status == "promoted", outcome
+
+        after = await client.send("hello again")
+    finally:
+        await client.close()
+    final = after.final()
+    assert final["metadata"]["model_version"] == outcome.version_id
+    stored = redis_db.client.hgetall(keys.exchange(final["metadata"]["exchange_id"]))
+    assert stored["model_version"] == outcome.version_id
+    assert stored["model"] == registry.get(redis_db.client, outcome.version_id).served_name

@@ -1,0 +1,246 @@
+"""Step 1 of the retraining job: find the rated exchanges to (re)read from Redis.
+
+Incremental mode reads the rating event stream (`keys.events()`) after the last successful run's
+watermark: every exchange an event names (rate, unrate, delete) is re-read in its *current*
+state, so the last rating wins, and one whose rating is gone by now is forgotten, whatever the
+events said. Full mode lists every rated exchange from the per-thread rating indexes
+(`keys.thread_ratings`), which the rating script writes atomically with each rating.
+
+`collect` only gathers ids (a few dozen bytes each); the rows themselves are read by
+`Collected.batches()`, pipelined `batch` exchanges per round trip, while the dataset build
+consumes them. A million rows are never all in memory at once: their texts alone would take more
+than a gigabyte. Ids come grouped by thread, so a thread's turns (each of whose prompts repeats
+the earlier turns) are processed together. Rows are plain slotted dataclasses: no pydantic
+validation per row.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import cast
+
+import orjson
+import redis
+
+from feedback import keys
+
+log = logging.getLogger(__name__)
+
+_Event = tuple[str, dict[str, str]]  # (stream id, fields) as a decoding client returns it
+
+# The hash fields read per row (HMGET: a third of the reply items of HGETALL, which dominates
+# the read time with redis-py's parser).
+EXCHANGE_FIELDS = ("thread_id", "user", "messages", "completion", "prompt_message_id", "prompt_id", "prompt_version", "model", "model_version", "created_at")
+RATING_FIELDS = ("value", "comment", "reasons", "updated_at")
+
+
+@dataclass(slots=True)
+class RatedExchange:
+    """One rated answer, as stored (the current rating). `messages` are the prompt messages
+    exactly as sent; within one batch, equal message dicts are one shared object (a system prompt
+    is kept once, not once per row), so treat them as read-only."""
+
+    exchange_id: str
+    thread_id: str
+    user: str
+    messages: list[dict[str, str]]
+    completion: str
+    prompt_message_id: str  # regenerated alternatives answer the same user message
+    prompt_id: str
+    prompt_version: str
+    model: str
+    model_version: str
+    created_at: float
+    value: int  # 1 thumbs up, 0 thumbs down
+    comment: str
+    reasons: tuple[str, ...]
+    rated_at: float
+
+
+@dataclass
+class Collected:
+    ids: list[str]  # exchanges rated when collected, grouped by thread
+    # Exchanges whose rating was removed, or whose thread was deleted, since `since`: builds that
+    # start from an earlier dataset version must drop their rows.
+    forgotten: set[str]
+    # Id of the last event read; the job stores it only after the whole run succeeded.
+    watermark: str | None
+    new_events: int
+    since: str | None = None
+    full: bool = False
+    redis: redis.Redis | None = field(default=None, repr=False)
+    batch: int = 5000
+    # Filled while reading: ids unrated or deleted between collect and read (their events come
+    # after the watermark; the build drops them now too), and records this code can't parse.
+    vanished: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    _rated: list[RatedExchange] | None = field(default=None, repr=False)
+
+    def batches(self) -> Iterator[list[RatedExchange]]:
+        """The rated exchanges in their current state, `batch` at a time."""
+        if self._rated is not None:
+            for i in range(0, len(self._rated), self.batch):
+                yield self._rated[i : i + self.batch]
+            return
+        if self.ids and self.redis is None:
+            raise ValueError("a Collected without rows needs the Redis client it was collected from")
+        for i in range(0, len(self.ids), self.batch):
+            yield self._read(self.ids[i : i + self.batch])
+
+    @classmethod
+    def from_rows(cls, rows: list[RatedExchange], forgotten: Iterable[str] = (), watermark: str | None = None, *, since: str | None = None) -> Collected:
+        """Rows already in memory (tests, tools): a full collection unless `since` is given."""
+        return cls([r.exchange_id for r in rows], set(forgotten), watermark, len(rows), since, since is None, _rated=list(rows))
+
+    @property
+    def rated(self) -> list[RatedExchange]:
+        """Every row, in memory: for tests and small data. The build streams `batches()`."""
+        if self._rated is None:
+            self._rated = list(chain.from_iterable(self.batches()))
+        return self._rated
+
+    def _read(self, ids: list[str]) -> list[RatedExchange]:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        for exchange_id in ids:
+            pipe.hmget(keys.exchange(exchange_id), EXCHANGE_FIELDS)
+            pipe.hmget(keys.rating(exchange_id), RATING_FIELDS)
+        replies = pipe.execute()
+        reader = _Reader()
+        rows = []
+        for i, exchange_id in enumerate(ids):
+            ex, rt = replies[2 * i], replies[2 * i + 1]
+            if ex[0] is None or rt[0] is None:
+                self.vanished.add(exchange_id)
+                continue
+            row = reader.row(exchange_id, ex, rt)
+            if row is None:
+                self.skipped.add(exchange_id)
+            else:
+                rows.append(row)
+        return rows
+
+
+def collect(r: redis.Redis, since: str | None, full: bool = False, batch: int = 5000) -> Collected:
+    """The exchanges touched by rating events after `since` (exclusive), or every rated exchange
+    when `full` (or when there is no watermark yet). `r` must decode responses (as
+    feedback.connection.connect_sync does) and stay open while the rows are read."""
+    if full or since is None:
+        # The watermark is read before the listing: a rating written meanwhile is read again next
+        # time (harmless: the last rating wins), never lost.
+        last = cast(list[_Event], r.xrevrange(keys.events(), count=1))
+        watermark = last[0][0] if last else None
+        return Collected(_all_rated(r, batch), set(), watermark, int(r.xlen(keys.events())), since, True, r, batch)
+    touched, watermark, new_events = _touched_since(r, since, batch)
+    ids: list[str] = []
+    forgotten: set[str] = set()
+    for chunk in _chunks(list(touched), batch):
+        pipe = r.pipeline(transaction=False)
+        for exchange_id in chunk:
+            pipe.exists(keys.rating(exchange_id))
+        for exchange_id, rated in zip(chunk, pipe.execute()):
+            if rated:
+                ids.append(exchange_id)
+            else:
+                forgotten.add(exchange_id)
+    return Collected(ids, forgotten, watermark or since, new_events, since, False, r, batch)
+
+
+def _touched_since(r: redis.Redis, since: str, batch: int) -> tuple[dict[str, str], str | None, int]:
+    """{exchange id: thread id} named by events after `since`, grouped by thread; the last event
+    id; the number of events."""
+    touched: dict[str, str] = {}
+    watermark: str | None = None
+    count = 0
+    start = f"({since}"
+    while events := cast(list[_Event], r.xrange(keys.events(), min=start, max="+", count=batch)):
+        for _, event in events:
+            if event.get("exchange"):
+                touched[event["exchange"]] = event.get("thread", "")
+        count += len(events)
+        watermark = events[-1][0]
+        start = f"({watermark}"
+    return dict(sorted(touched.items(), key=lambda kv: kv[1])), watermark, count
+
+
+def _all_rated(r: redis.Redis, batch: int) -> list[str]:
+    """Every rated exchange id, grouped by thread, from the threads' rating indexes."""
+    ids: list[str] = []
+    threads = r.scan_iter(match=keys.thread_ratings("*"), count=batch)
+    for chunk in _chunks(threads, batch // 4 or 1):
+        pipe = r.pipeline(transaction=False)
+        for key in chunk:
+            pipe.hkeys(key)
+        for rated in pipe.execute():
+            ids.extend(rated)
+    return ids
+
+
+def _chunks(items: Iterator[str] | list[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_NO_REASONS: tuple[str, ...] = ()
+
+
+class _Reader:
+    """Turns raw hash fields into rows; within a batch, each distinct message is kept once (a
+    thread's later prompts repeat its earlier turns, every prompt repeats the system prompt)."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, dict[str, dict[str, str]]] = {}  # role -> content -> message
+
+    def row(self, exchange_id: str, ex: list[str | None], rt: list[str | None]) -> RatedExchange | None:
+        thread_id, user, messages, completion, prompt_message_id, prompt_id, prompt_version, model, model_version, created_at = ex
+        value, comment, reasons, rated_at = rt
+        try:
+            return RatedExchange(
+                exchange_id=exchange_id,
+                thread_id=sys.intern(_str(thread_id)),
+                user=sys.intern(_str(user)),
+                messages=self._messages(_str(messages)),
+                completion=_str(completion),
+                prompt_message_id=_str(prompt_message_id),
+                prompt_id=sys.intern(_str(prompt_id)),
+                prompt_version=sys.intern(_str(prompt_version)),
+                model=sys.intern(_str(model)),
+                model_version=sys.intern(model_version or "base"),
+                created_at=float(_str(created_at)),
+                value=int(_str(value)),
+                comment=comment or "",
+                reasons=_NO_REASONS if reasons in (None, "", "[]") else tuple(orjson.loads(reasons)),
+                rated_at=float(_str(rated_at)),
+            )
+        except (KeyError, ValueError, TypeError) as exc:  # a record this code did not write
+            log.warning("skipping malformed exchange %s: %s: %s", exchange_id, type(exc).__name__, exc)
+            return None
+
+    def _messages(self, raw: str) -> list[dict[str, str]]:
+        out = []
+        for m in orjson.loads(raw):
+            role, content = m["role"], m["content"]
+            by_content = self.messages.get(role)
+            if by_content is None:
+                by_content = self.messages[role] = {}
+            shared = by_content.get(content)
+            if shared is None:
+                shared = by_content[content] = {"role": role, "content": content}
+            out.append(shared)
+        return out
+
+
+def _str(value: str | None) -> str:
+    if value is None:
+        raise KeyError("missing field")
+    return value
