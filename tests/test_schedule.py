@@ -1,0 +1,28 @@
+"""The retraining schedule of `chatbot up`: a `chatbot retrain` subprocess every interval."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from feedback import keys
+from launcher.process import wait_until
+from launcher.schedule import RetrainSchedule
+from tests.conftest import RedisServer
+
+
+def test_schedule_starts_one_run_per_interval_and_the_run_is_recorded(redis_db: RedisServer, tmp_path: Path) -> None:
+    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data")}
+    schedule = RetrainSchedule(interval_s=1, min_new_ratings=5, env=env, log_path=tmp_path / "retrain.log")
+    try:
+        assert schedule.tick() is False  # not due yet
+        wait_until(schedule.tick, 5, what="the first scheduled run")
+        first = schedule.proc
+        assert first is not None
+        first.wait(timeout=120)
+    finally:
+        schedule.stop()
+    runs = redis_db.client.xrange(keys.retrain_runs())
+    assert [e["status"] for _, e in runs] == ["skipped"]
+    assert "0 new ratings since the last run; waiting for 5" in runs[0][1]["reason"]
+    assert first.returncode == 0
