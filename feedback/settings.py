@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(512, ge=1, le=32768)
     llm_temperature: float = Field(0.7, ge=0, le=2)
     local_model_port: int = Field(8001, ge=1, le=65535)
+    # LLM_BASE_URL is a vLLM server started with --enable-lora and
+    # VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: a promotion loads the new adapter into it at run time.
+    vllm_lora: bool = False
 
     # Prompt spec: prompts/<prompt_id>/<version>.yaml; version unset = the newest.
     prompt_id: str = Field("assistant", pattern=r"^[A-Za-z0-9_-]+$")

@@ -207,6 +207,19 @@ def test_killed_during_training_changes_nothing_and_the_rerun_succeeds(settings:
     assert c.get(keys.retrain_watermark()) is not None
 
 
+def test_vllm_gets_the_adapter_at_run_time(settings: Settings, redis_db: RedisServer, standin: str) -> None:
+    import httpx
+
+    seed_ratings(redis_db.url)
+    vllm = settings.model_copy(update={"llm_base_url": f"{standin}/v1", "vllm_lora": True})
+    outcome = job.run(redis_db.client, vllm, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+    assert outcome.status == "promoted", outcome
+    version = registry.get(redis_db.client, outcome.version_id)
+    loads = httpx.get(f"{standin}/lora_loads").json()
+    assert loads[-1] == {"lora_name": version.id, "lora_path": version.adapter_path}
+    assert redis_db.client.get(keys.active_model()) == version.id == version.served_name
+
+
 # --- the promoted model serves the next answer, with no restart ------------------------------------
 
 

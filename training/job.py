@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -149,11 +150,14 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     decision = evaluate.compare(
         str(trained.merged_dir), service_name, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length
     )
+    served_name = str(trained.merged_dir)
+    if decision.promote and settings.vllm_lora:
+        served_name = load_into_vllm(settings, version_id, trained.adapter_dir)
     version = registry.ModelVersion(
         id=version_id,
         parent=service.id if service else None,
         base_model=settings.llm_model,
-        served_name=str(trained.merged_dir),
+        served_name=served_name,
         adapter_path=str(trained.adapter_dir),
         dataset_version=built.version,
         method=trained.method,
@@ -164,6 +168,24 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
     status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
     return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})
+
+
+def load_into_vllm(settings: Settings, name: str, adapter_dir: Path) -> str:
+    """Load a LoRA adapter into the vLLM server at LLM_BASE_URL; returns the model name to ask for.
+
+    The adapter directory must be readable by the vLLM server (same machine or shared storage).
+    """
+    import httpx
+
+    r = httpx.post(
+        f"{settings.effective_llm_base_url}/load_lora_adapter",
+        json={"lora_name": name, "lora_path": str(adapter_dir)},
+        headers={"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"},
+        timeout=300,
+    )
+    if r.status_code != 200:
+        raise RuntimeError(f"vLLM refused to load the adapter {adapter_dir} (HTTP {r.status_code}): {r.text[:300]}")
+    return name
 
 
 def _commit(

@@ -84,6 +84,20 @@ async def completions(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+LORA_LOADS: list[dict] = []
+
+
+async def load_lora_adapter(request: Request) -> Response:
+    """vLLM's runtime LoRA loading (VLLM_ALLOW_RUNTIME_LORA_UPDATING): recorded, then accepted."""
+    body = await request.json()
+    LORA_LOADS.append(body)
+    return Response(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
+
+
+async def lora_loads(request: Request) -> Response:
+    return JSONResponse(LORA_LOADS)
+
+
 async def recorded(request: Request) -> Response:
     return JSONResponse(REQUESTS[-50:])
 
@@ -96,6 +110,8 @@ app = Starlette(
     routes=[
         Route("/v1/chat/completions", completions, methods=["POST"]),
         Route("/requests", recorded),
+        Route("/v1/load_lora_adapter", load_lora_adapter, methods=["POST"]),
+        Route("/lora_loads", lora_loads),
         Route("/health", health),
     ]
 )
