@@ -65,7 +65,7 @@ from feedback.store import Store
 from launcher import chainlit_server, redis_server
 from launcher.process import ServiceGroup, StartupError
 from tests.conftest import app_env, free_port, start_standin
-from tests.support.chat_client import ChatClient
+from sim.client import ChatClient
 
 HOST = "127.0.0.1"
 TARGET = 0.5

@@ -45,7 +45,7 @@ from openai import AsyncOpenAI
 from launcher import chainlit_server, redis_server
 from launcher.process import ServiceGroup, StartupError, wait_until
 from tests.conftest import USERS, app_env, free_port, start_standin
-from tests.support.chat_client import ChatClient
+from sim.client import ChatClient
 
 BARE_APP = Path(__file__).resolve().parent / "bare_app.py"
 HOST = "127.0.0.1"

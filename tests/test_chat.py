@@ -10,7 +10,7 @@ import pytest
 
 from feedback import keys
 from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
-from tests.support.chat_client import ChatClient
+from sim.client import ChatClient
 
 
 async def logged_in(url: str, user: str = "alice") -> ChatClient:

@@ -23,7 +23,7 @@ from launcher import model_server
 from launcher.process import ServiceGroup, wait_until
 from tests.conftest import ROOT, USERS, RedisServer, app_env, free_port, start_app
 from tests.support import seed
-from tests.support.chat_client import ChatClient
+from sim.client import ChatClient
 from training import job
 from training.config import RetrainConfig
 from training.tiny_model import build_tiny_model

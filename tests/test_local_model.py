@@ -12,7 +12,7 @@ import pytest
 from launcher import model_server
 from launcher.process import ServiceGroup, StartupError
 from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
-from tests.support.chat_client import ChatClient, dumps
+from sim.client import ChatClient, dumps
 from training.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup, wait_until
 from tests.conftest import USERS, app_env, start_app, start_standin
-from tests.support.chat_client import ChatClient, Reply
+from sim.client import ChatClient, Reply
 
 WARNING = "⚠️ Storage is unavailable"
 

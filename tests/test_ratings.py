@@ -10,7 +10,7 @@ import pytest
 from feedback import keys
 from launcher.process import wait_until
 from tests.conftest import USERS, AppServer, RedisServer
-from tests.support.chat_client import ChatClient, Reply
+from sim.client import ChatClient, Reply
 
 
 async def logged_in(url: str, user: str = "alice") -> ChatClient:

@@ -15,7 +15,7 @@ from feedback import keys
 from launcher.cli import port_in_use
 from launcher.process import wait_until
 from tests.conftest import ROOT, free_port
-from tests.support.chat_client import ChatClient
+from sim.client import ChatClient
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Talks to a running Chainlit app exactly as the browser does: HTTP login, then socket.io.
 
-Used by the integration tests, the benchmark and (later) the simulated raters.
+Used by the simulated raters (`chatbot simulate`), the integration tests and the benchmarks.
 """
 
 from __future__ import annotations
