@@ -20,7 +20,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.stamp-local: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[local]'
+	$(BIN)/pip install -e '.[local,report]'
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python

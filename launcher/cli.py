@@ -175,6 +175,40 @@ def retrain(ctx: typer.Context) -> None:
     raise typer.Exit(1 if outcome.status == "failed" else 0)
 
 
+@app.command()
+def report(
+    png: Path = typer.Option(None, help="Also write a plot of approval over time to this PNG file."),
+    bucket_hours: float = typer.Option(24.0, help="Time bucket of the plot, in hours."),
+) -> None:
+    """Approval rate per model version and per prompt version, with 95% intervals and counts."""
+    from rich.table import Table
+
+    from feedback import report as rep
+
+    _, r = _registry_redis()
+    rows = rep.rated_answers(r)
+    if not rows:
+        console.print("No rated answers yet.")
+        raise typer.Exit(0)
+    for by, title in (("model_version", "model version"), ("prompt_version", "prompt version")):
+        table = Table(title=f"Approval per {title}")
+        for col in (title, "rated", "liked", "approval", "95% CI", "first answer", "last answer"):
+            table.add_column(col)
+        for a in rep.approval_by(rows, by):
+            table.add_row(
+                a.group, str(a.rated), str(a.liked), f"{a.rate:.1%}", f"{a.low:.1%} - {a.high:.1%}",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(a.first)), time.strftime("%Y-%m-%d %H:%M", time.localtime(a.last)),
+            )
+        Console().print(table)
+    if png is not None:
+        try:
+            rep.plot(rows, png, bucket_hours * 3600)
+        except ImportError:
+            console.print("[red]The plot needs matplotlib: pip install 'feedbackbot[report]'[/red]")
+            raise typer.Exit(1) from None
+        console.print(f"plot written to {png}")
+
+
 model_app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

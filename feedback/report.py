@@ -1,0 +1,127 @@
+"""Did approval go up? Approval rate per model version and per prompt version, from Redis.
+
+Approval = thumbs up / rated answers, on each answer's current rating (the last click wins),
+with a Wilson 95% interval: small groups get honest, wide intervals instead of lucky rates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import redis
+
+from feedback import keys
+
+
+@dataclass(frozen=True)
+class Rated:
+    model_version: str
+    prompt_version: str  # "<prompt id>@<version>"
+    created_at: float
+    value: int
+
+
+@dataclass(frozen=True)
+class Approval:
+    group: str
+    rated: int
+    liked: int
+    low: float  # Wilson 95% interval
+    high: float
+    first: float  # time of the group's first and last answer
+    last: float
+
+    @property
+    def rate(self) -> float:
+        return self.liked / self.rated if self.rated else 0.0
+
+
+def wilson(liked: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (z=1.96: 95%)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = liked / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rated_answers(r: redis.Redis, batch: int = 5000) -> list[Rated]:
+    """Every rated answer with its versions: SCAN of the rating keys, pipelined reads."""
+    out: list[Rated] = []
+    prefix = keys.rating("")
+    ids: list[str] = []
+
+    def flush() -> None:
+        pipe = r.pipeline(transaction=False)
+        for i in ids:
+            pipe.hget(keys.rating(i), "value")
+            pipe.hmget(keys.exchange(i), "model_version", "prompt_id", "prompt_version", "created_at")
+        rows = pipe.execute()
+        for value, (model_version, prompt_id, prompt_version, created_at) in zip(rows[::2], rows[1::2], strict=True):
+            if value is None or created_at is None:
+                continue  # un-rated or deleted between the scan and the read
+            out.append(Rated(model_version or "base", f"{prompt_id}@{prompt_version}", float(created_at), int(value)))
+        ids.clear()
+
+    for key in r.scan_iter(match=f"{prefix}*", count=batch):
+        ids.append(key[len(prefix) :])
+        if len(ids) >= batch:
+            flush()
+    if ids:
+        flush()
+    return out
+
+
+def _approval(group: str, rows: list[Rated]) -> Approval:
+    liked = sum(x.value for x in rows)
+    low, high = wilson(liked, len(rows))
+    return Approval(group, len(rows), liked, low, high, min(x.created_at for x in rows), max(x.created_at for x in rows))
+
+
+def approval_by(rows: Iterable[Rated], by: str) -> list[Approval]:
+    """Approval per model_version or prompt_version, in order of first use."""
+    groups: dict[str, list[Rated]] = defaultdict(list)
+    for x in rows:
+        groups[getattr(x, by)].append(x)
+    return sorted((_approval(g, xs) for g, xs in groups.items()), key=lambda a: a.first)
+
+
+def over_time(rows: Iterable[Rated], by: str, bucket_s: float) -> dict[str, list[Approval]]:
+    """Approval per group and time bucket (bucket start as `group`), oldest first."""
+    buckets: dict[str, dict[float, list[Rated]]] = defaultdict(lambda: defaultdict(list))
+    for x in rows:
+        buckets[getattr(x, by)][x.created_at // bucket_s * bucket_s].append(x)
+    return {g: [_approval(str(start), xs) for start, xs in sorted(b.items())] for g, b in buckets.items()}
+
+
+def plot(rows: list[Rated], path: Path, bucket_s: float) -> Path:
+    """A PNG: approval with 95% intervals per model version (left) and prompt version (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, by, title in ((axes[0], "model_version", "per model version"), (axes[1], "prompt_version", "per prompt version")):
+        for group, points in over_time(rows, by, bucket_s).items():
+            xs = [datetime.fromtimestamp(float(p.group)) for p in points]
+            ys = [p.rate for p in points]
+            err = [[p.rate - p.low for p in points], [p.high - p.rate for p in points]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{group} (n={sum(p.rated for p in points)})")
+        ax.set_title(f"Approval {title}")
+        ax.set_xlabel(f"time ({bucket_s / 3600:g} h buckets)")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("thumbs up / rated (95% CI)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
