@@ -135,8 +135,17 @@ def _settings_or_exit():  # type: ignore[no-untyped-def]
 def _registry_redis():  # type: ignore[no-untyped-def]
     from feedback.connection import connect_sync
 
+    import redis
+
     settings = _settings_or_exit()
-    return settings, connect_sync(settings.effective_redis_url)
+    r = connect_sync(settings.effective_redis_url)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        hint = "is `chatbot up` running?" if settings.redis_url is None else "check REDIS_URL"
+        console.print(f"[red]Redis is unreachable ({exc}): {hint}[/red]")
+        raise typer.Exit(1) from None
+    return settings, r
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)

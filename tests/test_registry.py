@@ -1,0 +1,58 @@
+"""The model registry and its CLI: list, promote, roll back, and the bot's read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from feedback import keys, registry
+from tests.conftest import RedisServer, run_cli
+
+
+def version(vid: str, tmp_path: Path, parent: str | None = None, status: registry.Status = "candidate") -> registry.ModelVersion:
+    served = tmp_path / vid
+    served.mkdir(exist_ok=True)
+    return registry.ModelVersion(id=vid, parent=parent, base_model="base-model", served_name=str(served), status=status, metrics={"candidate": {"accuracy": 0.75}})
+
+
+def test_promote_and_rollback_move_the_active_pointer(redis_db: RedisServer, tmp_path: Path) -> None:
+    c = redis_db.client
+    v1, v2 = version("mv-1", tmp_path), version("mv-2", tmp_path, parent="mv-1")
+    registry.add(c, v1)
+    registry.add(c, v2)
+    registry.promote(c, "mv-1")
+    registry.promote(c, "mv-2")
+    assert (c.get(keys.active_model()), c.get(keys.active_version())) == (v2.served_name, "mv-2")
+    assert registry.get(c, "mv-1").status == "retired"
+    assert registry.rollback(c).id == "mv-1"
+    assert registry.get(c, "mv-2").status == "retired" and c.get(keys.active_version()) == "mv-1"
+    assert registry.rollback(c) is None  # mv-1 came from the base model
+    assert c.get(keys.active_model()) is None
+    with pytest.raises(registry.RegistryError, match="base model is in service"):
+        registry.rollback(c)
+    with pytest.raises(registry.RegistryError, match="no model version 'nope'"):
+        registry.promote(c, "nope")
+
+
+def test_cli_lists_promotes_and_refuses_clearly(redis_db: RedisServer, tmp_path: Path) -> None:
+    registry.add(redis_db.client, version("mv-1", tmp_path))
+    registry.add(redis_db.client, version("mv-bad", tmp_path, status="rejected"))
+    env = {**os.environ, "REDIS_URL": redis_db.url}
+    listed = run_cli("model", "list", env=env)
+    assert listed.returncode == 0 and "mv-1" in listed.stdout and "0.750" in listed.stdout and "in service: base model" in listed.stdout
+    refused = run_cli("model", "promote", "mv-bad", env=env)
+    assert refused.returncode == 2 and "rejected by the evaluation gate" in refused.stderr
+    assert run_cli("model", "promote", "mv-bad", "--force", env=env).returncode == 0
+    assert redis_db.client.get(keys.active_version()) == "mv-bad"
+    assert run_cli("model", "rollback", env=env).returncode == 0
+    assert redis_db.client.get(keys.active_version()) is None
+
+
+def test_cli_says_when_redis_is_unreachable(tmp_path: Path) -> None:
+    env = {**os.environ, "REDIS_URL": f"unix://{tmp_path}/nothing.sock"}
+    for args in (("model", "list"), ("report",), ("retrain", "--now")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1, args
+        assert "Redis is unreachable" in result.stderr and "Traceback" not in result.stderr, args
