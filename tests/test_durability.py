@@ -14,30 +14,17 @@ from pathlib import Path
 
 import redis
 
-from feedback import exchange as exchanges
 from feedback import keys
 from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.spool import Spool
 from feedback.store import Store
+from tests.support.seed import numbered_exchange
 from launcher import redis_server
 from launcher.process import ServiceGroup
 
 N = 500
 
-
-def make_exchange(i: int) -> exchanges.Exchange:
-    return exchanges.Exchange(
-        id=f"ex{i:04d}",
-        thread_id=f"th{i % 7}",
-        user="alice",
-        prompt_message_id=f"msg{i:04d}",
-        messages=[exchanges.PromptMessage(role="user", content=f"question {i}")],
-        completion=f"answer {i}",
-        prompt_id="assistant",
-        prompt_version="1.0.0",
-        model="echo",
-    )
 
 
 async def test_acknowledged_ratings_survive_kill_9(own_services: ServiceGroup, tmp_path: Path) -> None:
@@ -52,9 +39,9 @@ async def test_acknowledged_ratings_survive_kill_9(own_services: ServiceGroup, t
 
         # The real write path: every call returned "redis", i.e. Redis acknowledged it.
         for i in range(N):
-            assert await store.save_exchange(make_exchange(i)) == "redis"
+            assert await store.save_exchange(numbered_exchange(i, thread=f"th{i % 7}")) == "redis"
         for i in range(N):
-            e = make_exchange(i)
+            e = numbered_exchange(i, thread=f"th{i % 7}")
             rating = ratings.RatingInput(value=i % 2, comment=f"c{i}", reasons=["helpful"] if i % 2 else ["wrong"])
             assert await store.rate(user="alice", thread_id=e.thread_id, exchange_id=e.id, rating=rating) == "redis"
         assert len(store.spool) == 0

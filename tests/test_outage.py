@@ -11,7 +11,6 @@ from typing import Any
 
 import redis
 
-from feedback import exchange as exchanges
 from feedback import keys
 from feedback import rating as ratings
 from feedback.connection import connect
@@ -20,6 +19,7 @@ from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup, wait_until
 from tests.conftest import USERS, app_env, start_app, start_standin
+from tests.support.seed import numbered_exchange
 from sim.client import ChatClient, Reply
 
 WARNING = "⚠️ Storage is unavailable"
@@ -176,26 +176,13 @@ async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_se
 # --- the spool and its replay, without the app ---------------------------------------------------
 
 
-def exchange_(i: int) -> exchanges.Exchange:
-    return exchanges.Exchange(
-        id=f"ex{i}",
-        thread_id="th",
-        user="alice",
-        prompt_message_id=f"msg{i}",
-        messages=[exchanges.PromptMessage(role="user", content=f"q{i}")],
-        completion=f"a{i}",
-        prompt_id="assistant",
-        prompt_version="1.0.0",
-        model="echo",
-    )
-
 
 def snapshot(c: redis.Redis) -> dict[str, object]:
     """Everything the writes touch, except the op markers."""
     return {
         "exchanges": c.zrange(keys.thread_exchanges("th"), 0, -1),
-        "alternatives": [c.lrange(keys.alternatives(f"msg{i}"), 0, -1) for i in range(2)],
-        "ratings": [c.hgetall(keys.rating(f"ex{i}")) for i in range(2)],
+        "alternatives": [c.lrange(keys.alternatives(f"msg{i:04d}"), 0, -1) for i in range(2)],
+        "ratings": [c.hgetall(keys.rating(f"ex{i:04d}")) for i in range(2)],
         "thread_ratings": c.hgetall(keys.thread_ratings("th")),
         "events": events(c),
     }
@@ -210,9 +197,9 @@ async def test_replaying_the_same_ops_again_applies_them_once(own_services: Serv
     try:
         stop_redis(proc)
         up, down = ratings.RatingInput(value=1), ratings.RatingInput(value=0, reasons=["wrong"])
-        assert await store.save_exchange(exchange_(0)) == "spool"
-        assert await store.save_exchange(exchange_(1)) == "spool"
-        for eid, rating in (("ex0", up), ("ex0", down), ("ex1", up), ("ex1", None), ("ex0", None), ("ex0", up)):
+        assert await store.save_exchange(numbered_exchange(0)) == "spool"
+        assert await store.save_exchange(numbered_exchange(1)) == "spool"
+        for eid, rating in (("ex0000", up), ("ex0000", down), ("ex0001", up), ("ex0001", None), ("ex0000", None), ("ex0000", up)):
             assert await store.rate(user="alice", thread_id="th", exchange_id=eid, rating=rating) == "spool"
         assert await store.replay() == 0  # still down: nothing applied, nothing lost
         assert len(store.spool) == 8
@@ -222,17 +209,17 @@ async def test_replaying_the_same_ops_again_applies_them_once(own_services: Serv
         assert await store.replay() == 8
         assert not path.exists() and not store.spool.offset_path.exists()
         first = snapshot(c)
-        assert first["exchanges"] == ["ex0", "ex1"]
-        assert first["alternatives"] == [["ex0"], ["ex1"]]
+        assert first["exchanges"] == ["ex0000", "ex0001"]
+        assert first["alternatives"] == [["ex0000"], ["ex0001"]]
         assert first["ratings"][0]["value"] == "1" and first["ratings"][1] == {}
-        assert first["thread_ratings"] == {"ex0": "1"}
+        assert first["thread_ratings"] == {"ex0000": "1"}
         assert first["events"] == [
-            ("rate", "ex0", "1"),
-            ("rate", "ex0", "0"),
-            ("rate", "ex1", "1"),
-            ("unrate", "ex1", None),
-            ("unrate", "ex0", None),
-            ("rate", "ex0", "1"),
+            ("rate", "ex0000", "1"),
+            ("rate", "ex0000", "0"),
+            ("rate", "ex0001", "1"),
+            ("unrate", "ex0001", None),
+            ("unrate", "ex0000", None),
+            ("rate", "ex0000", "1"),
         ]
 
         # A crash after the last op was applied but before progress was recorded: the restarted

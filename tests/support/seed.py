@@ -41,6 +41,21 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def numbered_exchange(i: int, thread: str = "th", user: str = "alice") -> exchanges.Exchange:
+    """The i-th answer of a simple series: one question, one answer, its own user message."""
+    return exchanges.Exchange(
+        id=f"ex{i:04d}",
+        thread_id=thread,
+        user=user,
+        prompt_message_id=f"msg{i:04d}",
+        messages=[exchanges.PromptMessage(role="user", content=f"question {i}")],
+        completion=f"answer {i}",
+        prompt_id="assistant",
+        prompt_version="1.0.0",
+        model="echo",
+    )
+
+
 async def seed_exchange(
     r: Redis,
     *,
