@@ -217,6 +217,15 @@ async def test_unrated_and_deleted_answers_are_left_out_and_forgotten(r: Redis, 
     assert {x["exchange_id"]: x["label"] for x in kto_rows(full)} == rows
 
 
+async def test_a_rating_removed_between_collect_and_build_is_dropped(r: Redis, redis_db: RedisServer, tmp_path: Path) -> None:
+    ids = [await seed_exchange(r, thread=f"t{i}", user="alice", question=f"q{i}", answer="a", value=i % 2) for i in range(4)]
+    collected = collect(redis_db.client, None)  # ids only: rows are read while the build runs
+    await unrate(r, ids[0], thread="t0", user="alice")
+    version = build(collected, OPEN, tmp_path, None, progress=False)
+    assert {x["exchange_id"] for x in kto_rows(load(tmp_path, version.version))} == set(ids[1:])
+    assert collected.vanished == {ids[0]}
+
+
 async def test_incremental_collect_reads_only_events_after_the_watermark(r: Redis, redis_db: RedisServer) -> None:
     for i in range(3):
         await seed_exchange(r, thread="t1", user="alice", question=f"q{i}", answer="a", value=1)
@@ -270,3 +279,5 @@ async def test_nothing_new_is_an_error(r: Redis, redis_db: RedisServer, tmp_path
         build(collect(redis_db.client, first.watermark), OPEN, tmp_path, v1, progress=False)
     with pytest.raises(DatasetError, match="full rebuild"):
         build(collect(redis_db.client, first.watermark), OPEN, tmp_path, "ds-gone", progress=False)
+    with pytest.raises(DatasetError, match="no earlier dataset version"):
+        build(collect(redis_db.client, first.watermark), OPEN, tmp_path, None, progress=False)

@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 _Event = tuple[str, dict[str, str]]  # (stream id, fields) as a decoding client returns it
 
-# The hash fields read per row (HMGET: a third of the reply items of HGETALL, which dominates
-# the read time with redis-py's parser).
-EXCHANGE_FIELDS = ("thread_id", "user", "messages", "completion", "prompt_message_id", "prompt_id", "prompt_version", "model", "model_version", "created_at")
-RATING_FIELDS = ("value", "comment", "reasons", "updated_at")
+# The hash fields read per row: HMGET gets a third of HGETALL's reply items, and parsing reply
+# items is most of the read time with redis-py's pure-Python parser. Bytes: redis-py packs them
+# without encoding each one again (8% of the read time).
+EXCHANGE_FIELDS = tuple(f.encode() for f in ("thread_id", "user", "messages", "completion", "prompt_message_id", "prompt_id", "prompt_version", "model", "model_version", "created_at"))
+RATING_FIELDS = tuple(f.encode() for f in ("value", "comment", "reasons", "updated_at"))
 
 
 @dataclass(slots=True)

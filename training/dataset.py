@@ -4,27 +4,29 @@ Layout under `root` (the job passes `<DATA_DIR>/datasets`)::
 
     shards/<version>.parquet   the rows one build collected (PII already scrubbed), plus
                                tombstones for the exchanges it was told to forget; never changed
-    <version>/manifest.json    the shards this version is made of (the previous version's + its own)
-    <version>/plan.parquet     which shard rows are in it, in which split (KTO), and its DPO pairs
+    <version>/manifest.json    the shards this version is made of: the previous version's + its own
+    <version>/kto_plan.parquet which shard rows are in the version, and in which split
+    <version>/dpo_plan.parquet its DPO pairs, as positions in the KTO splits
     <version>/card.json        machine-readable card: counts, weights, coverage, what was dropped
     <version>/README.md        the same for people
     <version>/data/            DatasetDict (save_to_disk): kto_train, kto_test, dpo_train, dpo_test
-    <version>/parquet/         the same splits as parquet files
+    <version>/parquet/         the same four splits as parquet files        (data/ and parquet/
+                               are written by `load`, the first time the version is loaded)
 
 What each step costs (N: rows in all of a version's shards, n: rows this build collected):
 
-- build, O(n): scrub PII, hash and write the new rows as one shard. This is the per-row Python
-  work (text scanning, serialization) and the bulk of the bytes.
-- build, O(N) but narrow and vectorized: the plan. It reads a few fixed-width columns of every
-  shard (ids, user, hashes, label, time) with pyarrow and works out in numpy which rows survive
-  (newest row per exchange, tombstones, duplicates, the per-user cap), the split and the DPO
-  pairs. Tens of bytes per row, no per-row Python: ~0.1-0.5 s per million rows.
-- load, O(N): materializes a version's DatasetDict and parquet files from its shards the first
-  time it is asked for (then reads them back from disk). Training reads every row anyway.
+- build, O(n): read the collected rows from Redis, scrub PII, hash, write them as one shard.
+  All of the per-row Python work (text scanning, parsing, serialization) is here.
+- build, O(N) but narrow and vectorized: the plan. It reads the fixed-width columns of every shard
+  (64-bit keys and hashes, label, times: ~80 bytes a row) and works out in numpy, without Python
+  per row, which rows survive (newest row per exchange, tombstones, duplicates, per-user cap),
+  the split and the DPO pairs: ~1 CPU-second per million rows.
+- load, O(N): materializes the DatasetDict and parquet files from the shards, streaming one row
+  group at a time, the first time a version is loaded. Training reads every row anyway.
 
-Full rebuilds (collected.full) start from no shards. Shards of older versions stay on disk while
-a version refers to them: deleting old version folders and unreferenced shards is up to the
-operator (a deleted user's rows are absent from every version built after the deletion).
+Full rebuilds (collected.full) start from no shards. Old versions and their shards stay on disk:
+deleting version folders, and shards no remaining manifest lists, is up to the operator (a user's
+deleted thread is absent from every version built after the deletion, not from older ones).
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import datasets
 from datasets import Dataset, DatasetDict, load_from_disk
 from tqdm.auto import tqdm
 
@@ -55,7 +57,7 @@ from training import pii
 from training.collect import Collected, RatedExchange
 from training.config import RetrainConfig
 
-ROW_GROUP = 20_000  # rows per parquet row group: what load holds in memory per step
+ROW_GROUP = 20_000  # most rows per parquet row group or Arrow batch: bounds memory at any size
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 SHARD_SCHEMA = pa.schema(
@@ -74,14 +76,23 @@ SHARD_SCHEMA = pa.schema(
         ("label", pa.bool_()),
         ("created_at", pa.float64()),
         ("rated_at", pa.float64()),
-        ("prompt_hash", pa.uint64()),  # of the scrubbed prompt messages: dedup and DPO grouping
+        # 64-bit hashes, so the plan reads fixed-width numbers instead of strings (collisions:
+        # ~1e-8 odds at a million rows): of the scrubbed prompt messages (dedup, DPO grouping), the
+        # scrubbed completion, and the ids of exchange, thread (split), user (cap), user message.
+        ("prompt_hash", pa.uint64()),
         ("completion_hash", pa.uint64()),
-        ("thread_key", pa.uint64()),  # of the thread id: the split, without reading strings
+        ("exchange_key", pa.uint64()),
+        ("thread_key", pa.uint64()),
+        ("user_key", pa.uint64()),
+        ("message_key", pa.uint64()),
         ("pii", pa.list_(pa.string())),  # placeholders put into this row, e.g. ["[EMAIL]"]
     ]
 )
 # The columns the plan reads from every shard.
-PLAN_COLUMNS = ["exchange_id", "tombstone", "user", "prompt_message_id", "prompt_version", "model_version", "label", "created_at", "rated_at", "prompt_hash", "completion_hash", "thread_key", "pii"]
+PLAN_COLUMNS = [
+    "tombstone", "label", "created_at", "rated_at", "prompt_hash", "completion_hash", "exchange_key", "thread_key", "user_key", "message_key",
+    "prompt_version", "model_version", "pii",
+]
 KTO_SCHEMA = pa.schema(
     [
         ("prompt", MESSAGES),
@@ -139,6 +150,11 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
     Raises DatasetError, leaving nothing behind, when there is nothing new (incremental), or too
     few ratings, or only one class.
     """
+    if not collected.full and previous_version is None:
+        raise DatasetError(
+            f"These ratings were collected since event {collected.since}, but no earlier dataset version was given to add them to. "
+            "Rebuild from all ratings with a full rebuild."
+        )
     root.mkdir(parents=True, exist_ok=True)
     previous = None if collected.full or previous_version is None else _manifest(root, previous_version)
     if previous is not None and not collected.ids and not collected.forgotten:
@@ -207,10 +223,21 @@ def _u64(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def _batch(rows: Sequence[RatedExchange], scrub: bool, thread_keys: dict[str, int]) -> tuple[pa.RecordBatch, Counter[str]]:
+def _key(text: str) -> int:
+    return _u64(_digest(text))
+
+
+def _cached_key(cache: dict[str, int], text: str) -> int:
+    key = cache.get(text)
+    if key is None:
+        key = cache[text] = _key(text)
+    return key
+
+
+def _batch(rows: Sequence[RatedExchange], scrub: bool, key_cache: dict[str, int]) -> tuple[pa.RecordBatch, Counter[str]]:
     """One shard batch, with the PII placeholders put into it."""
     offsets, roles, contents = [0], [], []
-    completions, pii_found, prompt_hashes, completion_hashes, tkeys = [], [], [], [], []
+    completions, pii_found, prompt_hashes, completion_hashes = [], [], [], []
     found_here: Counter[str] = Counter()
     for row in rows:
         found: list[str] = []
@@ -232,10 +259,6 @@ def _batch(rows: Sequence[RatedExchange], scrub: bool, thread_keys: dict[str, in
             found_here.update(found)
         prompt_hashes.append(_u64(hashlib.blake2b(b"".join(digests), digest_size=8).digest()))
         completion_hashes.append(_u64(d))
-        key = thread_keys.get(row.thread_id)
-        if key is None:
-            key = thread_keys[row.thread_id] = _u64(_digest(row.thread_id))
-        tkeys.append(key)
     prompt = pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()),
         pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())], names=["role", "content"]),
@@ -248,7 +271,10 @@ def _batch(rows: Sequence[RatedExchange], scrub: bool, thread_keys: dict[str, in
         label=[r.value == 1 for r in rows],
         prompt_hash=prompt_hashes,
         completion_hash=completion_hashes,
-        thread_key=tkeys,
+        exchange_key=[_key(r.exchange_id) for r in rows],
+        thread_key=[_cached_key(key_cache, r.thread_id) for r in rows],
+        user_key=[_cached_key(key_cache, r.user) for r in rows],
+        message_key=[_key(r.prompt_message_id) for r in rows],
         pii=pii_found,
     )
     return pa.RecordBatch.from_pydict(columns, schema=SHARD_SCHEMA), found_here
@@ -267,6 +293,7 @@ def _tombstones(ids: Sequence[str]) -> pa.RecordBatch:
         else:
             columns[f.name] = pa.nulls(n, f.type)
     columns["exchange_id"] = pa.array(ids, pa.string())
+    columns["exchange_key"] = pa.array([_key(i) for i in ids], pa.uint64())
     return pa.RecordBatch.from_pydict(columns, schema=SHARD_SCHEMA)
 
 
@@ -274,14 +301,14 @@ def _write_shard(path: Path, collected: Collected, scrub: bool, progress: bool) 
     """Stream the collected rows (read from Redis batch by batch) into the shard, then tombstones."""
     path.parent.mkdir(parents=True, exist_ok=True)
     found: Counter[str] = Counter()
-    thread_keys: dict[str, int] = {}
+    key_cache: dict[str, int] = {}  # thread and user keys: a thread's rows come together
     written = 0
     with pq.ParquetWriter(path, SHARD_SCHEMA, compression="zstd") as writer, tqdm(
         total=len(collected.ids), desc="dataset rows", unit="row", disable=not progress, mininterval=1.0
     ) as bar:
         for rows in collected.batches():
             if rows:
-                batch, found_here = _batch(rows, scrub, thread_keys)
+                batch, found_here = _batch(rows, scrub, key_cache)
                 writer.write_batch(batch, row_group_size=ROW_GROUP)
                 found.update(found_here)
                 written += batch.num_rows
@@ -308,16 +335,11 @@ class _Plan:
 def _read_plan_columns(paths: Sequence[Path]) -> pa.Table:
     tables = []
     for i, path in enumerate(paths):
-        t = pq.read_table(path, columns=PLAN_COLUMNS)
+        t = pq.read_table(path, columns=PLAN_COLUMNS, read_dictionary=["prompt_version", "model_version"])
         n = t.num_rows
         t = t.append_column("shard", pa.array(np.full(n, i, np.int32))).append_column("row", pa.array(np.arange(n, dtype=np.int64)))
         tables.append(t)
     return pa.concat_tables(tables).combine_chunks()
-
-
-def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Integer codes of a string column (equal strings, equal codes; first seen gets 0)."""
-    return pc.dictionary_encode(column).combine_chunks().indices.to_numpy(zero_copy_only=False)
 
 
 def user_cap(counts: np.ndarray, share: float, floor: int = USER_CAP_FLOOR) -> int:
@@ -357,86 +379,99 @@ def thread_scores(thread_keys: np.ndarray, seed: str) -> np.ndarray:
     return (_mix(thread_keys ^ seed_key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, size) of each run of equal values in a sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return starts, np.diff(np.r_[starts, len(sorted_keys)])
+
+
+def _in_repeated_runs(keys: np.ndarray) -> np.ndarray:
+    """Indices (into keys) of the values that occur more than once, in key order."""
+    order = np.argsort(keys)
+    starts, sizes = _runs(keys[order])
+    member = np.repeat(sizes > 1, sizes)
+    return order[member]
+
+
 def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
+    """Which rows make the version, in which split, and its DPO pairs. Each step sorts the 64-bit
+    keys once (numpy, no Python per row) and does the rest only on the few rows that repeat."""
     t = _read_plan_columns(paths)
-    n_total = t.num_rows
-    tombstone = t["tombstone"].to_numpy(zero_copy_only=False)
-    # 1. The newest row of each exchange wins; a tombstone removes it.
-    ex = _codes(t["exchange_id"])
-    _, last_rev = np.unique(ex[::-1], return_index=True)
-    last = np.sort(n_total - 1 - last_rev)
-    rows = last[~tombstone[last]]
-    gone = np.zeros(len(last_rev), bool)  # per exchange: its newest entry is a tombstone
-    gone[ex[last[tombstone[last]]]] = True
+    col = lambda name: t[name].to_numpy(zero_copy_only=False)  # noqa: E731
+    tombstone, label, rated_at = col("tombstone"), col("label"), col("rated_at")
+    ph, ch = col("prompt_hash"), col("completion_hash")
+
+    # 1. The newest entry of each exchange (the last in shard order) wins; a tombstone removes it.
+    order = np.argsort(col("exchange_key"))
+    starts, sizes = _runs(col("exchange_key")[order])
+    newest = np.maximum.reduceat(order, starts) if len(order) else order
+    gone = tombstone[newest]  # per exchange
+    exchange_of = np.empty(len(order), np.int64)
+    exchange_of[order] = np.repeat(np.arange(len(starts)), sizes)
     data = ~tombstone
+    rows = np.sort(newest[~gone])
     stats: dict[str, Any] = {
-        "shard_rows": int(data.sum()),
-        "superseded": int((data & ~gone[ex]).sum()) - len(rows),  # older ratings of re-rated answers
-        "forgotten": len(np.unique(ex[data & gone[ex]])),  # answers unrated or deleted since
+        "superseded": int((data & ~gone[exchange_of]).sum()) - len(rows),  # older ratings of re-rated answers
+        "forgotten": int((np.bincount(exchange_of[data], minlength=len(starts)) > 0)[gone].sum()),  # unrated or deleted since
+        "rated": len(rows),
     }
 
-    rated_at = t["rated_at"].to_numpy(zero_copy_only=False)
-    label = t["label"].to_numpy(zero_copy_only=False)
-    ph = t["prompt_hash"].to_numpy(zero_copy_only=False)
-    ch = t["completion_hash"].to_numpy(zero_copy_only=False)
-    stats["rated"] = len(rows)
+    # 2. Duplicates (same prompt, completion and label): the newest rating stays.
+    triple = ph[rows] ^ _mix(ch[rows] ^ label[rows].astype(np.uint64))
+    dup = _in_repeated_runs(triple)
+    if len(dup):
+        newest_first = dup[np.lexsort((-rows[dup], -rated_at[rows[dup]], triple[dup]))]
+        drop = newest_first[np.r_[False, triple[newest_first][1:] == triple[newest_first][:-1]]]
+        rows = np.delete(rows, drop)
+    stats["duplicates"] = stats["rated"] - len(rows)
 
-    # 2. Duplicates (same prompt, completion and label): keep the newest rating.
-    order = rows[np.lexsort((-rows, -rated_at[rows], label[rows], ch[rows], ph[rows]))]
-    first = np.ones(len(order), bool)
-    first[1:] = (ph[order][1:] != ph[order][:-1]) | (ch[order][1:] != ch[order][:-1]) | (label[order][1:] != label[order][:-1])
-    rows = np.sort(order[first])
-    stats["duplicates"] = int(len(order) - len(rows))
-
-    # 3. Per-user cap: each user's newest ratings are kept.
-    users = _codes(t["user"].take(pa.array(rows)))
+    # 3. Per-user cap: a user over it keeps their newest ratings.
+    _, users = np.unique(col("user_key")[rows], return_inverse=True)
     counts = np.bincount(users)
     cap = user_cap(counts, config.max_user_share)
-    by_user = np.lexsort((-rows, -rated_at[rows], users))  # each user's rows, newest first
-    group_start = np.searchsorted(users[by_user], users[by_user], side="left")
-    keep = np.empty(len(rows), bool)
-    keep[by_user] = (np.arange(len(rows)) - group_start) < cap
-    capped_users = int((counts > cap).sum())
-    stats.update(user_cap=cap, users=len(counts), capped_users=capped_users, capped=int((~keep).sum()))
-    rows = rows[keep]
+    over = np.flatnonzero(counts[users] > cap)  # rows of capped users
+    if len(over):
+        newest_first = over[np.lexsort((-rows[over], -rated_at[rows[over]], users[over]))]
+        g_starts, g_sizes = _runs(users[newest_first])
+        rank = np.arange(len(newest_first)) - np.repeat(g_starts, g_sizes)
+        rows = np.delete(rows, newest_first[rank >= cap])
+    stats.update(user_cap=cap, users=len(counts), capped_users=int((counts > cap).sum()), capped=int(np.maximum(counts - cap, 0).sum()))
 
     # 4. Split by thread: a thread's rows are all train or all test, fixed by (split_seed, thread).
-    tk = t["thread_key"].to_numpy(zero_copy_only=False)[rows]
+    tk = col("thread_key")[rows]
     test = thread_scores(tk, config.split_seed) < config.test_fraction
     threads = np.unique(tk)
     if len(threads) >= 2 and (test.all() or not test.any()):
-        # Tiny data: hold out (or keep) the one thread nearest the boundary, so both splits exist.
+        # Tiny data: move the one thread nearest the boundary, so that both splits exist.
         scores = thread_scores(threads, config.split_seed)
         flip = threads[np.argmax(scores)] if test.all() else threads[np.argmin(scores)]
         test = np.where(tk == flip, ~test, test)
-    stats["threads"] = len(threads)
-    stats["test_threads"] = int(len(np.unique(tk[test])))
+    stats.update(threads=len(threads), test_threads=len(np.unique(tk[test])))
 
-    # 5. DPO pairs: rows of the same split with identical prompts, one up and one down. Within a
-    # prompt, down and up answers are matched in order of (user message, time): regenerated
-    # alternatives of one message pair first, and each answer is in at most one pair.
-    pmid = _codes(t["prompt_message_id"].take(pa.array(rows)))
-    lab, prow, crow = label[rows], ph[rows], ch[rows]
+    # 5. DPO pairs: rows of one split with identical prompts, rated down and up. In each such
+    # group, downs and ups are each ordered by (user message, rating time) and matched by rank,
+    # so each answer is in at most one pair.
     positions = np.empty(len(rows), np.int64)  # position among the KTO rows of its split
     for flag in (False, True):
         positions[test == flag] = np.arange(int((test == flag).sum()))
-    o = np.lexsort((rated_at[rows], pmid, lab, prow, test))  # groups (split, prompt), downs first
-    new_group = np.ones(len(o), bool)
-    new_group[1:] = (prow[o][1:] != prow[o][:-1]) | (test[o][1:] != test[o][:-1])
-    starts = np.flatnonzero(new_group)
-    sizes = np.diff(np.append(starts, len(o)))
-    downs = np.add.reduceat((~lab[o]).astype(np.int64), starts) if len(o) else np.zeros(0, np.int64)
-    m = np.minimum(downs, sizes - downs)  # pairs per group
-    group = np.repeat(np.arange(len(starts)), m)
+    group_key = ph[rows] ^ test.astype(np.uint64)  # the split is part of the group
+    cand = _in_repeated_runs(group_key)
+    lab = label[rows][cand]
+    o = cand[np.lexsort((rated_at[rows][cand], col("message_key")[rows][cand], lab, group_key[cand]))]
+    g_starts, g_sizes = _runs(group_key[o])
+    downs = np.add.reduceat((~label[rows][o]).astype(np.int64), g_starts) if len(o) else np.zeros(0, np.int64)
+    m = np.minimum(downs, g_sizes - downs)  # pairs per group
+    group = np.repeat(np.arange(len(g_starts)), m)
     rank = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
-    bad = o[starts[group] + rank]
-    good = o[starts[group] + downs[group] + rank]
-    same = crow[good] == crow[bad]  # the same answer rated both ways: no preference to learn
-    stats["contradictory_pairs"] = int(same.sum())
+    bad = o[g_starts[group] + rank]
+    good = o[g_starts[group] + downs[group] + rank]
+    same = ch[rows][good] == ch[rows][bad]  # the same answer rated both ways: no preference to learn
     good, bad = good[~same], bad[~same]
+    stats["contradictory_pairs"] = int(same.sum())
     dpo = np.stack([positions[good], positions[bad]], axis=1).reshape(-1, 2)
-    dpo_test = test[good]
-    return _Plan(t, rows, test, dpo, dpo_test, stats)
+    return _Plan(t, rows, test, dpo, test[good], stats)
 
 
 def _check(plan: _Plan, config: RetrainConfig) -> None:
@@ -555,9 +590,10 @@ def _readme(card: dict[str, Any]) -> str:
         f"# Preference dataset {card['version']}",
         "",
         "Rated answers of the chat assistant, for TRL: KTO rows (`prompt`, `completion`, `label`) for every",
-        "rated answer, DPO rows (`prompt`, `chosen`, `rejected`) for real pairs: two answers to the identical",
-        "prompt messages (a regenerated answer, or the same prompt in another thread) rated up and down. An",
-        "edited question is a different prompt, so its answers stay KTO rows only. Built on "
+        "rated answer, DPO rows (`prompt`, `chosen`, `rejected`) for real pairs: two answers to identical",
+        "prompt messages (a regenerated answer, or the same prompt in another thread of the same split) rated",
+        "up and down, each answer in at most one pair. An edited question is a different prompt, so its answers",
+        "stay KTO rows only. Built on "
         f"{card['created_at']} from {'all ratings' if card['previous'] is None else 'version ' + card['previous'] + ' and the ratings since'}.",
         "",
         "| split | rows |",
@@ -587,8 +623,10 @@ def _readme(card: dict[str, Any]) -> str:
         "",
         (
             "Emails, phone numbers, payment card numbers, street addresses and public IP addresses in prompts and answers "
-            f"were replaced by placeholders before anything was written: {', '.join(f'{n} {k}' for k, n in sorted(card['pii']['replaced'].items())) or 'none found'}. "
-            "Names and free-form addresses are not detected. The `user` column holds login names."
+            f"were replaced by placeholders before anything was written: {', '.join(f'{n} {k}' for k, n in sorted(card['pii']['replaced'].items())) or 'none found'} "
+            "(counted per row: a message repeated in a thread's later prompts counts again). System messages (the operator's "
+            "prompt spec) are kept as served. Names and free-form addresses are not detected; rating comments are not stored. "
+            "The `user` column holds login names."
             if card["pii"]["scrubbed"]
             else "PII scrubbing was OFF for this version: texts are as users typed them."
         ),

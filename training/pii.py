@@ -47,25 +47,30 @@ IP = "[IP]"
 KINDS = (EMAIL, PHONE, CARD, ADDRESS, IP)
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_CARD = re.compile(r"(?<![\d-])[2-6](?:[ -]?\d){12,18}(?![\d])")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+# Speed: these patterns start with a character class and check the character before it with a
+# lookbehind placed after it (`X(?<!Y.)` is `(?<!Y)X`): Python's re then skips ahead to candidate
+# characters in C instead of trying the lookbehind at every position (3x faster). They use ASCII
+# [0-9] (twice as fast as the Unicode-aware \d): cards, IPs and house numbers are ASCII digits.
+_CARD = re.compile(r"[2-6](?<![0-9-].)(?:[ -]?[0-9]){12,18}(?![0-9])")
+_IPV4 = re.compile(r"[0-9](?<![\w.].)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![\w]|\.[0-9])")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _STREET_TYPES = (
     "street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|square|sq|terrace|"
     "parkway|pkwy|highway|hwy|way|circle|cir|crescent|close|gardens|trail|alley|plaza|row"
 )
 _ADDRESS = re.compile(
-    r"\b\d{1,6}[A-Za-z]?(?:-\d{1,6})?\s+"  # house number: 12, 221B, 10-12
+    r"[0-9](?<!\w.)[0-9]{0,5}[A-Za-z]?(?:-[0-9]{1,6})?\s+"  # house number: 12, 221B, 10-12
     r"(?:(?:North|South|East|West|[NSEW])\.?\s+)?"
     r"(?:[A-Z0-9][\w'.-]*\s+){1,3}"  # street name: capitalized words (keeps "2 blocks down the road" out)
     rf"(?i:{_STREET_TYPES})\b"
     r"(?:\s+(?:NE|NW|SE|SW|N|S|E|W)\b)?"
     r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Flat|#)\.?\s*[\w-]+)?"
     r"(?:,\s*[A-Z][A-Za-z'-]*(?:\s+[A-Z][A-Za-z'-]*){0,2}(?![\w]))?"  # city
-    r"(?:,?\s*[A-Z]{2}\s+\d{5}(?:-\d{4})?)?"  # US state and ZIP
-    r"(?:,?\s*[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b)?"  # UK postcode
+    r"(?:,?\s*[A-Z]{2}\s+[0-9]{5}(?:-[0-9]{4})?)?"  # US state and ZIP
+    r"(?:,?\s*[A-Z]{1,2}[0-9][A-Z0-9]?\s*[0-9][A-Z]{2}\b)?"  # UK postcode
 )
-_DIGIT = re.compile(r"\d")
+_ASCII_DIGIT = re.compile(r"[0-9]")
+_DIGIT = re.compile(r"\d")  # any script's digits: libphonenumber reads them too
 _PHONE_LIKE = re.compile(r"\d(?:[\s().-]{0,3}\d){6,}")  # 7+ digits: the shortest valid numbers
 
 
@@ -76,9 +81,14 @@ class Scrubbed(NamedTuple):
 
 def scrub(text: str) -> Scrubbed:
     """The text with personal data replaced by placeholders, and what was replaced."""
-    if "@" not in text and not _DIGIT.search(text):
+    if "@" not in text and not _has_digit(text):
         return Scrubbed(text, ())  # nothing any detector can match: the common case, cheap
     return _scrub_cached(text)
+
+
+def _has_digit(text: str) -> bool:
+    # isascii() is O(1): only non-ASCII text pays for the slower Unicode-aware search
+    return _ASCII_DIGIT.search(text) is not None or (not text.isascii() and _DIGIT.search(text) is not None)
 
 
 @lru_cache(maxsize=4096)  # system prompts and few-shot examples repeat in every stored prompt
@@ -86,7 +96,7 @@ def _scrub_cached(text: str) -> Scrubbed:
     found: list[str] = []
     if "@" in text:
         text = _sub(_EMAIL, text, EMAIL, found)
-    if _DIGIT.search(text):
+    if _has_digit(text):
         text = _sub(_CARD, text, CARD, found, _is_card)
         text = _sub(_IPV4, text, IP, found, _is_public_ip)
         if ":" in text:

@@ -150,6 +150,8 @@ def bulk_seed(
     batch: int = 2000,
     seed: int = 0,
     start_ts: float = 1_700_000_000.0,
+    system: str = BULK_SYSTEM,
+    examples: Sequence[tuple[str, str]] = tuple(BULK_EXAMPLES),
 ) -> list[str]:
     """Write n rated exchanges (with their threads, 3 Chainlit steps each, indexes, ratings and
     'rate' events) in the formats of exchange.save and rating.apply. Each thread has
@@ -160,8 +162,8 @@ def bulk_seed(
     thread = ""
     history: list[dict[str, str]] = []
     user = ""
-    base = [{"role": "system", "content": BULK_SYSTEM}]
-    for q, a in BULK_EXAMPLES:
+    base = [{"role": "system", "content": system}]
+    for q, a in examples:
         base += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     for i in range(n):
         if i % turns_per_thread == 0:
