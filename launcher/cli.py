@@ -45,6 +45,7 @@ def port_in_use(host: str, port: int) -> bool:
 def up(
     host: str = typer.Option(None, help="Address the web UI listens on [default: HOST setting]."),
     port: int = typer.Option(None, help="Port of the web UI [default: PORT setting]."),
+    demo: bool = typer.Option(False, "--demo", help="Serve the offline demo model (<DATA_DIR>/demo-model, built on first use in a few minutes): no download."),
 ) -> None:
     """Start everything needed (embedded Redis, local model server, web UI); Ctrl-C stops it all."""
     from feedback.settings import SettingsError, load_settings
@@ -60,6 +61,10 @@ def up(
     host = host or settings.host
     port = port or settings.port
     data_dir = settings.data_dir.resolve()
+    if demo:
+        if settings.llm_base_url is not None:
+            console.print(f"[yellow]--demo: ignoring LLM_BASE_URL ({settings.llm_base_url}); the demo model is served locally.[/yellow]")
+        settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(data_dir / "demo-model")})
     env = dict(os.environ, DATA_DIR=str(data_dir))
     login_hint = ""
     if settings.auth_mode == "password" and not settings.users():
@@ -73,6 +78,13 @@ def up(
         if taken is not None and port_in_use(host if what == "PORT" else "127.0.0.1", taken):
             console.print(f"[red]Port {taken} is already in use: stop what holds it or set {what}.[/red]")
             raise typer.Exit(2)
+    if demo and not (data_dir / "demo-model" / "config.json").is_file():
+        console.print(f"Building the demo model into {data_dir / 'demo-model'} (once, a few minutes)...")
+        try:
+            _build_demo_model(data_dir / "demo-model", minutes=4.0, steps=None)
+        except KeyboardInterrupt:
+            console.print("Stopped (the demo model was not finished).")
+            return
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops the children too, like Ctrl-C
     group = ServiceGroup(data_dir / "logs")
     try:
@@ -120,6 +132,31 @@ def up(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("Stopped.")
+
+
+def _build_demo_model(out: Path, minutes: float, steps: int | None, seed: int = 0) -> None:
+    from training.demo_model import build_demo_model
+
+    started = time.monotonic()
+    build_demo_model(out, steps=steps, minutes=minutes, seed=seed, progress=True)
+    console.print(f"[green]✓[/green] Demo model built in {time.monotonic() - started:.0f} s: {out}")
+
+
+@app.command("demo-model")
+def demo_model(
+    out: Path = typer.Option(None, help="Directory to write the model into [default: <DATA_DIR>/demo-model]."),
+    minutes: float = typer.Option(4.0, help="Time budget of the build."),
+    steps: int = typer.Option(None, help="Train exactly this many steps instead of a time budget (reproducible)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Build the offline demo model: a small chat model trained here, from scratch, on a synthetic
+    corpus (questions about prompts and fine-tuning answered in four styles). `up --demo` serves it."""
+    if minutes <= 0 or (steps is not None and steps < 1):
+        console.print("[red]--minutes must be > 0 and --steps >= 1[/red]")
+        raise typer.Exit(2)
+    if out is None:
+        out = _settings_or_exit().data_dir.resolve() / "demo-model"
+    _build_demo_model(out, minutes=minutes, steps=steps, seed=seed)
 
 
 def _settings_or_exit():  # type: ignore[no-untyped-def]
@@ -216,6 +253,77 @@ def report(
             console.print("[red]The plot needs matplotlib: pip install 'feedbackbot[report]'[/red]")
             raise typer.Exit(1) from None
         console.print(f"plot written to {png}")
+
+
+@app.command()
+def simulate(
+    prefer: str = typer.Option(..., help="The answer style the simulated raters like (a style of the demo corpus, e.g. concise)."),
+    url: str = typer.Option("http://127.0.0.1:8000", help="The running app."),
+    user: str = typer.Option("admin", help="User to chat as (see --users for several)."),
+    password: str = typer.Option(None, help="Its password (default: from AUTH_USERS, else for admin the one `chatbot up` wrote in DATA_DIR/secrets/admin-password)."),
+    users: str = typer.Option(None, help="Several users taking turns, user:password,user2:password2 (replaces --user/--password)."),
+    conversations: int = typer.Option(50, min=1, help="Conversations to hold (each a new chat)."),
+    turns: int = typer.Option(1, min=1, help="User messages per conversation."),
+    questions: Path = typer.Option(None, help="File with one question per line (default: the demo corpus's training questions)."),
+    rate_probability: float = typer.Option(0.8, min=0, max=1, help="Share of answers rated."),
+    noise: float = typer.Option(0.1, min=0, max=1, help="Probability that a rating is flipped."),
+    regenerate_probability: float = typer.Option(0.2, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
+    concurrency: int = typer.Option(4, min=1, help="Conversations at once."),
+    seed: int = typer.Option(0, help="Random seed (questions and rater decisions)."),
+) -> None:
+    """Simulated users: chat through the running app as a browser does and rate the answers."""
+    import asyncio
+    import json
+
+    import httpx
+
+    from feedback.settings import parse_users
+    from sim.rater import RaterPolicy
+    from sim.simulate import LoginError, check_logins
+    from sim.simulate import simulate as run_simulation
+
+    settings = _settings_or_exit()
+    if users:
+        try:
+            accounts = parse_users(users)
+        except ValueError as exc:
+            console.print(f"[red]--users: {exc}[/red]")
+            raise typer.Exit(2) from None
+    else:
+        secret = settings.data_dir.resolve() / "secrets" / "admin-password"
+        password = password or settings.users().get(user) or (secret.read_text().strip() if user == "admin" and secret.exists() else None)
+        if not password:
+            console.print(f"[red]No password for {user}: give --password (or --users), or run `chatbot up` first (it writes {secret}).[/red]")
+            raise typer.Exit(2)
+        accounts = {user: password}
+    if questions is not None:
+        pool = [line.strip() for line in questions.read_text().splitlines() if line.strip()]
+    else:
+        from training.demo_corpus import TRAIN_QUESTIONS as pool  # noqa: N811
+    from training.demo_corpus import STYLES
+
+    if prefer not in STYLES:
+        console.print(f"[red]--prefer must be one of {', '.join(STYLES)}[/red]")
+        raise typer.Exit(2)
+    policy = RaterPolicy(prefer, rate_probability=rate_probability, noise=noise, regenerate_probability=regenerate_probability)
+
+    step = max(1, conversations // 10)
+
+    def progress(stats) -> None:  # type: ignore[no-untyped-def]
+        if stats.conversations % step == 0 or stats.conversations == conversations:
+            console.print(f"{stats.conversations}/{conversations} conversations, {stats.rated} ratings, {stats.regenerated} regenerated, {stats.errors} errors")
+
+    try:
+        asyncio.run(check_logins(url, accounts))
+        stats = asyncio.run(run_simulation(url, accounts, pool, policy, conversations, turns, seed=seed, concurrency=concurrency, on_progress=progress))
+    except LoginError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except httpx.HTTPError as exc:
+        console.print(f"[red]Cannot reach the app at {url}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    print(json.dumps(stats.to_dict(), indent=1))
+    raise typer.Exit(1 if stats.errors == conversations else 0)
 
 
 model_app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)

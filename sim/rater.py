@@ -1,0 +1,91 @@
+"""A simulated rater: a preference over answer styles, applied the way real users rate.
+
+Real users don't rate every answer, click the wrong thumb now and then, and regenerate an answer
+they disliked (then rate the new one too: a preference pair). `RaterPolicy.decide` turns one
+answer into what such a user does with it:
+
+    like     = style_of(answer) == preferred           (the rater's true preference)
+    rate     with probability rate_probability          (a regenerated answer is always rated)
+    value    = like, flipped with probability noise     (the noisy click)
+    reasons  on a thumbs down, with probability reasons_probability: the reason button to click
+    comment  with probability comment_probability
+    regenerate  on a thumbs down, with probability regenerate_probability
+
+`liked(answer)` is the noise-free preference: what the experiment counts as approval.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+# The reason buttons the app offers after a thumbs down (bot/app.py DOWN_REASONS).
+REASONS = ("wrong", "unhelpful", "too_long", "unsafe", "off_topic")
+
+
+def style_of(text: str) -> str | None:
+    """The style of an answer, as the demo corpus defines styles (imported lazily: the demo
+    corpus lives with the training code)."""
+    from training.demo_corpus import style_of as classify
+
+    return classify(text)
+
+
+@dataclass(frozen=True)
+class Decision:
+    rate: bool
+    value: int  # 1 thumbs up, 0 thumbs down (meaningful when rate)
+    regenerate: bool = False
+    reasons: tuple[str, ...] = ()  # reason buttons clicked after a thumbs down
+    comment: str | None = None
+    style: str | None = None  # what the rater saw
+
+
+@dataclass(frozen=True)
+class RaterPolicy:
+    preferred: str
+    rate_probability: float = field(default=0.8, metadata={"help": "Share of answers the rater rates at all."})
+    noise: float = field(default=0.1, metadata={"help": "Probability that a rating is flipped (a careless click)."})
+    regenerate_probability: float = field(default=0.2, metadata={"help": "On a thumbs down: probability of clicking Regenerate (the new answer is rated too)."})
+    reasons_probability: float = field(default=0.5, metadata={"help": "On a thumbs down: probability of clicking a reason button."})
+    comment_probability: float = field(default=0.1, metadata={"help": "Probability of writing a short comment with a rating."})
+
+    def __post_init__(self) -> None:
+        if not self.preferred:
+            raise ValueError("a rater needs a preferred style")
+        for name in ("rate_probability", "noise", "regenerate_probability", "reasons_probability", "comment_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+    def liked(self, answer: str) -> bool:
+        """The rater's true preference (no noise): the answer is in the preferred style."""
+        return style_of(answer) == self.preferred
+
+    def decide(self, answer: str, rng: random.Random, *, must_rate: bool = False, may_regenerate: bool = True) -> Decision:
+        """What this rater does with one answer. must_rate: a regenerated answer is always rated
+        (that is why the rater asked for it); may_regenerate: False for an answer that is itself
+        a regeneration (one retry per question)."""
+        style = style_of(answer)
+        like = style == self.preferred
+        # Draw every number in the same order whatever the outcome: runs stay comparable.
+        r_rate, r_noise, r_regen, r_reason, r_comment = (rng.random() for _ in range(5))
+        if not (must_rate or r_rate < self.rate_probability):
+            return Decision(rate=False, value=int(like), style=style)
+        value = int(like) if r_noise >= self.noise else 1 - int(like)
+        comment = self._comment(value) if r_comment < self.comment_probability else None
+        if value == 1:
+            return Decision(rate=True, value=1, comment=comment, style=style)
+        reasons = (self._reason(style),) if r_reason < self.reasons_probability else ()
+        regenerate = may_regenerate and r_regen < self.regenerate_probability
+        return Decision(rate=True, value=0, regenerate=regenerate, reasons=reasons, comment=comment, style=style)
+
+    def _reason(self, style: str | None) -> str:
+        if style is None:
+            return "off_topic"
+        if self.preferred in ("concise", "short", "brief"):
+            return "too_long"
+        return "unhelpful"
+
+    def _comment(self, value: int) -> str:
+        return f"Good, I like {self.preferred} answers." if value else f"Not what I wanted: I prefer {self.preferred} answers."

@@ -1,0 +1,258 @@
+"""Simulated users: chat through the running app the way a browser does, and rate the answers.
+
+Everything goes through `sim.client.ChatClient`, i.e. the app's public interfaces: `POST /login`,
+socket.io (`client_message`), `PUT /feedback` (the thumbs), `POST /project/action` (the reason
+buttons offered after a thumbs down, and Regenerate). Nothing here reads or writes Redis or calls
+the app's functions: what the retraining job later finds is exactly what such users leave.
+
+    simulate(...)  n conversations of t turns, questions drawn from a pool, each answer handled
+                   as a `RaterPolicy` decides (rate or not, noisy thumb, reasons, regenerate)
+    ask_each(...)  each question once, in a conversation of its own, nothing rated: what users
+                   would get from the model in service now (the experiment's measurement)
+
+Each conversation draws from its own random stream (seed, conversation index), so a run's
+questions and decisions do not depend on how the concurrent conversations interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+import socketio
+
+from sim.client import ChatClient, Reply
+from sim.rater import Decision, RaterPolicy, style_of
+
+REASONS_PROMPT = "Thanks! What was wrong"  # what the app asks after a thumbs down (bot/app.py)
+
+
+class AnswerError(RuntimeError):
+    """The app answered with an error message, or with no stored answer."""
+
+
+# What a conversation can run into; anything else is a bug in the simulator and is raised.
+CHAT_ERRORS = (httpx.HTTPError, socketio.exceptions.SocketIOError, TimeoutError, asyncio.TimeoutError, AnswerError, OSError)
+
+
+@dataclass
+class SimStats:
+    conversations: int = 0
+    answers: int = 0  # answers received, regenerated ones included
+    rated: int = 0
+    liked: int = 0  # thumbs up given (after noise)
+    disliked: int = 0
+    flipped: int = 0  # ratings that went against the rater's true preference (noise)
+    regenerated: int = 0
+    reasons: int = 0  # reason buttons clicked
+    comments: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    missing_reason_prompts: int = 0  # thumbs down after which the app offered no reason buttons
+    styles: dict[str, int] = field(default_factory=dict)  # styles of the first answers
+    model_versions: dict[str, int] = field(default_factory=dict)  # which versions answered
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str | None  # None: the app failed to answer (see error)
+    model_version: str | None = None
+    style: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def answer_of(reply: Reply) -> tuple[dict[str, Any], str]:
+    """(final message, exchange id) of a reply, or AnswerError when the app failed."""
+    final = reply.final()
+    if final is None:
+        raise AnswerError("no answer message")
+    exchange_id = (final.get("metadata") or {}).get("exchange_id")
+    if not exchange_id:
+        raise AnswerError(f"the app answered without storing an answer: {str(final.get('output'))[:200]!r}")
+    return final, str(exchange_id)
+
+
+class LoginError(RuntimeError):
+    """The app refused a simulated user's login (wrong password, or the user is not configured)."""
+
+
+async def check_logins(base_url: str, users: dict[str, str]) -> None:
+    """Log each user in once: a wrong password is one clear error, not one per conversation."""
+    for user, password in users.items():
+        try:
+            await ChatClient(base_url).login(user, password)
+        except httpx.HTTPStatusError as exc:
+            raise LoginError(f"the app at {base_url} refused the login of {user!r} (HTTP {exc.response.status_code}): check its password and AUTH_USERS") from None
+
+
+class _Logins:
+    """One login per user, shared by that user's conversations (as a browser keeps its cookie)."""
+
+    def __init__(self, base_url: str, users: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.users = users
+        self.cookies: dict[str, str] = {}
+        self.locks: dict[str, asyncio.Lock] = {u: asyncio.Lock() for u in users}
+
+    async def client(self, user: str) -> ChatClient:
+        async with self.locks[user]:
+            if user not in self.cookies:
+                first = ChatClient(self.base_url)
+                await first.login(user, self.users[user])
+                assert first.cookie is not None
+                self.cookies[user] = first.cookie
+        client = ChatClient(self.base_url)
+        client.cookie = self.cookies[user]
+        return client
+
+
+async def _rate(client: ChatClient, exchange_id: str, decision: Decision, stats: SimStats, like: bool) -> None:
+    """Click the thumb (and, after a thumbs down, the reason button the app offers)."""
+    r = await client.rate(exchange_id, decision.value, comment=decision.comment)
+    if r.status_code != 200:
+        raise AnswerError(f"rating refused: HTTP {r.status_code} {r.text[:200]}")
+    stats.rated += 1
+    stats.comments += decision.comment is not None
+    stats.flipped += decision.value != int(like)
+    if decision.value == 1:
+        stats.liked += 1
+        return
+    stats.disliked += 1
+    # The UI sends no reasons with the thumb: the app asks for them in the chat, inside the request.
+    try:
+        prompt = await client.next_message(REASONS_PROMPT, timeout_s=10)
+    except (TimeoutError, asyncio.TimeoutError):
+        stats.missing_reason_prompts += 1
+        return
+    for reason in decision.reasons:
+        await client.action("reason", {"exchange_id": exchange_id, "reason": reason}, for_id=str(prompt["id"]), answers=False)
+        stats.reasons += 1
+
+
+async def _conversation(
+    index: int,
+    logins: _Logins,
+    user: str,
+    questions: Sequence[str],
+    policy: RaterPolicy,
+    turns: int,
+    seed: int,
+    timeout_s: float,
+    stats: SimStats,
+) -> None:
+    rng = random.Random(f"{seed}:{index}")
+    client = await logins.client(user)
+    try:
+        await client.connect()
+        for _ in range(turns):
+            question = rng.choice(list(questions))
+            reply = await client.send(question, timeout_s=timeout_s)
+            final, exchange_id = answer_of(reply)
+            stats.answers += 1
+            text = str(final.get("output") or reply.text)
+            version = str((final.get("metadata") or {}).get("model_version", "?"))
+            stats.model_versions[version] = stats.model_versions.get(version, 0) + 1
+            decision = policy.decide(text, rng)
+            stats.styles[str(decision.style)] = stats.styles.get(str(decision.style), 0) + 1
+            if decision.rate:
+                await _rate(client, exchange_id, decision, stats, decision.style == policy.preferred)
+            if decision.regenerate:
+                again = await client.action("regenerate", {"exchange_id": exchange_id}, for_id=str(final["id"]), timeout_s=timeout_s)
+                final2, exchange_id2 = answer_of(again)
+                stats.regenerated += 1
+                stats.answers += 1
+                text2 = str(final2.get("output") or again.text)
+                second = policy.decide(text2, rng, must_rate=True, may_regenerate=False)
+                await _rate(client, exchange_id2, second, stats, second.style == policy.preferred)
+    finally:
+        stats.conversations += 1
+        await client.close()
+
+
+async def simulate(
+    base_url: str,
+    users: dict[str, str],
+    questions: Sequence[str],
+    policy: RaterPolicy,
+    n_conversations: int,
+    turns_per_conversation: int = 1,
+    seed: int = 0,
+    concurrency: int = 4,
+    timeout_s: float = 120,
+    on_progress: Callable[[SimStats], None] | None = None,
+) -> SimStats:
+    """n_conversations simulated chats (users taking turns), each answer handled as `policy` says.
+
+    A conversation that fails (the app errs, times out, refuses a rating) is counted in `errors`
+    with a sample of why, and the run goes on."""
+    if not users:
+        raise ValueError("simulate needs at least one user")
+    if not questions:
+        raise ValueError("simulate needs at least one question")
+    stats = SimStats()
+    logins = _Logins(base_url, users)
+    names = sorted(users)
+    gate = asyncio.Semaphore(max(1, concurrency))
+    started = time.perf_counter()
+
+    async def one(i: int) -> None:
+        async with gate:
+            try:
+                await _conversation(i, logins, names[i % len(names)], questions, policy, turns_per_conversation, seed, timeout_s, stats)
+            except CHAT_ERRORS as exc:
+                stats.errors += 1
+                if len(stats.error_samples) < 5:
+                    stats.error_samples.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+            if on_progress is not None:
+                on_progress(stats)
+
+    await asyncio.gather(*(one(i) for i in range(n_conversations)))
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+async def ask_each(
+    base_url: str,
+    user: str,
+    password: str,
+    questions: Sequence[str],
+    concurrency: int = 4,
+    timeout_s: float = 120,
+) -> list[Answer]:
+    """Ask each question once, each in a new conversation, as `user`; rate nothing."""
+    logins = _Logins(base_url, {user: password})
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(question: str) -> Answer:
+        async with gate:
+            started = time.perf_counter()
+            client = await logins.client(user)
+            try:
+                await client.connect()
+                reply = await client.send(question, timeout_s=timeout_s)
+                final, _ = answer_of(reply)
+                text = str(final.get("output") or reply.text)
+                version = (final.get("metadata") or {}).get("model_version")
+                return Answer(question, text, version, style_of(text), seconds=time.perf_counter() - started)
+            except CHAT_ERRORS as exc:
+                return Answer(question, None, error=f"{type(exc).__name__}: {str(exc)[:300]}", seconds=time.perf_counter() - started)
+            finally:
+                await client.close()
+
+    return list(await asyncio.gather(*(one(q) for q in questions)))
+
+
+def style_counts(answers: Sequence[Answer]) -> Counter[str]:
+    return Counter(str(a.style) for a in answers if a.text is not None)
