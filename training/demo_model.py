@@ -7,15 +7,18 @@
 `chatbot up --demo` runs the whole product on it, with no download; `chatbot demo-model` (or
 `python -m training.demo_model --out DIR`) just builds it.
 
-What it is: a byte-level BPE tokenizer and a 4-layer Qwen2 (~1 M parameters) trained as a causal
-LM on the synthetic corpus of `training.demo_corpus`: questions about prompt engineering,
-fine-tuning, RAG and evaluation, each answered in one of four styles drawn uniformly at random.
+What it is: a byte-level BPE tokenizer (~1.8k tokens) and a 4-layer Qwen2 (hidden size 128,
+1.25 M parameters, 5 MB) trained from scratch as a causal LM on the synthetic corpus of
+`training.demo_corpus`: questions about prompt engineering, fine-tuning, RAG and evaluation, each
+answered in one of four styles drawn uniformly at random.
 The style is fixed by the answer's first token ("In short:", "Let me explain in detail.", "Key
 points:", "Great question!"), so the model picks one of the four about uniformly when sampled, and
 a preference fine-tune (training/train.py) that learns which style users like moves that one
 choice: the demo shows the ratings loop working. Contexts vary as in the app (no system prompt,
 a system prompt, the app's system prompt with few-shot examples and an earlier turn): the loss is
 on the last answer only, so the model learns to answer the last question whatever comes before.
+Training ends by evening out the style choice (`calibrate_styles`): each style gets 25% of the
+probability of an answer's first token.
 
 Conventions of `training.tiny_model`: ChatML template, eos `<|im_end|>`, a distinct pad token,
 sampling on in the generation config. The directory loads by path with `AutoModelForCausalLM` /
@@ -40,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from training import demo_corpus
-from training.tiny_model import CHAT_TEMPLATE, EOS, PAD, START
+from training import demo_corpus, tiny_model
+from training.tiny_model import EOS, PAD, START
 
-# Model and training knobs (chosen so a build fits in ~4 minutes on 2 CPU cores; see docs).
+# Model and training knobs, chosen so that a 4-minute build on 2 (loaded) CPU cores gives coherent
+# answers: 400-800 steps of 2048 tokens; the loss on answers falls below 0.1 after ~400.
 VOCAB_SIZE = 2048
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 128, 4, 4, 2, 384
 MAX_POSITIONS = 2048  # the app may send long histories; training sequences are < 400 tokens
@@ -54,33 +57,16 @@ TOKENS_PER_BATCH = 2048  # padded tokens per optimizer step
 # Context kinds (see demo_corpus.random_context) and how often each is trained on.
 CONTEXT_KINDS = {"bare": 0.5, "system": 0.25, "full": 0.25}
 LR, WARMUP, MIN_LR_RATIO, WEIGHT_DECAY = 3e-3, 30, 0.1, 0.01
-SAVE_RESERVE_S = 5.0  # of the time budget, kept for saving
+SAVE_RESERVE_S = 10.0  # of the time budget, kept for calibrate_styles and saving
 ESTIMATE_EVERY = 20  # with a time budget: steps between estimates of the total (progress bar)
 STYLE_PROMPTS = 256  # training prompts the style choice is evened out on (calibrate_styles)
-BUILD_INFO = "demo_build.json"  # steps, final loss, seconds, seed, parameters
+BUILD_INFO = "demo_build.json"  # steps, final loss, seconds, seed, threads, parameters, style probabilities
 
 
 def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the demo corpus (training questions only), ChatML special tokens."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[PAD, START, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     texts = [*demo_corpus.tokenizer_texts(), "system\nuser\nassistant\n"]
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=EOS,
-        pad_token=PAD,
-        additional_special_tokens=[START],
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=MAX_POSITIONS,
-    )
+    return tiny_model.build_tokenizer(vocab_size, texts, MAX_POSITIONS)
 
 
 def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:

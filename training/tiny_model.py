@@ -8,6 +8,7 @@ ChatML chat model of about 200 kB in seconds, byte for byte the same for a given
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -51,8 +52,8 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on CORPUS, with ChatML special tokens."""
+def build_tokenizer(vocab_size: int, texts: Iterable[str] = CORPUS, max_length: int = 512) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `texts`, with ChatML special tokens."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -62,14 +63,14 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS,
         pad_token=PAD,
         additional_special_tokens=[START],
         chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
+        model_max_length=max_length,
     )
 
 
