@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from training.config import RetrainConfig
-from training.evaluate import auc, compare, preference_accuracy
+from training.evaluate import auc, compare, decide, preference_accuracy
 from training.tiny_model import build_tiny_model
 from training.train import TrainDataError, TrainError, TrainResult, train
 
@@ -160,6 +160,38 @@ def test_auto_picks_dpo_with_enough_pairs_and_drops_long_rows(base: Path, tmp_pa
     assert "rewards/margins" in result.metrics["last_log"]  # a 4-step run logs too
     assert all(v.abs().sum() > 0 for k, v in lora_tensors(result.adapter_dir).items() if "lora_B" in k)
     assert (result.merged_dir / "model.safetensors").is_file() and (result.merged_dir / "tokenizer.json").is_file()
+
+
+def test_dpo_keeps_the_chosen_answers_likely_with_the_sft_term(base: Path, tmp_path: Path) -> None:
+    """RPO (sft_weight > 0): the NLL of the chosen answers keeps DPO from pushing them down along
+    with the rejected ones; both runs are the same but for that term."""
+    data = dataset(dpo_train=16)
+    liked: dict[float, float] = {}
+    for weight in (0.0, 1.0):
+        config = RetrainConfig(method="dpo", sft_weight=weight, **{**FAST, "learning_rate": 2e-2})
+        result = train(data, config, str(base), None, tmp_path / str(weight), progress=False)
+        scored = preference_accuracy(str(result.merged_dir), data["kto_test"], data["dpo_test"], max_length=128)
+        assert scored["dpo_accuracy"] == 1.0  # both learned the preference
+        liked[weight] = scored["liked_logp"]
+    assert liked[1.0] > liked[0.0] + 0.1, liked  # measured: -5.94 vs -6.18 nats per token
+
+
+def test_the_gate_rejects_a_candidate_that_ranks_well_but_lost_the_liked_answers() -> None:
+    """The rule on scores as `preference_accuracy` returns them (the tiny random model is too
+    near-uniform to lose anything: its answers all score about -6 nats a token)."""
+    service = {"accuracy": 0.70, "liked_logp": -1.2, "rows": 40}
+    collapsed = {"accuracy": 0.79, "liked_logp": -2.9, "rows": 40}  # ranks better, writes neither
+    decision = decide(collapsed, service, margin=0.0, max_liked_drop=0.5)
+    assert not decision.promote and "lost the liked answers" in decision.reason and "-2.900" in decision.reason
+    assert decide(collapsed, service, margin=0.0, max_liked_drop=2.0).promote
+    assert decide({**collapsed, "liked_logp": -1.5}, service, margin=0.0, max_liked_drop=0.5).promote
+    assert not decide(collapsed, service, margin=0.1, max_liked_drop=2.0).promote  # and the margin still applies
+
+
+def test_training_raises_the_liked_answers_likelihood(kto_run: TrainResult, base: Path) -> None:
+    data = dataset()
+    decision = compare(str(kto_run.merged_dir), str(base), data["kto_test"], data["dpo_test"], margin=0.0, max_length=128)
+    assert decision.promote and decision.candidate["liked_logp"] > decision.service["liked_logp"]
 
 
 def test_continue_from_the_adapter_in_service(kto_run: TrainResult, base: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ class RetrainConfig:
     min_pairs: int = field(default=32, metadata={"help": "Real preference pairs needed before auto picks DPO."})
     continue_from_active: bool = field(default=True, metadata={"help": "Start from the adapter in service (when there is one) instead of the base model."})
     beta: float = field(default=0.1, metadata={"help": "KTO/DPO beta: how far the model may move from the reference."})
+    sft_weight: float = field(default=1.0, metadata={"help": "DPO only: weight of an NLL term on the chosen answers (RPO; TRL loss_type sigmoid+sft). It keeps DPO from pushing the liked answers down along with the rejected ones; 0 = plain DPO."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Optimizer learning rate."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the training split."})
     batch_size: int = field(default=4, metadata={"help": "Per-device batch size (KTO needs more than 1)."})
@@ -39,6 +40,7 @@ class RetrainConfig:
 
     # --- evaluate / promote ---
     margin: float = field(default=0.0, metadata={"help": "Promote only if the candidate's preference accuracy beats the model in service by more than this."})
+    max_liked_drop: float = field(default=0.5, metadata={"help": "Reject a candidate whose mean log-probability per token of the held-out liked answers falls more than this (nats) below the model in service's: it ranks answers well but no longer writes the liked ones."})
 
     def __post_init__(self) -> None:
         checks = [
@@ -56,6 +58,8 @@ class RetrainConfig:
             (self.max_length >= 16, "max_length must be >= 16"),
             (self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r and lora_alpha must be >= 1"),
             (self.margin >= 0, "margin must be >= 0"),
+            (self.max_liked_drop > 0, "max_liked_drop must be > 0"),
+            (self.sft_weight >= 0, "sft_weight must be >= 0"),
         ]
         errors = [msg for ok, msg in checks if not ok]
         if errors:

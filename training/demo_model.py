@@ -183,8 +183,7 @@ def _build(out_dir: Path, steps: int | None, minutes: float, seed: int, progress
 
     started = time.monotonic()
     budget_s = max(minutes * 60 - SAVE_RESERVE_S, 1.0)
-    random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the weights' initialisation; the data has its own random.Random(seed)
     tokenizer = build_tokenizer()
     model = Qwen2ForCausalLM(build_config(tokenizer))
     model.generation_config = generation_config(tokenizer)
@@ -221,7 +220,7 @@ def _build(out_dir: Path, steps: int | None, minutes: float, seed: int, progress
             bar.total = step + max(0, round((budget_s - (now - started)) / per_step))
             window_start, window_step = now, step
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_ema:.3f}")
+        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
     bar.close()
 
     model.eval()
@@ -327,21 +326,26 @@ def sample_answers(
     if isinstance(model_dir, (str, Path)):
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
+    elif tokenizer is None:
+        raise ValueError("pass the tokenizer along with a loaded model")
     else:
         model = model_dir
     model.eval()
-    tokenizer.padding_side = "left"
     torch.manual_seed(seed)
     answers: list[str] = []
-    for i in range(0, len(questions), batch_size):
-        prompts = [
-            tokenizer.apply_chat_template([*context, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-            for q in questions[i : i + batch_size]
-        ]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens)
-        answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues each row's end
+    try:
+        for i in range(0, len(questions), batch_size):
+            prompts = [
+                tokenizer.apply_chat_template([*context, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+                for q in questions[i : i + batch_size]
+            ]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out = model.generate(**enc, do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens)
+            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
     return answers
 
 

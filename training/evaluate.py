@@ -17,7 +17,13 @@ fairly. On the held-out split:
 Both models are scored on the same rows. A row longer than max_length tokens keeps its last
 max_length tokens (the start of the prompt goes, the answer stays) and is counted as truncated.
 
-`compare` promotes only if candidate accuracy > service accuracy + margin. No judge model is
+    liked_logp     mean score of the liked answers (KTO thumbs up and DPO chosen answers)
+
+`compare` promotes only if candidate accuracy > service accuracy + margin, and the candidate's
+liked_logp is at most `max_liked_drop` below the service's. Accuracy alone only ranks answers: a
+DPO run that pushes the rejected answers down can push the liked ones down with them and leave
+a model that ranks well yet writes neither (measured in the experiment: accuracy 0.789 vs 0.788
+promoted a model whose answers matched no style 2 times in 3). No judge model is
 implemented (an LLM-as-judge second opinion would have to generate answers from both models
 first); that is left for later.
 
@@ -165,6 +171,7 @@ def _accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows_k
     wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(dpo_scores[0::2], dpo_scores[1::2], strict=True)]
     out["dpo_accuracy"] = sum(wins) / len(wins) if wins else None
     out["kto_mean_score"] = {"desirable": _mean(positive), "undesirable": _mean(negative)}
+    out["liked_logp"] = _mean(positive + dpo_scores[0::2])
 
     weights = [(len(dpo), out["dpo_accuracy"]), (len(kto), out["kto_auc"])]
     weights = [(n, a) for n, a in weights if a is not None and n > 0]
@@ -192,13 +199,27 @@ def compare(
     margin: float,
     max_length: int,
     batch_size: int = 8,
+    max_liked_drop: float = 0.5,
 ) -> Decision:
-    """Promote only if the candidate's accuracy beats the model in service's by more than margin."""
+    """Promote only if the candidate's accuracy beats the model in service's by more than margin
+    and it has not lost the liked answers (see the module docstring)."""
     candidate = preference_accuracy(candidate_path, test_kto, test_dpo, max_length, batch_size)
     service = preference_accuracy(service_path, test_kto, test_dpo, max_length, batch_size)
+    return decide(candidate, service, margin, max_liked_drop)
+
+
+def decide(candidate: dict[str, Any], service: dict[str, Any], margin: float, max_liked_drop: float) -> Decision:
+    """The gate's rule on two models' scores (`preference_accuracy` outputs)."""
     c, s = candidate["accuracy"], service["accuracy"]
     if c is None or s is None:
         return Decision(False, candidate, service, margin, "no held-out rows to compare on (need DPO pairs or both kinds of KTO ratings)")
+    c_liked, s_liked = candidate.get("liked_logp"), service.get("liked_logp")
+    if c_liked is not None and s_liked is not None and c_liked < s_liked - max_liked_drop:
+        reason = (
+            f"candidate lost the liked answers: their mean log-prob per token fell from {s_liked:.3f} to {c_liked:.3f} "
+            f"(more than max_liked_drop {max_liked_drop:g}), though its preference accuracy is {c:.3f} vs {s:.3f}"
+        )
+        return Decision(False, candidate, service, margin, reason)
     if c > s + margin:
         reason = f"candidate preference accuracy {c:.3f} > service {s:.3f} + margin {margin:g} on {candidate['rows']} held-out rows"
         return Decision(True, candidate, service, margin, reason)

@@ -202,6 +202,8 @@ def trainer_args(method: str, config: RetrainConfig, out_dir: Path, progress: bo
         return KTOConfig(**common, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
     from trl import DPOConfig
 
+    if config.sft_weight > 0:  # RPO: DPO + NLL of the chosen answers
+        return DPOConfig(**common, loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.sft_weight])
     return DPOConfig(**common)
 
 
