@@ -170,7 +170,7 @@ def test_dpo_keeps_the_chosen_answers_likely_with_the_sft_term(base: Path, tmp_p
     for weight in (0.0, 1.0):
         config = RetrainConfig(method="dpo", sft_weight=weight, **{**FAST, "learning_rate": 2e-2})
         result = train(data, config, str(base), None, tmp_path / str(weight), progress=False)
-        scored = preference_accuracy(str(result.merged_dir), data["kto_test"], data["dpo_test"], max_length=128)
+        scored = preference_accuracy(str(result.merged_dir), str(base), data["kto_test"], data["dpo_test"], max_length=128)
         assert scored["dpo_accuracy"] == 1.0  # both learned the preference
         liked[weight] = scored["liked_logp"]
     assert liked[1.0] > liked[0.0] + 0.1, liked  # measured: -5.94 vs -6.18 nats per token
@@ -190,7 +190,7 @@ def test_the_gate_rejects_a_candidate_that_ranks_well_but_lost_the_liked_answers
 
 def test_training_raises_the_liked_answers_likelihood(kto_run: TrainResult, base: Path) -> None:
     data = dataset()
-    decision = compare(str(kto_run.merged_dir), str(base), data["kto_test"], data["dpo_test"], margin=0.0, max_length=128)
+    decision = compare(str(kto_run.merged_dir), str(base), str(base), data["kto_test"], data["dpo_test"], margin=0.0, max_length=128)
     assert decision.promote and decision.candidate["liked_logp"] > decision.service["liked_logp"]
 
 
@@ -208,24 +208,27 @@ def test_continue_from_the_adapter_in_service(kto_run: TrainResult, base: Path, 
 
 def test_trained_model_prefers_what_people_liked_and_the_gate_promotes_it(kto_run: TrainResult, base: Path) -> None:
     data = dataset()
-    before = preference_accuracy(str(base), data["kto_test"], data["dpo_test"], max_length=128)
-    after = preference_accuracy(str(kto_run.merged_dir), data["kto_test"], data["dpo_test"], max_length=128)
+    before = preference_accuracy(str(base), str(base), data["kto_test"], data["dpo_test"], max_length=128)
+    after = preference_accuracy(str(kto_run.merged_dir), str(base), data["kto_test"], data["dpo_test"], max_length=128)
     assert before["kto_rows"] == 16 and before["dpo_pairs"] == 8 and before["rows"] == 24
+    assert before["accuracy"] == 0.5  # scores are shifts from the base: the base has learned no preference
     assert after["accuracy"] > before["accuracy"]
     assert after["kto_auc"] == 1.0 and after["dpo_accuracy"] == 1.0
     assert after["accuracy"] == pytest.approx((8 * after["dpo_accuracy"] + 16 * after["kto_auc"]) / 24)
 
-    decision = compare(str(kto_run.merged_dir), str(base), data["kto_test"], data["dpo_test"], margin=0.0, max_length=128)
+    decision = compare(str(kto_run.merged_dir), str(base), str(base), data["kto_test"], data["dpo_test"], margin=0.0, max_length=128)
     assert decision.promote, decision.reason
     assert decision.candidate["accuracy"] == after["accuracy"] and decision.service["accuracy"] == before["accuracy"]
-    decision = compare(str(kto_run.merged_dir), str(base), data["kto_test"], data["dpo_test"], margin=1.0, max_length=128)
+    decision = compare(str(kto_run.merged_dir), str(base), str(base), data["kto_test"], data["dpo_test"], margin=1.0, max_length=128)
     assert not decision.promote and "margin 1" in decision.reason
+    same = compare(str(kto_run.merged_dir), str(kto_run.merged_dir), str(base), data["kto_test"], data["dpo_test"], margin=0.0, max_length=128)
+    assert not same.promote and same.candidate["accuracy"] == same.service["accuracy"] == after["accuracy"]  # no better than itself
 
 
 def test_accuracy_without_rows_to_compare_never_promotes(base: Path) -> None:
     data = dataset()
     only_liked = data["kto_test"].filter(lambda r: r["label"])
-    decision = compare(str(base), str(base), only_liked, data["dpo_test"].select([]), margin=0.0, max_length=128)
+    decision = compare(str(base), str(base), str(base), only_liked, data["dpo_test"].select([]), margin=0.0, max_length=128)
     assert decision.candidate["accuracy"] is None and not decision.promote
 
 

@@ -1,8 +1,16 @@
 """The promote gate: does the candidate prefer what people preferred, more than the model in service?
 
-A model's score for an answer is the mean log-probability of the answer's tokens given the prompt
-(chat template applied, the answer as the assistant turn), so long and short answers compare
-fairly. On the held-out split:
+A model's log-prob of an answer is the mean log-probability per token of the answer given the
+prompt (chat template applied, the answer as the assistant turn). Raw log-probs do not compare
+answers fairly: a long, predictable answer scores higher per token than a short one whatever the
+model learned, so a base model "prefers" long answers before any training (measured on the demo
+model: AUC 0.74 for a rater who likes detailed answers, 0.21 for one who likes concise ones).
+So each answer's score is the model's shift from the base model on it, the implicit reward of
+KTO/DPO with the base as reference:
+
+    score(y | x)   = logp_model(y | x) - logp_base(y | x)        (mean per token)
+
+The base model scores 0 everywhere (no preference learned yet). On the held-out split:
 
     dpo_accuracy   share of DPO pairs whose chosen answer scores higher than the rejected one
                    (a tie counts half)
@@ -12,12 +20,12 @@ fairly. On the held-out split:
     accuracy       the two pooled, each weighted by its rows:
                    (dpo_pairs * dpo_accuracy + kto_rows * kto_auc) / (dpo_pairs + kto_rows);
                    kto_rows count only when both classes are present (else there is no AUC).
-                   None when neither can be computed.
+                   None when neither can be computed. The base model: 0.5.
+    liked_logp     the raw mean log-prob per token of the liked answers (KTO thumbs up and DPO
+                   chosen answers)
 
-Both models are scored on the same rows. A row longer than max_length tokens keeps its last
+All models are scored on the same rows. A row longer than max_length tokens keeps its last
 max_length tokens (the start of the prompt goes, the answer stays) and is counted as truncated.
-
-    liked_logp     mean score of the liked answers (KTO thumbs up and DPO chosen answers)
 
 `compare` promotes only if candidate accuracy > service accuracy + margin, and the candidate's
 liked_logp is at most `max_liked_drop` below the service's. Accuracy alone only ranks answers: a
@@ -143,42 +151,62 @@ def load(model_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return model.to(device).eval(), tokenizer
 
 
-def preference_accuracy(model_path: str, rows_kto: Dataset, rows_dpo: Dataset, max_length: int, batch_size: int = 8) -> dict[str, Any]:
-    """Score the held-out rows with one model; see the module docstring for the definitions."""
-    model, tokenizer = load(model_path)
-    try:
-        return _accuracy(model, tokenizer, rows_kto, rows_dpo, max_length, batch_size)
-    finally:
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+@dataclass
+class _Held:
+    """The held-out rows, in the order they are scored: the KTO answers, then each pair's chosen
+    and rejected answer."""
+
+    kto: list[dict[str, Any]]
+    dpo: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, rows_kto: Dataset | None, rows_dpo: Dataset | None) -> _Held:
+        return cls(list(_rows(rows_kto, ("prompt", "completion", "label"))), list(_rows(rows_dpo, ("prompt", "chosen", "rejected"))))
+
+    def log_probs(self, model_path: str, max_length: int, batch_size: int) -> tuple[list[float], int]:
+        """Mean token log-prob of every answer under one model, and how many rows were cut."""
+        model, tokenizer = load(model_path)
+        try:
+            encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in self.kto]
+            encoded += [encode(tokenizer, r["prompt"], r[side], max_length) for r in self.dpo for side in ("chosen", "rejected")]
+            return score(model, tokenizer, encoded, batch_size), sum(e.truncated for e in encoded)
+        finally:
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def metrics(self, logps: list[float], base_logps: list[float], truncated: int) -> dict[str, Any]:
+        scores = [m - b for m, b in zip(logps, base_logps, strict=True)]
+        k = len(self.kto)
+        kto_scores, dpo_scores = scores[:k], scores[k:]
+        out: dict[str, Any] = {"kto_rows": k, "dpo_pairs": len(self.dpo), "truncated": truncated}
+        positive = [s for s, r in zip(kto_scores, self.kto, strict=True) if r["label"]]
+        negative = [s for s, r in zip(kto_scores, self.kto, strict=True) if not r["label"]]
+        out["kto_desirable"], out["kto_undesirable"] = len(positive), len(negative)
+        out["kto_auc"] = auc(positive, negative) if positive and negative else None
+        wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(dpo_scores[0::2], dpo_scores[1::2], strict=True)]
+        out["dpo_accuracy"] = sum(wins) / len(wins) if wins else None
+        out["kto_mean_score"] = {"desirable": _mean(positive), "undesirable": _mean(negative)}
+        liked = [lp for lp, r in zip(logps[:k], self.kto, strict=True) if r["label"]] + logps[k::2]
+        out["liked_logp"] = _mean(liked)
+
+        weights = [(len(self.dpo), out["dpo_accuracy"]), (k, out["kto_auc"])]
+        weights = [(n, a) for n, a in weights if a is not None and n > 0]
+        total = sum(n for n, _ in weights)
+        out["accuracy"] = sum(n * a for n, a in weights) / total if total else None
+        out["rows"] = total
+        return out
 
 
-def _accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows_kto: Dataset, rows_dpo: Dataset, max_length: int, batch_size: int) -> dict[str, Any]:
-    kto = list(_rows(rows_kto, ("prompt", "completion", "label")))
-    dpo = list(_rows(rows_dpo, ("prompt", "chosen", "rejected")))
-    encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in kto]
-    encoded += [encode(tokenizer, r["prompt"], r[side], max_length) for r in dpo for side in ("chosen", "rejected")]
-    scores = score(model, tokenizer, encoded, batch_size)
-    kto_scores, dpo_scores = scores[: len(kto)], scores[len(kto) :]
-
-    out: dict[str, Any] = {"kto_rows": len(kto), "dpo_pairs": len(dpo), "truncated": sum(e.truncated for e in encoded)}
-    positive = [s for s, r in zip(kto_scores, kto, strict=True) if r["label"]]
-    negative = [s for s, r in zip(kto_scores, kto, strict=True) if not r["label"]]
-    out["kto_desirable"], out["kto_undesirable"] = len(positive), len(negative)
-    out["kto_auc"] = auc(positive, negative) if positive and negative else None
-    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(dpo_scores[0::2], dpo_scores[1::2], strict=True)]
-    out["dpo_accuracy"] = sum(wins) / len(wins) if wins else None
-    out["kto_mean_score"] = {"desirable": _mean(positive), "undesirable": _mean(negative)}
-    out["liked_logp"] = _mean(positive + dpo_scores[0::2])
-
-    weights = [(len(dpo), out["dpo_accuracy"]), (len(kto), out["kto_auc"])]
-    weights = [(n, a) for n, a in weights if a is not None and n > 0]
-    total = sum(n for n, _ in weights)
-    out["accuracy"] = sum(n * a for n, a in weights) / total if total else None
-    out["rows"] = total
-    return out
+def preference_accuracy(
+    model_path: str, base_path: str, rows_kto: Dataset, rows_dpo: Dataset, max_length: int, batch_size: int = 8
+) -> dict[str, Any]:
+    """Score the held-out rows with one model against the base; see the module docstring."""
+    held = _Held.of(rows_kto, rows_dpo)
+    base, _ = held.log_probs(base_path, max_length, batch_size)
+    logps, truncated = held.log_probs(model_path, max_length, batch_size) if model_path != base_path else (base, _)
+    return held.metrics(logps, base, truncated)
 
 
 def _rows(rows: Dataset | None, columns: tuple[str, ...]) -> Iterable[dict[str, Any]]:
@@ -194,6 +222,7 @@ def _mean(values: list[float]) -> float | None:
 def compare(
     candidate_path: str,
     service_path: str,
+    base_path: str,
     test_kto: Dataset,
     test_dpo: Dataset,
     margin: float,
@@ -202,10 +231,13 @@ def compare(
     max_liked_drop: float = 0.5,
 ) -> Decision:
     """Promote only if the candidate's accuracy beats the model in service's by more than margin
-    and it has not lost the liked answers (see the module docstring)."""
-    candidate = preference_accuracy(candidate_path, test_kto, test_dpo, max_length, batch_size)
-    service = preference_accuracy(service_path, test_kto, test_dpo, max_length, batch_size)
-    return decide(candidate, service, margin, max_liked_drop)
+    and it has not lost the liked answers (see the module docstring). Three models are scored
+    (two when the base is in service), one at a time."""
+    held = _Held.of(test_kto, test_dpo)
+    base, truncated = held.log_probs(base_path, max_length, batch_size)
+    service = base if service_path == base_path else held.log_probs(service_path, max_length, batch_size)[0]
+    candidate = held.log_probs(candidate_path, max_length, batch_size)[0]
+    return decide(held.metrics(candidate, base, truncated), held.metrics(service, base, truncated), margin, max_liked_drop)
 
 
 def decide(candidate: dict[str, Any], service: dict[str, Any], margin: float, max_liked_drop: float) -> Decision:

@@ -148,7 +148,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
         dataset_version=built.version,
     )
     decision = evaluate.compare(
-        str(trained.merged_dir), service_name, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
+        str(trained.merged_dir), service_name, settings.llm_model, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
         max_liked_drop=config.max_liked_drop,
     )
     served_name = str(trained.merged_dir)
