@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown style(s) {unknown}; the demo corpus has {list(STYLES)}", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    load_before = os.getloadavg()
     build_s, cached = ensure_demo_model(args.model_dir, args.build_minutes)
     overrides = {k: v for k, v in (("learning_rate", args.learning_rate), ("epochs", args.epochs)) if v is not None}
     config = ExperimentConfig(
@@ -100,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
+        # Other work on the machine slows every step: the 1-minute load average before and after.
+        "load": f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (1 min; 2.0 = both cores busy)",
         "model": str(args.model_dir.name),
+        "parallel": not args.sequential,
         "model_build_s": build_s,
         "model_cached": cached,
         "experiment_s": experiment_s,

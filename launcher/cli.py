@@ -45,7 +45,7 @@ def port_in_use(host: str, port: int) -> bool:
 def up(
     host: str = typer.Option(None, help="Address the web UI listens on [default: HOST setting]."),
     port: int = typer.Option(None, help="Port of the web UI [default: PORT setting]."),
-    demo: bool = typer.Option(False, "--demo", help="Serve the offline demo model (<DATA_DIR>/demo-model, built on first use in a few minutes): no download."),
+    demo: bool = typer.Option(False, "--demo", help="Serve the offline demo model (DATA_DIR/demo-model, built on first use in a few minutes): no download."),
 ) -> None:
     """Start everything needed (embedded Redis, local model server, web UI); Ctrl-C stops it all."""
     from feedback.settings import SettingsError, load_settings
@@ -144,13 +144,14 @@ def _build_demo_model(out: Path, minutes: float, steps: int | None, seed: int = 
 
 @app.command("demo-model")
 def demo_model(
-    out: Path = typer.Option(None, help="Directory to write the model into [default: <DATA_DIR>/demo-model]."),
+    out: Path = typer.Option(None, help="Directory to write the model into (default: DATA_DIR/demo-model, where up --demo looks)."),
     minutes: float = typer.Option(4.0, help="Time budget of the build."),
     steps: int = typer.Option(None, help="Train exactly this many steps instead of a time budget (reproducible)."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """Build the offline demo model: a small chat model trained here, from scratch, on a synthetic
-    corpus (questions about prompts and fine-tuning answered in four styles). `up --demo` serves it."""
+    """Build the offline demo model, trained here from scratch in minutes (`up --demo` serves it)."""
+    # A small chat model on a synthetic corpus: questions about prompts and fine-tuning answered in
+    # four styles, which the ratings loop can learn to prefer (training/demo_model.py).
     if minutes <= 0 or (steps is not None and steps < 1):
         console.print("[red]--minutes must be > 0 and --steps >= 1[/red]")
         raise typer.Exit(2)

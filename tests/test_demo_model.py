@@ -164,3 +164,38 @@ def test_cli_demo_model_writes_a_loadable_model_the_same_for_a_seed(tmp_path: Pa
     again = build_demo_model(tmp_path / "again", steps=3, seed=1, progress=False, threads=info["threads"])
     for name in ("model.safetensors", "tokenizer.json"):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+@pytest.mark.slow
+async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: Path, tmp_path: Path) -> None:
+    """`up --demo` with the model already built (DATA_DIR/demo-model has a config.json): no build,
+    the local model server on it, LLM_BASE_URL ignored (and said so)."""
+    import os
+    import shutil
+    import signal
+
+    import httpx
+
+    from launcher.process import wait_until
+    from sim.client import ChatClient
+    from tests.conftest import free_port
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data / "demo-model")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "CHAINLIT_AUTH"))}
+    env.update(DATA_DIR=str(data), PORT=str(port), LOCAL_MODEL_PORT=str(free_port()), LLM_BASE_URL="http://127.0.0.1:9/v1", RETRAIN_INTERVAL_S="0")
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "up", "--demo"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 120, proc, "chatbot up --demo")
+        client = ChatClient(f"http://127.0.0.1:{port}")
+        await client.login("admin", (data / "secrets" / "admin-password").read_text().strip())
+        await client.connect()
+        replies = [(await client.send(q)).text for q in HELDOUT_QUESTIONS[:2]]
+        await client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "ignoring LLM_BASE_URL" in stderr and "Building the demo model" not in stderr
+    assert any(style_of(r) for r in replies), replies  # the demo model answered (each is recognised ~97% of the time)
