@@ -257,3 +257,26 @@ async def test_after_promotion_the_next_answer_comes_from_the_new_version(
     stored = redis_db.client.hgetall(keys.exchange(final["metadata"]["exchange_id"]))
     assert stored["model_version"] == outcome.version_id
     assert stored["model"] == registry.get(redis_db.client, outcome.version_id).served_name
+
+
+def test_training_in_two_processes(settings: Settings, redis_db: RedisServer) -> None:
+    """processes=2: the training step runs as two DDP processes (torchrun; gloo on a CPU), the job
+    reads their result back and carries on as with one."""
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, processes=2, **FAST), progress=False)
+    assert outcome.status == "promoted", outcome
+    version = registry.get(c, outcome.version_id)
+    assert version.metrics["train"]["processes"] == 2
+    assert version.metrics["train"]["dataset_version"] == outcome.dataset_version
+    assert Path(version.served_name, "config.json").exists()
+
+
+def test_a_crash_in_the_training_processes_is_a_failed_run_that_changes_nothing(settings: Settings, redis_db: RedisServer) -> None:
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    before = state(c)
+    broken = settings.model_copy(update={"llm_model": str(settings.data_dir / "no-such-model")})
+    outcome = job.run(c, broken, RetrainConfig(min_new_ratings=10, processes=2, **FAST), progress=False)
+    assert outcome.status == "failed" and "training in 2 processes failed" in outcome.reason and "train.log" in outcome.reason
+    assert state(c) == before

@@ -35,6 +35,7 @@ class RetrainConfig:
     max_length: int = field(default=1024, metadata={"help": "Longest prompt+answer in tokens; longer rows are dropped and counted."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    processes: int = field(default=1, metadata={"help": "Training processes (one per GPU): above 1, the training step runs under `accelerate launch` (DDP); the rest of the job stays in this process."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 training; default: on when a GPU supports it, off on CPU."})
     seed: int = field(default=0, metadata={"help": "Random seed of the training run."})
 
@@ -55,6 +56,7 @@ class RetrainConfig:
             (self.epochs > 0, "epochs must be > 0"),
             (self.batch_size >= 2, "batch_size must be >= 2 (KTO computes its KL term across the batch)"),
             (self.grad_accum >= 1, "grad_accum must be >= 1"),
+            (self.processes >= 1, "processes must be >= 1"),
             (self.max_length >= 16, "max_length must be >= 16"),
             (self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r and lora_alpha must be >= 1"),
             (self.margin >= 0, "margin must be >= 0"),

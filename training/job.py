@@ -136,17 +136,17 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     service_name = service.served_name if service else settings.llm_model
     init_adapter = service.adapter_path if service is not None and config.continue_from_active else None
     version_id = f"mv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    trained = train.train(
-        data,
-        config,
-        base_model=settings.llm_model,
-        init_adapter=init_adapter,
-        out_dir=root / "models" / version_id,
-        desirable_weight=built.desirable_weight,
-        undesirable_weight=built.undesirable_weight,
-        progress=progress,
-        dataset_version=built.version,
-    )
+    weights = dict(desirable_weight=built.desirable_weight, undesirable_weight=built.undesirable_weight)
+    if config.processes > 1:  # several GPUs: DDP processes of their own, this one waits
+        trained = train.train_in_processes(
+            config.processes, root / "datasets", built.version, config, settings.llm_model, init_adapter,
+            root / "models" / version_id, progress=progress, **weights,
+        )  # fmt: skip
+    else:
+        trained = train.train(
+            data, config, settings.llm_model, init_adapter, root / "models" / version_id,
+            progress=progress, dataset_version=built.version, **weights,
+        )  # fmt: skip
     decision = evaluate.compare(
         str(trained.merged_dir), service_name, settings.llm_model, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
         max_liked_drop=config.max_liked_drop,

@@ -37,6 +37,8 @@ import logging
 import math
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -294,6 +296,7 @@ def _train(
         "epochs": config.epochs,
         "rows": len(rows),
         "rows_dropped_too_long": dropped,
+        "processes": trainer.args.world_size,
         "last_log": log_history[-1] if log_history else {},
     }
     if dataset_version is not None:
@@ -317,6 +320,76 @@ def _train(
     return TrainResult(method, adapter_dir, merged_dir, metrics, base_model, init_adapter)
 
 
+def train_in_processes(
+    processes: int,
+    dataset_root: Path,
+    dataset_version: str,
+    config: RetrainConfig,
+    base_model: str,
+    init_adapter: str | None,
+    out_dir: Path,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    progress: bool = True,
+) -> TrainResult:
+    """`train` in `processes` DDP processes (one per GPU; gloo on a CPU), launched with torchrun
+    (what `accelerate launch --multi_gpu` runs): each loads the dataset version from disk
+    (`training.dataset.load`, already materialized by the caller) and the main one writes the
+    results, read back here. Output as `train`'s; a failed launch is a TrainError naming the log."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "train.log"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "training.train",
+        "--dataset-root", str(dataset_root), "--dataset-version", dataset_version,
+        "--base-model", base_model, "--out", str(out_dir),
+        "--desirable-weight", repr(desirable_weight), "--undesirable-weight", repr(undesirable_weight),
+        "--config", json.dumps(asdict(config)),
+    ]  # fmt: skip
+    if init_adapter is not None:
+        cmd += ["--init-adapter", init_adapter]
+    if progress:
+        cmd.append("--progress")
+    with log_path.open("w") as log_file:
+        # The processes' output goes to the log; the bars of the main one (stderr) also to the terminal.
+        done = subprocess.run(cmd, stdout=log_file, stderr=None if progress else log_file, check=False)
+    if done.returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise TrainError(f"training in {processes} processes failed (exit {done.returncode}); log: {log_path}: " + " | ".join(tail))
+    try:
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        info = json.loads((out_dir / "training_info.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"training in {processes} processes wrote no results in {out_dir}: {exc}") from exc
+    return TrainResult(info["method"], out_dir / ADAPTER_DIR, out_dir / MERGED_DIR, metrics, base_model, init_adapter)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """The entry point of each process launched by `train_in_processes`."""
+    import argparse
+
+    from training import dataset
+
+    p = argparse.ArgumentParser(prog="python -m training.train", description="One training process (see train_in_processes).")
+    p.add_argument("--dataset-root", type=Path, required=True)
+    p.add_argument("--dataset-version", required=True)
+    p.add_argument("--base-model", required=True)
+    p.add_argument("--init-adapter")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--desirable-weight", type=float, default=1.0)
+    p.add_argument("--undesirable-weight", type=float, default=1.0)
+    p.add_argument("--config", required=True, help="RetrainConfig as JSON")
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    config = RetrainConfig(**json.loads(args.config))
+    data = dataset.load(args.dataset_root, args.dataset_version)
+    train(
+        data, config, args.base_model, args.init_adapter, args.out, args.desirable_weight, args.undesirable_weight,
+        progress=args.progress, dataset_version=args.dataset_version,
+    )  # fmt: skip
+
+
 def _finite(value: Any) -> Any:
     """NaN/inf (a batch with no rejected answer has no mean reward) as None: metrics stay JSON."""
     if isinstance(value, dict):
@@ -337,3 +410,7 @@ def merge(base_model: str, adapter_dir: Path, merged_dir: Path, tokenizer: PreTr
         shutil.rmtree(merged_dir)
     merged.save_pretrained(merged_dir)
     tokenizer.save_pretrained(merged_dir)
+
+
+if __name__ == "__main__":
+    _main()
