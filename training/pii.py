@@ -22,8 +22,9 @@ Limits (documented in the dataset card): names, lowercase or free-form addresses
 phone numbers of other countries are not recognized.
 
 Speed: a text is only searched by the detectors whose trigger it contains ('@', a run of digits),
-and libphonenumber (the slow part) only runs on texts with 7+ digits in a phone-like run; repeated
-texts (system prompts, few-shot examples) hit a cache.
+and libphonenumber (the slow part) only runs on texts with 7+ digits in a phone-like run, checked
+again before each region of `PHONE_REGIONS` (a number the first region replaced is not searched
+for again); repeated texts (system prompts, few-shot examples) hit a cache.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def _is_public_ip(candidate: str) -> bool:
 
 
 def _phones(text: str, found: list[str]) -> str:
-    for region in PHONE_REGIONS:
+    for i, region in enumerate(PHONE_REGIONS):
+        if i and not _PHONE_LIKE.search(text):
+            break  # the same 7+ digit gate before each region: the usual text's number is gone by now
         spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region)]
         for start, end in reversed(spans):
             text = text[:start] + PHONE + text[end:]
