@@ -380,5 +380,29 @@ def model_rollback() -> None:
     console.print(f"[green]in service: {v.id if v else 'the base model'}[/green]")
 
 
+dataset_app = typer.Typer(help="Dataset versions on disk (DATA_DIR/datasets).", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("prune")
+def dataset_prune(keep: int = typer.Option(1, min=1, help="Versions to keep in all, the one in service first, then the newest.")) -> None:
+    """Delete old dataset versions and the shards no kept version uses (their cards stay).
+
+    To erase what users deleted or unrated since, first rebuild from the current ratings:
+    `chatbot retrain --now --full_rebuild`, then `chatbot dataset prune --keep 1`."""
+    from training import retention
+
+    settings, r = _registry_redis()
+    try:
+        pruned = retention.prune(r, settings.data_dir.resolve() / "datasets", keep, settings.retrain_lock_ttl_s)
+    except retention.RetentionError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    Console().print(
+        f"kept {', '.join(pruned.kept) or 'nothing'}; removed {len(pruned.removed)} version(s) and "
+        f"{len(pruned.shards_removed)} shard(s), {pruned.bytes_freed / 1e6:.1f} MB"
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -24,9 +24,10 @@ What each step costs (N: rows in all of a version's shards, n: rows this build c
 - load, O(N): materializes the DatasetDict and parquet files from the shards, streaming one row
   group at a time, the first time a version is loaded. Training reads every row anyway.
 
-Full rebuilds (collected.full) start from no shards. Old versions and their shards stay on disk:
-deleting version folders, and shards no remaining manifest lists, is up to the operator (a user's
-deleted thread is absent from every version built after the deletion, not from older ones).
+Full rebuilds (collected.full) start from no shards. Old versions and their shards stay on disk
+until `chatbot dataset prune` (training/retention.py) removes them; a user's deleted thread is
+absent from every version built after the deletion, and from the disk after a full rebuild and a
+prune.
 """
 
 from __future__ import annotations
