@@ -1,14 +1,18 @@
 """The promote gate: does the candidate prefer what people preferred, more than the model in service?
 
-A model's log-prob of an answer is the mean log-probability per token of the answer given the
-prompt (chat template applied, the answer as the assistant turn). Raw log-probs do not compare
-answers fairly: a long, predictable answer scores higher per token than a short one whatever the
-model learned, so a base model "prefers" long answers before any training (measured on the demo
-model: AUC 0.74 for a rater who likes detailed answers, 0.21 for one who likes concise ones).
-So each answer's score is the model's shift from the base model on it, the implicit reward of
-KTO/DPO with the base as reference:
+A model's log-prob of an answer is the sum of the log-probabilities of the answer's tokens given
+the prompt (chat template applied, the answer as the assistant turn). Raw log-probs do not
+compare answers fairly: per token, a long, predictable answer scores higher than a short one
+whatever the model learned, so a base model "prefers" long answers before any training (measured
+on the demo model: AUC 0.74 for a rater who likes detailed answers, 0.21 for one who likes
+concise ones). So each answer's score is the model's shift from the base model on it, the
+implicit reward of KTO and DPO with the base as reference (TRL's rewards/chosen, /rejected):
 
-    score(y | x)   = logp_model(y | x) - logp_base(y | x)        (mean per token)
+    score(y | x)   = logp_model(y | x) - logp_base(y | x)        (sums over the answer's tokens)
+
+A shift averaged per token instead ranked worse: on the demo model it undervalued the gain of a
+long liked answer against a short disliked one (AUC 0.29 against 0.56 with sums, same rows, for
+a candidate that did move toward the liked style: 27% -> 44% of its sampled answers).
 
 The base model scores 0 everywhere (no preference learned yet). On the held-out split:
 
@@ -21,8 +25,8 @@ The base model scores 0 everywhere (no preference learned yet). On the held-out 
                    (dpo_pairs * dpo_accuracy + kto_rows * kto_auc) / (dpo_pairs + kto_rows);
                    kto_rows count only when both classes are present (else there is no AUC).
                    None when neither can be computed. The base model: 0.5.
-    liked_logp     the raw mean log-prob per token of the liked answers (KTO thumbs up and DPO
-                   chosen answers)
+    liked_logp     the raw log-prob per token of the liked answers (KTO thumbs up and DPO chosen
+                   answers), averaged
 
 All models are scored on the same rows. A row longer than max_length tokens keeps its last
 max_length tokens (the start of the prompt goes, the answer stays) and is counted as truncated.
@@ -96,7 +100,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, Any]], ans
 
 @torch.no_grad()
 def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[_Encoded], batch_size: int = 8) -> list[float]:
-    """Mean token log-prob of each row's answer. Left padding lines the answers up at the end, so
+    """Log-prob of each row's answer (the sum over its tokens). Left padding lines the answers up at the end, so
     only the last (longest answer + 1) positions' logits are computed (`logits_to_keep`)."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -113,7 +117,7 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list
         targets = input_ids[:, -(keep - 1) :]
         token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         for row, logps in zip(batch, token_logps, strict=True):
-            scores.append(logps[-row.answer_len :].mean().item())
+            scores.append(logps[-row.answer_len :].sum().item())
     return scores
 
 
@@ -163,21 +167,24 @@ class _Held:
     def of(cls, rows_kto: Dataset | None, rows_dpo: Dataset | None) -> _Held:
         return cls(list(_rows(rows_kto, ("prompt", "completion", "label"))), list(_rows(rows_dpo, ("prompt", "chosen", "rejected"))))
 
-    def log_probs(self, model_path: str, max_length: int, batch_size: int) -> tuple[list[float], int]:
-        """Mean token log-prob of every answer under one model, and how many rows were cut."""
+    def log_probs(self, model_path: str, max_length: int, batch_size: int) -> tuple[list[float], list[int]]:
+        """Log-prob of every answer under one model, and its length in tokens (negative: the row
+        was cut to max_length)."""
         model, tokenizer = load(model_path)
         try:
             encoded = [encode(tokenizer, r["prompt"], r["completion"], max_length) for r in self.kto]
             encoded += [encode(tokenizer, r["prompt"], r[side], max_length) for r in self.dpo for side in ("chosen", "rejected")]
-            return score(model, tokenizer, encoded, batch_size), sum(e.truncated for e in encoded)
+            return score(model, tokenizer, encoded, batch_size), [-e.answer_len if e.truncated else e.answer_len for e in encoded]
         finally:
             del model
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    def metrics(self, logps: list[float], base_logps: list[float], truncated: int) -> dict[str, Any]:
+    def metrics(self, logps: list[float], base_logps: list[float], lengths: list[int]) -> dict[str, Any]:
         scores = [m - b for m, b in zip(logps, base_logps, strict=True)]
+        truncated = sum(n < 0 for n in lengths)
+        per_token = [lp / max(abs(n), 1) for lp, n in zip(logps, lengths, strict=True)]
         k = len(self.kto)
         kto_scores, dpo_scores = scores[:k], scores[k:]
         out: dict[str, Any] = {"kto_rows": k, "dpo_pairs": len(self.dpo), "truncated": truncated}
@@ -188,7 +195,7 @@ class _Held:
         wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(dpo_scores[0::2], dpo_scores[1::2], strict=True)]
         out["dpo_accuracy"] = sum(wins) / len(wins) if wins else None
         out["kto_mean_score"] = {"desirable": _mean(positive), "undesirable": _mean(negative)}
-        liked = [lp for lp, r in zip(logps[:k], self.kto, strict=True) if r["label"]] + logps[k::2]
+        liked = [lp for lp, r in zip(per_token[:k], self.kto, strict=True) if r["label"]] + per_token[k::2]
         out["liked_logp"] = _mean(liked)
 
         weights = [(len(self.dpo), out["dpo_accuracy"]), (k, out["kto_auc"])]
@@ -204,9 +211,9 @@ def preference_accuracy(
 ) -> dict[str, Any]:
     """Score the held-out rows with one model against the base; see the module docstring."""
     held = _Held.of(rows_kto, rows_dpo)
-    base, _ = held.log_probs(base_path, max_length, batch_size)
-    logps, truncated = held.log_probs(model_path, max_length, batch_size) if model_path != base_path else (base, _)
-    return held.metrics(logps, base, truncated)
+    base, lengths = held.log_probs(base_path, max_length, batch_size)
+    logps = held.log_probs(model_path, max_length, batch_size)[0] if model_path != base_path else base
+    return held.metrics(logps, base, lengths)
 
 
 def _rows(rows: Dataset | None, columns: tuple[str, ...]) -> Iterable[dict[str, Any]]:
@@ -234,10 +241,10 @@ def compare(
     and it has not lost the liked answers (see the module docstring). Three models are scored
     (two when the base is in service), one at a time."""
     held = _Held.of(test_kto, test_dpo)
-    base, truncated = held.log_probs(base_path, max_length, batch_size)
+    base, lengths = held.log_probs(base_path, max_length, batch_size)
     service = base if service_path == base_path else held.log_probs(service_path, max_length, batch_size)[0]
     candidate = held.log_probs(candidate_path, max_length, batch_size)[0]
-    return decide(held.metrics(candidate, base, truncated), held.metrics(service, base, truncated), margin, max_liked_drop)
+    return decide(held.metrics(candidate, base, lengths), held.metrics(service, base, lengths), margin, max_liked_drop)
 
 
 def decide(candidate: dict[str, Any], service: dict[str, Any], margin: float, max_liked_drop: float) -> Decision:
