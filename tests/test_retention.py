@@ -67,6 +67,7 @@ async def test_full_rebuild_then_prune_erases_a_deleted_thread_from_disk(r: Redi
     v3, _ = run_build(redis_db, root, None, None)  # a full rebuild: no shard of the past
     pruned = retention.prune(redis_db.client, root, keep=1)
     assert pruned.kept == [v3] and pruned.removed == [v2] and sorted(pruned.shards_removed) == sorted([v1, v2])
+    assert sorted(p.name for p in (root / "shards").iterdir()) == [f"{v3}.parquet", f"{v3}.plan.arrow"]  # sidecars go with their shard
     assert SECRET not in text_on_disk(root)
     data = load(root, v3)
     assert sorted(x["exchange_id"] for x in [*data["kto_train"], *data["kto_test"]]) == sorted(kept)

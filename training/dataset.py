@@ -4,6 +4,8 @@ Layout under `root` (the job passes `<DATA_DIR>/datasets`)::
 
     shards/<version>.parquet   the rows one build collected (PII already scrubbed), plus
                                tombstones for the exchanges it was told to forget; never changed
+    shards/<version>.plan.arrow  its sidecar: the plan columns, uncompressed, with each grouping
+                               key sorted (no text; derived from the shard, rewritten if missing)
     <version>/manifest.json    the shards this version is made of: the previous version's + its own
     <version>/kto_plan.parquet which shard rows are in the version, and in which split
     <version>/dpo_plan.parquet its DPO pairs, as positions in the KTO splits
@@ -17,10 +19,14 @@ What each step costs (N: rows in all of a version's shards, n: rows this build c
 
 - build, O(n): read the collected rows from Redis, scrub PII, hash, write them as one shard.
   All of the per-row Python work (text scanning, parsing, serialization) is here.
-- build, O(N) but narrow and vectorized: the plan. It reads the fixed-width columns of every shard
-  (64-bit keys and hashes, label, times: ~80 bytes a row) and works out in numpy, without Python
-  per row, which rows survive (newest row per exchange, tombstones, duplicates, per-user cap),
-  the split and the DPO pairs: ~1 CPU-second per million rows.
+- build, O(N) but narrow, vectorized and sort-free: the plan. It memory-maps the shards'
+  sidecars (fixed-width columns: 64-bit keys and hashes, label, times) and works out in numpy,
+  without Python per row, which rows survive (newest row per exchange, tombstones, duplicates,
+  per-user cap), the split and the DPO pairs. The rows it groups by a key come sorted from the
+  sidecars: the earlier shards' big sorted run is merged with the few rows since (binary search,
+  one copy), so no build sorts all rows again; each step then finds the repeated keys in one
+  pass and works on those rows only. The new shard's sidecar costs O(n log n) once. About 0.1
+  CPU-second per million rows for the plan, plus ~0.07 for the card and the plan files.
 - load, O(N): materializes the DatasetDict and parquet files from the shards, streaming one row
   group at a time, the first time a version is loaded. Training reads every row anyway.
 
@@ -42,7 +48,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -167,13 +173,17 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
     shards = [*(previous["shards"] if previous else []), version]
     shard_path = _shard_path(root, version)
     tmp_shard = shard_path.with_suffix(".tmp")
+    placed = False
     try:
         written = _write_shard(tmp_shard, collected, config.scrub_pii, progress)
         plan = _plan([_shard_path(root, s) for s in shards[:-1]] + [tmp_shard], config)
         _check(plan, config)
         tmp_shard.replace(shard_path)
+        placed = True
     finally:
         tmp_shard.unlink(missing_ok=True)
+        if not placed:
+            _sidecar_path(shard_path).unlink(missing_ok=True)
     card = _card(version, previous_version if previous else None, shards, collected, written, plan, config)
     _write_version(root, version, shards, previous_version if previous else None, plan, card)
     built = DatasetVersion(version, root / version, card["previous"], card["counts"], card["weights"]["desirable_weight"], card["weights"]["undesirable_weight"], card)
@@ -320,27 +330,114 @@ def _write_shard(path: Path, collected: Collected, scrub: bool, progress: bool) 
     return {"rated": written, "forgotten": len(gone), "pii_replaced": dict(found)}
 
 
-# --- the plan: O(all rows), narrow, vectorized ----------------------------------------------------
+# --- the plan: O(all rows), narrow, vectorized, without sorting the old rows again ---------------
+
+# Keys the plan groups rows by. Each shard's sidecar holds them sorted (with the row positions), so
+# a build merges the big sorted runs of the earlier shards with its own small sorted run (a binary
+# search and one copy) instead of sorting every row again: "triple" is (prompt, completion, label)
+# for duplicates, the others are columns.
+GROUP_KEYS = ("exchange_key", "triple", "user_key", "thread_key", "prompt_hash")
+SIDECAR_SUFFIX = ".plan.arrow"
+
+
+def _sidecar_path(shard: Path) -> Path:
+    return shard.with_suffix(SIDECAR_SUFFIX)  # <version>.parquet and <version>.tmp: same sidecar
+
+
+def _triple(ph: np.ndarray, ch: np.ndarray, label: np.ndarray) -> np.ndarray:
+    return ph ^ _mix(ch ^ label.astype(np.uint64))
+
+
+def _write_sidecar(shard: Path) -> None:
+    """The shard's plan columns, uncompressed Arrow (memory-mapped by later builds: ~140 bytes a
+    row), with each of GROUP_KEYS sorted ("<key>_sorted") and the rows in that order ("by_<key>").
+    Derived from the shard alone, which never changes: a missing sidecar (a shard from before
+    sidecars) is simply written again."""
+    t = pq.read_table(shard, columns=PLAN_COLUMNS, read_dictionary=["prompt_version", "model_version"]).combine_chunks()
+    col = lambda name: t[name].to_numpy(zero_copy_only=False)  # noqa: E731
+    t = t.append_column("triple", pa.array(_triple(col("prompt_hash"), col("completion_hash"), col("label")), pa.uint64()))
+    for name in GROUP_KEYS:
+        key = t[name].to_numpy()
+        order = np.argsort(key, kind="stable")
+        t = t.append_column(f"by_{name}", pa.array(order.astype(np.int32))).append_column(f"{name}_sorted", pa.array(key[order], pa.uint64()))
+    path = _sidecar_path(shard)
+    tmp = path.with_name(path.name + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
+        writer.write_table(t, max_chunksize=len(t) or None)
+    tmp.replace(path)
+
+
+def _read_sidecar(shard: Path) -> pa.Table:
+    path = _sidecar_path(shard)
+    if not path.exists():
+        _write_sidecar(shard)
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()  # zero-copy: pages load on use
+
+
+class _Columns:
+    """The plan columns of every row of a version's shards, rows numbered in shard order (the
+    global index), read from the shards' memory-mapped sidecars."""
+
+    def __init__(self, shards: Sequence[Path]) -> None:
+        self.tables = [_read_sidecar(s) for s in shards]
+        sizes = [t.num_rows for t in self.tables]
+        self.offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        self.n = int(self.offsets[-1])
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """One fixed-width column over all rows (zero-copy from a single shard's sidecar)."""
+        if name not in self._cache:
+            parts = [t[name].to_numpy(zero_copy_only=False) for t in self.tables]
+            self._cache[name] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0)
+        return self._cache[name]
+
+    def arrow(self, name: str) -> list[pa.Array]:
+        """A column as one Arrow array per shard (dictionary and list columns)."""
+        return [t[name].combine_chunks() for t in self.tables]
+
+    def sorted_by(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys sorted, global indices in that order) over all rows. The largest shard's run is
+        taken as stored; the other shards' runs (the builds since it: few rows) are sorted
+        together and merged into it: O(rows since that shard * log) plus one copy of the arrays."""
+        if not self.tables:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        runs = [(t[f"{name}_sorted"].to_numpy(), t[f"by_{name}"].to_numpy().astype(np.int64) + off) for t, off in zip(self.tables, self.offsets)]
+        base = max(range(len(runs)), key=lambda i: len(runs[i][0]))
+        keys, order = runs[base]
+        rest = [r for i, r in enumerate(runs) if i != base]
+        if not rest:
+            return keys, order
+        k = np.concatenate([r[0] for r in rest])
+        o = np.concatenate([r[1] for r in rest])
+        s = np.lexsort((o, k))  # equal keys: shard order, as a stable sort of all rows would have them
+        k, o = k[s], o[s]
+        # Equal keys from shards before the base go first, those after it last (stable order).
+        before = o < self.offsets[base]
+        at = np.where(before, np.searchsorted(keys, k, "left"), np.searchsorted(keys, k, "right"))
+        return np.insert(keys, at, k), np.insert(order, at, o)
+
+    def shard_row(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard number, row within the shard) of global indices."""
+        shard = (np.searchsorted(self.offsets, index, "right") - 1).astype(np.int32)
+        return shard, index - self.offsets[shard]
 
 
 @dataclass
 class _Plan:
-    table: pa.Table  # PLAN_COLUMNS of every shard row, in shard order, plus shard and row
+    columns: _Columns  # the plan columns of every shard row
     kto: np.ndarray  # global indices of the KTO rows, in order
     kto_test: np.ndarray  # bool per KTO row
     dpo: np.ndarray  # (n, 2) positions of (chosen, rejected) among the KTO rows of the same split
     dpo_test: np.ndarray
     stats: dict[str, Any]
 
-
-def _read_plan_columns(paths: Sequence[Path]) -> pa.Table:
-    tables = []
-    for i, path in enumerate(paths):
-        t = pq.read_table(path, columns=PLAN_COLUMNS, read_dictionary=["prompt_version", "model_version"])
-        n = t.num_rows
-        t = t.append_column("shard", pa.array(np.full(n, i, np.int32))).append_column("row", pa.array(np.arange(n, dtype=np.int64)))
-        tables.append(t)
-    return pa.concat_tables(tables).combine_chunks()
+    @cached_property
+    def in_kto(self) -> np.ndarray:
+        """Per global row: a KTO row of the version."""
+        mask = np.zeros(self.columns.n, bool)
+        mask[self.kto] = True
+        return mask
 
 
 def user_cap(counts: np.ndarray, share: float, floor: int = USER_CAP_FLOOR) -> int:
@@ -390,93 +487,124 @@ def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _in_repeated_runs(keys: np.ndarray) -> np.ndarray:
     """Indices (into keys) of the values that occur more than once, in key order."""
-    order = np.argsort(keys)
+    order = np.argsort(keys, kind="stable")
     starts, sizes = _runs(keys[order])
     member = np.repeat(sizes > 1, sizes)
     return order[member]
 
 
+def _repeated(sorted_keys: np.ndarray) -> np.ndarray:
+    """Positions, in a sorted array, of the values that occur more than once (one pass)."""
+    if len(sorted_keys) < 2:
+        return np.zeros(0, np.int64)
+    eq = sorted_keys[1:] == sorted_keys[:-1]
+    return np.flatnonzero(np.r_[eq, False] | np.r_[False, eq])
+
+
 def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
-    """Which rows make the version, in which split, and its DPO pairs. Each step sorts the 64-bit
-    keys once (numpy, no Python per row) and does the rest only on the few rows that repeat."""
-    t = _read_plan_columns(paths)
-    col = lambda name: t[name].to_numpy(zero_copy_only=False)  # noqa: E731
-    tombstone, label, rated_at = col("tombstone"), col("label"), col("rated_at")
-    ph, ch = col("prompt_hash"), col("completion_hash")
+    """Which rows make the version, in which split, and its DPO pairs. Each step takes the rows
+    sorted by a 64-bit key from the shards' sidecars (the old rows' sorted runs as stored, merged
+    with the new shard's: no sort of all rows), finds the keys that repeat in one pass, and does
+    the rest (numpy, no Python per row) only on those few rows."""
+    c = _Columns(paths)
+    n = c.n
+    tombstone, label, rated_at, ph = c["tombstone"], c["label"], c["rated_at"], c["prompt_hash"]
 
     # 1. The newest entry of each exchange (the last in shard order) wins; a tombstone removes it.
-    order = np.argsort(col("exchange_key"))
-    starts, sizes = _runs(col("exchange_key")[order])
-    newest = np.maximum.reduceat(order, starts) if len(order) else order
-    gone = tombstone[newest]  # per exchange
-    exchange_of = np.empty(len(order), np.int64)
-    exchange_of[order] = np.repeat(np.arange(len(starts)), sizes)
-    data = ~tombstone
-    rows = np.sort(newest[~gone])
-    stats: dict[str, Any] = {
-        "superseded": int((data & ~gone[exchange_of]).sum()) - len(rows),  # older ratings of re-rated answers
-        "forgotten": int((np.bincount(exchange_of[data], minlength=len(starts)) > 0)[gone].sum()),  # unrated or deleted since
-        "rated": len(rows),
-    }
+    # A row alone with its exchange key stays unless it is a tombstone.
+    keys, order = c.sorted_by("exchange_key")
+    keep = ~tombstone  # per global row: still in the version
+    superseded = forgotten = 0
+    rep = _repeated(keys)
+    if len(rep):
+        g = order[rep]
+        starts, sizes = _runs(keys[rep])
+        newest = np.maximum.reduceat(g, starts)
+        gone = tombstone[newest]  # per exchange
+        data = ~tombstone[g]
+        keep[g] = False
+        keep[newest[~gone]] = True
+        superseded = int((data & ~np.repeat(gone, sizes)).sum()) - int((~gone).sum())  # older ratings of re-rated answers
+        forgotten = int(((np.add.reduceat(data, starts, dtype=np.int64) > 0) & gone).sum())  # unrated or deleted since
+    stats: dict[str, Any] = {"superseded": superseded, "forgotten": forgotten, "rated": int(keep.sum())}
 
     # 2. Duplicates (same prompt, completion and label): the newest rating stays.
-    triple = ph[rows] ^ _mix(ch[rows] ^ label[rows].astype(np.uint64))
-    dup = _in_repeated_runs(triple)
-    if len(dup):
-        newest_first = dup[np.lexsort((-rows[dup], -rated_at[rows[dup]], triple[dup]))]
-        drop = newest_first[np.r_[False, triple[newest_first][1:] == triple[newest_first][:-1]]]
-        rows = np.delete(rows, drop)
-    stats["duplicates"] = stats["rated"] - len(rows)
+    keys, order = c.sorted_by("triple")
+    rep = _repeated(keys)
+    g, k = order[rep], keys[rep]
+    g, k = g[keep[g]], k[keep[g]]
+    newest_first = np.lexsort((-g, -rated_at[g], k))
+    g, k = g[newest_first], k[newest_first]
+    drop = g[np.r_[False, k[1:] == k[:-1]]] if len(g) else g
+    keep[drop] = False
+    stats["duplicates"] = len(drop)
 
     # 3. Per-user cap: a user over it keeps their newest ratings.
-    _, users = np.unique(col("user_key")[rows], return_inverse=True)
-    counts = np.bincount(users)
+    keys, order = c.sorted_by("user_key")
+    starts, sizes = _runs(keys)
+    per_user = np.add.reduceat(keep[order], starts, dtype=np.int64) if n else np.zeros(0, np.int64)  # users in key order
+    counts = per_user[per_user > 0]
     cap = user_cap(counts, config.max_user_share)
-    over = np.flatnonzero(counts[users] > cap)  # rows of capped users
-    if len(over):
-        newest_first = over[np.lexsort((-rows[over], -rated_at[rows[over]], users[over]))]
-        g_starts, g_sizes = _runs(users[newest_first])
-        rank = np.arange(len(newest_first)) - np.repeat(g_starts, g_sizes)
-        rows = np.delete(rows, newest_first[rank >= cap])
+    capped_runs = per_user > cap
+    if capped_runs.any():
+        member = np.repeat(capped_runs, sizes)
+        over, user = order[member], np.repeat(np.arange(len(sizes)), sizes)[member]
+        over, user = over[keep[over]], user[keep[over]]
+        newest_first = np.lexsort((-over, -rated_at[over], user))
+        over, user = over[newest_first], user[newest_first]
+        g_starts, g_sizes = _runs(user)
+        rank = np.arange(len(over)) - np.repeat(g_starts, g_sizes)
+        keep[over[rank >= cap]] = False
     stats.update(user_cap=cap, users=len(counts), capped_users=int((counts > cap).sum()), capped=int(np.maximum(counts - cap, 0).sum()))
+    rows = np.flatnonzero(keep)
 
     # 4. Split by thread: a thread's rows are all train or all test, fixed by (split_seed, thread).
-    tk = col("thread_key")[rows]
+    tk = c["thread_key"][rows]
     test = thread_scores(tk, config.split_seed) < config.test_fraction
-    threads = np.unique(tk)
+    keys, order = c.sorted_by("thread_key")
+    starts, _ = _runs(keys)
+    present = np.add.reduceat(keep[order], starts, dtype=np.int64) > 0 if n else np.zeros(0, bool)
+    threads = keys[starts][present]  # the kept rows' threads, sorted, each once
+    thread_test = thread_scores(threads, config.split_seed) < config.test_fraction
     if len(threads) >= 2 and (test.all() or not test.any()):
         # Tiny data: move the one thread nearest the boundary, so that both splits exist.
         scores = thread_scores(threads, config.split_seed)
         flip = threads[np.argmax(scores)] if test.all() else threads[np.argmin(scores)]
         test = np.where(tk == flip, ~test, test)
-    stats.update(threads=len(threads), test_threads=len(np.unique(tk[test])))
+        thread_test = np.where(threads == flip, ~thread_test, thread_test)
+    stats.update(threads=len(threads), test_threads=int(thread_test.sum()))
 
     # 5. DPO pairs: rows of one split with identical prompts, rated down and up. In each such
     # group, downs and ups are each ordered by (user message, rating time) and matched by rank,
     # so each answer is in at most one pair.
-    positions = np.empty(len(rows), np.int64)  # position among the KTO rows of its split
-    for flag in (False, True):
-        positions[test == flag] = np.arange(int((test == flag).sum()))
-    group_key = ph[rows] ^ test.astype(np.uint64)  # the split is part of the group
-    cand = _in_repeated_runs(group_key)
-    lab = label[rows][cand]
-    o = cand[np.lexsort((rated_at[rows][cand], col("message_key")[rows][cand], lab, group_key[cand]))]
-    g_starts, g_sizes = _runs(group_key[o])
-    downs = np.add.reduceat((~label[rows][o]).astype(np.int64), g_starts) if len(o) else np.zeros(0, np.int64)
+    positions = np.where(test, np.cumsum(test) - 1, np.cumsum(~test) - 1)  # among the KTO rows of its split
+    keys, order = c.sorted_by("prompt_hash")
+    g = order[_repeated(keys)]  # rows whose prompt another row has: the few candidates
+    cand = np.searchsorted(rows, np.sort(g[keep[g]]))  # positions in rows
+    group_key = ph[rows[cand]] ^ test[cand].astype(np.uint64)  # the split is part of the group
+    grouped = _in_repeated_runs(group_key)
+    cand, group_key = cand[grouped], group_key[grouped]
+    r = rows[cand]
+    # The row itself breaks the last ties: the pairs never depend on how a sort orders equal keys.
+    s = np.lexsort((r, rated_at[r], c["message_key"][r], label[r], group_key))
+    o, group_key = cand[s], group_key[s]
+    g_starts, g_sizes = _runs(group_key)
+    downs = np.add.reduceat((~label[rows[o]]).astype(np.int64), g_starts) if len(o) else np.zeros(0, np.int64)
     m = np.minimum(downs, g_sizes - downs)  # pairs per group
     group = np.repeat(np.arange(len(g_starts)), m)
     rank = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
     bad = o[g_starts[group] + rank]
     good = o[g_starts[group] + downs[group] + rank]
-    same = ch[rows][good] == ch[rows][bad]  # the same answer rated both ways: no preference to learn
+    ch = c["completion_hash"]
+    same = ch[rows[good]] == ch[rows[bad]]  # the same answer rated both ways: no preference to learn
     good, bad = good[~same], bad[~same]
     stats["contradictory_pairs"] = int(same.sum())
     dpo = np.stack([positions[good], positions[bad]], axis=1).reshape(-1, 2)
-    return _Plan(t, rows, test, dpo, test[good], stats)
+    return _Plan(c, rows, test, dpo, test[good], stats)
 
 
 def _check(plan: _Plan, config: RetrainConfig) -> None:
-    labels = plan.table["label"].to_numpy(zero_copy_only=False)[plan.kto]
+    labels = plan.columns["label"][plan.kto]
     n, up = len(labels), int(labels.sum())
     s = plan.stats
     if n < config.min_ratings:
@@ -515,20 +643,35 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _value_counts(column: pa.Array) -> dict[str, int]:
-    vc = pc.value_counts(column)
-    return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}
+def _kto_value_counts(plan: _Plan, name: str) -> dict[str, int]:
+    """How often each value of a column (each item, for a list column) occurs in the KTO rows,
+    in order of first occurrence: one filter per shard, no per-row Python."""
+    in_kto = plan.in_kto
+    counts: dict[str, int] = {}
+    for array, lo, hi in zip(plan.columns.arrow(name), plan.columns.offsets[:-1], plan.columns.offsets[1:]):
+        mask = in_kto[lo:hi]
+        if not mask.any():
+            continue
+        if pa.types.is_list(array.type):
+            mask = mask & (pc.list_value_length(array).to_numpy(zero_copy_only=False) > 0)  # most rows have no PII
+            values = pc.list_flatten(array.filter(pa.array(mask)))
+        else:
+            values = array.filter(pa.array(mask))
+        for v in pc.value_counts(values).to_pylist():
+            key = str(v["values"])
+            counts[key] = counts.get(key, 0) + int(v["counts"])
+    return counts
 
 
 def _card(version: str, previous: str | None, shards: list[str], collected: Collected, written: dict[str, Any], plan: _Plan, config: RetrainConfig) -> dict[str, Any]:
-    t = plan.table.take(pa.array(plan.kto))
-    label = t["label"].to_numpy(zero_copy_only=False)
+    c = plan.columns
+    label = c["label"][plan.kto]
     train = ~plan.kto_test
     d_train, u_train = int(label[train].sum()), int((~label[train]).sum())
     d_all, u_all = int(label.sum()), int((~label).sum())
     dw, uw = class_weights(d_train, u_train) if d_train and u_train else class_weights(d_all, u_all)
-    rated_at = t["rated_at"].to_numpy(zero_copy_only=False)
-    created_at = t["created_at"].to_numpy(zero_copy_only=False)
+    rated_at = c["rated_at"][plan.kto]
+    created_at = c["created_at"][plan.kto]
     s = plan.stats
     return {
         "version": version,
@@ -558,15 +701,15 @@ def _card(version: str, previous: str | None, shards: list[str], collected: Coll
         },
         "user_cap": {"max_user_share": config.max_user_share, "cap_rows_per_user": s["user_cap"], "capped_users": s["capped_users"]},
         "split": {"by": "thread", "split_seed": config.split_seed, "test_fraction": config.test_fraction},
-        "pii": {"scrubbed": config.scrub_pii, "replaced": _value_counts(pc.list_flatten(t["pii"])) if t.num_rows else {}},
+        "pii": {"scrubbed": config.scrub_pii, "replaced": _kto_value_counts(plan, "pii")},
         "time_range": {
             "rated_from": _iso(float(rated_at.min())) if len(rated_at) else None,
             "rated_to": _iso(float(rated_at.max())) if len(rated_at) else None,
             "answered_from": _iso(float(created_at.min())) if len(created_at) else None,
             "answered_to": _iso(float(created_at.max())) if len(created_at) else None,
         },
-        "prompt_versions": _value_counts(t["prompt_version"]) if t.num_rows else {},
-        "model_versions": _value_counts(t["model_version"]) if t.num_rows else {},
+        "prompt_versions": _kto_value_counts(plan, "prompt_version"),
+        "model_versions": _kto_value_counts(plan, "model_version"),
     }
 
 
@@ -640,10 +783,11 @@ def _write_version(root: Path, version: str, shards: list[str], previous: str | 
     tmp = root / f".{version}.tmp"
     tmp.mkdir(parents=True)
     (tmp / "manifest.json").write_text(json.dumps({"version": version, "previous": previous, "shards": shards}, indent=2))
-    shard = plan.table["shard"].to_numpy()[plan.kto]
-    row = plan.table["row"].to_numpy()[plan.kto]
-    pq.write_table(pa.table({"shard": shard, "row": row, "test": plan.kto_test}), tmp / "kto_plan.parquet")
-    pq.write_table(pa.table({"chosen": plan.dpo[:, 0], "rejected": plan.dpo[:, 1], "test": plan.dpo_test}), tmp / "dpo_plan.parquet")
+    shard, row = plan.columns.shard_row(plan.kto)
+    # No dictionaries or statistics: a row per KTO row, written by every incremental build (2x faster).
+    fast = {"use_dictionary": False, "write_statistics": False}
+    pq.write_table(pa.table({"shard": shard, "row": row, "test": plan.kto_test}), tmp / "kto_plan.parquet", **fast)
+    pq.write_table(pa.table({"chosen": plan.dpo[:, 0], "rejected": plan.dpo[:, 1], "test": plan.dpo_test}), tmp / "dpo_plan.parquet", **fast)
     (tmp / "card.json").write_text(json.dumps(card, indent=2))
     (tmp / "README.md").write_text(_readme(card))
     tmp.replace(root / version)

@@ -5,7 +5,7 @@ a folder with its manifest, plan and materialized splits, and one shard of the r
 Nothing is ever rewritten, so rows a user later unrated or deleted stay in the older shards and
 versions. Pruning keeps the version in service (the retraining pointer in Redis) and the newest
 others up to `keep`, deletes every other version's data (its card stays: counts, no text, so the
-model registry's lineage still reads), then every shard no kept manifest lists.
+model registry's lineage still reads), then every shard no kept manifest lists (with its plan sidecar).
 
 A kept version's manifest lists the shards of all the versions it was built on, so pruning alone
 frees nothing of an incremental chain. To erase what users deleted, rebuild from the current
@@ -25,6 +25,7 @@ from pathlib import Path
 import redis
 
 from feedback import keys
+from training.dataset import SIDECAR_SUFFIX
 
 KEPT_FILES = ("card.json", "README.md")  # what stays of a pruned version: its card
 
@@ -89,6 +90,11 @@ def _prune(root: Path, current: str | bytes | None, keep: int) -> Pruned:
             result.bytes_freed += path.stat().st_size
             path.unlink()
             result.shards_removed.append(path.stem)
+    # A shard's plan sidecar (training.dataset: hashes, labels, times; no text) goes with it.
+    for path in sorted(shards.glob(f"*{SIDECAR_SUFFIX}")) if shards.is_dir() else []:
+        if path.name.removesuffix(SIDECAR_SUFFIX) not in needed:
+            result.bytes_freed += path.stat().st_size
+            path.unlink()
     return result
 
 

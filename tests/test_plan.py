@@ -1,0 +1,164 @@
+"""The dataset plan (which rows, which split, which DPO pairs) against a plain-Python reference of
+its rules, on random multi-shard histories: re-ratings across shards, tombstones, duplicates, a
+user over the cap, regenerated answers rated apart, ties. The plan reads each shard's sidecar
+(sorted keys, merged across shards): it must give what the rules say whatever the shard sizes,
+with or without sidecars written beforehand."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from training import dataset
+from training.collect import Collected, RatedExchange
+from training.config import RetrainConfig
+from training.dataset import PLAN_COLUMNS, _plan, _sidecar_path, _write_shard, thread_scores, user_cap
+
+
+def reference(paths: list[Path], config: RetrainConfig) -> dict[str, Any]:
+    """The plan's rules, row by row (see training/dataset.py: _plan's five steps)."""
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        rows += pq.read_table(p, columns=PLAN_COLUMNS).to_pylist()
+    # 1. The newest entry of each exchange wins; a tombstone removes the exchange.
+    newest: dict[int, int] = {}
+    with_data: set[int] = set()
+    for i, r in enumerate(rows):
+        newest[r["exchange_key"]] = i
+        if not r["tombstone"]:
+            with_data.add(r["exchange_key"])
+    alive = sorted(i for i in newest.values() if not rows[i]["tombstone"])
+    stats: dict[str, Any] = {
+        "superseded": sum(1 for r in rows if not r["tombstone"] and not rows[newest[r["exchange_key"]]]["tombstone"]) - len(alive),
+        "forgotten": sum(1 for k, i in newest.items() if rows[i]["tombstone"] and k in with_data),
+        "rated": len(alive),
+    }
+    # 2. Duplicates (prompt, completion, label): the newest rating (then the later row) stays.
+    best: dict[tuple[int, int, bool], int] = {}
+    for i in alive:
+        r = rows[i]
+        t = (r["prompt_hash"], r["completion_hash"], r["label"])
+        if t not in best or (r["rated_at"], i) > (rows[best[t]]["rated_at"], best[t]):
+            best[t] = i
+    kept = sorted(best.values())
+    stats["duplicates"] = len(alive) - len(kept)
+    # 3. Per-user cap: each user keeps their newest `cap` rows.
+    by_user: dict[int, list[int]] = defaultdict(list)
+    for i in kept:
+        by_user[rows[i]["user_key"]].append(i)
+    counts = np.array([len(by_user[u]) for u in sorted(by_user)], np.int64)
+    cap = user_cap(counts, config.max_user_share)
+    final = sorted(i for idx in by_user.values() for i in sorted(idx, key=lambda i: (rows[i]["rated_at"], i), reverse=True)[:cap])
+    stats.update(user_cap=cap, users=len(by_user), capped_users=int((counts > cap).sum()), capped=int(np.maximum(counts - cap, 0).sum()))
+    # 4. Split by thread; with every thread on one side, the one nearest the boundary moves.
+    threads = sorted({rows[i]["thread_key"] for i in final})
+    score = {t: float(thread_scores(np.array([t], np.uint64), config.split_seed)[0]) for t in threads}
+    test_thread = {t: score[t] < config.test_fraction for t in threads}
+    if len(threads) >= 2 and len(set(test_thread.values())) == 1:
+        flip = max(threads, key=score.__getitem__) if test_thread[threads[0]] else min(threads, key=score.__getitem__)
+        test_thread[flip] = not test_thread[flip]
+    test = [test_thread[rows[i]["thread_key"]] for i in final]
+    stats.update(threads=len(threads), test_threads=sum(test_thread.values()))
+    # 5. DPO: same prompt, same split; downs and ups ordered by (user message, rating time, row),
+    # paired by rank; a pair of identical answers is dropped (contradictory).
+    position, seen = {}, {False: 0, True: 0}
+    for i, t in zip(final, test):
+        position[i] = seen[t]
+        seen[t] += 1
+    groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
+    for i, t in zip(final, test):
+        groups[(rows[i]["prompt_hash"], t)].append(i)
+    pairs, pair_test, contradictory = [], [], 0
+    for (ph, t), members in sorted(groups.items(), key=lambda kv: kv[0][0] ^ int(kv[0][1])):
+        order = lambda i: (rows[i]["message_key"], rows[i]["rated_at"], i)  # noqa: E731
+        downs = sorted((i for i in members if not rows[i]["label"]), key=order)
+        ups = sorted((i for i in members if rows[i]["label"]), key=order)
+        for bad, good in zip(downs, ups):
+            if rows[bad]["completion_hash"] == rows[good]["completion_hash"]:
+                contradictory += 1
+            else:
+                pairs.append((position[good], position[bad]))
+                pair_test.append(t)
+    stats["contradictory_pairs"] = contradictory
+    return {"kto": final, "kto_test": test, "dpo": pairs, "dpo_test": pair_test, "stats": stats}
+
+
+def random_history(root: Path, rng: random.Random, shard_sizes: list[int]) -> list[Path]:
+    """Shards written by the real shard writer, of rows drawn from small pools so that keys repeat."""
+    prompts = [f"prompt {i}" for i in range(12)]
+    answers = [f"answer {i}" for i in range(6)]
+    users = ["heavy"] * 6 + [f"u{i}" for i in range(8)]
+    paths: list[Path] = []
+    earlier: list[str] = []
+    for s, size in enumerate(shard_sizes):
+        rows = []
+        for _ in range(size):
+            ex = f"ex{rng.randrange(size * 2 + 40)}"  # re-rated across (and within) shards
+            rows.append(
+                RatedExchange(
+                    exchange_id=ex, thread_id=f"t{rng.randrange(25)}", user=rng.choice(users),
+                    messages=[{"role": "user", "content": rng.choice(prompts)}], completion=rng.choice(answers),
+                    prompt_message_id=f"m{rng.randrange(15)}", prompt_id="assistant", prompt_version=rng.choice(["1.0.0", "1.1.0"]),
+                    model="echo", model_version=rng.choice(["base", "mv-1"]), created_at=float(rng.randrange(50)),
+                    value=rng.randrange(2), comment="", reasons=(), rated_at=float(rng.randrange(30)),  # ties on purpose
+                )
+            )
+        rows = list({r.exchange_id: r for r in rows}.values())  # one row per exchange per build, as collect gives
+        # Unrated or deleted since: earlier exchanges (some re-rated later again), and unknown ones.
+        forgotten = {*rng.sample(earlier, min(len(earlier), rng.randrange(6))), f"ex{rng.randrange(1000)}"} - {r.exchange_id for r in rows}
+        earlier += [r.exchange_id for r in rows]
+        path = root / f"shard{s}.parquet"
+        _write_shard(path, Collected.from_rows(rows, forgotten), scrub=False, progress=False)
+        paths.append(path)
+    return paths
+
+
+def as_lists(plan: dataset._Plan) -> dict[str, Any]:
+    return {
+        "kto": plan.kto.tolist(),
+        "kto_test": plan.kto_test.tolist(),
+        "dpo": [tuple(p) for p in plan.dpo.tolist()],
+        "dpo_test": plan.dpo_test.tolist(),
+        "stats": plan.stats,
+    }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_plan_follows_the_rules_across_shards(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    # The largest shard first (a full build, then incrementals), in the middle, or alone.
+    sizes = [[120, 15, 9, 20], [10, 150, 12], [200], [30, 30, 30]][seed % 4]
+    paths = random_history(tmp_path, rng, sizes)
+    for config in (RetrainConfig(min_ratings=2, max_user_share=1.0), RetrainConfig(max_user_share=0.1), RetrainConfig(test_fraction=0.5, split_seed=f"s{seed}")):
+        for k in range(1, len(paths) + 1):  # every version of the chain
+            assert as_lists(_plan(paths[:k], config)) == reference(paths[:k], config), (sizes, k, config)
+    assert all(_sidecar_path(p).exists() for p in paths)
+
+
+def test_a_plan_without_sidecars_writes_them_and_gives_the_same_result(tmp_path: Path) -> None:
+    paths = random_history(tmp_path, random.Random(7), [80, 10])
+    config = RetrainConfig(min_ratings=2)
+    first = as_lists(_plan(paths, config))
+    for p in paths:  # shards from before sidecars: the plan writes them again
+        _sidecar_path(p).unlink()
+    assert as_lists(_plan(paths, config)) == first == reference(paths, config)
+
+
+def test_tiny_data_moves_one_thread_so_both_splits_exist(tmp_path: Path) -> None:
+    rows = [
+        RatedExchange(f"e{i}", f"t{i % 2}", "alice", [{"role": "user", "content": f"q{i}"}], f"a{i}", f"m{i}", "assistant", "1.0.0", "echo", "base", 1.0, i % 2, "", (), 2.0)
+        for i in range(4)
+    ]
+    path = tmp_path / "s.parquet"
+    _write_shard(path, Collected.from_rows(rows), scrub=False, progress=False)
+    for seed in ("a", "b", "c", "d"):
+        config = RetrainConfig(min_ratings=2, split_seed=seed)
+        plan = _plan([path], config)
+        assert as_lists(plan) == reference([path], config)
+        assert plan.kto_test.any() and not plan.kto_test.all()
