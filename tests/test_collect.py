@@ -3,7 +3,9 @@ must give exactly the rows that plain HMGETs of the exchange and rating hashes g
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
+from itertools import chain
 
 import pytest
 from redis.asyncio import Redis
@@ -89,4 +91,19 @@ async def test_an_abandoned_read_leaves_the_client_usable(r: Redis, redis_db: Re
     it = collect(c, None, batch=2).batches()
     assert len(next(it)) == 2  # the second batch's replies are on their way when we stop
     it.close()
+    assert not [t for t in threading.enumerate() if t.name == "collect-list"]  # the listing stopped too
     assert c.ping() and len(collect(c, None).rated) == 6
+
+
+async def test_a_full_collection_lists_every_id_once_while_reading(r: Redis, redis_db: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collect_module, "LIST_SCANS", 1)  # many listing calls of small SCAN pages
+    ids = [await seed_exchange(r, thread=f"t{i % 7}", user="alice", question=f"q{i}", answer=f"a{i}", value=1) for i in range(30)]
+    collected = collect(redis_db.client, None, batch=4)
+    assert collected.ids == [] and collected.listing  # nothing listed before the rows are read
+    rows = collected.rated
+    assert sorted(collected.ids) == sorted(ids) and sorted(x.exchange_id for x in rows) == sorted(ids)
+    threads = [x.thread_id for x in rows]
+    assert all(threads.index(t) + threads.count(t) - 1 == len(threads) - 1 - threads[::-1].index(t) for t in set(threads))  # grouped by thread
+    again = collect(redis_db.client, None, batch=4)
+    first = list(chain.from_iterable(again.batches()))
+    assert list(chain.from_iterable(again.batches())) == first and again.ids == [x.exchange_id for x in first]  # a second pass: no relisting

@@ -219,11 +219,19 @@ async def test_unrated_and_deleted_answers_are_left_out_and_forgotten(r: Redis, 
 
 async def test_a_rating_removed_between_collect_and_build_is_dropped(r: Redis, redis_db: RedisServer, tmp_path: Path) -> None:
     ids = [await seed_exchange(r, thread=f"t{i}", user="alice", question=f"q{i}", answer="a", value=i % 2) for i in range(4)]
-    collected = collect(redis_db.client, None)  # ids only: rows are read while the build runs
+    collected = collect(redis_db.client, None)  # a full collection lists ids while the build reads the rows
     await unrate(r, ids[0], thread="t0", user="alice")
     version = build(collected, OPEN, tmp_path, None, progress=False)
     assert {x["exchange_id"] for x in kto_rows(load(tmp_path, version.version))} == set(ids[1:])
-    assert collected.vanished == {ids[0]}
+    assert sorted(collected.ids) == sorted(ids[1:])
+    # Incremental: the ids come from the events at collect time; one unrated before its row is
+    # read vanishes (a tombstone drops it from the earlier version too).
+    more = [await seed_exchange(r, thread=f"u{i}", user="alice", question=f"p{i}", answer="b", value=i % 2) for i in range(2)]
+    since = collect(redis_db.client, collected.watermark)
+    await unrate(r, more[0], thread="u0", user="alice")
+    v2 = build(since, OPEN, tmp_path, version.version, progress=False)
+    assert {x["exchange_id"] for x in kto_rows(load(tmp_path, v2.version))} == {*ids[1:], more[1]}
+    assert since.vanished == {more[0]}
 
 
 async def test_incremental_collect_reads_only_events_after_the_watermark(r: Redis, redis_db: RedisServer) -> None:

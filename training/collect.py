@@ -6,7 +6,8 @@ state, so the last rating wins, and one whose rating is gone by now is forgotten
 events said. Full mode lists every rated exchange from the per-thread rating indexes
 (`keys.thread_ratings`), which the rating script writes atomically with each rating.
 
-`collect` only gathers ids (a few dozen bytes each); the rows themselves are read by
+`collect` only gathers ids (a few dozen bytes each; in full mode not even that: a thread lists
+them, `LIST_RATED`, while the rows are read); the rows themselves are read by
 `Collected.batches()`, `batch` exchanges per round trip, while the dataset build consumes them. A
 million rows are never all in memory at once: their texts alone would take more than a gigabyte.
 Ids come grouped by thread, so a thread's turns (each of whose prompts repeats the earlier turns)
@@ -25,6 +26,7 @@ works on them meanwhile (one batch of replies waits in the socket: ~5 KB a row).
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -111,7 +113,9 @@ class RatedExchange:
 
 @dataclass
 class Collected:
-    ids: list[str]  # exchanges rated when collected, grouped by thread
+    # Exchanges rated when collected, grouped by thread. A full collection lists them while its
+    # rows are read (`listing`): complete once `batches()` has run to the end.
+    ids: list[str]
     # Exchanges whose rating was removed, or whose thread was deleted, since `since`: builds that
     # start from an earlier dataset version must drop their rows.
     forgotten: set[str]
@@ -126,6 +130,7 @@ class Collected:
     # after the watermark; the build drops them now too), and records this code can't parse.
     vanished: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)
+    listing: bool = False
     _rated: list[RatedExchange] | None = field(default=None, repr=False)
 
     def batches(self) -> Iterator[list[RatedExchange]]:
@@ -134,27 +139,44 @@ class Collected:
             for i in range(0, len(self._rated), self.batch):
                 yield self._rated[i : i + self.batch]
             return
-        if not self.ids:
+        if not self.ids and not self.listing:
             return
         if self.redis is None:
             raise ValueError("a Collected without rows needs the Redis client it was collected from")
-        chunks = [self.ids[i : i + self.batch] for i in range(0, len(self.ids), self.batch)]
+        if self.listing:
+            listed = self._listed(self.redis)
+            try:
+                yield from self._read(listed)
+            finally:
+                listed.close()  # stops the listing thread when the reader stops early
+            self.listing = False  # listed in full: a second pass reads self.ids
+        else:
+            yield from self._read(self.ids[i : i + self.batch] for i in range(0, len(self.ids), self.batch))
+
+    def _read(self, chunks: Iterator[list[str]]) -> Iterator[list[RatedExchange]]:
+        """The rows of each chunk of ids; the next chunk's script calls are sent before this
+        chunk's rows are parsed and consumed, so Redis reads them meanwhile."""
+        assert self.redis is not None
+        ids = next(chunks, None)
+        if ids is None:
+            return
         conn = self.redis.connection_pool.get_connection()
         sending: _Sending | None = None
         clean = False
         try:
-            calls, packed = self._pack(conn, chunks[0])
+            calls, packed = self._pack(conn, ids)
             conn.send_packed_command(packed)
-            for k, ids in enumerate(chunks):
+            while ids is not None:
                 if sending is not None:
                     sending.wait()
                 replies = [conn.read_response() for _ in range(calls)]
                 sending = None
-                if k + 1 < len(chunks):
-                    # Redis reads the next batch while this one is parsed and consumed.
-                    calls, packed = self._pack(conn, chunks[k + 1])
+                following = next(chunks, None)
+                if following is not None:
+                    calls, packed = self._pack(conn, following)
                     sending = _Sending(conn, packed)
                 yield self._parse(ids, [row for reply in replies for row in reply])
+                ids = following
             clean = True
         finally:
             if sending is not None:
@@ -162,6 +184,48 @@ class Collected:
             if not clean:  # replies may still be on their way: this connection can't be reused
                 conn.disconnect()
             self.redis.connection_pool.release(conn)
+
+    def _listed(self, r: redis.Redis) -> Iterator[list[str]]:
+        """Every rated exchange id, `batch` at a time, listed by a thread (`LIST_RATED` calls on
+        another connection) while the rows are read: Redis's listing work (SCAN over every key:
+        an eighth of a full build's time) overlaps the parsing instead of preceding it."""
+        self.ids = []
+        found: queue.SimpleQueue[list[str] | BaseException | None] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                cursor = "0"
+                while not stop.is_set():
+                    reply = cast(list[str], r.eval(LIST_RATED, 0, cursor, keys.thread_ratings("*"), self.batch, LIST_SCANS))
+                    cursor = reply.pop()
+                    found.put(reply)
+                    if cursor == "0":
+                        break
+                found.put(None)
+            except BaseException as exc:  # re-raised by the reading side
+                found.put(exc)
+
+        thread = threading.Thread(target=run, name="collect-list", daemon=True)
+        thread.start()
+        seen: set[str] = set()
+        pending: list[str] = []
+        try:
+            while (item := found.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                new = [i for i in item if i not in seen]  # SCAN may list a key twice (the keyspace resized meanwhile)
+                seen.update(new)
+                self.ids += new
+                pending += new
+                while len(pending) >= self.batch:
+                    yield pending[: self.batch]
+                    pending = pending[self.batch :]
+            if pending:
+                yield pending
+        finally:
+            stop.set()
+            thread.join()
 
     @classmethod
     def from_rows(cls, rows: list[RatedExchange], forgotten: Iterable[str] = (), watermark: str | None = None, *, since: str | None = None) -> Collected:
@@ -235,7 +299,7 @@ def collect(r: redis.Redis, since: str | None, full: bool = False, batch: int = 
         # time (harmless: the last rating wins), never lost.
         last = cast(list[_Event], r.xrevrange(keys.events(), count=1))
         watermark = last[0][0] if last else None
-        return Collected(_all_rated(r, batch), set(), watermark, int(r.xlen(keys.events())), since, True, r, batch)
+        return Collected([], set(), watermark, int(r.xlen(keys.events())), since, True, r, batch, listing=True)
     touched, watermark, new_events = _touched_since(r, since, batch)
     ids: list[str] = []
     forgotten: set[str] = set()
@@ -289,19 +353,6 @@ return out
 LIST_SCANS = 4  # SCAN pages per call: a call scans ~4 * batch keys (a few ms of Redis time)
 
 
-def _all_rated(r: redis.Redis, batch: int) -> list[str]:
-    """Every rated exchange id, grouped by thread, from the threads' rating indexes."""
-    ids: list[str] = []
-    cursor = "0"
-    while True:
-        reply = cast(list[str], r.eval(LIST_RATED, 0, cursor, keys.thread_ratings("*"), batch, LIST_SCANS))
-        cursor = reply.pop()
-        ids.extend(reply)
-        if cursor == "0":
-            # SCAN may list a key twice (when the keyspace is resized meanwhile): each id once.
-            return list(dict.fromkeys(ids))
-
-
 class _Sending:
     """A send in a thread. A batch's request (~80 bytes of keys a row) is larger than the socket
     buffer, so sendall blocks until Redis has run most of the batch's script calls: in the main
@@ -344,29 +395,34 @@ class _Reader:
     thread's later prompts repeat its earlier turns, every prompt repeats the system prompt)."""
 
     def __init__(self) -> None:
-        self.messages: dict[str, dict[str, dict[str, str]]] = {}  # role -> content -> message
+        self.messages: dict[tuple[str, str], dict[str, str]] = {}  # (role, content) -> message
 
     def row(self, exchange_id: str, fields: list[str | None]) -> RatedExchange | None:
         """`fields`: anything (the packed row's mask), then EXCHANGE_FIELDS and RATING_FIELDS in
         order, None where missing."""
         _, thread_id, user, messages, completion, prompt_message_id, prompt_id, prompt_version, model, model_version, created_at, value, comment, reasons, rated_at = fields
         try:
+            if (  # one test per required field, not a call: this runs once per row
+                thread_id is None or user is None or messages is None or completion is None or prompt_message_id is None or prompt_id is None
+                or prompt_version is None or model is None or created_at is None or value is None or rated_at is None
+            ):  # fmt: skip
+                raise KeyError("missing field")
             return RatedExchange(
-                exchange_id=exchange_id,
-                thread_id=sys.intern(_str(thread_id)),
-                user=sys.intern(_str(user)),
-                messages=self._messages(_str(messages)),
-                completion=_str(completion),
-                prompt_message_id=_str(prompt_message_id),
-                prompt_id=sys.intern(_str(prompt_id)),
-                prompt_version=sys.intern(_str(prompt_version)),
-                model=sys.intern(_str(model)),
-                model_version=sys.intern(model_version or "base"),
-                created_at=float(_str(created_at)),
-                value=int(_str(value)),
-                comment=comment or "",
-                reasons=_NO_REASONS if reasons in (None, "", "[]") else tuple(orjson.loads(reasons)),
-                rated_at=float(_str(rated_at)),
+                exchange_id,
+                sys.intern(thread_id),
+                sys.intern(user),
+                self._messages(messages),
+                completion,
+                prompt_message_id,
+                sys.intern(prompt_id),
+                sys.intern(prompt_version),
+                sys.intern(model),
+                sys.intern(model_version or "base"),
+                float(created_at),
+                int(value),
+                comment or "",
+                _NO_REASONS if reasons in (None, "", "[]") else tuple(orjson.loads(reasons)),
+                float(rated_at),
             )
         except (KeyError, ValueError, TypeError) as exc:  # a record this code did not write
             log.warning("skipping malformed exchange %s: %s: %s", exchange_id, type(exc).__name__, exc)
@@ -374,19 +430,12 @@ class _Reader:
 
     def _messages(self, raw: str) -> list[dict[str, str]]:
         out = []
+        known = self.messages
         for m in orjson.loads(raw):
-            role, content = m["role"], m["content"]
-            by_content = self.messages.get(role)
-            if by_content is None:
-                by_content = self.messages[role] = {}
-            shared = by_content.get(content)
+            key = (m["role"], m["content"])
+            shared = known.get(key)
             if shared is None:
-                shared = by_content[content] = {"role": role, "content": content}
+                shared = known[key] = {"role": key[0], "content": key[1]}
             out.append(shared)
         return out
 
-
-def _str(value: str | None) -> str:
-    if value is None:
-        raise KeyError("missing field")
-    return value

@@ -250,13 +250,18 @@ def _batch(rows: Sequence[RatedExchange], scrub: bool, key_cache: dict[str, int]
     offsets, roles, contents = [0], [], []
     completions, pii_found, prompt_hashes, completion_hashes = [], [], [], []
     found_here: Counter[str] = Counter()
+    # Messages are shared dicts within a batch (collect._Reader): one look-up by identity per
+    # message, the cross-batch lru_cache once per distinct message.
+    memo: dict[int, tuple[str, tuple[str, ...], bytes]] = {}
     for row in rows:
         found: list[str] = []
         digests = []
         for m in row.messages:
-            role = m["role"]
-            text, f, d = _message(role, m["content"], scrub)
-            roles.append(role)
+            info = memo.get(id(m))
+            if info is None:
+                info = memo[id(m)] = _message(m["role"], m["content"], scrub)
+            text, f, d = info
+            roles.append(m["role"])
             contents.append(text)
             digests.append(d)
             if f:
@@ -282,10 +287,10 @@ def _batch(rows: Sequence[RatedExchange], scrub: bool, key_cache: dict[str, int]
         label=[r.value == 1 for r in rows],
         prompt_hash=prompt_hashes,
         completion_hash=completion_hashes,
-        exchange_key=[_key(r.exchange_id) for r in rows],
+        exchange_key=[_u64(hashlib.blake2b(r.exchange_id.encode(), digest_size=16).digest()) for r in rows],  # _key, inlined
         thread_key=[_cached_key(key_cache, r.thread_id) for r in rows],
         user_key=[_cached_key(key_cache, r.user) for r in rows],
-        message_key=[_key(r.prompt_message_id) for r in rows],
+        message_key=[_u64(hashlib.blake2b(r.prompt_message_id.encode(), digest_size=16).digest()) for r in rows],
         pii=pii_found,
     )
     return pa.RecordBatch.from_pydict(columns, schema=SHARD_SCHEMA), found_here
@@ -315,7 +320,7 @@ def _write_shard(path: Path, collected: Collected, scrub: bool, progress: bool) 
     key_cache: dict[str, int] = {}  # thread and user keys: a thread's rows come together
     written = 0
     with pq.ParquetWriter(path, SHARD_SCHEMA, compression="zstd") as writer, tqdm(
-        total=len(collected.ids), desc="dataset rows", unit="row", disable=not progress, mininterval=1.0
+        total=len(collected.ids) or None, desc="dataset rows",  # a full collection: ids listed while read unit="row", disable=not progress, mininterval=1.0
     ) as bar:
         for rows in collected.batches():
             if rows:

@@ -70,7 +70,6 @@ _ADDRESS = re.compile(
     r"(?:,?\s*[A-Z]{2}\s+[0-9]{5}(?:-[0-9]{4})?)?"  # US state and ZIP
     r"(?:,?\s*[A-Z]{1,2}[0-9][A-Z0-9]?\s*[0-9][A-Z]{2}\b)?"  # UK postcode
 )
-_ASCII_DIGIT = re.compile(r"[0-9]")
 _DIGIT = re.compile(r"\d")  # any script's digits: libphonenumber reads them too
 _PHONE_LIKE = re.compile(r"\d(?:[\s().-]{0,3}\d){6,}")  # 7+ digits: the shortest valid numbers
 
@@ -88,8 +87,13 @@ def scrub(text: str) -> Scrubbed:
 
 
 def _has_digit(text: str) -> bool:
-    # isascii() is O(1): only non-ASCII text pays for the slower Unicode-aware search
-    return _ASCII_DIGIT.search(text) is not None or (not text.isascii() and _DIGIT.search(text) is not None)
+    # Ten substring tests (each a memchr-like scan in C) take a sixth of one regex scan for
+    # [0-9]: most texts have no digit, so each is scanned in full. isascii() is O(1): only
+    # non-ASCII text pays for the slower Unicode-aware search.
+    return (
+        "0" in text or "1" in text or "2" in text or "3" in text or "4" in text or "5" in text or "6" in text or "7" in text or "8" in text or "9" in text
+        or (not text.isascii() and _DIGIT.search(text) is not None)
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=4096)  # system prompts and few-shot examples repeat in every stored prompt
