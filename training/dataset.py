@@ -422,6 +422,38 @@ class _Columns:
         at = np.where(before, np.searchsorted(keys, k, "left"), np.searchsorted(keys, k, "right"))
         return np.insert(keys, at, k), np.insert(order, at, o)
 
+    def repeated(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, global indices) of the rows whose key another row has too, sorted by key: the
+        largest shard's repeats (one pass over its sorted run, no copy), the other shards' (few
+        rows: sorted here), and the keys those share with the largest (binary search)."""
+        if not self.tables:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        base = max(range(len(self.tables)), key=lambda i: self.tables[i].num_rows)
+        bt, boff = self.tables[base], self.offsets[base]
+        bk, bo = bt[f"{name}_sorted"].to_numpy(), bt[f"by_{name}"].to_numpy()
+        r = _repeated(bk)
+        parts = [(bk[r], bo[r] + boff)]
+        rest = [i for i in range(len(self.tables)) if i != base]
+        if rest:
+            k = np.concatenate([self.tables[i][f"{name}_sorted"].to_numpy() for i in rest])
+            o = np.concatenate([self.tables[i][f"by_{name}"].to_numpy() + self.offsets[i] for i in rest])
+            s = np.argsort(k, kind="stable")
+            k, o = k[s], o[s]
+            r = _repeated(k)
+            parts.append((k[r], o[r]))
+            lo, hi = np.searchsorted(bk, k, "left"), np.searchsorted(bk, k, "right")
+            hit = hi > lo
+            parts.append((k[hit], o[hit]))
+            sizes = (hi - lo)[hit]
+            at = np.repeat(lo[hit] - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))  # base positions in [lo, hi)
+            parts.append((bk[at], bo[at] + boff))
+        keys = np.concatenate([p[0] for p in parts])
+        index = np.concatenate([p[1] for p in parts]).astype(np.int64)
+        s = np.lexsort((index, keys))
+        keys, index = keys[s], index[s]
+        once = np.r_[True, (keys[1:] != keys[:-1]) | (index[1:] != index[:-1])] if len(keys) else np.zeros(0, bool)  # a row found twice
+        return keys[once], index[once]
+
     def shard_row(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shard number, row within the shard) of global indices."""
         shard = (np.searchsorted(self.offsets, index, "right") - 1).astype(np.int32)
@@ -517,13 +549,11 @@ def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
 
     # 1. The newest entry of each exchange (the last in shard order) wins; a tombstone removes it.
     # A row alone with its exchange key stays unless it is a tombstone.
-    keys, order = c.sorted_by("exchange_key")
+    keys, g = c.repeated("exchange_key")
     keep = ~tombstone  # per global row: still in the version
     superseded = forgotten = 0
-    rep = _repeated(keys)
-    if len(rep):
-        g = order[rep]
-        starts, sizes = _runs(keys[rep])
+    if len(g):
+        starts, sizes = _runs(keys)
         newest = np.maximum.reduceat(g, starts)
         gone = tombstone[newest]  # per exchange
         data = ~tombstone[g]
@@ -534,9 +564,7 @@ def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
     stats: dict[str, Any] = {"superseded": superseded, "forgotten": forgotten, "rated": int(keep.sum())}
 
     # 2. Duplicates (same prompt, completion and label): the newest rating stays.
-    keys, order = c.sorted_by("triple")
-    rep = _repeated(keys)
-    g, k = order[rep], keys[rep]
+    k, g = c.repeated("triple")
     g, k = g[keep[g]], k[keep[g]]
     newest_first = np.lexsort((-g, -rated_at[g], k))
     g, k = g[newest_first], k[newest_first]
@@ -583,8 +611,7 @@ def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
     # group, downs and ups are each ordered by (user message, rating time) and matched by rank,
     # so each answer is in at most one pair.
     positions = np.where(test, np.cumsum(test) - 1, np.cumsum(~test) - 1)  # among the KTO rows of its split
-    keys, order = c.sorted_by("prompt_hash")
-    g = order[_repeated(keys)]  # rows whose prompt another row has: the few candidates
+    g = c.repeated("prompt_hash")[1]  # rows whose prompt another row has: the few candidates
     cand = np.searchsorted(rows, np.sort(g[keep[g]]))  # positions in rows
     group_key = ph[rows[cand]] ^ test[cand].astype(np.uint64)  # the split is part of the group
     grouped = _in_repeated_runs(group_key)
