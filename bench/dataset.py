@@ -12,9 +12,11 @@ on the product's AOF settings: it only slows the seeding, reads never touch it):
     (a) raw  SCAN {fb}:rating:* (COUNT 5000) and, per SCAN page, one pipeline of HGETALL of each
              rating and of its exchange: the cheapest way to get every rated row out of Redis
     (b) ours training.collect.collect(full=True) + training.dataset.build (RetrainConfig
-             defaults: PII scrubbing on; progress off): ids from the thread rating indexes, rows
-             streamed in pipelined batches, scrubbed, hashed, written as a zstd parquet shard,
-             then the plan (dedup, user cap, split, DPO pairs) and the version's files
+             defaults: PII scrubbing on; progress off): ids listed from the thread rating
+             indexes (in a thread, while the rows are read), rows streamed in batches (a Lua
+             script packs each row into one string), scrubbed, hashed, written as a zstd parquet
+             shard with its plan sidecar, then the plan (dedup, user cap, split, DPO pairs) and
+             the version's files
 
     (a) and (b) take turns for --rounds rounds (order rotating), each in a fresh child process
     so that its peak RSS (ru_maxrss; anonymous and file-backed RSS are also sampled) is its own;
@@ -27,11 +29,11 @@ on the product's AOF settings: it only slows the seeding, reads never touch it):
              each db, then collect(since=watermark) + build(previous=version) runs from that db's
              last build; repeated --inc-rounds times, dbs taking turns. Each build is timed by
              stage: collect (event stream read, O(new)), read+scrub+write the shard (O(new)),
-             plan (reads ~80 bytes/row of every shard: O(total), vectorized) and card+files
-             (O(total), vectorized). Targets: the O(new) stages cost the same at both totals
-             (within 1.5x), and so does the whole incremental build (within 1.5x at 10x the
-             total: "time in proportion to the new ratings, not the total", read strictly); the
-             O(total) part is printed with its cost per million rows.
+             plan (memory-maps every shard's sidecar, old rows' keys pre-sorted: O(total),
+             vectorized) and card+files (O(total), vectorized). Targets: the O(new) stages cost
+             the same at both totals (within 1.5x), and so does the whole incremental build
+             (within 1.5x at 10x the total: "time in proportion to the new ratings, not the
+             total", read strictly); the O(total) part is printed with its cost per million rows.
 
     training  bench.train_speed (a subprocess, after Redis is stopped): the job's train() against
              a plain TRL KTO script on the same data. Target: samples/s ratio >= 0.95.
@@ -454,7 +456,7 @@ def print_report(figures: dict[str, Any], s: dict[str, Any]) -> None:
             print(f"{labels[task]:<30} {x['round']:>5} {x['rows']:>10,} {x['wall_s']:>8.2f} {x['rows_per_s']:>9,.0f} {x['cpu_s']:>7.2f} {x['redis_cpu_s']:>11.2f} {x['peak_rss_bytes'] / 1e6:>11,.0f}")
     b = figures["full"]["build"]
     print("\n(b) by stage, median wall s: " + ", ".join(f"{k} {median([x['stages'][k]['wall_s'] for x in b]):.2f}" for k in ("collect", "shard", "plan", "card_files")))
-    print("    (collect: list ids from the thread indexes; shard: read rows from Redis, scrub PII, hash, write parquet; plan + card_files: over all rows)")
+    print("    (collect: ids (a full collection lists them during shard); shard: read rows from Redis, scrub PII, hash, write parquet; plan + card_files: over all rows)")
     rss0 = b[0]["rss_after_imports_bytes"] / 1e6
     print(f"\nrows/s (b)/(a), medians: {s['ratio']:.2f} (per round: {', '.join(f'{x:.2f}' for x in s['ratio_per_round'])}; target >= {TARGET_RATIO})  {verdict(s['ratio_passed'])}")
     print(f"peak RSS of (b): {s['peak_rss_bytes'] / 1e6:,.0f} MB ({rss0:,.0f} MB of it right after the imports; target < {TARGET_RSS_BYTES / 1e6:,.0f} MB)  {verdict(s['rss_passed'])}")
@@ -483,7 +485,7 @@ def print_report(figures: dict[str, Any], s: dict[str, Any]) -> None:
         f"(<= {TARGET_INCREMENTAL_SPREAD}: independent of the total)  {verdict(inc['o_new_passed'])}"
     )
     print(
-        f"O(total) part (plan + card/files, vectorized over ~80 bytes a row): {inc['o_total_cpu_s_per_million_rows']:.2f} CPU-s per million total rows: "
+        f"O(total) part (plan + card/files, vectorized over every shard's sidecar): {inc['o_total_cpu_s_per_million_rows']:.2f} CPU-s per million total rows: "
         f"it grows with the total, {inc['o_total_wall_s']['big'] / inc['whole_wall_s']['big']:.0%} of the incremental at {inc['totals']['big']:,} rows"
     )
     print(

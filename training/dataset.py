@@ -25,8 +25,10 @@ What each step costs (N: rows in all of a version's shards, n: rows this build c
   per-user cap), the split and the DPO pairs. The rows it groups by a key come sorted from the
   sidecars: the earlier shards' big sorted run is merged with the few rows since (binary search,
   one copy), so no build sorts all rows again; each step then finds the repeated keys in one
-  pass and works on those rows only. The new shard's sidecar costs O(n log n) once. About 0.1
-  CPU-second per million rows for the plan, plus ~0.07 for the card and the plan files.
+  pass and works on those rows only. The new shard's sidecar costs O(n log n) once. About 0.15
+  CPU-second per million rows for the plan, plus ~0.1 for the card and the plan files (1.4 in
+  all before sidecars): the numpy passes over all rows, and a plan file of a row per KTO row,
+  are what still grows with the total.
 - load, O(N): materializes the DatasetDict and parquet files from the shards, streaming one row
   group at a time, the first time a version is loaded. Training reads every row anyway.
 
