@@ -35,7 +35,7 @@ class RetrainConfig:
     max_length: int = field(default=1024, metadata={"help": "Longest prompt+answer in tokens; longer rows are dropped and counted."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    processes: int = field(default=1, metadata={"help": "Training processes (one per GPU): above 1, the training step runs under `accelerate launch` (DDP); the rest of the job stays in this process."})
+    processes: int = field(default=1, metadata={"help": "Training processes (one per GPU): above 1, the training step runs as that many DDP processes under torchrun (what `accelerate launch --multi_gpu` runs); the rest of the job stays in this process."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 training; default: on when a GPU supports it, off on CPU."})
     seed: int = field(default=0, metadata={"help": "Random seed of the training run."})
 
