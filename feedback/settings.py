@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # LLM_BASE_URL is a vLLM server started with --enable-lora and
     # VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: a promotion loads the new adapter into it at run time.
     vllm_lora: bool = False
+    # The retraining gate's optional judge (retrain --judge_prompts N): a chat model through an
+    # OpenAI-compatible API; the endpoint and key default to the chat model's.
+    judge_model: str | None = None
+    judge_base_url: str | None = None
+    judge_api_key: SecretStr | None = None
 
     # Prompt spec: prompts/<prompt_id>/<version>.yaml; version unset = the newest.
     prompt_id: str = Field("assistant", pattern=r"^[A-Za-z0-9_-]+$")
@@ -72,7 +77,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v or None
 
-    @field_validator("llm_base_url")
+    @field_validator("llm_base_url", "judge_base_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v and not v.startswith(("http://", "https://")):
@@ -95,6 +100,12 @@ class Settings(BaseSettings):
     def effective_llm_base_url(self) -> str:
         """LLM_BASE_URL, or the local model server that `chatbot up` starts."""
         return self.llm_base_url or f"http://127.0.0.1:{self.local_model_port}/v1"
+
+    @property
+    def effective_judge(self) -> tuple[str, str]:
+        """(base URL, API key) of the judge model: JUDGE_*, else the chat model's."""
+        key = self.judge_api_key or self.llm_api_key
+        return self.judge_base_url or self.effective_llm_base_url, key.get_secret_value()
 
     def users(self) -> dict[str, str]:
         """Username -> password, from AUTH_USERS."""

@@ -41,6 +41,9 @@ class RetrainConfig:
 
     # --- evaluate / promote ---
     margin: float = field(default=0.0, metadata={"help": "Promote only if the candidate's preference accuracy beats the model in service by more than this."})
+    judge_prompts: int = field(default=0, metadata={"help": "Held-out prompts on which a judge model (JUDGE_MODEL) compares the candidate's answers with the served model's, after the other checks pass; 0 = no judge."})
+    judge_min_win_rate: float = field(default=0.5, metadata={"help": "With a judge: promote only if the candidate's win rate (ties half) is above this."})
+    judge_max_tokens: int = field(default=256, metadata={"help": "With a judge: longest answer each model writes for it, in tokens."})
     max_liked_drop: float = field(default=0.5, metadata={"help": "Reject a candidate whose mean log-probability per token of the held-out liked answers falls more than this (nats) below the model in service's: it ranks answers well but no longer writes the liked ones."})
 
     def __post_init__(self) -> None:
@@ -61,6 +64,9 @@ class RetrainConfig:
             (self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r and lora_alpha must be >= 1"),
             (self.margin >= 0, "margin must be >= 0"),
             (self.max_liked_drop > 0, "max_liked_drop must be > 0"),
+            (self.judge_prompts >= 0, "judge_prompts must be >= 0"),
+            (0 <= self.judge_min_win_rate < 1, "judge_min_win_rate must be in [0, 1)"),
+            (self.judge_max_tokens >= 1, "judge_max_tokens must be >= 1"),
             (self.sft_weight >= 0, "sft_weight must be >= 0"),
         ]
         errors = [msg for ok, msg in checks if not ok]

@@ -35,9 +35,8 @@ max_length tokens (the start of the prompt goes, the answer stays) and is counte
 liked_logp is at most `max_liked_drop` below the service's. Accuracy alone only ranks answers: a
 DPO run that pushes the rejected answers down can push the liked ones down with them and leave
 a model that ranks well yet writes neither (measured in the experiment: accuracy 0.789 vs 0.788
-promoted a model whose answers matched no style 2 times in 3). No judge model is
-implemented (an LLM-as-judge second opinion would have to generate answers from both models
-first); that is left for later.
+promoted a model whose answers matched no style 2 times in 3). `with_judge` adds the optional
+judge model's verdict (training/judge.py) to a decision that passed.
 
 Errors:
     EvalError(RuntimeError)   a model cannot be loaded to be scored (names it); e.g. the model in
@@ -264,3 +263,14 @@ def decide(candidate: dict[str, Any], service: dict[str, Any], margin: float, ma
         return Decision(True, candidate, service, margin, reason)
     reason = f"candidate preference accuracy {c:.3f} is not above service {s:.3f} + margin {margin:g} on {candidate['rows']} held-out rows"
     return Decision(False, candidate, service, margin, reason)
+
+
+def with_judge(decision: Decision, verdicts: Any, min_win_rate: float) -> Decision:
+    """A decision that passed the accuracy checks, now also subject to the judge's win rate
+    (`training.judge.Verdicts`); its numbers are recorded with the candidate's either way."""
+    candidate = {**decision.candidate, "judge": verdicts.to_dict()}
+    rate = verdicts.win_rate
+    summary = f"judge {verdicts.judge}: candidate won {verdicts.wins}, lost {verdicts.losses}, tied {verdicts.ties} of {verdicts.judged}"
+    if verdicts.judged and rate > min_win_rate:
+        return Decision(decision.promote, candidate, decision.service, decision.margin, f"{decision.reason}; {summary} (win rate {rate:.3f} > {min_win_rate:g})")
+    return Decision(False, candidate, decision.service, decision.margin, f"{summary}: win rate {rate:.3f} is not above {min_win_rate:g} (preference accuracy alone: {decision.reason})")

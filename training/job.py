@@ -116,6 +116,8 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     # Heavy imports here: the schedule and the CLI stay fast until a run really starts.
     from training import collect, dataset, evaluate, train
 
+    if config.judge_prompts and not settings.judge_model:
+        raise ValueError("judge_prompts needs a judge model: set JUDGE_MODEL (and JUDGE_BASE_URL, JUDGE_API_KEY unless the chat model's)")
     watermark = None if config.full_rebuild else r.get(keys.retrain_watermark())
     pending = new_ratings(r)
     if not config.full_rebuild and pending < config.min_new_ratings:
@@ -151,6 +153,8 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
         str(trained.merged_dir), service_name, settings.llm_model, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
         max_liked_drop=config.max_liked_drop,
     )
+    if decision.promote and config.judge_prompts:
+        decision = _judged(decision, data["kto_test"], config, settings, str(trained.merged_dir), service_name)
     served_name = str(trained.merged_dir)
     if decision.promote and settings.vllm_lora:
         served_name = load_into_vllm(settings, version_id, trained.adapter_dir)
@@ -169,6 +173,21 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
     status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
     return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})
+
+
+def _judged(decision: Any, held_out: Any, config: RetrainConfig, settings: Settings, candidate: str, service: str) -> Any:
+    """The judge's verdict on the two models' answers to held-out prompts (training/judge.py)."""
+    from training import evaluate, judge
+
+    prompts = judge.distinct_prompts(held_out["prompt"], config.judge_prompts)
+    base_url, api_key = settings.effective_judge
+    verdicts = judge.judge(
+        prompts,
+        judge.answers(candidate, prompts, config.judge_max_tokens),
+        judge.answers(service, prompts, config.judge_max_tokens),
+        base_url=base_url, model=str(settings.judge_model), api_key=api_key, timeout_s=settings.llm_timeout_s, seed=config.seed,
+    )  # fmt: skip
+    return evaluate.with_judge(decision, verdicts, config.judge_min_win_rate)
 
 
 def load_into_vllm(settings: Settings, name: str, adapter_dir: Path) -> str:

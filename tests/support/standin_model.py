@@ -8,6 +8,9 @@ the product uses for the model in service:
     fail-404         answers HTTP 404
     empty            streams no content
     slow             streams 400 tokens, 50 ms apart (for the stop button)
+    judge-shorter    a judge (training/judge.py's question format) that prefers the shorter
+                     answer: replies A, B, or TIE for equal lengths
+    judge-garbled    a judge that replies something else than A, B or TIE
 
 Run: python -m tests.support.standin_model --port 8011
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +34,19 @@ from starlette.routing import Route
 REQUESTS: list[dict] = []
 
 
+def judge_reply(model: str, messages: list[dict]) -> str:
+    if model == "judge-garbled":
+        return "Both have merits."
+    found = re.search(r"\[Answer A\]\n(.*)\n\n\[Answer B\]\n(.*)\n\n\[Your verdict", messages[-1]["content"], re.S)
+    if found is None:
+        return "?"
+    a, b = (len(x) for x in found.groups())
+    return "A" if a < b else "B" if b < a else "TIE"
+
+
 def answer_tokens(model: str, messages: list[dict]) -> list[str]:
+    if model.startswith("judge-"):
+        return [judge_reply(model, messages)]
     if model == "empty":
         return []
     if model == "slow":
