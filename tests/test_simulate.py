@@ -1,0 +1,36 @@
+"""`chatbot simulate`: simulated users chat and rate through the real app (Chainlit + Redis + the
+stand-in model), as a browser would; what they leave is in Redis like any user's ratings."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from feedback import keys
+from tests.conftest import USERS, AppServer, RedisServer, run_cli
+
+
+def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppServer, redis_server_: RedisServer) -> None:
+    events_before = redis_server_.client.xlen(keys.events())
+    accounts = ",".join(f"{u}:{p}" for u, p in USERS.items())
+    env = {**os.environ, "REDIS_URL": redis_server_.url}
+    done = run_cli(
+        "simulate", "--prefer", "concise", "--url", app_server.url, "--users", accounts, "--conversations", "12",
+        "--rate-probability", "1", "--noise", "0", "--regenerate-probability", "1", "--concurrency", "3", env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    # The stand-in echoes the question: never the concise style, so every answer is disliked,
+    # every disliked first answer regenerated, and the regenerated answer rated too.
+    assert stats["conversations"] == 12 and stats["errors"] == 0, stats
+    assert stats["regenerated"] == 12 and stats["answers"] == 24 and stats["rated"] == 24
+    assert stats["liked"] == 0 and stats["disliked"] == 24 and stats["missing_reason_prompts"] == 0
+    assert redis_server_.client.xlen(keys.events()) - events_before >= 24  # one rating event each, at least
+    assert "12/12 conversations" in done.stderr
+
+
+def test_simulate_refuses_a_wrong_password_and_an_unknown_style(app_server: AppServer) -> None:
+    wrong = run_cli("simulate", "--prefer", "concise", "--url", app_server.url, "--users", "alice:nope", "--conversations", "1")
+    assert wrong.returncode == 2 and "alice" in wrong.stderr
+    unknown = run_cli("simulate", "--prefer", "poetic", "--url", app_server.url, "--users", "alice:alice-pw")
+    assert unknown.returncode == 2 and "--prefer must be one of" in unknown.stderr
