@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from chainlit.auth import get_current_user
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from feedback import keys
 from feedback import rating as ratings
@@ -46,9 +47,25 @@ def _user_of(current: Any) -> str:
     return str(current.identifier)
 
 
-def _check_size(request: Request) -> None:
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+async def _body(request: Request, model: type[_Body]) -> _Body:
+    """The request body parsed as `model`, read with a size limit: a declared Content-Length over
+    it is refused unread, and a chunked body is refused as soon as it passes the limit (FastAPI
+    would read a body parameter whole before any check)."""
+    too_big = HTTPException(status_code=413, detail=f"Request body over {MAX_BODY_BYTES} bytes.")
     if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        raise HTTPException(status_code=413, detail=f"Request body over {MAX_BODY_BYTES} bytes.")
+        raise too_big
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            raise too_big
+    try:
+        return model.model_validate_json(bytes(data))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 async def _thread_of(store: Store, user: str, exchange_id: str) -> str | None:
@@ -73,8 +90,8 @@ OnRated = Callable[[str | None, str, str, str, ratings.RatingInput], Awaitable[N
 def install(app: FastAPI, store: Store, on_rated: OnRated | None = None) -> None:
     """Put our routes in front of Chainlit's (the first matching route wins)."""
 
-    async def put_feedback(request: Request, body: UpdateFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
-        _check_size(request)
+    async def put_feedback(request: Request, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
+        body = await _body(request, UpdateFeedback)
         fb = body.feedback
         user = _user_of(current)
         try:
@@ -88,8 +105,8 @@ def install(app: FastAPI, store: Store, on_rated: OnRated | None = None) -> None
             task.add_done_callback(_background.discard)
         return {"success": True, "feedbackId": fb.forId, "stored": stored}
 
-    async def delete_feedback(request: Request, body: DeleteFeedback, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
-        _check_size(request)
+    async def delete_feedback(request: Request, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
+        body = await _body(request, DeleteFeedback)
         user = _user_of(current)
         thread_id = await _thread_of(store, user, body.feedbackId)
         if thread_id is None:
