@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from training.config import RetrainConfig
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True)
@@ -108,7 +113,8 @@ def up(
             with console.status("Starting the web UI..."):
                 chainlit_server.start(group, env, data_dir / "chainlit", host, port)
             console.print(f"[green]✓[/green] Chat at [bold]http://{host}:{port}[/bold]  {login_hint}")
-            schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, env, data_dir / "logs" / "retrain.log")
+            options = ["--demo"] if demo else []  # the demo model's retraining recipe
+            schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, env, data_dir / "logs" / "retrain.log", options)
             if settings.retrain_interval_s:
                 console.print(f"Retraining checked every {settings.retrain_interval_s} s (needs {settings.min_new_ratings} new ratings); log: {schedule.log_path}")
             console.print("Press Ctrl-C to stop.")
@@ -186,24 +192,35 @@ def _registry_redis():  # type: ignore[no-untyped-def]
     return settings, r
 
 
+@dataclasses.dataclass
+class RetrainRunArgs:
+    now: bool = dataclasses.field(default=False, metadata={"help": "Run even if fewer than min_new_ratings ratings came in."})
+    demo: bool = dataclasses.field(default=False, metadata={"help": "Start from the demo model's recipe (training.config.DEMO_RECIPE; what `up --demo` schedules); options given still win."})
+
+
+def retrain_options(argv: list[str]) -> tuple[RetrainRunArgs, RetrainConfig]:
+    """`chatbot retrain` arguments: the run flags and the job's options (RetrainConfig)."""
+    from transformers import HfArgumentParser
+
+    from training.config import DEMO_RECIPE, RetrainConfig
+
+    parser = HfArgumentParser((RetrainRunArgs, RetrainConfig), prog="chatbot retrain", description="Retrain the model from users' ratings.")
+    run_args, config = parser.parse_args_into_dataclasses(args=argv)
+    if run_args.demo:  # again, with the recipe as the defaults
+        parser.set_defaults(**DEMO_RECIPE)
+        run_args, config = parser.parse_args_into_dataclasses(args=argv)
+    return run_args, config
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def retrain(ctx: typer.Context) -> None:
     """Run the retraining job: collect -> build -> train -> evaluate -> promote (see --help)."""
-    import dataclasses
-
     import redis
-    from transformers import HfArgumentParser
 
     from training import job
-    from training.config import RetrainConfig
 
-    @dataclasses.dataclass
-    class RunArgs:
-        now: bool = dataclasses.field(default=False, metadata={"help": "Run even if fewer than min_new_ratings ratings came in."})
-
-    parser = HfArgumentParser((RunArgs, RetrainConfig), prog="chatbot retrain", description="Retrain the model from users' ratings.")
     try:
-        run_args, config = parser.parse_args_into_dataclasses(args=ctx.args)
+        run_args, config = retrain_options(ctx.args)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -35,7 +35,7 @@ from launcher import chainlit_server, model_server, redis_server
 from launcher.process import ServiceGroup, wait_until
 from sim.rater import RaterPolicy
 from sim.simulate import SimStats, ask_each, simulate
-from training.config import RetrainConfig
+from training.config import DEMO_RECIPE, RetrainConfig
 
 Log = Callable[[str], None]
 
@@ -43,29 +43,9 @@ EVAL_USER = "observer"  # asks the held-out questions; never rates
 
 
 def demo_retrain_config(**overrides: Any) -> RetrainConfig:
-    """Job options for the demo model: every cycle trains (min_new_ratings=0); all users' ratings
-    kept (the simulated raters are few and equally keen); a learning rate that moves the demo
-    model's style choice within a cycle or two: measured on the default demo build with ~110
-    ratings a cycle, 2e-3 left a "detailed" rater's approval flat over three cycles, 5e-3 took both
-    raters' approval above 90% (docs/experiment). At that rate a continued KTO run sometimes
-    collapses (liked answers at -11 nats a token): the gate's max_liked_drop check keeps it out.
-    (The 150-step test build moves at 3e-3 already.)"""
-    options: dict[str, Any] = dict(
-        min_new_ratings=0,
-        min_ratings=10,
-        max_user_share=1.0,
-        method="auto",
-        learning_rate=5e-3,
-        epochs=3.0,
-        batch_size=8,
-        lora_r=8,
-        lora_alpha=16,
-        max_length=512,
-        beta=0.1,
-        seed=0,
-    )
-    options.update(overrides)
-    return RetrainConfig(**options)
+    """The demo model's retraining recipe (training.config.DEMO_RECIPE), every cycle training
+    (min_new_ratings=0). (The 150-step test build moves at 3e-3 already.)"""
+    return RetrainConfig(**{**DEMO_RECIPE, "min_new_ratings": 0, **overrides})
 
 
 @dataclass

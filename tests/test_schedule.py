@@ -26,3 +26,21 @@ def test_schedule_starts_one_run_per_interval_and_the_run_is_recorded(redis_db: 
     assert [e["status"] for _, e in runs] == ["skipped"]
     assert "0 new ratings since the last run; waiting for 5" in runs[0][1]["reason"]
     assert first.returncode == 0
+
+
+def test_retrain_demo_starts_from_the_demo_recipe_and_given_options_win() -> None:
+    from launcher.cli import retrain_options
+    from training.config import DEMO_RECIPE, RetrainConfig
+
+    run, plain = retrain_options(["--now"])
+    assert run.now and not run.demo and plain == RetrainConfig()
+    run, demo = retrain_options(["--demo"])
+    assert run.demo and all(getattr(demo, k) == v for k, v in DEMO_RECIPE.items())
+    _, mixed = retrain_options(["--demo", "--learning_rate", "1e-3", "--min_new_ratings", "7"])
+    assert mixed.learning_rate == 1e-3 and mixed.min_new_ratings == 7 and mixed.epochs == DEMO_RECIPE["epochs"]
+    assert retrain_options(["--demo", "false"])[1] == RetrainConfig()
+
+
+def test_up_demo_schedules_the_demo_recipe(tmp_path: Path) -> None:
+    demo = RetrainSchedule(60, 5, {}, tmp_path / "retrain.log", ["--demo"])
+    assert demo.argv[-4:] == ["retrain", "--demo", "--min_new_ratings", "5"]

@@ -7,7 +7,19 @@ In the style of TRL's `<method>_config.py`: every field has `help` metadata and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+# The demo model's retraining recipe (`chatbot retrain --demo`, scheduled by `chatbot up --demo`,
+# used by the experiment). The demo model is small and its users few: a learning rate that moves
+# its style choice within a cycle or two (measured with ~110 ratings a cycle: 2e-3 left a
+# "detailed" rater's approval flat over three cycles, 5e-3 took both opposite raters above 90%,
+# docs/experiment; at that rate a continued KTO run sometimes collapses - the liked answers fall
+# to -11 nats a token - and the gate's max_liked_drop check keeps it out), and every user's
+# ratings kept (max_user_share 1: with one or a few users a share cap would drop most of them).
+DEMO_RECIPE: dict[str, Any] = dict(
+    min_ratings=10, max_user_share=1.0, method="auto", learning_rate=5e-3, epochs=3.0, batch_size=8,
+    lora_r=8, lora_alpha=16, max_length=512, beta=0.1, seed=0,
+)  # fmt: skip
 
 
 @dataclass
