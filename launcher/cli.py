@@ -104,7 +104,7 @@ def up(
                 console.print(f"Getting model {settings.llm_model} (downloads once)...")
                 model = model_server.ensure_model(settings.llm_model)
                 with console.status("Starting the local model server..."):
-                    model_server.start(group, settings.local_model_port)
+                    model_server.start(group, settings.local_model_port, threads=1 if demo else None)
                 with console.status(f"Loading {model} into memory..."):
                     seconds = model_server.warm_up(settings.local_model_port, model)
                 env["LLM_BASE_URL"] = settings.effective_llm_base_url
@@ -227,6 +227,12 @@ def retrain(ctx: typer.Context) -> None:
     if run_args.now:
         config = dataclasses.replace(config, min_new_ratings=0)
     settings, r = _registry_redis()
+    if run_args.demo:  # the model `up --demo` serves, whatever LLM_MODEL says
+        demo_model = settings.data_dir.resolve() / "demo-model"
+        if not (demo_model / "config.json").is_file():
+            console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"llm_model": str(demo_model)})
     try:
         outcome = job.run(r, settings, config)
     except redis.RedisError as exc:
@@ -256,7 +262,8 @@ def report(
         raise typer.Exit(0)
     for by, title in (("model_version", "model version"), ("prompt_version", "prompt version")):
         table = Table(title=f"Approval per {title}")
-        for col in (title, "rated", "liked", "approval", "95% CI", "first answer", "last answer"):
+        table.add_column(title, no_wrap=True)  # ids are what `chatbot model promote` takes: never cut
+        for col in ("rated", "liked", "approval", "95% CI", "first answer", "last answer"):
             table.add_column(col)
         for a in rep.approval_by(rows, by):
             table.add_row(
@@ -351,12 +358,12 @@ app.add_typer(model_app, name="model")
 @model_app.command("list")
 def model_list() -> None:
     """Model versions, oldest first, with their status and evaluation numbers."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from feedback import registry
 
     _, r = _registry_redis()
-    table = Table("version", "status", "parent", "method", "dataset", "candidate acc", "service acc", "created")
+    table = Table(Column("version", no_wrap=True), "status", "parent", "method", "dataset", "candidate acc", "service acc", "created")  # ids: never cut
     for v in registry.versions(r):
         acc = [v.metrics.get(k, {}).get("accuracy") for k in ("candidate", "service")]
         table.add_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -44,8 +45,12 @@ def argv(port: int) -> list[str]:
     ]
 
 
-def start(group: ServiceGroup, port: int, timeout_s: float = 120) -> subprocess.Popen[bytes]:
-    proc = group.start("model-server", argv(port))
+def start(group: ServiceGroup, port: int, timeout_s: float = 120, threads: int | None = None) -> subprocess.Popen[bytes]:
+    """The server, up and healthy. `threads`: torch threads (OMP_NUM_THREADS); a tiny model such as
+    the demo model generates several times faster on one thread than on two when the app and
+    other work share the cores (measured: docs/experiment); None = torch's default."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    proc = group.start("model-server", argv(port), env=env)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200, timeout_s, proc, "local model server")
     return proc

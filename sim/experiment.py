@@ -29,10 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from launcher import chainlit_server, model_server, redis_server
-from launcher.process import ServiceGroup, wait_until
+from launcher.process import ServiceGroup
 from sim.rater import RaterPolicy
 from sim.simulate import SimStats, ask_each, simulate
 from training.config import DEMO_RECIPE, RetrainConfig
@@ -153,11 +152,7 @@ def start_model_server(group: ServiceGroup, model_dir: Path, port: int, threads:
     """The product's local model server (`launcher.model_server.argv`), with `threads` torch
     threads: the demo model (1 M parameters) generates ~10x faster on one thread than on two when
     the app, Redis and the simulated users share the two cores (measured: docs/experiment)."""
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    proc = group.start("model-server", model_server.argv(port), env=env)
-    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200, 120, proc, "local model server")
+    model_server.start(group, port, threads=threads)
     model_server.warm_up(port, str(model_dir), timeout_s=300)
     return SharedModel(model_dir, f"http://127.0.0.1:{port}/v1")
 

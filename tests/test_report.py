@@ -13,6 +13,8 @@ from feedback.connection import connect
 from tests.conftest import RedisServer, run_cli
 from tests.support import seed
 
+MV = "mv-20261121-083823-c16b51"  # a real id's length: the report must print it whole
+
 
 def test_wilson_interval() -> None:
     low, high = report.wilson(8, 10)
@@ -22,7 +24,7 @@ def test_wilson_interval() -> None:
 
 
 def seed_versions(url: str) -> None:
-    """base: 3 of 10 liked; mv-1: 8 of 10 liked, one answer un-rated afterwards."""
+    """base: 3 of 10 liked; MV: 8 of 10 liked, one answer un-rated afterwards."""
 
     async def go() -> None:
         r = connect(url)
@@ -30,7 +32,7 @@ def seed_versions(url: str) -> None:
             await seed.seed_exchange(r, thread=f"t{i}", user="u", question=f"q{i}", answer="a", value=int(i < 3), created_at=1_000_000 + i)
         for i in range(11):
             ex = await seed.seed_exchange(
-                r, thread=f"t{i}", user="u", question=f"q{i}", answer="b", value=int(i < 8), model_version="mv-1",
+                r, thread=f"t{i}", user="u", question=f"q{i}", answer="b", value=int(i < 8), model_version=MV,
                 prompt_version="1.1.0", created_at=1_090_000 + i,
             )
             if i == 10:
@@ -45,8 +47,8 @@ def test_approval_per_model_and_prompt_version(redis_db: RedisServer) -> None:
     rows = report.rated_answers(redis_db.client)
     by_model = {a.group: a for a in report.approval_by(rows, "model_version")}
     assert (by_model["base"].rated, by_model["base"].liked) == (10, 3)
-    assert (by_model["mv-1"].rated, by_model["mv-1"].liked) == (10, 8)  # the un-rated answer doesn't count
-    assert by_model["mv-1"].low > by_model["base"].rate
+    assert (by_model[MV].rated, by_model[MV].liked) == (10, 8)  # the un-rated answer doesn't count
+    assert by_model[MV].low > by_model["base"].rate
     assert [a.group for a in report.approval_by(rows, "prompt_version")] == ["assistant@1.0.0", "assistant@1.1.0"]
     buckets = report.over_time(rows, "model_version", 86400)
     assert sum(a.rated for a in buckets["base"]) == 10
@@ -59,4 +61,5 @@ def test_report_command_prints_tables_and_writes_a_png(redis_db: RedisServer, tm
     result = run_cli("report", "--png", str(png), "--bucket-hours", "1", env=env)
     assert result.returncode == 0, result.stderr
     assert "Approval per model version" in result.stdout and "80.0%" in result.stdout and "30.0%" in result.stdout
+    assert MV in result.stdout  # not cut to fit the terminal
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
