@@ -2,11 +2,13 @@
 its rules, on random multi-shard histories: re-ratings across shards, tombstones, duplicates, a
 user over the cap, regenerated answers rated apart, ties. The plan reads each shard's sidecar
 (sorted keys, merged across shards): it must give what the rules say whatever the shard sizes,
-with or without sidecars written beforehand."""
+with or without sidecars written beforehand. An incremental plan (the previous version's plan state
+updated with the new shard) must give exactly what a full plan of the same shards gives."""
 
 from __future__ import annotations
 
 import random
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from training import dataset
 from training.collect import Collected, RatedExchange
 from training.config import RetrainConfig
-from training.dataset import PLAN_COLUMNS, _plan, _sidecar_path, _write_shard, thread_scores, user_cap
+from training.dataset import PLAN_COLUMNS, _plan, _plan_tables, _sidecar_path, _write_shard, _write_state, thread_scores, user_cap
 
 
 def reference(paths: list[Path], config: RetrainConfig) -> dict[str, Any]:
@@ -162,3 +164,75 @@ def test_tiny_data_moves_one_thread_so_both_splits_exist(tmp_path: Path) -> None
         plan = _plan([path], config)
         assert as_lists(plan) == reference([path], config)
         assert plan.kto_test.any() and not plan.kto_test.all()
+
+
+def present(agg: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    users, threads = agg["user_counts"] > 0, agg["thread_counts"] > 0
+    return {
+        "users": agg["users"][users].tolist(), "user_counts": agg["user_counts"][users].tolist(),
+        "threads": agg["threads"][threads].tolist(), "thread_counts": agg["thread_counts"][threads].tolist(), "thread_test": agg["thread_test"][threads].tolist(),
+    }
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_incremental_chains_match_the_full_plan_and_the_rules(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    # A full build then incrementals (small and large ones), or a small first build that later
+    # builds outgrow (the user cap moves), or equal builds.
+    sizes = [[120, 15, 9, 20, 4, 30], [10, 150, 12, 3, 40], [60, 8, 8, 8, 8, 8, 8], [30, 30, 30, 30]][seed % 4]
+    paths = random_history(tmp_path, rng, sizes)
+    configs = (RetrainConfig(min_ratings=2, max_user_share=1.0), RetrainConfig(max_user_share=0.1), RetrainConfig(max_user_share=0.3, test_fraction=0.5, split_seed=f"s{seed}"))
+    for j, config in enumerate(configs):
+        previous, updated = None, 0
+        for k in range(1, len(paths) + 1):  # each version built on the one before
+            plan = _plan(paths[:k], config, previous)
+            full = _plan(paths[:k], config)
+            assert as_lists(plan) == as_lists(full) == reference(paths[:k], config), (sizes, k, config, plan.incremental)
+            assert plan.summary == full.summary, (sizes, k, config)
+            assert present(plan.agg) == present(full.agg)
+            assert np.array_equal(plan.fate, full.fate) and np.array_equal(plan.row_test[plan.kto], full.row_test[full.kto])
+            updated += plan.incremental
+            previous = tmp_path / f"v{j}-{k}"
+            previous.mkdir()
+            _write_state(previous, plan, config)
+            kto, dpo = _plan_tables(previous)
+            assert kto["test"].to_pylist() == plan.kto_test.tolist() and dpo["chosen"].to_pylist() == plan.dpo[:, 0].tolist()
+        assert updated >= len(paths) - 2, (sizes, config)  # the update path ran (the tiny-data thread move aside)
+
+
+def test_a_version_without_plan_state_gets_a_full_plan(tmp_path: Path) -> None:
+    paths = random_history(tmp_path, random.Random(3), [80, 10])
+    config = RetrainConfig(min_ratings=2)
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    first = _plan(paths[:1], config)
+    _write_state(folder, first, config)
+    assert _plan(paths, config, folder).incremental
+    shutil.rmtree(folder / "plan_state")  # a version from before plan states
+    (folder / "plan_state.json").unlink()
+    plan = _plan(paths, config, folder)
+    assert not plan.incremental and as_lists(plan) == reference(paths, config)
+    _write_state(folder, first, RetrainConfig(min_ratings=2, split_seed="other"))  # other settings: full plan too
+    assert not _plan(paths, config, folder).incremental
+
+
+def test_an_older_duplicate_of_a_capped_row_leaves_the_capped_user_as_they_were(tmp_path: Path) -> None:
+    def row(ex: str, user: str, prompt: str, rated_at: float) -> RatedExchange:
+        return RatedExchange(ex, f"t-{ex}", user, [{"role": "user", "content": prompt}], "same answer", f"m-{ex}", "assistant", "1.0.0", "echo", "base", 1.0, ex.startswith("h") or int(ex[-1]) % 2, "", (), rated_at)
+
+    first = [row(f"h{i}", "heavy", f"q{i}", float(i)) for i in range(30)] + [row(f"l{u}-{i}", f"u{u}", f"p{u}-{i}", 5.0) for u in range(10) for i in range(3)]
+    # Only a light user rates again: the heavy user's rows past dedup don't change, nor the cap;
+    # the new row duplicates the heavy user's oldest (capped) row and is older, so that row stays.
+    second = [row("x1", "u0", "q0", -1.0)]
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for path, rows in zip(paths, (first, second)):
+        _write_shard(path, Collected.from_rows(rows), scrub=False, progress=False)
+    config = RetrainConfig(min_ratings=2, max_user_share=0.2)
+    base = _plan(paths[:1], config)
+    assert base.stats["capped"] > 0
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    _write_state(folder, base, config)
+    plan = _plan(paths, config, folder)
+    assert plan.incremental and plan.stats["duplicates"] == 1
+    assert as_lists(plan) == as_lists(_plan(paths, config)) == reference(paths, config)

@@ -7,8 +7,12 @@ Layout under `root` (the job passes `<DATA_DIR>/datasets`)::
     shards/<version>.plan.arrow  its sidecar: the plan columns, uncompressed, with each grouping
                                key sorted (no text; derived from the shard, rewritten if missing)
     <version>/manifest.json    the shards this version is made of: the previous version's + its own
-    <version>/kto_plan.parquet which shard rows are in the version, and in which split
-    <version>/dpo_plan.parquet its DPO pairs, as positions in the KTO splits
+    <version>/plan_state/      the plan, one .npy file per array: per shard row (in shard order) its
+                               fate (left out by which rule, or a KTO row) and split, the DPO pairs
+                               as row numbers with their sort keys, per-user and per-thread counts
+    <version>/plan_state.json  the plan's settings, stats and the card's counts (what the next
+                               incremental build updates; versions from before it have
+                               kto_plan.parquet and dpo_plan.parquet instead, which `load` reads)
     <version>/card.json        machine-readable card: counts, weights, coverage, what was dropped
     <version>/README.md        the same for people
     <version>/data/            DatasetDict (save_to_disk): kto_train, kto_test, dpo_train, dpo_test
@@ -19,16 +23,23 @@ What each step costs (N: rows in all of a version's shards, n: rows this build c
 
 - build, O(n): read the collected rows from Redis, scrub PII, hash, write them as one shard.
   All of the per-row Python work (text scanning, parsing, serialization) is here.
-- build, O(N) but narrow, vectorized and sort-free: the plan. It memory-maps the shards'
-  sidecars (fixed-width columns: 64-bit keys and hashes, label, times) and works out in numpy,
-  without Python per row, which rows survive (newest row per exchange, tombstones, duplicates,
-  per-user cap), the split and the DPO pairs. The rows it groups by a key come sorted from the
-  sidecars: the earlier shards' big sorted run is merged with the few rows since (binary search,
-  one copy), so no build sorts all rows again; each step then finds the repeated keys in one
-  pass and works on those rows only. The new shard's sidecar costs O(n log n) once. About 0.15
-  CPU-second per million rows for the plan, plus ~0.1 for the card and the plan files (1.4 in
-  all before sidecars): the numpy passes over all rows, and a plan file of a row per KTO row,
-  are what still grows with the total.
+- build, incremental: the plan is the previous version's plan updated where the new rows' keys
+  land (`_plan_update`): the exchanges they re-rate or forget, the duplicate groups rows join or
+  leave, the users whose rows changed (all of a user's rows only when the user is over the old
+  or the new per-user cap), the threads and the DPO prompt groups whose KTO rows changed; each
+  found by a binary search of every shard's sorted sidecar runs. The card's counts are the
+  previous version's plus the difference. What still grows with N is memory copies: the
+  previous plan state (2 bytes a row) copied, extended and written as .npy files, about 0.015
+  CPU-second per million rows (0.13 when every build planned over all rows).
+- build, full (no previous version, or one without a plan state, other plan settings, or tiny
+  data needing the split's thread move): O(N) but narrow, vectorized and sort-free. It
+  memory-maps the shards' sidecars (fixed-width columns: 64-bit keys and hashes, label, times)
+  and works out in numpy, without Python per row, which rows survive (newest row per exchange,
+  tombstones, duplicates, per-user cap), the split and the DPO pairs. The rows it groups by a key
+  come sorted from the sidecars: the earlier shards' big sorted run is merged with the few rows
+  since (binary search, one copy), so no build sorts all rows again; each step then finds the
+  repeated keys in one pass and works on those rows only. The new shard's sidecar costs
+  O(n log n) once.
 - load, O(N): materializes the DatasetDict and parquet files from the shards, streaming one row
   group at a time, the first time a version is loaded. Training reads every row anyway.
 
@@ -178,7 +189,7 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
     placed = False
     try:
         written = _write_shard(tmp_shard, collected, config.scrub_pii, progress)
-        plan = _plan([_shard_path(root, s) for s in shards[:-1]] + [tmp_shard], config)
+        plan = _plan([_shard_path(root, s) for s in shards[:-1]] + [tmp_shard], config, root / previous_version if previous else None)
         _check(plan, config)
         tmp_shard.replace(shard_path)
         placed = True
@@ -187,7 +198,7 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
         if not placed:
             _sidecar_path(shard_path).unlink(missing_ok=True)
     card = _card(version, previous_version if previous else None, shards, collected, written, plan, config)
-    _write_version(root, version, shards, previous_version if previous else None, plan, card)
+    _write_version(root, version, shards, previous_version if previous else None, plan, card, config)
     built = DatasetVersion(version, root / version, card["previous"], card["counts"], card["weights"]["desirable_weight"], card["weights"]["undesirable_weight"], card)
     print(_summary(card))
     if config.push_to_hub:
@@ -391,6 +402,7 @@ class _Columns:
         self.offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         self.n = int(self.offsets[-1])
         self._cache: dict[str, np.ndarray] = {}
+        self._shard_cache: dict[tuple[str, int], np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         """One fixed-width column over all rows (zero-copy from a single shard's sidecar)."""
@@ -456,27 +468,98 @@ class _Columns:
         once = np.r_[True, (keys[1:] != keys[:-1]) | (index[1:] != index[:-1])] if len(keys) else np.zeros(0, bool)  # a row found twice
         return keys[once], index[once]
 
+    def take(self, name: str, index: np.ndarray) -> np.ndarray:
+        """A fixed-width column at a few global indices, without concatenating the shards."""
+        index = np.asarray(index, np.int64)
+        if len(self.tables) == 1 or name in self._cache:
+            return self[name][index]
+        shard = np.searchsorted(self.offsets, index, "right") - 1
+        parts = []
+        for i in range(len(self.tables)):
+            sel = shard == i
+            if sel.any():
+                key = (name, i)
+                if key not in self._shard_cache:
+                    self._shard_cache[key] = self.tables[i][name].to_numpy(zero_copy_only=False)
+                parts.append((sel, self._shard_cache[key][index[sel] - self.offsets[i]]))
+        if not parts:
+            return self.tables[0][name].to_numpy(zero_copy_only=False)[:0] if self.tables else np.zeros(0)
+        out = np.empty(len(index), parts[0][1].dtype)
+        for sel, values in parts:
+            out[sel] = values
+        return out
+
+    def members(self, name: str, keys: np.ndarray) -> np.ndarray:
+        """Global indices, sorted, of every row whose `name` key is one of `keys`: a binary search
+        of each shard's sorted run, O(len(keys) * log + matches)."""
+        keys = np.unique(keys)
+        parts = []
+        for t, off in zip(self.tables, self.offsets):
+            sk = t[f"{name}_sorted"].to_numpy()
+            lo, hi = np.searchsorted(sk, keys, "left"), np.searchsorted(sk, keys, "right")
+            sizes = hi - lo
+            hit = sizes > 0
+            if not hit.any():
+                continue
+            lo, sizes = lo[hit], sizes[hit]
+            at = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+            parts.append(t[f"by_{name}"].to_numpy()[at].astype(np.int64) + off)
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
     def shard_row(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shard number, row within the shard) of global indices."""
         shard = (np.searchsorted(self.offsets, index, "right") - 1).astype(np.int32)
         return shard, index - self.offsets[shard]
 
 
+# What happened to each row (the plan's `fate` column): the step that left it out, or KTO.
+GONE, DUPLICATE, CAPPED, KTO = 0, 1, 2, 3
+
+
 @dataclass
 class _Plan:
     columns: _Columns  # the plan columns of every shard row
-    kto: np.ndarray  # global indices of the KTO rows, in order
-    kto_test: np.ndarray  # bool per KTO row
-    dpo: np.ndarray  # (n, 2) positions of (chosen, rejected) among the KTO rows of the same split
-    dpo_test: np.ndarray
+    fate: np.ndarray  # int8 per global row: GONE (superseded, forgotten, tombstone), DUPLICATE, CAPPED or KTO
+    row_test: np.ndarray  # bool per global row: its thread is held out (kept rows: their split)
+    dpo_rows: np.ndarray  # (n, 2) global rows (chosen, rejected) of the DPO pairs, in order
+    dpo_keys: dict[str, np.ndarray]  # per pair: prompt hash, group key, and the rejected row's sort keys
     stats: dict[str, Any]
+    summary: dict[str, Any]  # what the card counts over the KTO rows (no pass over the rows needed)
+    agg: dict[str, np.ndarray]  # users/user_counts (rows past dedup), threads/thread_counts (KTO rows)/thread_test
+    flipped: bool  # tiny data: a thread was moved so that both splits exist
+    incremental: bool = False  # updated from the previous version's plan state
 
     @cached_property
     def in_kto(self) -> np.ndarray:
         """Per global row: a KTO row of the version."""
-        mask = np.zeros(self.columns.n, bool)
-        mask[self.kto] = True
-        return mask
+        return self.fate == KTO
+
+    @cached_property
+    def kto(self) -> np.ndarray:
+        """Global indices of the KTO rows, in order."""
+        return np.flatnonzero(self.in_kto)
+
+    @cached_property
+    def kto_test(self) -> np.ndarray:
+        return self.row_test[self.kto]
+
+    @cached_property
+    def dpo(self) -> np.ndarray:
+        """(n, 2) positions of (chosen, rejected) among the KTO rows of the same split."""
+        return _positions(self.in_kto, self.row_test, self.dpo_rows)
+
+    @cached_property
+    def dpo_test(self) -> np.ndarray:
+        return self.row_test[self.dpo_rows[:, 0]]
+
+
+def _positions(in_kto: np.ndarray, row_test: np.ndarray, dpo_rows: np.ndarray) -> np.ndarray:
+    if not len(dpo_rows):
+        return np.zeros((0, 2), np.int64)
+    test, train = np.cumsum(in_kto & row_test), np.cumsum(in_kto & ~row_test)
+    r = dpo_rows
+    pos = np.where(row_test[r], test[r] - 1, train[r] - 1)
+    return pos.reshape(-1, 2)
 
 
 def user_cap(counts: np.ndarray, share: float, floor: int = USER_CAP_FLOOR) -> int:
@@ -540,14 +623,22 @@ def _repeated(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[eq, False] | np.r_[False, eq])
 
 
-def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
-    """Which rows make the version, in which split, and its DPO pairs. Each step takes the rows
+def _plan(paths: Sequence[Path], config: RetrainConfig, previous: Path | None = None) -> _Plan:
+    """Which rows make the version, in which split, and its DPO pairs. With `previous` (the
+    previous version's folder, whose shards are `paths[:-1]`), the previous plan is updated where
+    the new shard's keys land (see _plan_update); without it, or when that version has no plan
+    state, the plan is worked out over all rows. Each step of the full plan takes the rows
     sorted by a 64-bit key from the shards' sidecars (the old rows' sorted runs as stored, merged
     with the new shard's: no sort of all rows), finds the keys that repeat in one pass, and does
     the rest (numpy, no Python per row) only on those few rows."""
     c = _Columns(paths)
+    if previous is not None:
+        updated = _plan_update(c, config, previous)
+        if updated is not None:
+            return updated
     n = c.n
-    tombstone, label, rated_at, ph = c["tombstone"], c["label"], c["rated_at"], c["prompt_hash"]
+    tombstone, label, rated_at = c["tombstone"], c["label"], c["rated_at"]
+    fate = np.zeros(n, np.int8)
 
     # 1. The newest entry of each exchange (the last in shard order) wins; a tombstone removes it.
     # A row alone with its exchange key stays unless it is a tombstone.
@@ -556,14 +647,11 @@ def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
     superseded = forgotten = 0
     if len(g):
         starts, sizes = _runs(keys)
-        newest = np.maximum.reduceat(g, starts)
-        gone = tombstone[newest]  # per exchange
-        data = ~tombstone[g]
+        superseded, forgotten, alive = _exchanges(g, tombstone[g], starts, sizes)
         keep[g] = False
-        keep[newest[~gone]] = True
-        superseded = int((data & ~np.repeat(gone, sizes)).sum()) - int((~gone).sum())  # older ratings of re-rated answers
-        forgotten = int(((np.add.reduceat(data, starts, dtype=np.int64) > 0) & gone).sum())  # unrated or deleted since
+        keep[alive] = True
     stats: dict[str, Any] = {"superseded": superseded, "forgotten": forgotten, "rated": int(keep.sum())}
+    fate[keep] = DUPLICATE
 
     # 2. Duplicates (same prompt, completion and label): the newest rating stays.
     k, g = c.repeated("triple")
@@ -573,6 +661,7 @@ def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
     drop = g[np.r_[False, k[1:] == k[:-1]]] if len(g) else g
     keep[drop] = False
     stats["duplicates"] = len(drop)
+    fate[keep] = CAPPED
 
     # 3. Per-user cap: a user over it keeps their newest ratings.
     keys, order = c.sorted_by("user_key")
@@ -591,55 +680,295 @@ def _plan(paths: Sequence[Path], config: RetrainConfig) -> _Plan:
         rank = np.arange(len(over)) - np.repeat(g_starts, g_sizes)
         keep[over[rank >= cap]] = False
     stats.update(user_cap=cap, users=len(counts), capped_users=int((counts > cap).sum()), capped=int(np.maximum(counts - cap, 0).sum()))
+    fate[keep] = KTO
+    agg = {"users": keys[starts][per_user > 0], "user_counts": counts}
     rows = np.flatnonzero(keep)
 
     # 4. Split by thread: a thread's rows are all train or all test, fixed by (split_seed, thread).
-    tk = c["thread_key"][rows]
-    test = thread_scores(tk, config.split_seed) < config.test_fraction
+    thread_key = c["thread_key"]
+    row_test = thread_scores(thread_key, config.split_seed) < config.test_fraction
+    test = row_test[rows]
     keys, order = c.sorted_by("thread_key")
     starts, _ = _runs(keys)
-    present = np.add.reduceat(keep[order], starts, dtype=np.int64) > 0 if n else np.zeros(0, bool)
+    per_thread = np.add.reduceat(keep[order], starts, dtype=np.int64) if n else np.zeros(0, np.int64)
+    present = per_thread > 0
     threads = keys[starts][present]  # the kept rows' threads, sorted, each once
     thread_test = thread_scores(threads, config.split_seed) < config.test_fraction
+    flipped = False
     if len(threads) >= 2 and (test.all() or not test.any()):
         # Tiny data: move the one thread nearest the boundary, so that both splits exist.
         scores = thread_scores(threads, config.split_seed)
         flip = threads[np.argmax(scores)] if test.all() else threads[np.argmin(scores)]
-        test = np.where(tk == flip, ~test, test)
+        row_test = np.where(thread_key == flip, ~row_test, row_test)
+        test = row_test[rows]
         thread_test = np.where(threads == flip, ~thread_test, thread_test)
+        flipped = True
     stats.update(threads=len(threads), test_threads=int(thread_test.sum()))
+    agg.update(threads=threads, thread_counts=per_thread[present], thread_test=thread_test)
 
     # 5. DPO pairs: rows of one split with identical prompts, rated down and up. In each such
     # group, downs and ups are each ordered by (user message, rating time) and matched by rank,
     # so each answer is in at most one pair.
-    positions = np.where(test, np.cumsum(test) - 1, np.cumsum(~test) - 1)  # among the KTO rows of its split
     g = c.repeated("prompt_hash")[1]  # rows whose prompt another row has: the few candidates
-    cand = np.searchsorted(rows, np.sort(g[keep[g]]))  # positions in rows
-    group_key = ph[rows[cand]] ^ test[cand].astype(np.uint64)  # the split is part of the group
+    cand = np.sort(g[keep[g]])
+    dpo_rows, dpo_keys, stats["contradictory_pairs"] = _pairs(c, cand, row_test[cand])
+
+    kto_test = int(test.sum())
+    lab = label[rows]
+    d_train, d_all = int((lab & ~test).sum()), int(lab.sum())
+    summary = {
+        "kto": len(rows), "kto_test": kto_test, "desirable": d_all, "undesirable": len(rows) - d_all,
+        "d_train": d_train, "u_train": len(rows) - kto_test - d_train,
+        **_time_range(c, rows),
+        **{name: _kto_value_counts(c, keep, name) for name in VALUE_COUNTED},
+    }
+    return _Plan(c, fate, row_test, dpo_rows, dpo_keys, stats, summary, agg, flipped)
+
+
+VALUE_COUNTED = ("pii", "prompt_version", "model_version")
+TIME_RANGE = ("rated_at", "created_at")
+
+
+def _time_range(c: _Columns, rows: np.ndarray) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in TIME_RANGE:
+        values = c.take(name, rows)
+        out[f"{name}_min"] = float(values.min()) if len(values) else None
+        out[f"{name}_max"] = float(values.max()) if len(values) else None
+    return out
+
+
+def _exchanges(g: np.ndarray, tomb: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """Rows g grouped by exchange key (runs at starts, each in shard order): (older ratings of
+    re-rated answers, exchanges unrated or deleted since, the surviving rows)."""
+    if not len(g):
+        return 0, 0, g
+    newest = np.maximum.reduceat(g, starts)
+    gone = tomb[starts + sizes - 1]  # per exchange: the newest entry is a tombstone
+    data = ~tomb
+    superseded = int((data & ~np.repeat(gone, sizes)).sum()) - int((~gone).sum())
+    forgotten = int(((np.add.reduceat(data, starts, dtype=np.int64) > 0) & gone).sum())
+    return superseded, forgotten, newest[~gone]
+
+
+def _pairs(c: _Columns, cand: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """The DPO pairs among KTO rows `cand` (global, sorted; `test` their split): (pairs (chosen,
+    rejected) as global rows, in order of group key and rank; their keys; contradictory pairs)."""
+    ph = c.take("prompt_hash", cand)
+    group_key = ph ^ test.astype(np.uint64)  # the split is part of the group
     grouped = _in_repeated_runs(group_key)
-    cand, group_key = cand[grouped], group_key[grouped]
-    r = rows[cand]
+    r, group_key = cand[grouped], group_key[grouped]
+    label, msg, rated = c.take("label", r), c.take("message_key", r), c.take("rated_at", r)
     # The row itself breaks the last ties: the pairs never depend on how a sort orders equal keys.
-    s = np.lexsort((r, rated_at[r], c["message_key"][r], label[r], group_key))
-    o, group_key = cand[s], group_key[s]
+    s = np.lexsort((r, rated, msg, label, group_key))
+    r, group_key, label, msg, rated = r[s], group_key[s], label[s], msg[s], rated[s]
     g_starts, g_sizes = _runs(group_key)
-    downs = np.add.reduceat((~label[rows[o]]).astype(np.int64), g_starts) if len(o) else np.zeros(0, np.int64)
+    downs = np.add.reduceat((~label).astype(np.int64), g_starts) if len(r) else np.zeros(0, np.int64)
     m = np.minimum(downs, g_sizes - downs)  # pairs per group
     group = np.repeat(np.arange(len(g_starts)), m)
     rank = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
-    bad = o[g_starts[group] + rank]
-    good = o[g_starts[group] + downs[group] + rank]
-    ch = c["completion_hash"]
-    same = ch[rows[good]] == ch[rows[bad]]  # the same answer rated both ways: no preference to learn
+    bad = g_starts[group] + rank
+    good = g_starts[group] + downs[group] + rank
+    ch = c.take("completion_hash", r[np.r_[good, bad]]) if len(good) else np.zeros(0, np.uint64)
+    same = ch[: len(good)] == ch[len(good) :]  # the same answer rated both ways: no preference to learn
     good, bad = good[~same], bad[~same]
-    stats["contradictory_pairs"] = int(same.sum())
-    dpo = np.stack([positions[good], positions[bad]], axis=1).reshape(-1, 2)
-    return _Plan(c, rows, test, dpo, test[good], stats)
+    keys = {"prompt_hash": c.take("prompt_hash", r[bad]), "group_key": group_key[bad], "message_key": msg[bad], "rated_at": rated[bad]}
+    return np.stack([r[good], r[bad]], axis=1).reshape(-1, 2), keys, int(same.sum())
+
+
+def _add_counts(keys: np.ndarray, counts: np.ndarray, at: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Counts per sorted key, `delta` added at keys `at` (new keys inserted, zeros kept): (keys,
+    counts, the keys inserted, where they went among the old keys)."""
+    uk, inv = np.unique(at, return_inverse=True)
+    du = np.bincount(inv, weights=delta, minlength=len(uk)).astype(np.int64)
+    pos = np.searchsorted(keys, uk)
+    exists = pos < len(keys)
+    exists[exists] = keys[pos[exists]] == uk[exists]
+    counts = counts.copy()
+    counts[pos[exists]] += du[exists]
+    return np.insert(keys, pos[~exists], uk[~exists]), np.insert(counts, pos[~exists], du[~exists]), uk[~exists], pos[~exists]
+
+
+def _value_counts_rows(c: _Columns, name: str, rows: np.ndarray) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    shard = np.searchsorted(c.offsets, rows, "right") - 1
+    for i in np.unique(shard):
+        array = c.tables[i][name].combine_chunks().take(pa.array(rows[shard == i] - c.offsets[i]))
+        values = pc.list_flatten(array) if pa.types.is_list(array.type) else array
+        for v in pc.value_counts(values).to_pylist():
+            counts[str(v["values"])] += int(v["counts"])
+    return counts
+
+
+def _plan_update(c: _Columns, config: RetrainConfig, previous: Path) -> _Plan | None:
+    """The previous version's plan updated with the last shard's rows, doing work only where the
+    new rows' keys land: the exchanges they re-rate or forget, the duplicate groups those rows
+    leave or join, the users whose rows changed (all of a user's rows when the user is over the
+    old or the new cap), the threads and the DPO prompt groups whose KTO rows changed. Counts for
+    the card come from the previous version's aggregates plus the difference. None (work the
+    plan out over all rows) when the previous version has no plan state, was planned with other
+    settings, or when the split needs the tiny-data thread move."""
+    state = _read_state(previous)
+    n_old = int(c.offsets[-2]) if len(c.tables) >= 2 else -1
+    if state is None or state["meta"]["rows"] != n_old or state["meta"]["settings"] != _settings(config) or state["meta"]["flipped"]:
+        return None
+    arrays, meta = state["arrays"], state["meta"]
+    fate_old = arrays["fate"]
+    n = c.n
+    new = np.arange(n_old, n)
+    fate = np.zeros(n, np.int8)
+    fate[:n_old] = fate_old
+    stats = dict(meta["stats"])
+    def before(rows: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), -1, np.int8)
+        o = rows < n_old
+        out[o] = fate_old[rows[o]]
+        return out
+
+    # 1. Exchanges the new rows re-rate or forget: every earlier row of them goes.
+    g1 = c.members("exchange_key", c.take("exchange_key", new))
+    k1, tomb1 = c.take("exchange_key", g1), c.take("tombstone", g1)
+    s = np.lexsort((g1, k1))
+    g1, k1, tomb1 = g1[s], k1[s], tomb1[s]
+    starts, sizes = _runs(k1)
+    superseded, forgotten, alive = _exchanges(g1, tomb1, starts, sizes)
+    old = g1 < n_old
+    o_starts, o_sizes = _runs(k1[old])
+    o_superseded, o_forgotten, _ = _exchanges(g1[old], tomb1[old], o_starts, o_sizes)
+    stats["superseded"] += superseded - o_superseded
+    stats["forgotten"] += forgotten - o_forgotten
+    left = g1[old][fate_old[g1[old]] >= DUPLICATE]  # alive before, gone now
+    fate[g1] = GONE
+    fate[alive] = DUPLICATE
+
+    # 2. Duplicate groups the new rows join or the gone rows leave: the newest rating stays.
+    g2 = c.members("triple", c.take("triple", np.r_[alive, left]))
+    g2 = g2[fate[g2] >= DUPLICATE]
+    k2, rated2 = c.take("triple", g2), c.take("rated_at", g2)
+    s = np.lexsort((-g2, -rated2, k2))
+    g2, k2 = g2[s], k2[s]
+    winner = g2[np.r_[True, k2[1:] != k2[:-1]]] if len(g2) else g2
+    fate[g2] = DUPLICATE
+    was = before(winner)
+    fate[winner] = np.where(was >= CAPPED, was, KTO)  # kept before: as it was (for now); newly kept: KTO (for now)
+    touched = np.union1d(g1, g2)
+
+    # 3. Per-user cap. Users whose rows past dedup changed get new counts; the cap follows from the
+    # counts; a user over the old or the new cap has all of their rows ranked again when their
+    # rows or the cap changed. Everyone else keeps every row.
+    f_old, f_new = before(touched), fate[touched]
+    delta = (f_new >= CAPPED).astype(np.int64) - (f_old >= CAPPED)
+    changed = delta != 0
+    users, user_counts, _, _ = _add_counts(arrays["users"], arrays["user_counts"], c.take("user_key", touched[changed]), delta[changed])
+    old_counts = np.zeros(len(users), np.int64)
+    if len(arrays["users"]):
+        old_counts[np.searchsorted(users, arrays["users"])] = arrays["user_counts"]
+    cap_old = meta["stats"]["user_cap"]
+    cap = user_cap(user_counts[user_counts > 0], config.max_user_share)
+    moved = np.isin(users, c.take("user_key", touched[changed]))
+    again = users[((old_counts > cap_old) | (user_counts > cap)) & (moved | (cap != cap_old))]
+    if len(again):
+        g3 = c.members("user_key", again)
+        g3 = g3[fate[g3] >= CAPPED]
+        uk, rated3 = c.take("user_key", g3), c.take("rated_at", g3)
+        s = np.lexsort((-g3, -rated3, uk))
+        g3, uk = g3[s], uk[s]
+        g_starts, g_sizes = _runs(uk)
+        rank = np.arange(len(g3)) - np.repeat(g_starts, g_sizes)
+        fate[g3] = np.where(rank < cap, KTO, CAPPED)
+        touched = np.union1d(touched, g3)
+    present = user_counts > 0
+    users, user_counts = users[present], user_counts[present]
+    f_old, f_new = before(touched), fate[touched]
+    stats["rated"] += int((f_new >= DUPLICATE).sum() - (f_old >= DUPLICATE).sum())
+    stats["duplicates"] += int((f_new == DUPLICATE).sum() - (f_old == DUPLICATE).sum())
+    stats.update(user_cap=cap, users=len(user_counts), capped_users=int((user_counts > cap).sum()), capped=int(np.maximum(user_counts - cap, 0).sum()))
+
+    # 4. Split: fixed per thread; the new rows' threads scored once.
+    row_test = np.empty(n, bool)
+    row_test[:n_old] = arrays["row_test"]
+    row_test[n_old:] = thread_scores(c.take("thread_key", new), config.split_seed) < config.test_fraction
+    added, removed = touched[(f_new == KTO) & (f_old != KTO)], touched[(f_old == KTO) & (f_new != KTO)]
+    rows = np.r_[added, removed]
+    sign = np.r_[np.ones(len(added), np.int64), -np.ones(len(removed), np.int64)]
+    threads, thread_counts, inserted, at = _add_counts(arrays["threads"], arrays["thread_counts"], c.take("thread_key", rows), sign)
+    thread_test = np.insert(arrays["thread_test"], at, thread_scores(inserted, config.split_seed) < config.test_fraction)
+    live = thread_counts > 0
+    stats.update(threads=int(live.sum()), test_threads=int((live & thread_test).sum()))
+
+    summary = dict(meta["summary"])
+    label, test = c.take("label", rows), row_test[rows]
+    summary["kto"] += int(sign.sum())
+    summary["kto_test"] += int(sign[test].sum())
+    summary["desirable"] += int(sign[label].sum())
+    summary["undesirable"] += int(sign[~label].sum())
+    summary["d_train"] += int(sign[label & ~test].sum())
+    summary["u_train"] += int(sign[~label & ~test].sum())
+    if stats["threads"] >= 2 and summary["kto_test"] in (0, summary["kto"]):
+        return None  # tiny data: the thread move is worked out over all rows
+    for name in TIME_RANGE:
+        lo, hi = summary[f"{name}_min"], summary[f"{name}_max"]
+        gone_values = c.take(name, removed)
+        if len(removed) and (lo is None or (gone_values == lo).any() or (gone_values == hi).any()):
+            summary.update({k: v for k, v in _time_range(c, np.flatnonzero(fate == KTO)).items() if k.startswith(name)})
+        elif len(added):
+            values = c.take(name, added)
+            summary[f"{name}_min"] = float(values.min()) if lo is None else min(lo, float(values.min()))
+            summary[f"{name}_max"] = float(values.max()) if hi is None else max(hi, float(values.max()))
+    for name in VALUE_COUNTED:
+        counts = Counter(summary[name])
+        counts.update(_value_counts_rows(c, name, added))
+        counts.subtract(_value_counts_rows(c, name, removed))
+        summary[name] = {k: v for k, v in counts.items() if v}
+
+    # 5. DPO pairs: the prompt groups whose KTO rows changed are paired again.
+    dpo_rows, dpo_keys = arrays["dpo_rows"], {k: arrays[f"dpo_{k}"] for k in DPO_KEYS}
+    prompts = np.unique(c.take("prompt_hash", rows))
+    if len(prompts):
+        g5 = c.members("prompt_hash", prompts)
+        now = g5[fate[g5] == KTO]
+        then = g5[before(g5) == KTO]
+        new_rows, new_keys, contradictory = _pairs(c, now, row_test[now])
+        stats["contradictory_pairs"] += contradictory - _pairs(c, then, row_test[then])[2]
+        stay = ~np.isin(dpo_keys["prompt_hash"], prompts)
+        dpo_rows = np.concatenate([dpo_rows[stay], new_rows])
+        dpo_keys = {k: np.concatenate([dpo_keys[k][stay], new_keys[k]]) for k in DPO_KEYS}
+        s = np.lexsort((dpo_rows[:, 1], dpo_keys["rated_at"], dpo_keys["message_key"], dpo_keys["group_key"]))
+        dpo_rows, dpo_keys = dpo_rows[s], {k: v[s] for k, v in dpo_keys.items()}
+    agg = {"users": users, "user_counts": user_counts, "threads": threads, "thread_counts": thread_counts, "thread_test": thread_test}
+    return _Plan(c, fate, row_test, dpo_rows, dpo_keys, stats, summary, agg, False, incremental=True)
+
+
+DPO_KEYS = ("prompt_hash", "group_key", "message_key", "rated_at")
+STATE_ARRAYS = "plan_state"  # a folder of .npy files (memory-mapped when read: no zip, no checksum)
+STATE_META = "plan_state.json"
+
+
+def _settings(config: RetrainConfig) -> list[Any]:
+    return [config.max_user_share, config.split_seed, config.test_fraction]
+
+
+def _write_state(folder: Path, plan: _Plan, config: RetrainConfig) -> None:
+    """The plan as the next build updates it (and as `load` reads it): per row its fate and split
+    (1 byte each), the DPO pairs as global rows with their sort keys, per-user and per-thread
+    counts, and the stats and card counts."""
+    arrays = {"fate": plan.fate, "row_test": plan.row_test, "offsets": plan.columns.offsets, "dpo_rows": plan.dpo_rows, **{f"dpo_{k}": v for k, v in plan.dpo_keys.items()}, **plan.agg}
+    (folder / STATE_ARRAYS).mkdir()
+    for name, array in arrays.items():
+        np.save(folder / STATE_ARRAYS / f"{name}.npy", array)
+    meta = {"rows": plan.columns.n, "settings": _settings(config), "flipped": plan.flipped, "stats": plan.stats, "summary": plan.summary}
+    (folder / STATE_META).write_text(json.dumps(meta))
+
+
+def _read_state(folder: Path) -> dict[str, Any] | None:
+    if not (folder / STATE_META).exists() or not (folder / STATE_ARRAYS).exists():
+        return None
+    arrays = {p.stem: np.load(p, mmap_mode="r") for p in (folder / STATE_ARRAYS).glob("*.npy")}
+    return {"arrays": arrays, "meta": json.loads((folder / STATE_META).read_text())}
 
 
 def _check(plan: _Plan, config: RetrainConfig) -> None:
-    labels = plan.columns["label"][plan.kto]
-    n, up = len(labels), int(labels.sum())
+    n, up = plan.summary["kto"], plan.summary["desirable"]
     s = plan.stats
     if n < config.min_ratings:
         dropped = f" ({s['rated']} rated; {s['duplicates']} duplicates and {s['capped']} over the per-user cap left out)" if s["rated"] != n else ""
@@ -677,12 +1006,11 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _kto_value_counts(plan: _Plan, name: str) -> dict[str, int]:
+def _kto_value_counts(columns: _Columns, in_kto: np.ndarray, name: str) -> dict[str, int]:
     """How often each value of a column (each item, for a list column) occurs in the KTO rows,
     in order of first occurrence: one filter per shard, no per-row Python."""
-    in_kto = plan.in_kto
     counts: dict[str, int] = {}
-    for array, lo, hi in zip(plan.columns.arrow(name), plan.columns.offsets[:-1], plan.columns.offsets[1:]):
+    for array, lo, hi in zip(columns.arrow(name), columns.offsets[:-1], columns.offsets[1:]):
         mask = in_kto[lo:hi]
         if not mask.any():
             continue
@@ -698,14 +1026,9 @@ def _kto_value_counts(plan: _Plan, name: str) -> dict[str, int]:
 
 
 def _card(version: str, previous: str | None, shards: list[str], collected: Collected, written: dict[str, Any], plan: _Plan, config: RetrainConfig) -> dict[str, Any]:
-    c = plan.columns
-    label = c["label"][plan.kto]
-    train = ~plan.kto_test
-    d_train, u_train = int(label[train].sum()), int((~label[train]).sum())
-    d_all, u_all = int(label.sum()), int((~label).sum())
+    m = plan.summary  # counted by the plan: no pass over the rows here
+    d_train, u_train, d_all, u_all = m["d_train"], m["u_train"], m["desirable"], m["undesirable"]
     dw, uw = class_weights(d_train, u_train) if d_train and u_train else class_weights(d_all, u_all)
-    rated_at = c["rated_at"][plan.kto]
-    created_at = c["created_at"][plan.kto]
     s = plan.stats
     return {
         "version": version,
@@ -715,8 +1038,8 @@ def _card(version: str, previous: str | None, shards: list[str], collected: Coll
         "source": {"since_event": collected.since, "watermark": collected.watermark, "full": collected.full, "new_events": collected.new_events},
         "this_build": {**written, "skipped_malformed": len(collected.skipped)},
         "counts": {
-            "kto_train": int(train.sum()),
-            "kto_test": int(plan.kto_test.sum()),
+            "kto_train": m["kto"] - m["kto_test"],
+            "kto_test": m["kto_test"],
             "dpo_train": int((~plan.dpo_test).sum()),
             "dpo_test": int(plan.dpo_test.sum()),
             "desirable": d_all,
@@ -735,15 +1058,15 @@ def _card(version: str, previous: str | None, shards: list[str], collected: Coll
         },
         "user_cap": {"max_user_share": config.max_user_share, "cap_rows_per_user": s["user_cap"], "capped_users": s["capped_users"]},
         "split": {"by": "thread", "split_seed": config.split_seed, "test_fraction": config.test_fraction},
-        "pii": {"scrubbed": config.scrub_pii, "replaced": _kto_value_counts(plan, "pii")},
+        "pii": {"scrubbed": config.scrub_pii, "replaced": dict(m["pii"])},
         "time_range": {
-            "rated_from": _iso(float(rated_at.min())) if len(rated_at) else None,
-            "rated_to": _iso(float(rated_at.max())) if len(rated_at) else None,
-            "answered_from": _iso(float(created_at.min())) if len(created_at) else None,
-            "answered_to": _iso(float(created_at.max())) if len(created_at) else None,
+            "rated_from": _iso(m["rated_at_min"]),
+            "rated_to": _iso(m["rated_at_max"]),
+            "answered_from": _iso(m["created_at_min"]),
+            "answered_to": _iso(m["created_at_max"]),
         },
-        "prompt_versions": _kto_value_counts(plan, "prompt_version"),
-        "model_versions": _kto_value_counts(plan, "model_version"),
+        "prompt_versions": dict(m["prompt_version"]),
+        "model_versions": dict(m["model_version"]),
     }
 
 
@@ -813,15 +1136,11 @@ def _readme(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_version(root: Path, version: str, shards: list[str], previous: str | None, plan: _Plan, card: dict[str, Any]) -> None:
+def _write_version(root: Path, version: str, shards: list[str], previous: str | None, plan: _Plan, card: dict[str, Any], config: RetrainConfig) -> None:
     tmp = root / f".{version}.tmp"
     tmp.mkdir(parents=True)
     (tmp / "manifest.json").write_text(json.dumps({"version": version, "previous": previous, "shards": shards}, indent=2))
-    shard, row = plan.columns.shard_row(plan.kto)
-    # No dictionaries or statistics: a row per KTO row, written by every incremental build (2x faster).
-    fast = {"use_dictionary": False, "write_statistics": False}
-    pq.write_table(pa.table({"shard": shard, "row": row, "test": plan.kto_test}), tmp / "kto_plan.parquet", **fast)
-    pq.write_table(pa.table({"chosen": plan.dpo[:, 0], "rejected": plan.dpo[:, 1], "test": plan.dpo_test}), tmp / "dpo_plan.parquet", **fast)
+    _write_state(tmp, plan, config)  # the plan: 2 bytes a row, no encoding (load reads it)
     (tmp / "card.json").write_text(json.dumps(card, indent=2))
     (tmp / "README.md").write_text(_readme(card))
     tmp.replace(root / version)
@@ -839,8 +1158,7 @@ def load(root: Path, version: str) -> DatasetDict:
         return load_from_disk(str(data_dir))
     manifest = _manifest(root, version)
     shard_paths = [_shard_path(root, s) for s in manifest["shards"]]
-    kto_plan = pq.read_table(vdir / "kto_plan.parquet")
-    dpo_plan = pq.read_table(vdir / "dpo_plan.parquet")
+    kto_plan, dpo_plan = _plan_tables(vdir)
     tmp = vdir / ".materialize.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -871,6 +1189,23 @@ def load(root: Path, version: str) -> DatasetDict:
     (tmp / "data").replace(data_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     return load_from_disk(str(data_dir))
+
+
+def _plan_tables(vdir: Path) -> tuple[pa.Table, pa.Table]:
+    """(shard, row, test) per KTO row and (chosen, rejected, test) per DPO pair (positions in the
+    KTO split): from the plan state, or the plan files of versions built before it."""
+    state = _read_state(vdir)
+    if state is None:
+        return pq.read_table(vdir / "kto_plan.parquet"), pq.read_table(vdir / "dpo_plan.parquet")
+    a = state["arrays"]
+    in_kto, row_test, offsets = a["fate"] == KTO, a["row_test"], a["offsets"]
+    kto = np.flatnonzero(in_kto)
+    shard = (np.searchsorted(offsets, kto, "right") - 1).astype(np.int32)
+    dpo = _positions(in_kto, row_test, a["dpo_rows"])
+    return (
+        pa.table({"shard": shard, "row": kto - offsets[shard], "test": row_test[kto]}),
+        pa.table({"chosen": dpo[:, 0], "rejected": dpo[:, 1], "test": row_test[a["dpo_rows"][:, 0]]}),
+    )
 
 
 def _assistant(completions: pa.Array) -> pa.Array:
