@@ -29,8 +29,10 @@ on the product's AOF settings: it only slows the seeding, reads never touch it):
              each db, then collect(since=watermark) + build(previous=version) runs from that db's
              last build; repeated --inc-rounds times, dbs taking turns. Each build is timed by
              stage: collect (event stream read, O(new)), read+scrub+write the shard (O(new)),
-             plan (memory-maps every shard's sidecar, old rows' keys pre-sorted: O(total),
-             vectorized) and card+files (O(total), vectorized). Targets: the O(new) stages cost
+             plan (the previous version's plan updated where the new rows' keys land: binary
+             searches of the shards' sorted sidecar runs, plus copies of 2 bytes a row of plan
+             state) and card+files (counts updated from the previous card; the plan state
+             written: O(total) copies only). Targets: the O(new) stages cost
              the same at both totals (within 1.5x), and so does the whole incremental build
              (within 1.5x at 10x the total: "time in proportion to the new ratings, not the
              total", read strictly); the O(total) part is printed with its cost per million rows.
@@ -485,7 +487,7 @@ def print_report(figures: dict[str, Any], s: dict[str, Any]) -> None:
         f"(<= {TARGET_INCREMENTAL_SPREAD}: independent of the total)  {verdict(inc['o_new_passed'])}"
     )
     print(
-        f"O(total) part (plan + card/files, vectorized over every shard's sidecar): {inc['o_total_cpu_s_per_million_rows']:.2f} CPU-s per million total rows: "
+        f"O(total) part (plan update + card/files: copies of the per-row plan state): {inc['o_total_cpu_s_per_million_rows']:.2f} CPU-s per million total rows: "
         f"it grows with the total, {inc['o_total_wall_s']['big'] / inc['whole_wall_s']['big']:.0%} of the incremental at {inc['totals']['big']:,} rows"
     )
     print(
