@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, RedisServer
 from training import demo_corpus
 from training.demo_corpus import HELDOUT_QUESTIONS, STYLES, TRAIN_QUESTIONS, style_of
 
@@ -199,3 +199,29 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
     assert proc.returncode == 0, stderr
     assert "ignoring LLM_BASE_URL" in stderr and "Building the demo model" not in stderr
     assert any(style_of(r) for r in replies), replies  # the demo model answered (each is recognised ~97% of the time)
+
+
+@pytest.mark.slow
+def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, redis_db: RedisServer) -> None:
+    """`chatbot retrain --now --demo` by hand: the demo model is the base whatever LLM_MODEL says,
+    with the demo recipe; without a demo model it says how to build one and changes nothing."""
+    import os
+    import shutil
+
+    from feedback import keys, registry
+    from tests.conftest import run_cli
+    from tests.test_job import seed_ratings
+
+    seed_ratings(redis_db.url)
+    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data"), "LLM_MODEL": "not/downloadable"}
+    missing = run_cli("retrain", "--now", "--demo", env=env)
+    assert missing.returncode == 2 and "chatbot demo-model" in missing.stderr
+    assert redis_db.client.zcard(keys.model_versions()) == 0
+
+    shutil.copytree(demo_dir, tmp_path / "data" / "demo-model")
+    done = run_cli("retrain", "--now", "--demo", env=env, timeout=300)
+    assert done.returncode == 0 and ("promoted" in done.stderr or "rejected" in done.stderr), done.stderr[-2000:]
+    (version,) = registry.versions(redis_db.client)
+    assert version.base_model == str((tmp_path / "data" / "demo-model").resolve())
+    info = json.loads((Path(version.adapter_path).parent / "training_info.json").read_text())
+    assert info["config"]["learning_rate"] == 5e-3 and info["config"]["max_user_share"] == 1.0  # the demo recipe
