@@ -121,6 +121,15 @@ async def test_duplicates_become_one_row(r: Redis, redis_db: RedisServer, tmp_pa
     assert json.loads((tmp_path / version / "card.json").read_text())["dropped"]["duplicates"] == 1
 
 
+async def test_progress_bar_only_when_asked(r: Redis, redis_db: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for i in range(4):
+        await seed_exchange(r, thread=f"t{i}", user="alice", question=f"q{i}", answer="a", value=i % 2)
+    build(collect(redis_db.client, None, full=True), OPEN, tmp_path / "quiet", None, progress=False)
+    assert "dataset rows" not in capsys.readouterr().err
+    build(collect(redis_db.client, None, full=True), OPEN, tmp_path / "shown", None, progress=True)
+    assert "dataset rows" in capsys.readouterr().err
+
+
 async def test_one_user_flooding_is_capped_to_their_newest_ratings(r: Redis, redis_db: RedisServer, tmp_path: Path) -> None:
     flood = [await seed_exchange(r, thread=f"f{i}", user="flood", question=f"q{i}", answer="a", value=i % 2, rated_at=1000.0 + i) for i in range(50)]
     for u in range(5):

@@ -332,9 +332,9 @@ def _write_shard(path: Path, collected: Collected, scrub: bool, progress: bool) 
     found: Counter[str] = Counter()
     key_cache: dict[str, int] = {}  # thread and user keys: a thread's rows come together
     written = 0
-    with pq.ParquetWriter(path, SHARD_SCHEMA, compression="zstd") as writer, tqdm(
-        total=len(collected.ids) or None, desc="dataset rows",  # a full collection: ids listed while read unit="row", disable=not progress, mininterval=1.0
-    ) as bar:
+    # A full collection lists the ids while the rows are read: no total for the bar then.
+    bar = tqdm(total=len(collected.ids) or None, desc="dataset rows", unit="row", disable=not progress, mininterval=1.0)
+    with pq.ParquetWriter(path, SHARD_SCHEMA, compression="zstd") as writer, bar:
         for rows in collected.batches():
             if rows:
                 batch, found_here = _batch(rows, scrub, key_cache)
