@@ -330,23 +330,12 @@ def sample_answers(
         raise ValueError("pass the tokenizer along with a loaded model")
     else:
         model = model_dir
+    from training.evaluate import generate
+
     model.eval()
     torch.manual_seed(seed)
-    answers: list[str] = []
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues each row's end
-    try:
-        for i in range(0, len(questions), batch_size):
-            prompts = [
-                tokenizer.apply_chat_template([*context, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-                for q in questions[i : i + batch_size]
-            ]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.no_grad():
-                out = model.generate(**enc, do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens)
-            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-    return answers
+    conversations = [[*context, {"role": "user", "content": q}] for q in questions]
+    return generate(model, tokenizer, conversations, batch_size, do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens)
 
 
 def style_shares(answers: Sequence[str]) -> dict[str | None, float]:

@@ -46,7 +46,7 @@ Errors:
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,26 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list
         for row, logps in zip(batch, token_logps, strict=True):
             scores.append(logps[-row.answer_len :].sum().item())
     return scores
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[dict[str, Any]]], batch_size: int = 8, **options: Any
+) -> list[str]:
+    """One answer per conversation, the chat template applied as a server would; `options` go to
+    `model.generate` (do_sample, temperature, max_new_tokens...)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues each row's end
+    try:
+        for i in range(0, len(conversations), batch_size):
+            texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations[i : i + batch_size]]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            generated = model.generate(**enc, pad_token_id=pad, **options)
+            out += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return out
 
 
 def auc(positive: list[float], negative: list[float]) -> float:

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 
 INSTRUCTIONS = (
     "You are judging a chat assistant. Read the conversation, then two candidate answers to its last "
@@ -69,25 +68,15 @@ def distinct_prompts(prompts: Sequence[list[dict[str, Any]]], limit: int) -> lis
     return out
 
 
-@torch.no_grad()
 def answers(model_path: str, prompts: Sequence[list[dict[str, Any]]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
     """One greedy answer per prompt from the model at model_path (loaded as the gate loads it)."""
-    from training.evaluate import load
+    from training.evaluate import generate, load
 
     model, tokenizer = load(model_path)
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues each row's end
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[str] = []
     try:
-        for i in range(0, len(prompts), batch_size):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts[i : i + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            generated = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad)
-            out += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return generate(model, tokenizer, prompts, batch_size, do_sample=False, max_new_tokens=max_new_tokens)
     finally:
-        tokenizer.padding_side = side
         del model
-    return out
 
 
 def _question(prompt: list[dict[str, Any]], first: str, second: str) -> str:
