@@ -87,9 +87,15 @@ def _not_enough_data(exc: Exception) -> bool:
     return isinstance(exc, (DatasetError, TrainDataError))
 
 
+def retrain_lock(r: redis.Redis, ttl_s: int) -> Lock:
+    """One retraining run at a time, and nothing that must not run beside one (dataset pruning):
+    expires after ttl_s unless renewed; not thread-local, so the keepalive thread can renew it."""
+    return r.lock(keys.retrain_lock(), timeout=ttl_s, blocking=False, thread_local=False)
+
+
 def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: bool = True) -> Outcome:
     """One retraining run. Returns what happened; raises only for bugs (failures are recorded)."""
-    lock = r.lock(keys.retrain_lock(), timeout=settings.retrain_lock_ttl_s, blocking=False, thread_local=False)
+    lock = retrain_lock(r, settings.retrain_lock_ttl_s)
     if not lock.acquire(blocking=False):
         return Outcome("skipped", "another retraining run is in progress")
     started = time.time()

@@ -55,7 +55,9 @@ def prune(r: redis.Redis, root: Path, keep: int = 1, lock_ttl_s: int = 600) -> P
     """Keep the version in service and the newest others up to `keep` versions in all; remove the rest."""
     if keep < 1:
         raise ValueError("keep must be >= 1")
-    lock = r.lock(keys.retrain_lock(), timeout=lock_ttl_s, blocking=False, thread_local=False)
+    from training.job import retrain_lock
+
+    lock = retrain_lock(r, lock_ttl_s)
     if not lock.acquire(blocking=False):
         raise RetentionError("a retraining run is in progress: prune after it ends (nothing was removed)")
     try:
