@@ -69,7 +69,7 @@ def up(
     if demo:
         if settings.llm_base_url is not None:
             console.print(f"[yellow]--demo: ignoring LLM_BASE_URL ({settings.llm_base_url}); the demo model is served locally.[/yellow]")
-        settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(data_dir / "demo-model")})
+        settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(_demo_dir(data_dir))})
     env = dict(os.environ, DATA_DIR=str(data_dir))
     login_hint = ""
     if settings.auth_mode == "password" and not settings.users():
@@ -83,10 +83,10 @@ def up(
         if taken is not None and port_in_use(host if what == "PORT" else "127.0.0.1", taken):
             console.print(f"[red]Port {taken} is already in use: stop what holds it or set {what}.[/red]")
             raise typer.Exit(2)
-    if demo and not (data_dir / "demo-model" / "config.json").is_file():
-        console.print(f"Building the demo model into {data_dir / 'demo-model'} (once, a few minutes)...")
+    if demo and not (_demo_dir(data_dir) / "config.json").is_file():
+        console.print(f"Building the demo model into {_demo_dir(data_dir)} (once, a few minutes)...")
         try:
-            _build_demo_model(data_dir / "demo-model", minutes=4.0, steps=None)
+            _build_demo_model(_demo_dir(data_dir), minutes=4.0, steps=None)
         except KeyboardInterrupt:
             console.print("Stopped (the demo model was not finished).")
             return
@@ -140,6 +140,11 @@ def up(
         console.print("Stopped.")
 
 
+def _demo_dir(data_dir: Path) -> Path:
+    """Where `up --demo`, `retrain --demo` and `demo-model` keep the demo model."""
+    return data_dir / "demo-model"
+
+
 def _build_demo_model(out: Path, minutes: float, steps: int | None, seed: int = 0) -> None:
     from training.demo_model import build_demo_model
 
@@ -162,7 +167,7 @@ def demo_model(
         console.print("[red]--minutes must be > 0 and --steps >= 1[/red]")
         raise typer.Exit(2)
     if out is None:
-        out = _settings_or_exit().data_dir.resolve() / "demo-model"
+        out = _demo_dir(_settings_or_exit().data_dir.resolve())
     _build_demo_model(out, minutes=minutes, steps=steps, seed=seed)
 
 
@@ -228,7 +233,7 @@ def retrain(ctx: typer.Context) -> None:
         config = dataclasses.replace(config, min_new_ratings=0)
     settings, r = _registry_redis()
     if run_args.demo:  # the model `up --demo` serves, whatever LLM_MODEL says
-        demo_model = settings.data_dir.resolve() / "demo-model"
+        demo_model = _demo_dir(settings.data_dir.resolve())
         if not (demo_model / "config.json").is_file():
             console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
             raise typer.Exit(2)
