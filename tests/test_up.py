@@ -68,7 +68,14 @@ def test_up_without_the_default_model_says_what_to_change(tmp_path: Path) -> Non
 
 def test_up_refuses_a_port_in_use(tmp_path: Path, standin: str) -> None:
     taken = standin.rsplit(":", 1)[1]
-    env = base_env(tmp_path, LLM_BASE_URL=f"{standin}/v1", PORT=taken)
+    env = base_env(tmp_path, LLM_BASE_URL=f"{standin}/v1", LLM_MODEL="echo", PORT=taken)
     result = subprocess.run([sys.executable, "-m", "launcher.cli", "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"Port {taken} is already in use" in result.stderr and "PORT" in result.stderr
+
+
+def test_up_with_a_remote_server_needs_the_model_name(tmp_path: Path) -> None:
+    env = base_env(tmp_path, LLM_BASE_URL="http://127.0.0.1:9/v1")
+    result = subprocess.run([sys.executable, "-m", "launcher.cli", "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "set LLM_MODEL too" in result.stderr and "Traceback" not in result.stderr

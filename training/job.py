@@ -141,22 +141,22 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     built = dataset.build(collected, config, root / "datasets", previous)
     data = dataset.load(root / "datasets", built.version)
 
-    service_name = service.served_name if service else settings.llm_model
+    service_name = service.served_name if service else settings.effective_llm_model
     init_adapter = service.adapter_path if service is not None and config.continue_from_active else None
     version_id = f"mv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     weights = dict(desirable_weight=built.desirable_weight, undesirable_weight=built.undesirable_weight)
     if config.processes > 1:  # several GPUs: DDP processes of their own, this one waits
         trained = train.train_in_processes(
-            config.processes, root / "datasets", built.version, config, settings.llm_model, init_adapter,
+            config.processes, root / "datasets", built.version, config, settings.effective_llm_model, init_adapter,
             root / "models" / version_id, progress=progress, **weights,
         )  # fmt: skip
     else:
         trained = train.train(
-            data, config, settings.llm_model, init_adapter, root / "models" / version_id,
+            data, config, settings.effective_llm_model, init_adapter, root / "models" / version_id,
             progress=progress, dataset_version=built.version, **weights,
         )  # fmt: skip
     decision = evaluate.compare(
-        str(trained.merged_dir), service_name, settings.llm_model, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
+        str(trained.merged_dir), service_name, settings.effective_llm_model, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
         max_liked_drop=config.max_liked_drop,
     )
     if decision.promote and config.judge_prompts:
@@ -167,7 +167,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     version = registry.ModelVersion(
         id=version_id,
         parent=service.id if service else None,
-        base_model=settings.llm_model,
+        base_model=settings.effective_llm_model,
         served_name=served_name,
         adapter_path=str(trained.adapter_dir),
         dataset_version=built.version,

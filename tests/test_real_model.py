@@ -1,0 +1,100 @@
+"""The whole loop on the real default model (SmolLM2-135M-Instruct, converted from its wheel):
+`chatbot up` serves it with no LLM_MODEL set, users chat and rate, `chatbot retrain` trains a LoRA
+adapter on it, the gate decides, and the next answer comes from the new version with no restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from feedback import registry
+from feedback.connection import connect
+from launcher.process import wait_until
+from sim.client import ChatClient, Reply
+from tests.conftest import ROOT, USERS, RedisServer, free_port, run_cli
+from tests.support import seed
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ["What is the capital of France?", "What is a volcano?", "Name a primary colour.", "What is water made of?", "What does a bee make?", "How many legs does a spider have?"]
+# Enough rated rows for the job to build a train and a held-out split with both kinds of rating.
+SHORT = ["Paris.", "A mountain that erupts lava.", "Red.", "Hydrogen and oxygen.", "Honey.", "Eight."]
+LONG = [
+    "That is a great question, and there is a lot to say about it, so let me start from the very beginning and explain the history first.",
+    "Well, it depends on many things, and people have argued about it for a long time, so the answer is not simple at all.",
+]
+# A short run: the point is the path (data -> TRL + LoRA on the real model -> gate -> serve), not quality.
+RETRAIN = ["--now", "--min_ratings", "10", "--max_user_share", "1.0", "--epochs", "1", "--batch_size", "4", "--max_length", "192", "--lora_r", "4", "--lora_alpha", "8", "--learning_rate", "1e-3"]
+
+
+def run_id(reply: Reply) -> str:
+    final = reply.final()
+    assert final is not None, reply.messages
+    return str(final["parentId"])
+
+
+def seed_ratings(url: str) -> None:
+    async def go() -> None:
+        r = connect(url)
+        for i in range(24):
+            liked = i % 2 == 0
+            answer = SHORT[(i // 2) % len(SHORT)] if liked else LONG[(i // 2) % len(LONG)]
+            await seed.seed_exchange(r, thread=f"seeded-{i % 8}", user=f"user-{i % 3}", question=QUESTIONS[(i // 2) % len(QUESTIONS)], answer=answer, value=int(liked))
+        await r.aclose()
+
+    asyncio.run(go())
+
+
+async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(default_model_data: Path, redis_db: RedisServer, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "PROMPT_", "RETRAIN_"))}
+    env.update(
+        DATA_DIR=str(default_model_data), REDIS_URL=redis_db.url, PORT=str(port), LOCAL_MODEL_PORT=str(free_port()),
+        AUTH_USERS=",".join(f"{u}:{p}" for u, p in USERS.items()), LLM_MAX_TOKENS="24", LLM_TIMEOUT_S="120", RETRAIN_INTERVAL_S="0",
+    )  # fmt: skip
+    up = subprocess.Popen([sys.executable, "-m", "launcher.cli", "up"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    client = ChatClient(f"http://127.0.0.1:{port}")
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 240, up, "chatbot up")  # type: ignore[arg-type]
+        await client.login("alice", USERS["alice"])
+        await client.connect()
+        first = await client.send("What is the capital of France?", timeout_s=120)
+        final = first.final()
+        assert final is not None and final["metadata"]["model_version"] == registry.BASE
+        assert re.search(r"[A-Za-z]{3}", first.text), first.text  # a real model's words, not an echo
+        assert (await client.rate(run_id(first), 1)).status_code == 200
+        second = await client.send("Tell me everything about volcanoes.", timeout_s=120)
+        assert (await client.rate(run_id(second), 0, reasons=["too_long"])).status_code == 200
+
+        await asyncio.to_thread(seed_ratings, redis_db.url)
+        retrain_env = {k: v for k, v in env.items() if k not in ("PORT",)}
+        result = await asyncio.to_thread(run_cli, "retrain", *RETRAIN, env=retrain_env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        c = redis_db.client
+        versions = registry.versions(c)
+        assert len(versions) == 1, result.stderr[-2000:]
+        version = versions[0]
+        assert version.base_model == str(default_model_data.resolve() / "default-model")
+        assert Path(version.adapter_path, "adapter_config.json").exists()
+        assert version.decision["reason"]  # the gate said why, either way
+        if version.status != "active":  # the gate kept it out: put it in service by hand
+            assert run_cli("model", "promote", version.id, "--force", env=retrain_env).returncode == 0
+
+        after = await client.send("What is the capital of France?", timeout_s=180)  # the server loads the new model now
+    finally:
+        await client.close()
+        os.killpg(up.pid, signal.SIGINT)
+        _, stderr = up.communicate(timeout=60)
+    final = after.final()
+    assert final is not None and final["metadata"]["model_version"] == version.id, stderr[-2000:]
+    assert after.text.strip()
+    # The model was converted by the fixture: `up` found it and did not convert it again.
+    assert "Converting" not in stderr and "Local model server" in stderr
