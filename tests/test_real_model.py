@@ -98,3 +98,42 @@ async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(
     assert after.text.strip()
     # The model was converted by the fixture: `up` found it and did not convert it again.
     assert "Converting" not in stderr and "Local model server" in stderr
+
+
+def collapse(base: Path, out: Path) -> None:
+    """A copy of the model whose end-of-turn token wins at once: it answers nothing. It is what a
+    preference run gone wrong looks like when short answers were liked: the shift from the base
+    favours every short answer, so it ranks the ratings well, yet it writes no answer at all."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    sample = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[1]}, {"role": "assistant", "content": SHORT[1]}], tokenize=False)
+    with torch.no_grad():
+        hidden = model.model(**tokenizer(sample, return_tensors="pt")).last_hidden_state[0].mean(0)
+        model.config.tie_word_embeddings = False  # change the output row of the token only
+        head = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+        head[end] += hidden / hidden.norm() * head.norm(dim=1).mean() * 1.5  # along what every state shares
+        model.lm_head.weight = head
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def test_the_gate_rejects_a_collapsed_candidate_that_ranks_the_ratings_well(default_model_data: Path, tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from training import evaluate
+
+    base = str(default_model_data / "default-model")
+    collapse(Path(base), tmp_path / "collapsed")
+    rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}], "label": liked}
+            for i, q in enumerate(QUESTIONS) for a, liked in ((SHORT[i], True), (LONG[i % len(LONG)], False))]  # fmt: skip
+    decision = evaluate.compare(str(tmp_path / "collapsed"), base, base, Dataset.from_list(rows), Dataset.from_list([]), margin=0.0, max_length=256)
+
+    assert decision.candidate["accuracy"] > decision.service["accuracy"] == 0.5  # it wins on preference accuracy...
+    assert not decision.promote and "lost the liked answers" in decision.reason  # ...and is kept out
+    model, tokenizer = evaluate.load(str(tmp_path / "collapsed"))
+    answers = evaluate.generate(model, tokenizer, [r["prompt"] for r in rows[::2]], max_new_tokens=16, do_sample=False)
+    assert all(not a.strip() for a in answers), answers  # what it would have served
