@@ -280,3 +280,16 @@ def test_a_crash_in_the_training_processes_is_a_failed_run_that_changes_nothing(
     outcome = job.run(c, broken, RetrainConfig(min_new_ratings=10, processes=2, **FAST), progress=False)
     assert outcome.status == "failed" and "training in 2 processes failed" in outcome.reason and "train.log" in outcome.reason
     assert state(c) == before
+
+
+def test_a_held_out_split_the_gate_cannot_use_skips_the_run_and_says_what_to_do(settings: Settings, redis_db: RedisServer) -> None:
+    """Every thread's answers share one rating here, and a tiny test_fraction holds out one thread:
+    the held-out split has one kind of rating and no pairs, so no model could be compared on it."""
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    before = state(c)
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, test_fraction=0.01, **FAST), progress=False)
+    assert outcome.status == "skipped", outcome
+    assert "the gate needs both kinds" in outcome.reason and "chatbot simulate" in outcome.reason and "--test_fraction" in outcome.reason
+    assert state(c) == before  # the watermark stays: these ratings count again next time
+    assert not (settings.data_dir / "models").exists()  # nothing was trained

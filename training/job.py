@@ -140,6 +140,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     previous = None if config.full_rebuild else r.get(keys.retrain_dataset())
     built = dataset.build(collected, config, root / "datasets", previous)
     data = dataset.load(root / "datasets", built.version)
+    _check_held_out(data, config)
 
     service_name = service.served_name if service else settings.effective_llm_model
     init_adapter = service.adapter_path if service is not None and config.continue_from_active else None
@@ -179,6 +180,22 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
     status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
     return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})
+
+
+def _check_held_out(data: Any, config: RetrainConfig) -> None:
+    """Before training: the gate compares models on held-out pairs or on held-out liked and disliked
+    answers; with neither, a run could only be rejected, so it is skipped saying what to do (the
+    watermark stays, so these ratings count again next time)."""
+    from training.dataset import DatasetError
+
+    labels = list(data["kto_test"]["label"]) if len(data["kto_test"]) else []
+    liked, pairs = sum(bool(x) for x in labels), len(data["dpo_test"])
+    if pairs == 0 and (liked == 0 or liked == len(labels)):
+        raise DatasetError(
+            f"the held-out split (a {config.test_fraction:g} share of the threads) has {liked} liked and {len(labels) - liked} "
+            "disliked answers and no preference pairs: the gate needs both kinds to compare models. Rate more answers "
+            "(e.g. run `chatbot simulate` again) and retrain, or hold out more threads with --test_fraction."
+        )
 
 
 def _judged(decision: Any, held_out: Any, config: RetrainConfig, settings: Settings, candidate: str, service: str) -> Any:
