@@ -29,19 +29,21 @@ DISLIKED = ["Well, that is a long story, and I am not sure, but let me think abo
 
 
 def seed_ratings(url: str, n: int = 40) -> None:
-    """n rated answers over 10 threads and 5 users: enough for the job's default options."""
+    """n rated answers over 10 threads (each with liked and disliked ones: the held-out threads
+    have both kinds) and 5 users: enough for the job's default options."""
 
     async def go() -> None:
         r = connect(url)
         for i in range(n):
             liked = i % 2 == 0
             answer = LIKED[(i // 2) % len(LIKED)] if liked else DISLIKED[0]
-            await seed.seed_exchange(r, thread=f"t-{i % 10}", user=f"user-{i % 5}", question=f"Question number {i}?", answer=answer, value=int(liked))
+            await seed.seed_exchange(r, thread=f"t-{(i // 2) % 10}", user=f"user-{i % 5}", question=f"Question number {i}?", answer=answer, value=int(liked))
         await r.aclose()
 
     asyncio.run(go())
 
 
+@pytest.mark.timeout(1500)  # a whole install, from pip's cache: minutes
 def test_make_up_installs_what_the_scheduled_retraining_needs(tmp_path: Path, redis_db: RedisServer) -> None:
     venv = tmp_path / "venv"
     data = tmp_path / "data"

@@ -42,17 +42,21 @@ def run_id(reply: Reply) -> str:
 
 
 def seed_ratings(url: str) -> None:
+    """24 rated answers over 8 threads, each thread with a liked and a disliked one: whichever
+    threads are held out, the gate has both kinds to compare on."""
+
     async def go() -> None:
         r = connect(url)
         for i in range(24):
             liked = i % 2 == 0
             answer = SHORT[(i // 2) % len(SHORT)] if liked else LONG[(i // 2) % len(LONG)]
-            await seed.seed_exchange(r, thread=f"seeded-{i % 8}", user=f"user-{i % 3}", question=QUESTIONS[(i // 2) % len(QUESTIONS)], answer=answer, value=int(liked))
+            await seed.seed_exchange(r, thread=f"seeded-{(i // 2) % 8}", user=f"user-{i % 3}", question=QUESTIONS[(i // 2) % len(QUESTIONS)], answer=answer, value=int(liked))
         await r.aclose()
 
     asyncio.run(go())
 
 
+@pytest.mark.timeout(900)  # installs nothing, but loads, trains and reloads a 135M model on 2 cores
 async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(default_model_data: Path, redis_db: RedisServer, tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "PROMPT_", "RETRAIN_"))}
