@@ -1,18 +1,30 @@
 """The experiment: do simulated users' ratings move the model in service toward what they like?
 
-For each arm (a rater preferring one answer style), on fresh state (its own Redis, data
-directory and app; the demo model and the local model server are shared):
+For each arm (a rater with one preference), on fresh state (its own Redis, data directory and
+app; the model and the local model server are shared):
 
-    cycle 0   measure: ask the app each held-out question once, classify each answer's style;
+    cycle 0   measure: ask the app each held-out question once, label each answer;
               approval = share of answers the arm's rater would like (no noise), Wilson 95% CI
     cycle k   simulate: conversations through the app, rated by the arm's `RaterPolicy`
               retrain:  `training.job.run` (collect -> build -> train -> evaluate -> gate -> promote)
               measure:  as in cycle 0, on the model now in service
 
 Everything the users do goes through the app as a browser does (`sim.simulate`); the job is the
-product's own, run in this process with `RetrainConfig` options suited to the demo model (what
-`chatbot retrain` would run with the same options). The results are a list of `CycleResult`;
-`write_outputs` turns them into a JSON file, a markdown table and a PNG plot.
+product's own, run in this process with `RetrainConfig` options suited to the model (what
+`chatbot retrain` would run with the same options).
+
+Two models (`ExperimentConfig.model`):
+
+    demo   the offline demo model (training/demo_model.py); raters prefer one of its four canned
+           styles (training.demo_corpus.style_of); questions from training.demo_corpus
+    real   a real chat model (data/default-model, SmolLM2-135M-Instruct); raters prefer natural
+           properties of its answers - short vs detailed, list vs prose - always on topic
+           (sim/preference.py); questions from sim/questions.py, held-out topics never chatted
+           about; each measurement also reports the on-topic share (answers that mention the
+           question's subject and end a sentence), so a collapse to empty or generic answers shows.
+
+The results are a list of `CycleResult`; `write_outputs` turns them into a JSON file, a markdown
+table and a PNG plot.
 """
 
 from __future__ import annotations
@@ -32,9 +44,10 @@ from typing import Any
 
 from launcher import chainlit_server, model_server, redis_server
 from launcher.process import ServiceGroup
+from sim.preference import PREFERENCES, on_topic
 from sim.rater import RaterPolicy
 from sim.simulate import SimStats, ask_each, simulate
-from training.config import DEMO_RECIPE, RetrainConfig
+from training.config import DEMO_RECIPE, REAL_RECIPE, RetrainConfig
 
 Log = Callable[[str], None]
 
@@ -45,6 +58,11 @@ def demo_retrain_config(**overrides: Any) -> RetrainConfig:
     """The demo model's retraining recipe (training.config.DEMO_RECIPE), every cycle training
     (min_new_ratings=0). (The 150-step test build moves at 3e-3 already.)"""
     return RetrainConfig(**{**DEMO_RECIPE, "min_new_ratings": 0, **overrides})
+
+
+def real_retrain_config(**overrides: Any) -> RetrainConfig:
+    """The real model's retraining recipe (training.config.REAL_RECIPE), every cycle training."""
+    return RetrainConfig(**{**REAL_RECIPE, "min_new_ratings": 0, **overrides})
 
 
 @dataclass
@@ -65,9 +83,13 @@ class ExperimentConfig:
     # faster than two (thread contention), for generation and for training alike.
     torch_threads: int = 1
     retrain: RetrainConfig = field(default_factory=demo_retrain_config)
+    # "demo": arms prefer demo corpus styles; "real": arms prefer sim.preference.PREFERENCES
+    # ("detailed" is a name in both: the model decides which one is meant).
+    model: str = "demo"
 
     def policy(self, preferred: str) -> RaterPolicy:
-        return RaterPolicy(preferred, rate_probability=self.rate_probability, noise=self.noise, regenerate_probability=self.regenerate_probability)
+        pref = PREFERENCES[preferred] if self.model == "real" else preferred
+        return RaterPolicy(pref, rate_probability=self.rate_probability, noise=self.noise, regenerate_probability=self.regenerate_probability)
 
 
 @dataclass
@@ -75,9 +97,11 @@ class Approval:
     n: int  # answers classified
     liked: int
     errors: int  # questions the app did not answer
-    styles: dict[str, int]
+    styles: dict[str, int]  # the preference's label of each answer (demo: style; real: length + shape)
     versions: dict[str, int]  # model versions that answered
     seconds: float
+    on_topic: int | None = None  # real model: answers that mention the subject and end a sentence
+    liked_by: dict[str, int] = field(default_factory=dict)  # real model: answers each preference likes
 
     @property
     def rate(self) -> float:
@@ -110,6 +134,8 @@ class CycleResult:
     sim: dict[str, Any]  # SimStats of the cycle's conversations (empty at cycle 0)
     train_seconds: float
     elapsed_s: float  # since the arm started
+    on_topic: int | None = None  # real model: measured answers on topic (of n)
+    liked_by: dict[str, int] = field(default_factory=dict)  # real model: measured answers each preference likes
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -131,13 +157,20 @@ def heldout(questions: Sequence[str], n: int) -> list[str]:
     return [questions[i * len(questions) // n] for i in range(n)]
 
 
-async def measure(base_url: str, password: str, questions: Sequence[str], preferred: str, concurrency: int) -> Approval:
+async def measure(base_url: str, password: str, questions: Sequence[str], policy: RaterPolicy, concurrency: int, real: bool = False) -> Approval:
+    """Ask each question once through the app; count the answers the policy likes (no noise).
+    `real`: also count the on-topic answers and those each real-model preference likes."""
     started = time.perf_counter()
     answers = await ask_each(base_url, EVAL_USER, password, questions, concurrency=concurrency)
-    got = [a for a in answers if a.text is not None]
-    styles = Counter(str(a.style) for a in got)
-    versions = Counter(str(a.model_version) for a in got)
-    return Approval(len(got), styles.get(preferred, 0), len(answers) - len(got), dict(styles), dict(versions), time.perf_counter() - started)
+    got = [(a.question, a.text) for a in answers if a.text is not None]
+    styles = Counter(policy.preference.label(q, t) for q, t in got)
+    versions = Counter(str(a.model_version) for a in answers if a.text is not None)
+    liked = sum(policy.liked(t, q) for q, t in got)
+    approval = Approval(len(got), liked, len(answers) - len(got), dict(styles), dict(versions), time.perf_counter() - started)
+    if real:
+        approval.on_topic = sum(on_topic(q, t) for q, t in got)
+        approval.liked_by = {name: sum(p.liked(q, t) for q, t in got) for name, p in PREFERENCES.items()}
+    return approval
 
 
 @dataclass
@@ -188,6 +221,7 @@ def run_arm(
     users = {f"rater{i}": f"pw-rater{i}" for i in range(config.raters)}
     eval_password = "pw-observer"
     policy = config.policy(preferred)
+    real = config.model == "real"
     results: list[CycleResult] = []
     with ServiceGroup(workdir / "logs") as group:
         sock = workdir / "redis" / "redis.sock"
@@ -217,15 +251,16 @@ def run_arm(
             result = CycleResult(
                 preferred, cycle, active.id if active else registry.BASE, status, reason, method, gate,
                 approval.rate, low, high, approval.n, approval.liked, approval.errors, approval.styles, approval.versions,
-                sim.to_dict() if sim else {}, train_s, time.perf_counter() - started,
+                sim.to_dict() if sim else {}, train_s, time.perf_counter() - started, approval.on_topic, approval.liked_by,
             )
             results.append(result)
             log(
                 f"[{preferred}] cycle {cycle}: {status} ({result.model_version}); approval {approval.rate:.3f} "
-                f"[{low:.3f}, {high:.3f}] n={approval.n}; styles {approval.styles}; {result.elapsed_s:.0f} s"
+                f"[{low:.3f}, {high:.3f}] n={approval.n}; styles {approval.styles}"
+                f"{'' if approval.on_topic is None else f'; on topic {approval.on_topic}/{approval.n}'}; {result.elapsed_s:.0f} s"
             )
 
-        approval = asyncio.run(measure(url, eval_password, eval_questions, preferred, config.concurrency))
+        approval = asyncio.run(measure(url, eval_password, eval_questions, policy, config.concurrency, real))
         record(0, "base", "the base model, before any rating", None, {}, None, 0.0, approval)
         for cycle in range(1, config.cycles + 1):
             seed = config.seed * 1000 + cycle
@@ -245,7 +280,7 @@ def run_arm(
                 "liked_logp": [(outcome.details.get(side) or {}).get("liked_logp") for side in ("candidate", "service")],
             }
             log(f"[{preferred}] cycle {cycle}: job {outcome.status} in {train_s:.0f} s: {outcome.reason}")
-            approval = asyncio.run(measure(url, eval_password, eval_questions, preferred, config.concurrency))
+            approval = asyncio.run(measure(url, eval_password, eval_questions, policy, config.concurrency, real))
             record(cycle, outcome.status, outcome.reason, method, gate, sim, train_s, approval)
         r.close()
     return results
@@ -263,6 +298,18 @@ def _run_job(job: Any, r: Any, settings: Any, config: ExperimentConfig) -> Any:
         torch.set_num_threads(threads)
 
 
+def question_pools(model: str) -> tuple[list[str], list[str]]:
+    """(train, held-out) questions: the demo corpus's, or the real-model pool (sim/questions.py)."""
+    if model == "real":
+        from sim.questions import HELDOUT_QUESTIONS, TRAIN_QUESTIONS
+
+        return [q.text for q in TRAIN_QUESTIONS], [q.text for q in HELDOUT_QUESTIONS]
+    from training.demo_corpus import HELDOUT_QUESTIONS as DEMO_HELDOUT
+    from training.demo_corpus import TRAIN_QUESTIONS as DEMO_TRAIN
+
+    return list(DEMO_TRAIN), list(DEMO_HELDOUT)
+
+
 def run_experiment(
     arms: Sequence[str],
     model_dir: Path,
@@ -271,13 +318,11 @@ def run_experiment(
     log: Log = print,
     parallel: bool = False,
 ) -> list[CycleResult]:
-    """Every arm, sharing one local model server for the demo model: in turn, or (parallel) each in
+    """Every arm, sharing one local model server for the model: in turn, or (parallel) each in
     a process of its own at the same time (each then trains on one core of its own; `log` must be
     picklable, e.g. print or a `TimedLog`)."""
-    from training.demo_corpus import HELDOUT_QUESTIONS, TRAIN_QUESTIONS
-
-    eval_questions = heldout(list(HELDOUT_QUESTIONS), config.eval_questions)
-    train_questions = list(TRAIN_QUESTIONS)
+    train_questions, heldout_pool = question_pools(config.model)
+    eval_questions = heldout(heldout_pool, config.eval_questions)
     results: list[CycleResult] = []
     with ServiceGroup(workdir / "logs") as group:
         t = time.perf_counter()
@@ -314,12 +359,21 @@ def _pct(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
+def share(c: CycleResult, main_style: str) -> float:
+    """Share of the measured answers the main arm's rater likes: the main demo style's share, or
+    (real model) the share the main real-model preference likes."""
+    count = c.liked_by.get(main_style, 0) if c.liked_by else c.styles.get(main_style, 0)
+    return count / c.n if c.n else float("nan")
+
+
 def markdown_table(results: Sequence[CycleResult], main_style: str) -> str:
-    """One row per arm and cycle: approval with its 95% CI, the main style's share, gate numbers."""
+    """One row per arm and cycle: approval with its 95% CI, the main style's share, gate numbers
+    (and, for the real model, the on-topic share)."""
+    real = any(c.on_topic is not None for c in results)
     head = (
         f"| rater prefers | cycle | model in service | job | gate: candidate / service acc. | ratings (up) / pairs asked | "
-        f"approval % [95% CI] | n | {main_style} share % | elapsed s |\n"
-        "|---|---:|---|---|---|---|---|---:|---:|---:|\n"
+        f"approval % [95% CI] | n | {main_style} share % |{' on topic % |' if real else ''} elapsed s |\n"
+        f"|---|---:|---|---|---|---|---|---:|---:|{'---:|' if real else ''}---:|\n"
     )
     rows = []
     for c in results:
@@ -328,10 +382,10 @@ def markdown_table(results: Sequence[CycleResult], main_style: str) -> str:
         if None not in liked:
             gate += f"; liked {liked[0]:.2f} / {liked[1]:.2f}"
         sim = f"{c.sim['rated']} ({c.sim['liked']}) / {c.sim['regenerated']}" if c.sim else ""
-        share = c.styles.get(main_style, 0) / c.n if c.n else float("nan")
+        topic = f" {_pct(c.on_topic / c.n if c.n and c.on_topic is not None else None)} |" if real else ""
         rows.append(
             f"| {c.arm} | {c.cycle} | {c.model_version} | {c.status}{' (' + c.method + ')' if c.method else ''} | {gate} | {sim} | "
-            f"**{_pct(c.approval)}** [{_pct(c.ci_low)}, {_pct(c.ci_high)}] | {c.n} | {_pct(share)} | {c.elapsed_s:.0f} |"
+            f"**{_pct(c.approval)}** [{_pct(c.ci_low)}, {_pct(c.ci_high)}] | {c.n} | {_pct(share(c, main_style))} |{topic} {c.elapsed_s:.0f} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -355,8 +409,11 @@ def plot(results: Sequence[CycleResult], main_style: str, path: Path) -> None:
         for xi, c in zip(x, rows, strict=True):
             if c.status == "rejected":
                 left.annotate("gate kept the previous model", (xi, 100 * c.approval), textcoords="offset points", xytext=(4, -12), fontsize=7)
-        shares = [100 * c.styles.get(main_style, 0) / c.n if c.n else float("nan") for c in rows]
+        shares = [100 * share(c, main_style) for c in rows]
         right.plot([c.cycle for c in rows], shares, marker="o", label=f"rater prefers {arm}")
+        if rows and rows[0].on_topic is not None:
+            topic = [100 * (c.on_topic or 0) / c.n if c.n else float("nan") for c in rows]
+            right.plot([c.cycle for c in rows], topic, linestyle="--", marker="x", label=f"on topic ({arm} arm)")
     left.set(title="Approval of the model in service (held-out questions)", xlabel="cycle (0 = base model)", ylabel="approval % (95% Wilson CI)", ylim=(0, 100))
     right.set(title=f"Share of {main_style!r} answers", xlabel="cycle (0 = base model)", ylabel="% of answers", ylim=(0, 100))
     cycles = sorted({c.cycle for c in results})
@@ -385,9 +442,11 @@ def verdict(results: Sequence[CycleResult], main_style: str) -> list[str]:
             f"{'+30 points reached' if plus30 else '+30 points not reached'}."
         )
         if arm != main_style:
-            s0 = before.styles.get(main_style, 0) / before.n if before.n else float("nan")
-            s1 = after.styles.get(main_style, 0) / after.n if after.n else float("nan")
+            s0, s1 = share(before, main_style), share(after, main_style)
             lines.append(f"  Share of {main_style} answers in this arm: {_pct(s0)}% -> {_pct(s1)}% ({'moved the other way' if s1 < s0 else 'did not move the other way'}).")
+        if before.on_topic is not None:
+            topic = " -> ".join(f"{_pct((c.on_topic or 0) / c.n if c.n else None)}%" for c in rows)
+            lines.append(f"  On-topic share by cycle (mentions the subject, ends a sentence): {topic}.")
     return lines
 
 
@@ -400,6 +459,24 @@ def write_outputs(results: Sequence[CycleResult], out_dir: Path, main_style: str
     plot(results, main_style, paths["plot"])
     config = meta.get("config", {})
     retrain = config.get("retrain", {})
+    what_model, what_approval = (
+        (
+            f"sharing the demo model ({meta.get('model', '')}) served by the product's local model server",
+            "(`HELDOUT_QUESTIONS`, never used in the simulated chats), each once in a new conversation, as a user who "
+            "rates nothing. Approval = share of those answers whose style (`style_of`) the arm's rater prefers, without "
+            "the rater's noise; 95% Wilson intervals.",
+        )
+        if config.get("model", "demo") != "real"
+        else (
+            f"sharing the real chat model ({meta.get('model', '')}, SmolLM2-135M-Instruct, answers of at most "
+            f"{config.get('max_tokens')} tokens) served by the product's local model server",
+            "(`sim/questions.py` HELDOUT_QUESTIONS: topics never used in the simulated chats), each once in a new "
+            "conversation, as a user who rates nothing. Approval = share of those answers the arm's preference "
+            "(`sim/preference.py`) likes, without the rater's noise; 95% Wilson intervals. Every preference requires "
+            "the answer to be on topic (it mentions the question's subject and ends a sentence): the on-topic share "
+            "is reported per cycle, so a collapse to empty, generic or cut-off answers would show.",
+        )
+    )
     lines = [
         "# Experiment: simulated raters vs the retraining loop",
         "",
@@ -411,14 +488,14 @@ def write_outputs(results: Sequence[CycleResult], out_dir: Path, main_style: str
         "",
         f"Date: {meta.get('date', '')}. Machine: {meta.get('machine', '')}"
         f"{'; load average ' + meta['load'] if meta.get('load') else ''}. Total time: **{meta.get('total_s', 0):.0f} s** "
-        f"({meta.get('experiment_s', 0):.0f} s for the two arms, {meta.get('model_build_s', 0):.0f} s building the demo model"
+        f"({meta.get('experiment_s', 0):.0f} s for the two arms, {meta.get('model_build_s', 0):.0f} s building the {'demo ' if config.get('model', 'demo') == 'demo' else ''}model"
         f"{' (cached: not counted)' if meta.get('model_cached') else ''}).",
         "",
         "## What was done",
         "",
         f"Two arms, {'run at the same time (a process each)' if meta.get('parallel', True) else 'one after the other'}, each on a fresh Redis, data directory and Chainlit app, "
-        f"sharing the demo model ({meta.get('model', '')}) served by the product's local model server (`transformers serve`, "
-        f"{config.get('torch_threads')} torch thread; training also on {config.get('torch_threads')} thread per arm). In each arm, "
+        f"{what_model} (`transformers serve`, "
+        f"{config.get('torch_threads') or 'default'} torch threads; training also on {config.get('torch_threads') or 'default'} threads per arm). In each arm, "
         f"cycle 0 measures the base model; each of {config.get('cycles')} cycles then has "
         f"{config.get('raters')} simulated users hold {config.get('conversations')} conversations through the app "
         f"(socket.io and HTTP, as a browser: `sim/simulate.py`), rating as a `RaterPolicy` says "
@@ -427,10 +504,8 @@ def write_outputs(results: Sequence[CycleResult], out_dir: Path, main_style: str
         f"then runs the retraining job (`training.job.run`: collect, build, train, evaluate, gate, promote) "
         f"with `lr={retrain.get('learning_rate')}`, `epochs={retrain.get('epochs')}`, `batch_size={retrain.get('batch_size')}`, "
         f"`lora_r={retrain.get('lora_r')}`, `beta={retrain.get('beta')}`, `method={retrain.get('method')}`, `margin={retrain.get('margin')}`, "
-        f"continuing from the adapter in service; then asks the app {config.get('eval_questions')} held-out questions "
-        f"(`HELDOUT_QUESTIONS`, never used in the simulated chats), each once in a new conversation, as a user who "
-        f"rates nothing. Approval = share of those answers whose style (`style_of`) the arm's rater prefers, without "
-        f"the rater's noise; 95% Wilson intervals.",
+        f"{'continuing from the adapter in service' if retrain.get('continue_from_active', True) else 'from the base model each time'}; "
+        f"then asks the app {config.get('eval_questions')} held-out questions {what_approval}",
         "",
         "## Results",
         "",

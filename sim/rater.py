@@ -1,23 +1,26 @@
-"""A simulated rater: a preference over answer styles, applied the way real users rate.
+"""A simulated rater: a preference over answers, applied the way real users rate.
 
 Real users don't rate every answer, click the wrong thumb now and then, and regenerate an answer
 they disliked (then rate the new one too: a preference pair). `RaterPolicy.decide` turns one
 answer into what such a user does with it:
 
-    like     = style_of(answer) == preferred           (the rater's true preference)
+    like     = preference.liked(question, answer)       (the rater's true preference, sim/preference.py:
+               a demo corpus style, or a property of a real model's answers such as "short")
     rate     with probability rate_probability          (a regenerated answer is always rated)
     value    = like, flipped with probability noise     (the noisy click)
     reasons  on a thumbs down, with probability reasons_probability: the reason button to click
     comment  with probability comment_probability
     regenerate  on a thumbs down, with probability regenerate_probability
 
-`liked(answer)` is the noise-free preference: what the experiment counts as approval.
+`liked(answer, question)` is the noise-free preference: what the experiment counts as approval.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+
+from sim.preference import Preference, preference
 
 # The reason buttons the app offers after a thumbs down (bot/app.py DOWN_REASONS).
 REASONS = ("wrong", "unhelpful", "too_long", "unsafe", "off_topic")
@@ -38,12 +41,15 @@ class Decision:
     regenerate: bool = False
     reasons: tuple[str, ...] = ()  # reason buttons clicked after a thumbs down
     comment: str | None = None
-    style: str | None = None  # what the rater saw
+    style: str | None = None  # what the rater saw (the preference's label of the answer)
+    liked: bool = False  # the rater's true preference, before the noisy click
 
 
 @dataclass(frozen=True)
 class RaterPolicy:
-    preferred: str
+    # A Preference, or its name (`sim.preference.preference`: a demo style such as "concise", or a
+    # real-model preference such as "short"); stored resolved.
+    preferred: str | Preference
     rate_probability: float = field(default=0.8, metadata={"help": "Share of answers the rater rates at all."})
     noise: float = field(default=0.1, metadata={"help": "Probability that a rating is flipped (a careless click)."})
     regenerate_probability: float = field(default=0.2, metadata={"help": "On a thumbs down: probability of clicking Regenerate (the new answer is rated too)."})
@@ -53,39 +59,45 @@ class RaterPolicy:
     def __post_init__(self) -> None:
         if not self.preferred:
             raise ValueError("a rater needs a preferred style")
+        if isinstance(self.preferred, str):
+            object.__setattr__(self, "preferred", preference(self.preferred))
         for name in ("rate_probability", "noise", "regenerate_probability", "reasons_probability", "comment_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
 
-    def liked(self, answer: str) -> bool:
-        """The rater's true preference (no noise): the answer is in the preferred style."""
-        return style_of(answer) == self.preferred
+    @property
+    def preference(self) -> Preference:
+        assert isinstance(self.preferred, Preference)  # resolved in __post_init__
+        return self.preferred
 
-    def decide(self, answer: str, rng: random.Random, *, must_rate: bool = False, may_regenerate: bool = True) -> Decision:
-        """What this rater does with one answer. must_rate: a regenerated answer is always rated
-        (that is why the rater asked for it); may_regenerate: False for an answer that is itself
-        a regeneration (one retry per question)."""
-        style = style_of(answer)
-        like = style == self.preferred
+    @property
+    def name(self) -> str:
+        return self.preference.name
+
+    def liked(self, answer: str, question: str = "") -> bool:
+        """The rater's true preference (no noise). Demo styles ignore the question; real-model
+        preferences need it (the answer must address its subject)."""
+        return self.preference.liked(question, answer)
+
+    def decide(self, answer: str, rng: random.Random, *, question: str = "", must_rate: bool = False, may_regenerate: bool = True) -> Decision:
+        """What this rater does with one answer to `question`. must_rate: a regenerated answer is
+        always rated (that is why the rater asked for it); may_regenerate: False for an answer that
+        is itself a regeneration (one retry per question)."""
+        pref = self.preference
+        style = pref.label(question, answer)
+        like = pref.liked(question, answer)
         # Draw every number in the same order whatever the outcome: runs stay comparable.
         r_rate, r_noise, r_regen, r_reason, r_comment = (rng.random() for _ in range(5))
         if not (must_rate or r_rate < self.rate_probability):
-            return Decision(rate=False, value=int(like), style=style)
+            return Decision(rate=False, value=int(like), style=style, liked=like)
         value = int(like) if r_noise >= self.noise else 1 - int(like)
         comment = self._comment(value) if r_comment < self.comment_probability else None
         if value == 1:
-            return Decision(rate=True, value=1, comment=comment, style=style)
-        reasons = (self._reason(style),) if r_reason < self.reasons_probability else ()
+            return Decision(rate=True, value=1, comment=comment, style=style, liked=like)
+        reasons = (pref.reason_for(question, answer),) if r_reason < self.reasons_probability else ()
         regenerate = may_regenerate and r_regen < self.regenerate_probability
-        return Decision(rate=True, value=0, regenerate=regenerate, reasons=reasons, comment=comment, style=style)
-
-    def _reason(self, style: str | None) -> str:
-        if style is None:
-            return "off_topic"
-        if self.preferred in ("concise", "short", "brief"):
-            return "too_long"
-        return "unhelpful"
+        return Decision(rate=True, value=0, regenerate=regenerate, reasons=reasons, comment=comment, style=style, liked=like)
 
     def _comment(self, value: int) -> str:
-        return f"Good, I like {self.preferred} answers." if value else f"Not what I wanted: I prefer {self.preferred} answers."
+        return f"Good, I like {self.name} answers." if value else f"Not what I wanted: I prefer {self.name} answers."

@@ -164,18 +164,18 @@ async def _conversation(
             text = str(final.get("output") or reply.text)
             version = str((final.get("metadata") or {}).get("model_version", "?"))
             stats.model_versions[version] = stats.model_versions.get(version, 0) + 1
-            decision = policy.decide(text, rng)
+            decision = policy.decide(text, rng, question=question)
             stats.styles[str(decision.style)] = stats.styles.get(str(decision.style), 0) + 1
             if decision.rate:
-                await _rate(client, exchange_id, decision, stats, decision.style == policy.preferred)
+                await _rate(client, exchange_id, decision, stats, decision.liked)
             if decision.regenerate:
                 again = await client.action("regenerate", {"exchange_id": exchange_id}, for_id=str(final["id"]), timeout_s=timeout_s)
                 final2, exchange_id2 = answer_of(again)
                 stats.regenerated += 1
                 stats.answers += 1
                 text2 = str(final2.get("output") or again.text)
-                second = policy.decide(text2, rng, must_rate=True, may_regenerate=False)
-                await _rate(client, exchange_id2, second, stats, second.style == policy.preferred)
+                second = policy.decide(text2, rng, question=question, must_rate=True, may_regenerate=False)
+                await _rate(client, exchange_id2, second, stats, second.liked)
     finally:
         stats.conversations += 1
         await client.close()
