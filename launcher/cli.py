@@ -302,14 +302,15 @@ def report(
 
 @app.command()
 def simulate(
-    prefer: str = typer.Option(..., help="The answer style the simulated raters like (a style of the demo corpus, e.g. concise)."),
+    prefer: str = typer.Option(..., help="What the simulated raters like: short, detailed, list or prose (answers that also address the question); with --demo, a style of the demo corpus (concise, detailed, bullets, enthusiastic)."),
+    demo: bool = typer.Option(False, "--demo", help="Rate the demo model's answers (`up --demo`): --prefer names a demo style, and the questions are the demo corpus's."),
     url: str = typer.Option("http://127.0.0.1:8000", help="The running app."),
     user: str = typer.Option("admin", help="User to chat as (see --users for several)."),
     password: str = typer.Option(None, help="Its password (default: from AUTH_USERS, else for admin the one `chatbot up` wrote in DATA_DIR/secrets/admin-password)."),
     users: str = typer.Option(None, help="Several users taking turns, user:password,user2:password2 (replaces --user/--password)."),
     conversations: int = typer.Option(50, min=1, help="Conversations to hold (each a new chat)."),
     turns: int = typer.Option(1, min=1, help="User messages per conversation."),
-    questions: Path = typer.Option(None, help="File with one question per line (default: the demo corpus's training questions)."),
+    questions: Path = typer.Option(None, help="File with one question per line (default: the simulation's training questions, never the held-out ones the experiment measures on; with --demo, the demo corpus's)."),
     rate_probability: float = typer.Option(0.8, min=0, max=1, help="Share of answers rated."),
     noise: float = typer.Option(0.1, min=0, max=1, help="Probability that a rating is flipped."),
     regenerate_probability: float = typer.Option(0.2, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
@@ -341,16 +342,27 @@ def simulate(
             console.print(f"[red]No password for {user}: give --password (or --users), or run `chatbot up` first (it writes {secret}).[/red]")
             raise typer.Exit(2)
         accounts = {user: password}
-    if questions is not None:
-        pool = [line.strip() for line in questions.read_text().splitlines() if line.strip()]
-    else:
-        from training.demo_corpus import TRAIN_QUESTIONS as pool  # noqa: N811
+    from sim import preference as preferences
+
     from training.demo_corpus import STYLES
 
-    if prefer not in STYLES:
-        console.print(f"[red]--prefer must be one of {', '.join(STYLES)}[/red]")
+    if demo and prefer not in STYLES:
+        console.print(f"[red]--prefer with --demo must be a demo style: {', '.join(STYLES)}[/red]")
         raise typer.Exit(2)
-    policy = RaterPolicy(prefer, rate_probability=rate_probability, noise=noise, regenerate_probability=regenerate_probability)
+    try:
+        taste = preferences.style_preference(prefer) if demo else preferences.real_preference(prefer)
+    except ValueError as exc:
+        console.print(f"[red]--prefer: {exc}[/red]")
+        raise typer.Exit(2) from None
+    if questions is not None:
+        pool = [line.strip() for line in questions.read_text().splitlines() if line.strip()]
+    elif demo:
+        from training.demo_corpus import TRAIN_QUESTIONS as pool  # noqa: N811
+    else:
+        from sim.questions import TRAIN_QUESTIONS
+
+        pool = [q.text for q in TRAIN_QUESTIONS]
+    policy = RaterPolicy(taste, rate_probability=rate_probability, noise=noise, regenerate_probability=regenerate_probability)
 
     step = max(1, conversations // 10)
 

@@ -15,7 +15,7 @@ def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppSer
     accounts = ",".join(f"{u}:{p}" for u, p in USERS.items())
     env = {**os.environ, "REDIS_URL": redis_server_.url}
     done = run_cli(
-        "simulate", "--prefer", "concise", "--url", app_server.url, "--users", accounts, "--conversations", "12",
+        "simulate", "--demo", "--prefer", "concise", "--url", app_server.url, "--users", accounts, "--conversations", "12",
         "--rate-probability", "1", "--noise", "0", "--regenerate-probability", "1", "--concurrency", "3", env=env, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -30,7 +30,22 @@ def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppSer
 
 
 def test_simulate_refuses_a_wrong_password_and_an_unknown_style(app_server: AppServer) -> None:
-    wrong = run_cli("simulate", "--prefer", "concise", "--url", app_server.url, "--users", "alice:nope", "--conversations", "1")
+    wrong = run_cli("simulate", "--prefer", "short", "--url", app_server.url, "--users", "alice:nope", "--conversations", "1")
     assert wrong.returncode == 2 and "alice" in wrong.stderr
     unknown = run_cli("simulate", "--prefer", "poetic", "--url", app_server.url, "--users", "alice:alice-pw")
-    assert unknown.returncode == 2 and "--prefer must be one of" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown real-model preference 'poetic'" in unknown.stderr and "short" in unknown.stderr
+    unknown_style = run_cli("simulate", "--demo", "--prefer", "short", "--url", app_server.url, "--users", "alice:alice-pw")
+    assert unknown_style.returncode == 2 and "must be a demo style" in unknown_style.stderr and "concise" in unknown_style.stderr
+
+
+def test_simulate_rates_real_answers_by_their_properties(app_server: AppServer, redis_server_: RedisServer) -> None:
+    """Without --demo the raters judge what real answers are like. The stand-in echoes the
+    question: a short answer that names the question's subject, so "short" likes every one and
+    "detailed" none (and regenerates each first answer)."""
+    accounts = ",".join(f"{u}:{p}" for u, p in USERS.items())
+    env = {**os.environ, "REDIS_URL": redis_server_.url}
+    common = ["--url", app_server.url, "--users", accounts, "--conversations", "6", "--rate-probability", "1", "--noise", "0", "--regenerate-probability", "1"]
+    short = json.loads(run_cli("simulate", "--prefer", "short", *common, env=env, timeout=120).stdout)
+    assert (short["rated"], short["liked"], short["regenerated"], short["errors"]) == (6, 6, 0, 0), short
+    detailed = json.loads(run_cli("simulate", "--prefer", "detailed", *common, env=env, timeout=120).stdout)
+    assert (detailed["rated"], detailed["liked"], detailed["regenerated"], detailed["errors"]) == (12, 0, 6, 0), detailed

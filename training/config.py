@@ -21,6 +21,18 @@ DEMO_RECIPE: dict[str, Any] = dict(
     lora_r=8, lora_alpha=16, max_length=512, beta=0.1, seed=0,
 )  # fmt: skip
 
+# The real model's retraining recipe (`bench.experiment --model real`: SmolLM2-135M-Instruct in
+# data/default-model, ~64 ratings a cycle, one recipe for every rater), continuing from the adapter
+# in service each cycle. Chosen by one-cycle trials on 2 shared CPU cores (docs/experiment-real/
+# NOTES.md): 2e-3 for 4 KTO steps made answers short but collapsed them (median 13 words, on-topic
+# 85% -> 46%), hence a lower rate; one epoch because a KTO step costs minutes on a CPU (rows of
+# ~240 prompt tokens - the app's system prompt and few-shot examples - plus the answer, hence
+# max_length 384: no row of a 128-token answer is longer).
+REAL_RECIPE: dict[str, Any] = dict(
+    min_ratings=10, max_user_share=1.0, method="kto", learning_rate=5e-4, epochs=1.0, batch_size=8,
+    lora_r=16, lora_alpha=32, max_length=384, beta=0.1, seed=0,
+)  # fmt: skip
+
 
 @dataclass
 class RetrainConfig:
@@ -40,9 +52,12 @@ class RetrainConfig:
     continue_from_active: bool = field(default=True, metadata={"help": "Start from the adapter in service (when there is one) instead of the base model."})
     beta: float = field(default=0.1, metadata={"help": "KTO/DPO beta: how far the model may move from the reference."})
     sft_weight: float = field(default=1.0, metadata={"help": "DPO only: weight of an NLL term on the chosen answers (RPO; TRL loss_type sigmoid+sft). It keeps DPO from pushing the liked answers down along with the rejected ones; 0 = plain DPO."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Optimizer learning rate."})
+    # Defaults: the training numbers of REAL_RECIPE, the default model's (measured on SmolLM2-135M,
+    # docs/experiment-real/NOTES.md: 4 KTO steps at 5e-4 took a "short" rater's held-out approval
+    # from 37.5% to 62.5% with answers on topic; 2e-3 collapsed them).
+    learning_rate: float = field(default=5e-4, metadata={"help": "Optimizer learning rate."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the training split."})
-    batch_size: int = field(default=4, metadata={"help": "Per-device batch size (KTO needs more than 1)."})
+    batch_size: int = field(default=8, metadata={"help": "Per-device batch size (KTO needs more than 1)."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     max_length: int = field(default=1024, metadata={"help": "Longest prompt+answer in tokens; longer rows are dropped and counted."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
