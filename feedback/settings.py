@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     # default model, SmolLM2-135M-Instruct, converted once into default_model_dir (no hub needed).
     llm_model: str | None = None
     llm_timeout_s: float = Field(60.0, gt=0, le=3600)
-    llm_max_tokens: int = Field(512, ge=1, le=32768)
+    # Longest answer in tokens: the default prompt asks for two to four sentences (~60-160 tokens
+    # from the default model), and a CPU writes ~20 tokens/s, so 256 bounds a runaway answer.
+    llm_max_tokens: int = Field(256, ge=1, le=32768)
     llm_temperature: float = Field(0.7, ge=0, le=2)
     local_model_port: int = Field(8001, ge=1, le=65535)
     # LLM_BASE_URL is a vLLM server started with --enable-lora and

@@ -314,7 +314,7 @@ def simulate(
     rate_probability: float = typer.Option(0.8, min=0, max=1, help="Share of answers rated."),
     noise: float = typer.Option(0.1, min=0, max=1, help="Probability that a rating is flipped."),
     regenerate_probability: float = typer.Option(0.2, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
-    concurrency: int = typer.Option(4, min=1, help="Conversations at once."),
+    concurrency: int = typer.Option(1, min=1, help="Conversations at once. The local model server answers one request at a time on a CPU, so more only queue (and time out past LLM_TIMEOUT_S); raise it for a server that batches (vLLM, an API)."),
     seed: int = typer.Option(0, help="Random seed (questions and rater decisions)."),
 ) -> None:
     """Simulated users: chat through the running app as a browser does and rate the answers."""
