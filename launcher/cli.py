@@ -344,11 +344,6 @@ def simulate(
         accounts = {user: password}
     from sim import preference as preferences
 
-    from training.demo_corpus import STYLES
-
-    if demo and prefer not in STYLES:
-        console.print(f"[red]--prefer with --demo must be a demo style: {', '.join(STYLES)}[/red]")
-        raise typer.Exit(2)
     try:
         taste = preferences.style_preference(prefer) if demo else preferences.real_preference(prefer)
     except ValueError as exc:

@@ -162,7 +162,12 @@ class _StyleIs:
 
 def style_preference(style: str) -> Preference:
     """A demo corpus style as a preference (the question plays no part). A thumbs down says
-    "too_long" to a rater who wants concise answers, "unhelpful" otherwise."""
+    "too_long" to a rater who wants concise answers, "unhelpful" otherwise. ValueError for a name
+    that is not a demo style."""
+    from training.demo_corpus import STYLES
+
+    if style not in STYLES:
+        raise ValueError(f"{style!r} must be a demo style: {', '.join(STYLES)}")
     reason = "too_long" if style in ("concise", "short", "brief") else "unhelpful"
     return Preference(style, reason, _StyleIs(style), needs_topic=False, labeller=_style_label)
 
