@@ -8,8 +8,9 @@
 --model demo (the default): the offline demo model and raters of its canned styles. --model real:
 a real chat model (default DATA_DIR/default-model, SmolLM2-135M-Instruct), raters of natural
 properties of its answers (sim/preference.py: short, detailed, list, prose; always on topic), the
-question pool of sim/questions.py, the recipe training.config.REAL_RECIPE; defaults sized so the
-two arms x 3 cycles take about 90 minutes on 2 CPU cores (docs/experiment-real/NOTES.md).
+question pool of sim/questions.py, the recipe training.config.REAL_RECIPE. Its defaults aim at 90
+minutes for two arms x 3 cycles, but on 2 shared CPU cores a KTO step of the 135M model took 3-5
+minutes, which puts a run at hours there (docs/experiment-real/NOTES.md); not yet run to the end.
 
 Builds the offline demo model once (cached in --model-dir; reused by later runs), starts the local
 model server, then runs each arm on a fresh Redis, data directory and app (see sim/experiment.py):
