@@ -19,11 +19,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from feedback import keys
 from feedback import rating as ratings
+from feedback.limiter import Limiter
 from feedback.store import OUTAGE, Store
 
-MAX_BODY_BYTES = 16 * 1024
+# The largest valid body: a comment of MAX_COMMENT_CHARS characters each escaped as JSON's longest
+# form (a surrogate pair, 12 bytes), plus room for the ids and reasons.
+MAX_BODY_BYTES = ratings.MAX_COMMENT_CHARS * 12 + 4096
 _background: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
-Id = Annotated[str, Field(min_length=1, max_length=ratings.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_-]+$")]
+Id = Annotated[str, Field(pattern=f"^{keys.ID_PATTERN.pattern}$")]
 
 
 class FeedbackBody(ratings.RatingInput):
@@ -63,7 +66,11 @@ async def _body(request: Request, model: type[_Body]) -> _Body:
         if len(data) > MAX_BODY_BYTES:
             raise too_big
     try:
-        return model.model_validate_json(bytes(data))
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(status_code=400, detail="The request body is not valid UTF-8.") from None
+    try:
+        return model.model_validate_json(text)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
@@ -87,13 +94,20 @@ async def _thread_of(store: Store, user: str, exchange_id: str) -> str | None:
 OnRated = Callable[[str | None, str, str, str, ratings.RatingInput], Awaitable[None]]
 
 
-def install(app: FastAPI, store: Store, on_rated: OnRated | None = None) -> None:
+def install(app: FastAPI, store: Store, limiter: Limiter, on_rated: OnRated | None = None) -> None:
     """Put our routes in front of Chainlit's (the first matching route wins)."""
 
+    async def within_limit(user: str) -> None:
+        retry = await limiter.hit(user)
+        if retry is not None:
+            seconds = max(1, int(retry + 0.999))  # whole seconds, never 0
+            raise HTTPException(status_code=429, detail=f"Too many ratings: try again in {seconds} s.", headers={"Retry-After": str(seconds)})
+
     async def put_feedback(request: Request, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
+        user = _user_of(current)
+        await within_limit(user)
         body = await _body(request, UpdateFeedback)
         fb = body.feedback
-        user = _user_of(current)
         try:
             stored = await store.rate(user=user, thread_id=fb.threadId, exchange_id=fb.forId, rating=fb)
         except ratings.RatingError as exc:
@@ -106,8 +120,9 @@ def install(app: FastAPI, store: Store, on_rated: OnRated | None = None) -> None
         return {"success": True, "feedbackId": fb.forId, "stored": stored}
 
     async def delete_feedback(request: Request, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
-        body = await _body(request, DeleteFeedback)
         user = _user_of(current)
+        await within_limit(user)
+        body = await _body(request, DeleteFeedback)
         thread_id = await _thread_of(store, user, body.feedbackId)
         if thread_id is None:
             raise HTTPException(status_code=404, detail="No answer with this id.")

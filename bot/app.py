@@ -15,20 +15,25 @@ import time
 import uuid
 
 import chainlit as cl
+from chainlit.auth import get_token_from_cookies
 from chainlit.context import init_ws_context
 from chainlit.server import app as http_app
+from chainlit.server import sio
 from chainlit.session import WebsocketSession
+from fastapi import Request, Response
 from langchain_core.messages import UsageMetadata, convert_to_openai_messages
 
-from bot import api
+from bot import api, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from
 from bot.prompt import PromptSpecError, load_spec, render
 from feedback import exchange as exchanges
+from feedback import keys
 from feedback import rating as ratings
 from feedback import registry
 from feedback.connection import connect
+from feedback.limiter import Limiter
 from feedback.settings import SettingsError, load_settings
 from feedback.spool import Spool
 from feedback.store import OUTAGE, Store
@@ -47,7 +52,7 @@ if settings.chainlit_auth_secret:
     os.environ.setdefault("CHAINLIT_AUTH_SECRET", settings.chainlit_auth_secret.get_secret_value())
 
 redis = connect(settings.effective_redis_url)
-store = Store(redis, Spool(settings.data_dir.resolve() / "spool" / "writes.jsonl"))
+store = Store(redis, Spool(settings.spool_path))
 USERS = settings.users()
 SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."
 
@@ -67,7 +72,20 @@ async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchang
     await cl.Message(content="Thanks! What was wrong with that answer?", actions=actions, author="Feedback", metadata={"transient": True}).send()
 
 
-api.install(http_app, store, on_rated=ask_reasons)
+guards = edge.install(http_app, sio, redis, settings, USERS if settings.auth_mode == "password" else None)
+api.install(http_app, store, Limiter(redis, "ratings", settings.ratings_per_minute), on_rated=ask_reasons)
+
+
+@cl.on_logout
+async def logout(request: Request, response: Response) -> dict[str, bool]:
+    """End the session server-side too: the token is refused from now on, wherever it is kept."""
+    token = get_token_from_cookies(dict(request.cookies)) or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if token:
+        try:
+            await guards.sessions.revoke(token)
+        except OUTAGE:
+            log.warning("logout while Redis is unreachable: the token stays valid until it expires")
+    return {"success": True}
 
 
 @cl.action_callback("reason")
@@ -75,6 +93,8 @@ async def add_reason(action: cl.Action) -> None:
     """Add the clicked reason to the rating (the user's own, checked by the rating script)."""
     user = cl.user_session.get("user")
     exchange_id = str(action.payload.get("exchange_id", ""))
+    if not keys.valid_id(exchange_id):
+        return
     if store.spool.has_pending():
         # The rating may still be in the spool: adding to what Redis holds could undo the click.
         await cl.ErrorMessage(content="Storage is catching up right now: please pick the reason again in a moment.").send()
@@ -117,11 +137,21 @@ if settings.auth_mode == "password":
 
 else:
 
+    PROXY_SECRET = settings.auth_proxy_secret.get_secret_value().encode() if settings.auth_proxy_secret else b""
+
     @cl.header_auth_callback
     def header_login(headers: dict[str, str]) -> cl.User | None:
-        # Behind a proxy that authenticates users and sets this header; never expose this port directly.
+        # Behind a proxy that authenticates users, sets the user header and proves itself with the
+        # shared secret (stripping both from what clients send): reaching this port is not enough.
+        proof = headers.get(settings.auth_proxy_header.lower()) or headers.get(settings.auth_proxy_header) or ""
+        if not PROXY_SECRET or not hmac.compare_digest(proof.encode(), PROXY_SECRET):
+            log.warning("header login refused: the proxy secret is missing or wrong")
+            return None
         name = headers.get(settings.auth_header.lower()) or headers.get(settings.auth_header)
-        return cl.User(identifier=name, metadata={"provider": "header"}) if name else None
+        if not name or not keys.valid_user(name):
+            log.warning("header login refused: invalid user name %r", (name or "")[:80])
+            return None
+        return cl.User(identifier=name, metadata={"provider": "header"})
 
 
 def turns() -> list[Turn]:
@@ -246,13 +276,18 @@ async def on_message(message: cl.Message) -> None:
 async def regenerate(action: cl.Action) -> None:
     """Answer the same prompt again; the earlier answer is hidden but kept as an alternative."""
     history = turns()
-    old = await exchanges.load(redis, str(action.payload.get("exchange_id", "")))
+    exchange_id = str(action.payload.get("exchange_id", ""))
+    old = await exchanges.load(redis, exchange_id) if keys.valid_id(exchange_id) else None
     user = cl.user_session.get("user")
     if old is None or user is None or old.user != user.identifier or old.thread_id != cl.context.session.thread_id:
         await cl.ErrorMessage(content="This answer can't be regenerated here.").send()
         return
     if not history or history[-1].message_id != old.prompt_message_id:
         await cl.ErrorMessage(content="Only the latest answer can be regenerated.").send()
+        return
+    retry = await guards.messages.hit(user.identifier)
+    if retry is not None:
+        await cl.ErrorMessage(content=f"Too many messages: try again in {edge.whole_seconds(retry)} s.").send()
         return
     async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
         record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages])

@@ -239,14 +239,14 @@ class RedisDataLayer(BaseDataLayer):
         async with self.r.pipeline(transaction=False) as pipe:
             for e in exchange_ids:
                 pipe.hget(keys.exchange(e), "prompt_message_id")
-            prompts = {m for m in await pipe.execute() if m}
+            prompts = [(e, m) for e, m in zip(exchange_ids, await pipe.execute(), strict=True) if m]
         async with self.r.pipeline(transaction=True) as pipe:
             for s in step_ids:
                 pipe.delete(keys.step(s))
             for e in exchange_ids:
                 pipe.delete(keys.exchange(e), keys.rating(e))
-            for m in prompts:
-                pipe.delete(keys.alternatives(m))
+            for e, m in prompts:  # only this thread's own answers: a list never names another's
+                pipe.lrem(keys.alternatives(m), 0, e)
             for el in element_ids:
                 pipe.delete(keys.element(el))
             for e in rated:

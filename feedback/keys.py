@@ -10,7 +10,41 @@ Writers: "bot" is the chat process (bot/app.py), "data layer" its Chainlit persi
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "{fb}"
+
+# What may be part of a key. Nothing else can: no ':' (another key's suffix), no '{' '}' (another
+# hash slot), no '*' or spaces. Ids are Chainlit's uuids and our own hex or dated ids; user names
+# are login names or e-mail addresses (header mode). Every builder below checks its parts, so no
+# id from a client can name another key, whichever edge forgot to check it.
+MAX_ID_CHARS = 64
+ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ID_CHARS}}}")
+USER_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@+-]{{0,{MAX_ID_CHARS - 1}}}")
+
+
+class KeyPartError(ValueError):
+    """An id or user name that may not be part of a key (the edge answers 400)."""
+
+
+def valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def valid_user(value: object) -> bool:
+    return isinstance(value, str) and USER_PATTERN.fullmatch(value) is not None
+
+
+def _id(value: str) -> str:
+    if not valid_id(value):
+        raise KeyPartError(f"invalid id {str(value)[:80]!r}: expected 1-{MAX_ID_CHARS} letters, digits, '_' or '-'")
+    return value
+
+
+def _user(value: str) -> str:
+    if not valid_user(value):
+        raise KeyPartError(f"invalid user name {str(value)[:80]!r}: expected 1-{MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-'")
+    return value
 
 
 # --- Model registry -----------------------------------------------------------------------------
@@ -37,7 +71,7 @@ def model_version(version_id: str) -> str:
     dataset_version, method, metrics (JSON), status (candidate, active, rejected, retired),
     decision (JSON), created_at, decided_at. Writer: job, registry. Reader: CLI, report.
     """
-    return f"{PREFIX}:model:version:{version_id}"
+    return f"{PREFIX}:model:version:{_id(version_id)}"
 
 
 def model_versions() -> str:
@@ -79,7 +113,7 @@ def retrain_runs() -> str:
 
 def user(identifier: str) -> str:
     """HASH: a user: id, identifier, createdAt, metadata (JSON). Writer/reader: data layer."""
-    return f"{PREFIX}:user:{identifier}"
+    return f"{PREFIX}:user:{_user(identifier)}"
 
 
 def user_threads(user_id: str) -> str:
@@ -87,7 +121,7 @@ def user_threads(user_id: str) -> str:
 
     Writer: data layer (update_thread, create_step). Reader: data layer (list_threads).
     """
-    return f"{PREFIX}:user:{user_id}:threads"
+    return f"{PREFIX}:user:{_user(user_id)}:threads"
 
 
 def thread(thread_id: str) -> str:
@@ -95,17 +129,17 @@ def thread(thread_id: str) -> str:
 
     Writer/reader: data layer.
     """
-    return f"{PREFIX}:thread:{thread_id}"
+    return f"{PREFIX}:thread:{_id(thread_id)}"
 
 
 def thread_steps(thread_id: str) -> str:
     """ZSET: step ids of a thread scored by creation time (epoch s). Writer/reader: data layer."""
-    return f"{PREFIX}:thread:{thread_id}:steps"
+    return f"{PREFIX}:thread:{_id(thread_id)}:steps"
 
 
 def thread_elements(thread_id: str) -> str:
     """SET: element ids of a thread. Writer/reader: data layer."""
-    return f"{PREFIX}:thread:{thread_id}:elements"
+    return f"{PREFIX}:thread:{_id(thread_id)}:elements"
 
 
 def thread_exchanges(thread_id: str) -> str:
@@ -113,7 +147,7 @@ def thread_exchanges(thread_id: str) -> str:
 
     Writer: bot (with the exchange, atomically). Reader: data layer, job.
     """
-    return f"{PREFIX}:thread:{thread_id}:exchanges"
+    return f"{PREFIX}:thread:{_id(thread_id)}:exchanges"
 
 
 def step(step_id: str) -> str:
@@ -122,17 +156,17 @@ def step(step_id: str) -> str:
 
     Writer/reader: data layer.
     """
-    return f"{PREFIX}:step:{step_id}"
+    return f"{PREFIX}:step:{_id(step_id)}"
 
 
 def element(element_id: str) -> str:
     """STRING: a Chainlit element dict as JSON. Writer/reader: data layer."""
-    return f"{PREFIX}:element:{element_id}"
+    return f"{PREFIX}:element:{_id(element_id)}"
 
 
 def user_favorites(user_id: str) -> str:
     """SET: step ids a user marked as favorite. Writer/reader: data layer."""
-    return f"{PREFIX}:user:{user_id}:favorites"
+    return f"{PREFIX}:user:{_user(user_id)}:favorites"
 
 
 # --- Exchanges and ratings (the training data) ---------------------------------------------------
@@ -147,7 +181,7 @@ def exchange(exchange_id: str) -> str:
     Writer: bot (with its thread and alternatives indexes, atomically). Reader: rating path,
     data layer, job.
     """
-    return f"{PREFIX}:exchange:{exchange_id}"
+    return f"{PREFIX}:exchange:{_id(exchange_id)}"
 
 
 def alternatives(user_message_id: str) -> str:
@@ -156,14 +190,14 @@ def alternatives(user_message_id: str) -> str:
 
     Writer: bot (with the exchange). Reader: job (DPO pairs).
     """
-    return f"{PREFIX}:alternatives:{user_message_id}"
+    return f"{PREFIX}:alternatives:{_id(user_message_id)}"
 
 
 def rating(exchange_id: str) -> str:
     """HASH: the current rating of an exchange: value (0/1), comment, reasons (JSON), user,
     updated_at. Absent when unrated. Writer: rating script. Reader: data layer, job.
     """
-    return f"{PREFIX}:rating:{exchange_id}"
+    return f"{PREFIX}:rating:{_id(exchange_id)}"
 
 
 def thread_ratings(thread_id: str) -> str:
@@ -171,7 +205,7 @@ def thread_ratings(thread_id: str) -> str:
 
     Writer: rating script. Reader: data layer (list_threads).
     """
-    return f"{PREFIX}:thread:{thread_id}:ratings"
+    return f"{PREFIX}:thread:{_id(thread_id)}:ratings"
 
 
 def events() -> str:
@@ -185,4 +219,23 @@ def applied_op(op_id: str) -> str:
     """STRING (expires): marks a write as applied, so replaying the local spool after a Redis
     outage never applies a write twice. Writer/reader: the Lua scripts in feedback/.
     """
-    return f"{PREFIX}:op:{op_id}"
+    return f"{PREFIX}:op:{_id(op_id)}"
+
+
+# --- Sessions and limits (the edge: bot/edge.py) ---------------------------------------------------
+
+
+def revoked_token(token_digest: str) -> str:
+    """STRING (expires): a login token that was logged out, by its digest (never the token), kept
+    until the token expires. Writer: edge (logout). Reader: edge, on every request and socket
+    connection.
+    """
+    return f"{PREFIX}:token:revoked:{_id(token_digest)}"
+
+
+def limit(kind: str, subject_digest: str, window: int) -> str:
+    """STRING (expires): hits of one subject (a user, a client address: by digest) in one window.
+
+    Writer/reader: feedback/limiter.py.
+    """
+    return f"{PREFIX}:limit:{_id(kind)}:{_id(subject_digest)}:{window}"

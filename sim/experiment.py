@@ -238,6 +238,10 @@ def run_arm(
             CHAINLIT_AUTH_SECRET="experiment-" + "x" * 40,
             DATA_DIR=str(data_dir),
             RETRAIN_INTERVAL_S="0",
+            # The simulated raters are the operator's own load: past the per-user limits they
+            # would only wait (sim.client honours Retry-After).
+            MESSAGES_PER_MINUTE="100000",
+            RATINGS_PER_MINUTE="100000",
         )
         port = _free_port()
         chainlit_server.start(group, env, data_dir / "chainlit", "127.0.0.1", port)

@@ -124,10 +124,18 @@ async def test_stop_button_cancels_the_stream(app_server: AppServer, redis_db: R
 
 
 async def test_header_auth_behind_a_proxy(own_services, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
-    app = start_app(own_services, app_env(redis_db.url, f"{standin}/v1", tmp_path, AUTH_MODE="header", AUTH_HEADER="X-Remote-User"), tmp_path)
+    secret = "proxy-secret-" + "p" * 32
+    env = app_env(redis_db.url, f"{standin}/v1", tmp_path, AUTH_MODE="header", AUTH_HEADER="X-Remote-User", AUTH_PROXY_SECRET=secret)
+    app = start_app(own_services, env, tmp_path)
+    proof = {"X-Auth-Proxy-Secret": secret}
     async with httpx.AsyncClient(base_url=app.url) as http:
-        assert (await http.post("/auth/header")).status_code == 401  # no header: no user
-        r = await http.post("/auth/header", headers={"X-Remote-User": "carol"})
+        assert (await http.post("/auth/header", headers=proof)).status_code == 401  # no user header: no user
+        # Reaching the port is not enough: without the proxy's secret, or with a wrong one, no login.
+        assert (await http.post("/auth/header", headers={"X-Remote-User": "carol"})).status_code == 401
+        assert (await http.post("/auth/header", headers={"X-Remote-User": "carol", "X-Auth-Proxy-Secret": "guess" * 8})).status_code == 401
+        # A name that is not a user name (it would reach into carol's keys) is refused.
+        assert (await http.post("/auth/header", headers={"X-Remote-User": "carol:threads", **proof})).status_code == 401
+        r = await http.post("/auth/header", headers={"X-Remote-User": "carol", **proof})
         assert r.status_code == 200
         cookie = r.cookies["access_token"]
         assert (await http.post("/login", data={"username": "alice", "password": USERS["alice"]})).status_code >= 400

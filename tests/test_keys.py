@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 from feedback import keys
 
 
@@ -31,12 +33,40 @@ def test_key_strings_are_pinned() -> None:
     assert keys.rating("x") == "{fb}:rating:x"
     assert keys.events() == "{fb}:events"
     assert keys.applied_op("o") == "{fb}:op:o"
+    assert keys.revoked_token("d") == "{fb}:token:revoked:d"
+    assert keys.limit("ratings", "d", 7) == "{fb}:limit:ratings:d:7"
+
+
+def builders() -> list[tuple[str, object]]:
+    """The key builders: every public function but the validators."""
+    return [(n, f) for n, f in inspect.getmembers(keys, inspect.isfunction) if not n.startswith(("_", "valid_"))]
 
 
 def test_every_key_is_documented_and_in_one_hash_slot() -> None:
-    for name, fn in inspect.getmembers(keys, inspect.isfunction):
+    for name, fn in builders():
         doc = inspect.getdoc(fn) or ""
         assert doc.split(":")[0] in {"STRING", "HASH", "LIST", "SET", "ZSET", "STREAM", "STRING (expires)"}, name
         assert "Writer" in doc and "Reader" in doc or "Writer/reader" in doc, name
         args = ["x"] * len(inspect.signature(fn).parameters)
         assert fn(*args).startswith("{fb}:"), name  # one hash tag: one slot on Redis Cluster
+
+
+HOSTILE = ["", "a:elements", "{fb}", "*", "a b/../c", "x\x00y", "x" * 5000, "carol:threads", "é", "a\nb"]
+
+
+def test_no_id_can_name_another_key() -> None:
+    """Every builder refuses ids that could reach into another key, slot or pattern."""
+    for name, fn in builders():
+        params = list(inspect.signature(fn).parameters)
+        for i, param in enumerate(params):
+            if param == "window":
+                continue
+            for bad in HOSTILE:
+                args: list[object] = ["ok"] * len(params)
+                args[i] = bad
+                with pytest.raises(keys.KeyPartError):
+                    fn(*args)  # type: ignore[operator]
+    # What real ids and names look like passes.
+    assert keys.thread("2f0c9a1e-6f9b-4c1e-9a55-0b6c1f7d2e10")
+    assert keys.user_threads("alice.smith+chat@example.com")
+    assert keys.model_version("mv-20261206-081500-a1b2c3")

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from feedback import keys
@@ -18,7 +19,7 @@ from feedback.spool import Spool
 from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup, wait_until
-from tests.conftest import USERS, app_env, start_app, start_standin
+from tests.conftest import USERS, app_env, run_cli, start_app, start_standin
 from tests.support.seed import numbered_exchange
 from sim.client import ChatClient, Reply
 
@@ -238,5 +239,97 @@ async def test_replaying_the_same_ops_again_applies_them_once(own_services: Serv
         assert snapshot(c) == first
         assert not path.exists() and not again.spool.offset_path.exists()
     finally:
+        await r.aclose()
+        c.close()
+
+
+async def test_a_write_redis_refuses_is_dead_lettered_and_the_rest_replays(own_services: ServiceGroup, tmp_path: Path) -> None:
+    """One poisoned write among the pending ones (WRONGTYPE once Redis is back) and one torn line:
+    both go to the dead-letter file with their error, every other write is applied once, in order,
+    and `chatbot spool` shows the dead letters and requeues them once the cause is fixed."""
+    redis_dir, sock = tmp_path / "redis", tmp_path / "r.sock"
+    data = tmp_path / "data"
+    env = app_env(f"unix://{sock}", "http://127.0.0.1:9/v1", data)
+    path = data.resolve() / "spool" / "writes.jsonl"  # Settings.spool_path of that DATA_DIR
+    proc = redis_server.start(own_services, redis_dir, sock)
+    r = connect(f"unix://{sock}")
+    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+    store = Store(r, Spool(path))
+    try:
+        stop_redis(proc)
+        up = ratings.RatingInput(value=1)
+        for i in range(3):
+            assert await store.save_exchange(numbered_exchange(i)) == "spool"
+            assert await store.rate(user="alice", thread_id="th", exchange_id=f"ex{i:04d}", rating=up) == "spool"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write('{"op":"rate","id":"torn\n')  # a line cut short by a crash mid-write
+        assert await store.rate(user="alice", thread_id="th", exchange_id="ex0002", rating=None) == "spool"
+
+        redis_server.start(own_services, redis_dir, sock)
+        c.set(keys.rating("ex0001"), "not a hash")  # the second rating will meet WRONGTYPE
+        before = c.xlen(keys.events())
+        assert await store.replay() == 8  # every line consumed: none blocks the others
+        assert not path.exists()
+        assert c.zrange(keys.thread_exchanges("th"), 0, -1) == ["ex0000", "ex0001", "ex0002"]
+        assert c.hget(keys.rating("ex0000"), "value") == "1"
+        assert c.hgetall(keys.rating("ex0002")) == {}  # rated then un-rated, in order
+        assert events(c)[before:] == [("rate", "ex0000", "1"), ("rate", "ex0002", "1"), ("unrate", "ex0002", None)]
+
+        dead = store.spool.dead()
+        assert [d.get("op", {}).get("exchange_id") for d in dead] == ["ex0001", None]
+        assert "WRONGTYPE" in dead[0]["error"] and "unreadable" in dead[1]["error"]
+        shown = run_cli("spool", env=env)
+        assert shown.returncode == 1, shown.stderr
+        assert "dead letters: 2" in shown.stdout and "WRONGTYPE" in shown.stdout
+
+        c.delete(keys.rating("ex0001"))  # the operator fixes the cause, then requeues
+        requeued = run_cli("spool", "--requeue", env=env)
+        assert "requeued 1" in requeued.stdout, requeued.stdout + requeued.stderr
+        assert requeued.returncode == 1  # the torn line stays: it cannot be retried
+        assert await store.replay() == 1  # this process sees the requeued write
+        assert c.hget(keys.rating("ex0001"), "value") == "1"
+        assert events(c)[before:][-1] == ("rate", "ex0001", "1")
+        assert await store.replay() == 0  # applied once
+        assert [d["error"] for d in store.spool.dead()] == [dead[1]["error"]]
+    finally:
+        await r.aclose()
+        c.close()
+
+
+async def test_replay_forever_outlives_a_failing_round(own_services: ServiceGroup, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A corrupted progress file makes a replay round fail; the background task logs it and keeps
+    going, and drains the spool once the file is repaired."""
+    import asyncio
+    import contextlib
+
+    redis_dir, sock, path = tmp_path / "redis", tmp_path / "r.sock", tmp_path / "spool" / "writes.jsonl"
+    proc = redis_server.start(own_services, redis_dir, sock)
+    r = connect(f"unix://{sock}")
+    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+    store = Store(r, Spool(path))
+    task = None
+    try:
+        stop_redis(proc)
+        assert await store.save_exchange(numbered_exchange(0)) == "spool"
+        store.spool.offset_path.write_text("garbage")
+        redis_server.start(own_services, redis_dir, sock)
+        task = asyncio.create_task(store.replay_forever(interval_s=0.05))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while sum("spool replay failed" in m for m in caplog.messages) < 3:  # three failed rounds
+            assert loop.time() < deadline and not task.done(), caplog.messages
+            await asyncio.sleep(0.05)
+        assert path.exists()
+        store.spool.offset_path.write_text("0")
+        deadline = loop.time() + 10
+        while path.exists():
+            assert loop.time() < deadline and not task.done(), "spool not drained"
+            await asyncio.sleep(0.05)
+        assert c.zrange(keys.thread_exchanges("th"), 0, -1) == ["ex0000"]
+    finally:
+        if task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await r.aclose()
         c.close()

@@ -236,7 +236,7 @@ async def test_malformed_and_unauthenticated_requests(app_server: AppServer, ali
     async with alice.http() as http:
         assert (await http.put("/feedback", content=b"{not json", headers={"content-type": "application/json"})).status_code == 422
         assert (await http.put("/feedback", json={"feedback": "nope"})).status_code == 422
-        big = {"feedback": {"forId": "a", "threadId": "b", "value": 1, "comment": "x" * 20_000}}
+        big = {"feedback": {"forId": "a", "threadId": "b", "value": 1, "comment": "x" * 40_000}}
         assert (await http.put("/feedback", json=big)).status_code == 413
 
         async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: refused as it streams in
@@ -255,6 +255,7 @@ async def test_malformed_and_unauthenticated_requests(app_server: AppServer, ali
 
 async def test_oversize_message_is_refused_without_calling_the_model(alice: ChatClient, redis_db: RedisServer) -> None:
     reply = await alice.send("x" * 8001)
-    errors = [m for m in reply.messages if m.get("isError")]
-    assert errors and "limit is 8000" in errors[-1]["output"]
-    assert redis_db.client.keys(keys.exchange("*")) == []
+    assert reply.refused and "limit is 8000" in reply.refused
+    assert reply.messages == [] and reply.tokens == []
+    stored = [k for k in redis_db.client.keys("*") if not k.startswith(("{fb}:user:", "{fb}:limit:"))]  # the login: user record, counter
+    assert stored == []  # not stored, not even as Chainlit's step
