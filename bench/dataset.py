@@ -136,7 +136,7 @@ def _raw_dump(r: redis.Redis) -> dict[str, Any]:
     rows = 0
     cursor = 0
     while True:
-        cursor, found = r.scan(cursor, match=keys.rating("*"), count=5000)
+        cursor, found = r.scan(cursor, match=keys.rating(keys.ANY), count=5000)
         if found:
             pipe = r.pipeline(transaction=False)
             for key in found:

@@ -319,7 +319,7 @@ async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
             if got != want:
                 mismatched.append(f"{run_id}: stored {got[:1] + got[2:]}, last acknowledged {want[:1] + want[2:]} (comments equal: {got[1] == want[1]})")
     rating_keys = 0
-    async for _ in r.scan_iter(match=keys.rating("*"), count=1000):
+    async for _ in r.scan_iter(match=keys.rating(keys.ANY), count=1000):
         rating_keys += 1
     answers = sum(len(x.answers) for x in raters)
     rated = sum(1 for x in raters for _, run_id in x.answers if run_id in x.last)

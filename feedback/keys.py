@@ -23,6 +23,13 @@ ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ID_CHARS}}}")
 USER_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@+-]{{0,{MAX_ID_CHARS - 1}}}")
 
 
+class _Wildcard(str):
+    """The one "*" a builder accepts: only code can make it, so a SCAN pattern is always ours."""
+
+
+ANY = _Wildcard("*")  # keys.rating(keys.ANY): the pattern matching every rating key
+
+
 class KeyPartError(ValueError):
     """An id or user name that may not be part of a key (the edge answers 400)."""
 
@@ -36,13 +43,13 @@ def valid_user(value: object) -> bool:
 
 
 def _id(value: str) -> str:
-    if not valid_id(value):
+    if not (valid_id(value) or value is ANY):
         raise KeyPartError(f"invalid id {str(value)[:80]!r}: expected 1-{MAX_ID_CHARS} letters, digits, '_' or '-'")
     return value
 
 
 def _user(value: str) -> str:
-    if not valid_user(value):
+    if not (valid_user(value) or value is ANY):
         raise KeyPartError(f"invalid user name {str(value)[:80]!r}: expected 1-{MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-'")
     return value
 

@@ -80,12 +80,16 @@ class ChatClient:
             if name == event:
                 return
 
-    async def send(self, text: str, timeout_s: float = 60, stop_after_tokens: int | None = None) -> Reply:
+    async def send(self, text: str, timeout_s: float = 60, stop_after_tokens: int | None = None, message_id: str | None = None, retry: bool = True) -> Reply:
         """Send a user message; collect everything until the server says the task ended.
 
-        stop_after_tokens: press the stop button once that many tokens arrived.
+        stop_after_tokens: press the stop button once that many tokens arrived. retry: when the
+        server refuses for the message rate, wait as it says and send again.
         """
-        return await self._ask("client_message", str(uuid.uuid4()), text, timeout_s, stop_after_tokens)
+        mid = message_id or str(uuid.uuid4())
+        if not retry:
+            return await self._ask_once("client_message", mid, text, timeout_s, stop_after_tokens)
+        return await self._ask("client_message", mid, text, timeout_s, stop_after_tokens)
 
     async def edit(self, message_id: str, text: str, timeout_s: float = 60) -> Reply:
         """Edit an earlier user message: the server answers it again."""

@@ -90,6 +90,11 @@ def app_env(redis_url: str, llm_base_url: str, data_dir: Path, **extra: str) -> 
         AUTH_USERS=",".join(f"{u}:{p}" for u, p in USERS.items()),
         CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40,
         DATA_DIR=str(data_dir),
+        # The suite logs in and chats far faster than a person: tests/test_security.py checks the
+        # limits on an app of its own.
+        MESSAGES_PER_MINUTE="100000",
+        RATINGS_PER_MINUTE="100000",
+        LOGINS_PER_MINUTE="100000",
     )
     env.update(extra)
     return env

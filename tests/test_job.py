@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from feedback import keys, registry
+from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.settings import Settings
 from launcher import model_server
@@ -98,6 +99,7 @@ def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Setting
     assert (c.get(keys.active_model()), c.get(keys.active_version())) == (version.served_name, version.id)
     assert Path(version.served_name, "config.json").exists() and Path(version.adapter_path, "adapter_config.json").exists()
     assert c.get(keys.retrain_watermark()) == last_event
+    assert [e for e, _ in c.xrange(keys.events())] == [last_event]  # what the run read is trimmed
     assert not c.exists(keys.retrain_lock())
     runs = c.xrange(keys.retrain_runs())
     assert [e["status"] for _, e in runs] == ["promoted"]
@@ -107,6 +109,25 @@ def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Setting
     again = job.run(c, settings, RetrainConfig(min_new_ratings=1, **FAST), progress=False)
     assert again.status == "skipped" and "0 new ratings" in again.reason
     assert state(c) == before
+
+
+def test_the_trigger_counts_answers_not_clicks(settings: Settings, redis_db: RedisServer) -> None:
+    """One user flipping a thumb 50 times is one answer whose rating changed, not 50 ratings."""
+    ids = seed_ratings(redis_db.url, n=3)
+    assert job.new_ratings(redis_db.client) == 3
+
+    async def flip() -> None:
+        r = connect(redis_db.url)
+        ex = redis_db.client.hgetall(keys.exchange(ids[0]))
+        for i in range(50):
+            await ratings.apply(r, op_id=f"flip{i}", user=ex["user"], thread_id=ex["thread_id"], exchange_id=ids[0], rating=ratings.RatingInput(value=i % 2))
+        await r.aclose()
+
+    asyncio.run(flip())
+    assert redis_db.client.xlen(keys.events()) == 53
+    assert job.new_ratings(redis_db.client) == 3
+    outcome = job.run(redis_db.client, settings, RetrainConfig(min_new_ratings=4, **FAST), progress=False)
+    assert outcome.status == "skipped" and outcome.reason.startswith("3 new ratings")
 
 
 def test_a_gate_that_says_no_is_recorded_and_changes_only_the_watermark(settings: Settings, redis_db: RedisServer) -> None:

@@ -197,7 +197,7 @@ class Collected:
             try:
                 cursor = "0"
                 while not stop.is_set():
-                    reply = cast(list[str], r.eval(LIST_RATED, 0, cursor, keys.thread_ratings("*"), self.batch, LIST_SCANS))
+                    reply = cast(list[str], r.eval(LIST_RATED, 0, cursor, keys.thread_ratings(keys.ANY), self.batch, LIST_SCANS))
                     cursor = reply.pop()
                     found.put(reply)
                     if cursor == "0":
@@ -332,7 +332,7 @@ def _touched_since(r: redis.Redis, since: str, batch: int) -> tuple[dict[str, st
     return dict(sorted(touched.items(), key=lambda kv: kv[1])), watermark, count
 
 
-# ARGV: SCAN cursor, MATCH pattern (keys.thread_ratings("*")), COUNT, SCAN calls at most. The
+# ARGV: SCAN cursor, MATCH pattern (keys.thread_ratings(keys.ANY)), COUNT, SCAN calls at most. The
 # rated exchange ids (HKEYS) of the thread rating indexes that these SCAN pages list, then the
 # next cursor ("0": done). Read-only. One call replaces ARGV[4] SCAN round trips and a pipeline of
 # HKEYS: on a loaded machine every round trip waits for the scheduler (a million rows' listing

@@ -71,12 +71,17 @@ class _KeepAlive:
         self.thread.join()
 
 
-def new_ratings(r: redis.Redis) -> int:
-    """Rating events since the last successful run (what the schedule compares with MIN_NEW_RATINGS)."""
+def new_ratings(r: redis.Redis, batch: int = 5000) -> int:
+    """Answers whose rating changed since the last successful run (what the schedule compares with
+    MIN_NEW_RATINGS): distinct answers, so one user flipping a thumb 50 times counts once."""
     since = r.get(keys.retrain_watermark())
-    if since is None:
-        return int(r.xlen(keys.events()))
-    return len(r.xrange(keys.events(), min=f"({since}", max="+"))
+    start = "-" if since is None else f"({since}"
+    touched: set[str] = set()
+    while events := r.xrange(keys.events(), min=start, max="+", count=batch):
+        touched.update(fields.get("exchange", "") for _, fields in events)
+        start = f"({events[-1][0]}"
+    touched.discard("")
+    return len(touched)
 
 
 def _not_enough_data(exc: Exception) -> bool:
@@ -254,6 +259,9 @@ def _commit(
             registry.activate(pipe, version, service, version.decision)
         if watermark is not None:
             pipe.set(keys.retrain_watermark(), watermark)
+            # Events up to the watermark are in the dataset now (a full rebuild lists the rating
+            # indexes, not the stream): the stream keeps only what is still to be read.
+            pipe.xtrim(keys.events(), minid=watermark, approximate=False)
         pipe.set(keys.retrain_dataset(), dataset_version)
 
     r.transaction(write, keys.retrain_lock())
