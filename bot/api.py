@@ -133,7 +133,8 @@ def install(app: FastAPI, store: Store, limiter: Limiter, on_rated: OnRated | No
         return {"success": True, "stored": stored}
 
     routes = [
-        APIRoute("/feedback", put_feedback, methods=["PUT"]),
-        APIRoute("/feedback", delete_feedback, methods=["DELETE"]),
+        # dependency_overrides_provider: the app's overrides (bot/edge.py's session checks) apply.
+        APIRoute("/feedback", put_feedback, methods=["PUT"], dependency_overrides_provider=app),
+        APIRoute("/feedback", delete_feedback, methods=["DELETE"], dependency_overrides_provider=app),
     ]
     app.router.routes[0:0] = routes

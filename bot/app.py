@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -126,13 +127,19 @@ async def start_spool_replay() -> None:
     http_app.state.spool_replay = asyncio.create_task(store.replay_forever())
 
 
+def new_session() -> str:
+    """Goes into the login token: two logins in the same second get different tokens, so logging
+    one out (revoking it) leaves the other alone."""
+    return secrets.token_urlsafe(12)
+
+
 if settings.auth_mode == "password":
 
     @cl.password_auth_callback
     def password_login(username: str, password: str) -> cl.User | None:
         expected = USERS.get(username)
         if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
-            return cl.User(identifier=username, metadata={"provider": "password"})
+            return cl.User(identifier=username, metadata={"provider": "password", "session": new_session()})
         return None
 
 else:
@@ -151,7 +158,7 @@ else:
         if not name or not keys.valid_user(name):
             log.warning("header login refused: invalid user name %r", (name or "")[:80])
             return None
-        return cl.User(identifier=name, metadata={"provider": "header"})
+        return cl.User(identifier=name, metadata={"provider": "header", "session": new_session()})
 
 
 def turns() -> list[Turn]:
