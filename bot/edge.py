@@ -207,7 +207,7 @@ def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, us
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in DOC_PATHS]
     from fastapi.routing import APIRoute
 
-    front = [APIRoute("/openapi.json", openapi_for_users(app, current_user), methods=["GET"], include_in_schema=False)]
+    front = [APIRoute("/openapi.json", openapi_for_users(app, current_user), methods=["GET"], include_in_schema=False, dependency_overrides_provider=app)]
     if not chainlit_config.features.allow_thread_sharing:
         front += [
             APIRoute("/project/share/{thread_id}", not_found, methods=["GET"], include_in_schema=False),
@@ -215,18 +215,42 @@ def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, us
         ]
 
     async def call_action(request: Request, user: Any = Depends(current_user)) -> Any:
+        from chainlit.action import Action
         from chainlit.server import call_action as chainlit_call_action
         from chainlit.types import CallActionRequest
 
         try:
             payload = CallActionRequest.model_validate(await request.json())
-        except ValueError:
+            Action(**payload.action)  # what Chainlit builds from it, unchecked
+        except (ValueError, TypeError):
             raise HTTPException(status_code=400, detail="Malformed action.") from None
         if not keys.valid_id(payload.sessionId) or WebsocketSession.get_by_id(payload.sessionId) is None:
             raise HTTPException(status_code=404, detail="No such session.")
         return await chainlit_call_action(payload, user)
 
-    front.append(APIRoute("/project/action", call_action, methods=["POST"], include_in_schema=False))
+    async def session_cookie(request: Request) -> JSONResponse:
+        # Chainlit's version sets whatever it is sent, and fails (500) on a body that is not JSON.
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        session_id = body.get("session_id") if isinstance(body, dict) else None
+        if not keys.valid_id(session_id):
+            raise HTTPException(status_code=400, detail="session_id must be a session id.")
+        local = request.client is not None and request.client.host in ("127.0.0.1", "localhost")
+        response = JSONResponse({"message": "Session cookie set"})
+        response.set_cookie("X-Chainlit-Session-id", str(session_id), path="/", httponly=True, secure=not local, samesite="lax" if local else "none")
+        return response
+
+    front += [
+        APIRoute("/project/action", call_action, methods=["POST"], include_in_schema=False, dependency_overrides_provider=app),
+        APIRoute("/set-session-cookie", session_cookie, methods=["POST"], include_in_schema=False),
+        # Chainlit features this app does not use: their routes fail (500) on sessions they
+        # don't know rather than refusing.
+        APIRoute("/project/element", not_found, methods=["PUT", "DELETE"], include_in_schema=False),
+    ]
+    if not chainlit_config.features.mcp.enabled:
+        front.append(APIRoute("/mcp", not_found, methods=["POST", "DELETE"], include_in_schema=False))
     app.router.routes[0:0] = front
 
     # --- socket.io ----------------------------------------------------------------------------

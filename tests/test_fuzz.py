@@ -1,0 +1,96 @@
+"""A fuzz pass of the HTTP API from its own OpenAPI schema (schemathesis + Hypothesis), logged in
+as alice, against the real app and a real Redis: no request makes the server fail (5xx), and a
+request the app refuses (4xx) writes nothing. Plus: every route that can change state refuses a
+request from another origin, whatever route is added later (the list comes from the schema)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from sim.client import ChatClient
+from tests.conftest import USERS, AppServer, RedisServer
+
+# Routes the pass leaves alone: logging out (it would end the pass's own session) and logging in
+# (limited per client address; tests/test_security.py attacks it).
+SKIP = {("POST", "/logout"), ("POST", "/login"), ("POST", "/auth/header"), ("POST", "/auth/jwt")}
+EXAMPLES = 25  # per operation: a pass over ~30 operations in about a minute
+
+
+def keyspace(db: RedisServer) -> dict[bytes, bytes | None]:
+    raw = redis.Redis.from_url(db.url)
+    try:
+        return {k: raw.dump(k) for k in raw.keys("*") if not k.startswith(b"{fb}:limit:")}
+    finally:
+        raw.close()
+
+
+@pytest.fixture
+async def alice(app_server: AppServer, redis_db: RedisServer) -> ChatClient:
+    client = ChatClient(app_server.url)
+    await client.login("alice", USERS["alice"])
+    await client.connect()
+    await client.send("something to find")  # a thread, an answer, a session: real ids to aim at
+    yield client
+    await client.close()
+
+
+def schema_of(app: AppServer, cookie: str) -> dict:  # type: ignore[type-arg]
+    r = httpx.get(f"{app.url}/openapi.json", headers={"Cookie": cookie})
+    r.raise_for_status()
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def test_no_request_from_the_schema_fails_the_server_or_writes_when_refused(app_server: AppServer, alice: ChatClient, redis_db: RedisServer) -> None:
+    schema = schemathesis.openapi.from_dict(schema_of(app_server, alice.cookie or ""))
+    operations = [r.ok() for r in schema.get_all_operations()]
+    operations = [op for op in operations if (op.method.upper(), op.path) not in SKIP]
+    assert any(op.path == "/feedback" for op in operations)  # our routes are in the schema
+    failures: list[str] = []
+    tried = 0
+    headers = {"Cookie": alice.cookie or ""}
+
+    for op in operations:
+        # Real ids now and then, so some requests get past validation to the ownership checks.
+        ids = st.sampled_from([alice.thread_id or "x", alice.session_id, "x"])
+
+        @given(case=op.as_strategy(), real_id=ids)
+        @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+        def probe(case: schemathesis.Case, real_id: str) -> None:
+            nonlocal tried
+            if isinstance(case.body, dict):
+                for key in ("threadId", "sessionId"):
+                    if key in case.body and real_id != "x":
+                        case.body[key] = real_id
+            before = keyspace(redis_db)
+            response = case.call(base_url=app_server.url, headers=headers, timeout=30)
+            tried += 1
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
+            elif response.status_code >= 400 and keyspace(redis_db) != before:
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code} but Redis changed")
+
+        probe()
+    assert tried >= len(operations)
+    assert not failures, "\n".join(sorted(set(failures))[:20])
+    # The pass's session is still alive: nothing it sent logged alice out. (Her thread may be gone:
+    # deleting it with its real id is hers to do.)
+    assert (await alice.list_threads()).status_code == 200
+
+
+async def test_every_state_changing_route_refuses_another_origin(app_server: AppServer, alice: ChatClient, redis_db: RedisServer) -> None:
+    """CSRF, on every route that can change something: the ones there today and any added later."""
+    schema = schema_of(app_server, alice.cookie or "")
+    routes = [(m.upper(), p) for p, ops in schema["paths"].items() for m in ops if m.upper() not in ("GET", "HEAD", "OPTIONS")]
+    assert ("PUT", "/feedback") in routes and ("DELETE", "/project/thread") in routes
+    before = keyspace(redis_db)
+    async with alice.http() as http:
+        for method, path in routes:
+            url = path.replace("{", "").replace("}", "")  # any value: the origin is refused first
+            r = await http.request(method, url, json={}, headers={"Origin": "http://127.0.0.1:1"})
+            assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+    assert keyspace(redis_db) == before
