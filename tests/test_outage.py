@@ -268,6 +268,8 @@ async def test_a_write_redis_refuses_is_dead_lettered_and_the_rest_replays(own_s
         redis_server.start(own_services, redis_dir, sock)
         c.set(keys.rating("ex0001"), "not a hash")  # the second rating will meet WRONGTYPE
         before = c.xlen(keys.events())
+        # The app was killed meanwhile: a new process finds the spool on disk and replays it.
+        store = Store(r, Spool(path))
         assert await store.replay() == 8  # every line consumed: none blocks the others
         assert not path.exists()
         assert c.zrange(keys.thread_exchanges("th"), 0, -1) == ["ex0000", "ex0001", "ex0002"]

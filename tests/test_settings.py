@@ -55,6 +55,13 @@ def test_users_parse_and_secrets_stay_hidden(monkeypatch: pytest.MonkeyPatch) ->
         ("AUTH_MODE", "none", "AUTH_MODE: Input should be 'password' or 'header'"),
         ("AUTH_USERS", "alice", "AUTH_USERS: Value error, each entry must be user:password"),
         ("PROMPT_ID", "../etc", "PROMPT_ID: String should match pattern"),
+        ("AUTH_USERS", "ca rol:pw", "AUTH_USERS: Value error, user name 'ca rol': use 1-64 letters"),
+        ("CHAINLIT_AUTH_SECRET", "", "CHAINLIT_AUTH_SECRET: Value error, must be at least 32 characters"),
+        ("CHAINLIT_AUTH_SECRET", "short", "CHAINLIT_AUTH_SECRET: Value error, must be at least 32 characters"),
+        ("AUTH_MODE", "header", "AUTH_MODE=header needs AUTH_PROXY_SECRET"),
+        ("ALLOWED_ORIGINS", "*", "ALLOWED_ORIGINS: Value error, '*' is not an origin"),
+        ("ALLOWED_ORIGINS", "https://ok.example,https://x.example/path", "'https://x.example/path' is not an origin"),
+        ("SESSION_TTL_S", "0", "SESSION_TTL_S: Input should be greater than or equal to 60"),
     ],
 )
 def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
