@@ -154,7 +154,7 @@ def check_handshake(auth: Any) -> str | None:
     if not isinstance(auth, dict) or not keys.valid_id(auth.get("sessionId")):
         return "invalid session id"
     thread_id = auth.get("threadId")
-    if thread_id is not None and not keys.valid_id(thread_id):
+    if thread_id not in (None, "") and not keys.valid_id(thread_id):  # the UI sends "" for a new chat
         return "invalid thread id"
     return None
 

@@ -54,7 +54,8 @@ def wilson(liked: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def rated_answers(r: redis.Redis, batch: int = 5000) -> list[Rated]:
     """Every rated answer with its versions: SCAN of the rating keys, pipelined reads."""
     out: list[Rated] = []
-    prefix = keys.rating("")
+    pattern = keys.rating(keys.ANY)
+    prefix = pattern.removesuffix("*")
     ids: list[str] = []
 
     def flush() -> None:
@@ -69,7 +70,7 @@ def rated_answers(r: redis.Redis, batch: int = 5000) -> list[Rated]:
             out.append(Rated(model_version or "base", f"{prompt_id}@{prompt_version}", float(created_at), int(value)))
         ids.clear()
 
-    for key in r.scan_iter(match=f"{prefix}*", count=batch):
+    for key in r.scan_iter(match=pattern, count=batch):
         ids.append(key[len(prefix) :])
         if len(ids) >= batch:
             flush()

@@ -7,7 +7,6 @@ rest of the suite runs in the `dev` environment, which would hide it)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from feedback import registry
-from feedback.connection import connect
 from launcher.process import wait_until
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.support import seed
@@ -29,18 +27,9 @@ DISLIKED = ["Well, that is a long story, and I am not sure, but let me think abo
 
 
 def seed_ratings(url: str, n: int = 40) -> None:
-    """n rated answers over 10 threads (each with liked and disliked ones: the held-out threads
-    have both kinds) and 5 users: enough for the job's default options."""
-
-    async def go() -> None:
-        r = connect(url)
-        for i in range(n):
-            liked = i % 2 == 0
-            answer = LIKED[(i // 2) % len(LIKED)] if liked else DISLIKED[0]
-            await seed.seed_exchange(r, thread=f"t-{(i // 2) % 10}", user=f"user-{i % 5}", question=f"Question number {i}?", answer=answer, value=int(liked))
-        await r.aclose()
-
-    asyncio.run(go())
+    """n rated answers over 10 threads (each with liked and disliked ones) and 5 users: enough
+    for the job's default options."""
+    seed.seed_rated_series(url, n, LIKED, DISLIKED, lambda i: f"Question number {i}?", threads=10, users=5)
 
 
 @pytest.mark.timeout(1500)  # a whole install, from pip's cache: minutes

@@ -110,7 +110,7 @@ def rate(page: Page, answer: Locator, value: int, comment: str | None = None) ->
 def only_exchange(redis_db: RedisServer) -> tuple[str, dict[str, str]]:
     found = redis_db.client.keys(keys.exchange(keys.ANY))
     assert len(found) == 1, found
-    exchange_id = found[0].removeprefix(keys.exchange(""))
+    exchange_id = found[0].removeprefix(keys.exchange(keys.ANY).removesuffix("*"))
     return exchange_id, redis_db.client.hgetall(found[0])
 
 

@@ -54,22 +54,7 @@ def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Setting
 
 def seed_ratings(url: str, n: int = 36, offset: int = 0) -> list[str]:
     """n rated answers over 12 threads and 4 users: short answers liked, rambling ones disliked."""
-
-    async def go() -> list[str]:
-        r = connect(url)
-        ids = []
-        for i in range(offset, offset + n):
-            liked = i % 2 == 0
-            answer = GOOD[(i // 2) % len(GOOD)] if liked else BAD[(i // 2) % len(BAD)]
-            ids.append(
-                await seed.seed_exchange(
-                    r, thread=f"th-{i % 12}", user=f"user-{i % 4}", question=f"{QUESTIONS[i % len(QUESTIONS)]} #{i}", answer=answer, value=int(liked)
-                )
-            )
-        await r.aclose()
-        return ids
-
-    return asyncio.run(go())
+    return seed.seed_rated_series(url, n, GOOD, BAD, lambda i: f"{QUESTIONS[i % len(QUESTIONS)]} #{i}", threads=12, users=4, paired=False, thread_prefix="th", offset=offset)
 
 
 def state(c: redis.Redis) -> dict[str, object]:

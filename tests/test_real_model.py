@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from feedback import registry
-from feedback.connection import connect
 from launcher.process import wait_until
 from sim.client import ChatClient, Reply
 from tests.conftest import ROOT, USERS, RedisServer, free_port, run_cli
@@ -42,18 +41,8 @@ def run_id(reply: Reply) -> str:
 
 
 def seed_ratings(url: str) -> None:
-    """24 rated answers over 8 threads, each thread with a liked and a disliked one: whichever
-    threads are held out, the gate has both kinds to compare on."""
-
-    async def go() -> None:
-        r = connect(url)
-        for i in range(24):
-            liked = i % 2 == 0
-            answer = SHORT[(i // 2) % len(SHORT)] if liked else LONG[(i // 2) % len(LONG)]
-            await seed.seed_exchange(r, thread=f"seeded-{(i // 2) % 8}", user=f"user-{i % 3}", question=QUESTIONS[(i // 2) % len(QUESTIONS)], answer=answer, value=int(liked))
-        await r.aclose()
-
-    asyncio.run(go())
+    """24 rated answers over 8 threads, each thread with a liked and a disliked one."""
+    seed.seed_rated_series(url, 24, SHORT, LONG, lambda i: QUESTIONS[(i // 2) % len(QUESTIONS)], threads=8, users=3, thread_prefix="seeded")
 
 
 @pytest.mark.timeout(900)  # installs nothing, but loads, trains and reloads a 135M model on 2 cores

@@ -8,11 +8,12 @@ Lua scripts: the only way to put a million ratings in Redis in seconds, for benc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import redis
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from feedback import exchange as exchanges
 from feedback import keys
 from feedback import rating as ratings
+from feedback.connection import connect
 
 SYSTEM = "You are a helpful assistant."
 
@@ -54,6 +56,38 @@ def numbered_exchange(i: int, thread: str = "th", user: str = "alice") -> exchan
         prompt_version="1.0.0",
         model="echo",
     )
+
+
+def seed_rated_series(
+    url: str,
+    n: int,
+    liked: Sequence[str],
+    disliked: Sequence[str],
+    question: Callable[[int], str],
+    *,
+    threads: int,
+    users: int,
+    paired: bool = True,
+    thread_prefix: str = "t",
+    offset: int = 0,
+) -> list[str]:
+    """n rated answers (the job's and the gate's test data): even ones liked, odd ones disliked,
+    over `threads` threads and `users` users; returns their ids. paired: answers 2k and 2k+1 share
+    a thread, so every thread holds both kinds (whichever threads the split holds out, the gate has
+    both to compare on); else answer i goes to thread i % threads."""
+
+    async def go() -> list[str]:
+        r = connect(url)
+        ids = []
+        for i in range(offset, offset + n):
+            good = i % 2 == 0
+            pool = liked if good else disliked
+            thread = (i // 2) % threads if paired else i % threads
+            ids.append(await seed_exchange(r, thread=f"{thread_prefix}-{thread}", user=f"user-{i % users}", question=question(i), answer=pool[(i // 2) % len(pool)], value=int(good)))
+        await r.aclose()
+        return ids
+
+    return asyncio.run(go())
 
 
 async def seed_exchange(
