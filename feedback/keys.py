@@ -20,7 +20,8 @@ PREFIX = "{fb}"
 # id from a client can name another key, whichever edge forgot to check it.
 MAX_ID_CHARS = 64
 ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ID_CHARS}}}")
-USER_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@+-]{{0,{MAX_ID_CHARS - 1}}}")
+# \w: letters and digits of any script (an identity provider may well send "zoë"), and "_".
+USER_PATTERN = re.compile(rf"[^\W_][\w.@+-]{{0,{MAX_ID_CHARS - 1}}}")
 
 
 class _Wildcard(str):
@@ -50,7 +51,7 @@ def _id(value: str) -> str:
 
 def _user(value: str) -> str:
     if not (valid_user(value) or value is ANY):
-        raise KeyPartError(f"invalid user name {str(value)[:80]!r}: expected 1-{MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-'")
+        raise KeyPartError(f"invalid user name {str(value)[:80]!r}: expected 1-{MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit")
     return value
 
 

@@ -179,7 +179,7 @@ def parse_users(raw: str) -> dict[str, str]:
             # Never echo the entry: it holds a password.
             raise ValueError("each entry must be user:password, separated by commas")
         if not keys.valid_user(name):
-            raise ValueError(f"user name {name[:80]!r}: use 1-{keys.MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-'")
+            raise ValueError(f"user name {name[:80]!r}: use 1-{keys.MAX_ID_CHARS} letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit")
         users[name] = password
     return users
 

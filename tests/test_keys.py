@@ -51,7 +51,7 @@ def test_every_key_is_documented_and_in_one_hash_slot() -> None:
         assert fn(*args).startswith("{fb}:"), name  # one hash tag: one slot on Redis Cluster
 
 
-HOSTILE = ["", "a:elements", "{fb}", "*", "a b/../c", "x\x00y", "x" * 5000, "carol:threads", "é", "a\nb"]
+HOSTILE = ["", "a:elements", "{fb}", "*", "a b/../c", "x\x00y", "x" * 5000, "carol:threads", "a\nb", "a\u200bb", "a?b", "a[b]"]
 
 
 def test_no_id_can_name_another_key() -> None:
@@ -69,4 +69,7 @@ def test_no_id_can_name_another_key() -> None:
     # What real ids and names look like passes.
     assert keys.thread("2f0c9a1e-6f9b-4c1e-9a55-0b6c1f7d2e10")
     assert keys.user_threads("alice.smith+chat@example.com")
+    assert keys.user_threads("zoë")  # user names may be in any script; ids are ASCII
+    with pytest.raises(keys.KeyPartError):
+        keys.thread("zoë")
     assert keys.model_version("mv-20261206-081500-a1b2c3")
