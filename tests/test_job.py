@@ -49,7 +49,10 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=3)
+    # 30 s: a live run renews its lock every 10 s, which a loaded CI machine can delay a few
+    # seconds (with 3 s, two runs failed with LostLockError under load). The crash test below
+    # gives its own run 3 s, so that the lock it leaves behind expires quickly.
+    return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=30)
 
 
 def seed_ratings(url: str, n: int = 36, offset: int = 0) -> list[str]:
