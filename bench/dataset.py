@@ -411,7 +411,7 @@ def summarize(figures: dict[str, Any]) -> dict[str, Any]:
         "raw_rows_per_s": raw_rps,
         "build_rows_per_s": build_rps,
         "ratio": build_rps / raw_rps,
-        "ratio_per_round": [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(raw, build)],
+        "ratio_per_round": [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(raw, build, strict=False)],
         "ratio_passed": build_rps / raw_rps >= TARGET_RATIO,
         "peak_rss_bytes": peak,
         "rss_passed": peak < TARGET_RSS_BYTES,

@@ -64,8 +64,8 @@ from feedback.spool import Spool
 from feedback.store import Store
 from launcher import chainlit_server, redis_server
 from launcher.process import ServiceGroup, StartupError
-from tests.conftest import app_env, free_port, start_standin
 from sim.client import ChatClient
+from tests.conftest import app_env, free_port, start_standin
 
 HOST = "127.0.0.1"
 TARGET = 0.5
@@ -279,7 +279,7 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
             t0 = time.perf_counter_ns()
             try:
                 resp = await http.put("/feedback", json={"feedback": feedback, "sessionId": rater.client.session_id})
-            except Exception as exc:  # noqa: BLE001 - every failure counts as an error
+            except Exception as exc:
                 rater.latencies_ns.append(time.perf_counter_ns() - t0)
                 rater.errors.append(f"{type(exc).__name__}: {exc}")
                 continue

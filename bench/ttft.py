@@ -44,8 +44,8 @@ from openai import AsyncOpenAI
 
 from launcher import chainlit_server, redis_server
 from launcher.process import ServiceGroup, StartupError, wait_until
-from tests.conftest import USERS, app_env, free_port, start_standin
 from sim.client import ChatClient
+from tests.conftest import USERS, app_env, free_port, start_standin
 
 BARE_APP = Path(__file__).resolve().parent / "bare_app.py"
 HOST = "127.0.0.1"

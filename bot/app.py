@@ -30,9 +30,8 @@ from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from
 from bot.prompt import PromptSpecError, load_spec, render
 from feedback import exchange as exchanges
-from feedback import keys
+from feedback import keys, registry
 from feedback import rating as ratings
-from feedback import registry
 from feedback.connection import connect
 from feedback.limiter import Limiter
 from feedback.settings import SettingsError, load_settings
@@ -213,7 +212,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
         await reply.send()
         raise
-    except Exception as exc:  # noqa: BLE001 - openai raises many types; explain() maps the known ones
+    except Exception as exc:
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
     if error is not None:

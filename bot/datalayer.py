@@ -72,7 +72,7 @@ def _session_user() -> str | None:
     """Identifier of the user whose socket session triggered this call, if any."""
     try:
         user = context.session.user
-    except Exception:  # noqa: BLE001 - chainlit raises its own error when there is no context
+    except Exception:
         return None
     return user.identifier if user else None
 

@@ -94,7 +94,7 @@ class Store:
             await self._apply(op)
         except OUTAGE:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the queue
+        except Exception as exc:
             log.error("spooled %s %s cannot be applied (%s: %s): moved to %s", op.get("op"), op.get("id"), type(exc).__name__, exc, self.spool.dead_path)
             self.spool.dead_letter(op, f"{type(exc).__name__}: {exc}")
 

@@ -7,7 +7,7 @@ scripts create the record when it is missing, in the format `keys.thread` docume
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # A Lua function: prepend to a script, then call ensure_thread(...).
 ENSURE_THREAD_LUA = """
@@ -25,4 +25,4 @@ end
 
 def iso(ts: float) -> str:
     """Chainlit's timestamp format."""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

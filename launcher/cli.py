@@ -188,9 +188,9 @@ def _settings_or_exit():  # type: ignore[no-untyped-def]
 
 
 def _registry_redis():  # type: ignore[no-untyped-def]
-    from feedback.connection import connect_sync
-
     import redis
+
+    from feedback.connection import connect_sync
 
     settings = _settings_or_exit()
     r = connect_sync(settings.effective_redis_url)
@@ -352,7 +352,7 @@ def simulate(
     if questions is not None:
         pool = [line.strip() for line in questions.read_text().splitlines() if line.strip()]
     elif demo:
-        from training.demo_corpus import TRAIN_QUESTIONS as pool  # noqa: N811
+        from training.demo_corpus import TRAIN_QUESTIONS as pool
     else:
         from sim.questions import TRAIN_QUESTIONS
 

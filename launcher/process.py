@@ -41,7 +41,7 @@ class ServiceGroup:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_dir / f"{name}.log", "ab")
         proc = subprocess.Popen(
             argv,
             env=env,

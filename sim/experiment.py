@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from launcher import chainlit_server, model_server, redis_server
 from launcher.process import ServiceGroup
 from sim.preference import PREFERENCES, on_topic

@@ -133,7 +133,7 @@ async def _rate(client: ChatClient, exchange_id: str, decision: Decision, stats:
     # The UI sends no reasons with the thumb: the app asks for them in the chat, inside the request.
     try:
         prompt = await client.next_message(REASONS_PROMPT, timeout_s=10)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         stats.missing_reason_prompts += 1
         return
     for reason in decision.reasons:

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from feedback import keys
-from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
 from sim.client import ChatClient
+from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
 
 
 async def logged_in(url: str, user: str = "alice") -> ChatClient:

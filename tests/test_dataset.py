@@ -284,7 +284,7 @@ async def test_too_few_ratings_is_an_error_and_writes_nothing(r: Redis, redis_db
 async def test_one_class_only_is_an_error(r: Redis, redis_db: RedisServer, tmp_path: Path) -> None:
     for i in range(3):
         await seed_exchange(r, thread="t1", user="alice", question=f"q{i}", answer="a", value=1)
-    with pytest.raises(DatasetError, match="All 3 usable ratings are thumbs up.*thumbs down"):
+    with pytest.raises(DatasetError, match=r"All 3 usable ratings are thumbs up.*thumbs down"):
         build(collect(redis_db.client, None), OPEN, tmp_path, None, progress=False)
 
 

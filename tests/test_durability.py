@@ -19,9 +19,9 @@ from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.spool import Spool
 from feedback.store import Store
-from tests.support.seed import numbered_exchange
 from launcher import redis_server
 from launcher.process import ServiceGroup
+from tests.support.seed import numbered_exchange
 
 N = 500
 

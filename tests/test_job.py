@@ -22,9 +22,9 @@ from feedback.connection import connect
 from feedback.settings import Settings
 from launcher import model_server
 from launcher.process import ServiceGroup, wait_until
+from sim.client import ChatClient
 from tests.conftest import ROOT, USERS, RedisServer, app_env, free_port, start_app
 from tests.support import seed
-from sim.client import ChatClient
 from training import job
 from training.config import RetrainConfig
 from training.tiny_model import build_tiny_model

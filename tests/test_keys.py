@@ -46,7 +46,7 @@ def test_every_key_is_documented_and_in_one_hash_slot() -> None:
     for name, fn in builders():
         doc = inspect.getdoc(fn) or ""
         assert doc.split(":")[0] in {"STRING", "HASH", "LIST", "SET", "ZSET", "STREAM", "STRING (expires)"}, name
-        assert "Writer" in doc and "Reader" in doc or "Writer/reader" in doc, name
+        assert ("Writer" in doc and "Reader" in doc) or "Writer/reader" in doc, name
         args = ["x"] * len(inspect.signature(fn).parameters)
         assert fn(*args).startswith("{fb}:"), name  # one hash tag: one slot on Redis Cluster
 
@@ -56,7 +56,7 @@ HOSTILE = ["", "a:elements", "{fb}", "*", "a b/../c", "x\x00y", "x" * 5000, "car
 
 def test_no_id_can_name_another_key() -> None:
     """Every builder refuses ids that could reach into another key, slot or pattern."""
-    for name, fn in builders():
+    for _name, fn in builders():
         params = list(inspect.signature(fn).parameters)
         for i, param in enumerate(params):
             if param == "window":

@@ -11,8 +11,8 @@ import pytest
 
 from launcher import model_server
 from launcher.process import ServiceGroup, StartupError
-from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
 from sim.client import ChatClient, dumps
+from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
 from training.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow

@@ -19,9 +19,9 @@ from feedback.spool import Spool
 from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup, wait_until
+from sim.client import ChatClient, Reply
 from tests.conftest import USERS, app_env, run_cli, start_app, start_standin
 from tests.support.seed import numbered_exchange
-from sim.client import ChatClient, Reply
 
 WARNING = "⚠️ Storage is unavailable"
 

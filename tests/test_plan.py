@@ -70,18 +70,18 @@ def reference(paths: list[Path], config: RetrainConfig) -> dict[str, Any]:
     # 5. DPO: same prompt, same split; downs and ups ordered by (user message, rating time, row),
     # paired by rank; a pair of identical answers is dropped (contradictory).
     position, seen = {}, {False: 0, True: 0}
-    for i, t in zip(final, test):
+    for i, t in zip(final, test, strict=False):
         position[i] = seen[t]
         seen[t] += 1
     groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
-    for i, t in zip(final, test):
+    for i, t in zip(final, test, strict=False):
         groups[(rows[i]["prompt_hash"], t)].append(i)
     pairs, pair_test, contradictory = [], [], 0
-    for (ph, t), members in sorted(groups.items(), key=lambda kv: kv[0][0] ^ int(kv[0][1])):
+    for (_ph, t), members in sorted(groups.items(), key=lambda kv: kv[0][0] ^ int(kv[0][1])):
         order = lambda i: (rows[i]["message_key"], rows[i]["rated_at"], i)  # noqa: E731
         downs = sorted((i for i in members if not rows[i]["label"]), key=order)
         ups = sorted((i for i in members if rows[i]["label"]), key=order)
-        for bad, good in zip(downs, ups):
+        for bad, good in zip(downs, ups, strict=False):
             if rows[bad]["completion_hash"] == rows[good]["completion_hash"]:
                 contradictory += 1
             else:
@@ -225,7 +225,7 @@ def test_an_older_duplicate_of_a_capped_row_leaves_the_capped_user_as_they_were(
     # the new row duplicates the heavy user's oldest (capped) row and is older, so that row stays.
     second = [row("x1", "u0", "q0", -1.0)]
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
-    for path, rows in zip(paths, (first, second)):
+    for path, rows in zip(paths, (first, second), strict=False):
         _write_shard(path, Collected.from_rows(rows), scrub=False, progress=False)
     config = RetrainConfig(min_ratings=2, max_user_share=0.2)
     base = _plan(paths[:1], config)

@@ -10,8 +10,8 @@ import pytest
 
 from feedback import keys
 from launcher.process import wait_until
-from tests.conftest import USERS, AppServer, RedisServer
 from sim.client import ChatClient, Reply
+from tests.conftest import USERS, AppServer, RedisServer
 
 
 async def logged_in(url: str, user: str = "alice") -> ChatClient:
@@ -199,7 +199,7 @@ async def test_another_user_cannot_read_rate_or_delete(app_server: AppServer, re
         # Resuming someone else's thread over the socket is refused.
         intruder = ChatClient(app_server.url)
         await intruder.login("bob", USERS["bob"])
-        with pytest.raises(Exception, match="(?i)connect"):
+        with pytest.raises(Exception, match=r"(?i)connect"):
             await intruder.connect(thread_id=alice.thread_id)
     finally:
         await bob.close()

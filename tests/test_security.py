@@ -103,7 +103,7 @@ async def test_socket_connections_from_another_origin_are_refused(app_server: Ap
 class _Page(BaseHTTPRequestHandler):
     html = b""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.end_headers()

@@ -14,8 +14,8 @@ import redis
 from feedback import keys
 from launcher.cli import port_in_use
 from launcher.process import wait_until
-from tests.conftest import ROOT, free_port
 from sim.client import ChatClient
+from tests.conftest import ROOT, free_port
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:

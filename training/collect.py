@@ -82,7 +82,7 @@ for i = 1, #KEYS, 2 do
   out[#out + 1] = row
 end
 return out
-""" % (", ".join(f"'{f.decode()}'" for f in EXCHANGE_FIELDS), ", ".join(f"'{f.decode()}'" for f in RATING_FIELDS))
+""" % (", ".join(f"'{f.decode()}'" for f in EXCHANGE_FIELDS), ", ".join(f"'{f.decode()}'" for f in RATING_FIELDS))  # noqa: UP031 - a Lua template: % leaves its braces alone
 # Rows per script call: Redis runs a script without serving anyone else, so a call is kept to a
 # few milliseconds (~10 µs a row) for the chat's own commands.
 SCRIPT_ROWS = 500
@@ -254,7 +254,7 @@ class Collected:
     def _parse(self, ids: list[str], packed: list[str]) -> list[RatedExchange]:
         reader = _Reader()
         rows = []
-        for exchange_id, row_text in zip(ids, packed):
+        for exchange_id, row_text in zip(ids, packed, strict=False):
             if not row_text:
                 self.vanished.add(exchange_id)
                 continue
@@ -266,7 +266,7 @@ class Collected:
                 continue
             mask = fields[0]
             if mask != _ALL_PRESENT:
-                fields = [None, *(v if m == "1" else None for v, m in zip(fields[1:], mask))]
+                fields = [None, *(v if m == "1" else None for v, m in zip(fields[1:], mask, strict=False))]
             row = reader.row(exchange_id, fields)
             if row is None:
                 self.skipped.add(exchange_id)
@@ -307,7 +307,7 @@ def collect(r: redis.Redis, since: str | None, full: bool = False, batch: int = 
         pipe = r.pipeline(transaction=False)
         for exchange_id in chunk:
             pipe.exists(keys.rating(exchange_id))
-        for exchange_id, rated in zip(chunk, pipe.execute()):
+        for exchange_id, rated in zip(chunk, pipe.execute(), strict=False):
             if rated:
                 ids.append(exchange_id)
             else:

@@ -60,7 +60,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -209,7 +209,7 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
 
 
 def _new_version() -> str:
-    return f"ds-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"ds-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def _shard_path(root: Path, version: str) -> Path:
@@ -421,7 +421,7 @@ class _Columns:
         together and merged into it: O(rows since that shard * log) plus one copy of the arrays."""
         if not self.tables:
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        runs = [(t[f"{name}_sorted"].to_numpy(), t[f"by_{name}"].to_numpy().astype(np.int64) + off) for t, off in zip(self.tables, self.offsets)]
+        runs = [(t[f"{name}_sorted"].to_numpy(), t[f"by_{name}"].to_numpy().astype(np.int64) + off) for t, off in zip(self.tables, self.offsets, strict=False)]
         base = max(range(len(runs)), key=lambda i: len(runs[i][0]))
         keys, order = runs[base]
         rest = [r for i, r in enumerate(runs) if i != base]
@@ -494,7 +494,7 @@ class _Columns:
         of each shard's sorted run, O(len(keys) * log + matches)."""
         keys = np.unique(keys)
         parts = []
-        for t, off in zip(self.tables, self.offsets):
+        for t, off in zip(self.tables, self.offsets, strict=False):
             sk = t[f"{name}_sorted"].to_numpy()
             lo, hi = np.searchsorted(sk, keys, "left"), np.searchsorted(sk, keys, "right")
             sizes = hi - lo
@@ -610,7 +610,7 @@ def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _in_repeated_runs(keys: np.ndarray) -> np.ndarray:
     """Indices (into keys) of the values that occur more than once, in key order."""
     order = np.argsort(keys, kind="stable")
-    starts, sizes = _runs(keys[order])
+    _, sizes = _runs(keys[order])
     member = np.repeat(sizes > 1, sizes)
     return order[member]
 
@@ -1003,14 +1003,14 @@ def class_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
 def _iso(ts: float | None) -> str | None:
     if ts is None or math.isnan(ts):
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _kto_value_counts(columns: _Columns, in_kto: np.ndarray, name: str) -> dict[str, int]:
     """How often each value of a column (each item, for a list column) occurs in the KTO rows,
     in order of first occurrence: one filter per shard, no per-row Python."""
     counts: dict[str, int] = {}
-    for array, lo, hi in zip(columns.arrow(name), columns.offsets[:-1], columns.offsets[1:]):
+    for array, lo, hi in zip(columns.arrow(name), columns.offsets[:-1], columns.offsets[1:], strict=False):
         mask = in_kto[lo:hi]
         if not mask.any():
             continue

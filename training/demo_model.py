@@ -287,7 +287,7 @@ def calibrate_styles(
     with torch.no_grad():
         weight[ids] = rows
         after = torch.softmax(h @ weight.T, dim=-1)[:, ids].mean(0)
-    return dict(zip(demo_corpus.STYLE_MARKERS, before.tolist())), dict(zip(demo_corpus.STYLE_MARKERS, after.tolist()))
+    return dict(zip(demo_corpus.STYLE_MARKERS, before.tolist(), strict=False)), dict(zip(demo_corpus.STYLE_MARKERS, after.tolist(), strict=False))
 
 
 def _save(out_dir: Path, model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, info: dict[str, Any]) -> None:

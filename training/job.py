@@ -15,8 +15,8 @@ import logging
 import threading
 import time
 import uuid
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import redis
@@ -58,7 +58,7 @@ class _KeepAlive:
         while not self.stop.wait(self.ttl_s / 3):
             try:
                 self.lock.reacquire()
-            except Exception:  # noqa: BLE001 - LockNotOwnedError or Redis trouble: the run must not commit
+            except Exception:
                 self.lost = True
                 return
 
@@ -108,7 +108,7 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     try:
         with _KeepAlive(lock, settings.retrain_lock_ttl_s) as keepalive:
             outcome = _run_locked(r, settings, config, lock, keepalive, progress)
-    except Exception as exc:  # noqa: BLE001 - any crash: record it, change nothing else
+    except Exception as exc:
         if _not_enough_data(exc):
             outcome = Outcome("skipped", str(exc))
         else:
@@ -117,7 +117,7 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     finally:
         try:
             lock.release()
-        except Exception:  # noqa: BLE001 - expired already: nothing to release
+        except Exception:
             pass
     _record(r, outcome, started)
     return outcome

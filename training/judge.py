@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-
 INSTRUCTIONS = (
     "You are judging a chat assistant. Read the conversation, then two candidate answers to its last "
     "user message. Reply with exactly one word: A if answer A is better, B if answer B is better, TIE "
