@@ -4,13 +4,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test bench browser clean
+.PHONY: up test test-fast lint bench browser clean
 
 up: $(VENV)/.stamp-app
 	$(BIN)/chatbot up
 
 test: $(VENV)/.stamp-dev browser
 	$(BIN)/pytest
+
+# The quick loop while editing: every test that starts no model (no training, no local model
+# server, no model download) and no browser. `make test` runs everything.
+test-fast: $(VENV)/.stamp-dev
+	$(BIN)/pytest -m "not slow and not browser"
+
+# What CI checks besides the tests: ruff (lint and import order) and mypy (the product's packages).
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m bench.ttft

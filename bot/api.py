@@ -8,8 +8,8 @@ rating script check that the answer is the caller's: a forged or foreign id chan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar, cast
 
 from chainlit.auth import get_current_user
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -85,13 +85,13 @@ async def _thread_of(store: Store, user: str, exchange_id: str) -> str | None:
     if spooled:
         return str(spooled[0])
     try:
-        return await store.redis.hget(keys.exchange(exchange_id), "thread_id")
+        return cast("str | None", await store.redis.hget(keys.exchange(exchange_id), "thread_id"))
     except OUTAGE:
         raise HTTPException(status_code=503, detail="Storage is unavailable right now; try again in a moment.") from None
 
 
 # Called after a rating is stored: (session id, user, thread id, exchange id, rating).
-OnRated = Callable[[str | None, str, str, str, ratings.RatingInput], Awaitable[None]]
+OnRated = Callable[[str | None, str, str, str, ratings.RatingInput], Coroutine[Any, Any, None]]
 
 
 def install(app: FastAPI, store: Store, limiter: Limiter, on_rated: OnRated | None = None) -> None:

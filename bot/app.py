@@ -23,6 +23,7 @@ from chainlit.server import sio
 from chainlit.session import WebsocketSession
 from fastapi import Request, Response
 from langchain_core.messages import UsageMetadata, convert_to_openai_messages
+from starlette.datastructures import Headers
 
 from bot import api, edge
 from bot import model as chat
@@ -135,7 +136,7 @@ def new_session() -> str:
 if settings.auth_mode == "password":
 
     @cl.password_auth_callback
-    def password_login(username: str, password: str) -> cl.User | None:
+    async def password_login(username: str, password: str) -> cl.User | None:
         expected = USERS.get(username)
         if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
             return cl.User(identifier=username, metadata={"provider": "password", "session": new_session()})
@@ -146,7 +147,7 @@ else:
     PROXY_SECRET = settings.auth_proxy_secret.get_secret_value().encode() if settings.auth_proxy_secret else b""
 
     @cl.header_auth_callback
-    def header_login(headers: dict[str, str]) -> cl.User | None:
+    async def header_login(headers: Headers) -> cl.User | None:
         # Behind a proxy that authenticates users, sets the user header and proves itself with the
         # shared secret (stripping both from what clients send): reaching this port is not enough.
         proof = headers.get(settings.auth_proxy_header.lower()) or headers.get(settings.auth_proxy_header) or ""

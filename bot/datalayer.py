@@ -13,14 +13,14 @@ import json
 import logging
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from chainlit.context import context
 from chainlit.data.base import BaseDataLayer
 from chainlit.data.utils import queue_until_user_message
 from chainlit.element import Element, ElementDict
 from chainlit.step import StepDict
-from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
+from chainlit.types import Feedback, FeedbackDict, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
 from chainlit.user import PersistedUser, User
 from redis.asyncio import Redis
 
@@ -87,7 +87,7 @@ class RedisDataLayer(BaseDataLayer):
     # --- users ----------------------------------------------------------------------------------
 
     async def get_user(self, identifier: str) -> PersistedUser | None:
-        data = await self.r.hgetall(keys.user(identifier))
+        data = cast("dict[str, str]", await self.r.hgetall(keys.user(identifier)))
         if not data:
             return None
         return PersistedUser(
@@ -104,7 +104,7 @@ class RedisDataLayer(BaseDataLayer):
     # --- threads --------------------------------------------------------------------------------
 
     async def get_thread_author(self, thread_id: str) -> str:
-        return await self.r.hget(keys.thread(thread_id), "userIdentifier") or ""
+        return cast("str | None", await self.r.hget(keys.thread(thread_id), "userIdentifier")) or ""
 
     async def _claim_thread(self, thread_id: str, user_id: str | None) -> None:
         """Create the thread for user_id, or check it is theirs. Raises OwnershipError."""
@@ -135,7 +135,7 @@ class RedisDataLayer(BaseDataLayer):
     async def _update_thread(self, thread_id: str, name: str | None, user_id: str | None, metadata: dict | None, tags: list[str] | None) -> None:
         if name is not None:
             await self._claim_thread(thread_id, user_id or _session_user())
-        owner = await self.r.hget(keys.thread(thread_id), "userId")
+        owner = cast("str | None", await self.r.hget(keys.thread(thread_id), "userId"))
         if owner is None:
             return  # Chainlit calls this on every connect: a thread starts with its first message
         if user_id and user_id != owner:
@@ -146,7 +146,7 @@ class RedisDataLayer(BaseDataLayer):
         if tags is not None:
             fields["tags"] = json.dumps(tags)
         if metadata is not None:
-            current = json.loads(await self.r.hget(keys.thread(thread_id), "metadata") or "{}")
+            current = json.loads(cast("str | None", await self.r.hget(keys.thread(thread_id), "metadata")) or "{}")
             fields["metadata"] = json.dumps({**current, **metadata}, default=str)
         # Only if the thread still exists: a late update must not resurrect a deleted thread.
         pairs = [x for kv in fields.items() for x in kv]
@@ -166,12 +166,12 @@ class RedisDataLayer(BaseDataLayer):
         )
 
     async def get_thread(self, thread_id: str) -> ThreadDict | None:
-        data = await self.r.hgetall(keys.thread(thread_id))
+        data = cast("dict[str, str]", await self.r.hgetall(keys.thread(thread_id)))
         if not data:
             return None
         thread = self._thread_dict(data)
-        step_ids = await self.r.zrange(keys.thread_steps(thread_id), 0, -1)
-        element_ids = await self.r.smembers(keys.thread_elements(thread_id))
+        step_ids = cast("list[str]", await self.r.zrange(keys.thread_steps(thread_id), 0, -1))
+        element_ids = cast("set[str]", await self.r.smembers(keys.thread_elements(thread_id)))
         async with self.r.pipeline(transaction=False) as pipe:
             for sid in step_ids:
                 pipe.hmget(keys.step(sid), "data", "deleted")
@@ -188,7 +188,8 @@ class RedisDataLayer(BaseDataLayer):
             if (step.get("metadata") or {}).get("transient"):
                 continue  # e.g. the reasons question after a thumbs down
             if rated:  # ratings are keyed by the run step, like Chainlit's feedback
-                step["feedback"] = {"id": sid, "forId": sid, "value": int(rated["value"]), "comment": rated.get("comment") or None}
+                value = cast("Literal[0, 1]", int(rated["value"]))
+                step["feedback"] = FeedbackDict(id=sid, forId=sid, value=value, comment=rated.get("comment") or None)
             thread["steps"].append(step)
         thread["elements"] = [json.loads(e) for e in rows[2 * n :] if e]
         return thread
@@ -196,7 +197,7 @@ class RedisDataLayer(BaseDataLayer):
     async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
         if not filters.userId:
             raise ValueError("list_threads needs a user")
-        ids = await self.r.zrevrange(keys.user_threads(filters.userId), 0, -1)
+        ids = cast("list[str]", await self.r.zrevrange(keys.user_threads(filters.userId), 0, -1))
         async with self.r.pipeline(transaction=False) as pipe:
             for tid in ids:
                 pipe.hgetall(keys.thread(tid))
@@ -229,13 +230,13 @@ class RedisDataLayer(BaseDataLayer):
     async def delete_thread(self, thread_id: str) -> None:
         """Delete the thread with its steps, elements, answers and ratings (the user's data is gone,
         and the event log tells the retraining job to forget the ratings)."""
-        data = await self.r.hgetall(keys.thread(thread_id))
+        data = cast("dict[str, str]", await self.r.hgetall(keys.thread(thread_id)))
         if not data:
             return
-        step_ids = await self.r.zrange(keys.thread_steps(thread_id), 0, -1)
-        exchange_ids = await self.r.zrange(keys.thread_exchanges(thread_id), 0, -1)
-        element_ids = await self.r.smembers(keys.thread_elements(thread_id))
-        rated = await self.r.hkeys(keys.thread_ratings(thread_id))
+        step_ids = cast("list[str]", await self.r.zrange(keys.thread_steps(thread_id), 0, -1))
+        exchange_ids = cast("list[str]", await self.r.zrange(keys.thread_exchanges(thread_id), 0, -1))
+        element_ids = cast("set[str]", await self.r.smembers(keys.thread_elements(thread_id)))
+        rated = cast("list[str]", await self.r.hkeys(keys.thread_ratings(thread_id)))
         async with self.r.pipeline(transaction=False) as pipe:
             for e in exchange_ids:
                 pipe.hget(keys.exchange(e), "prompt_message_id")
@@ -299,7 +300,7 @@ class RedisDataLayer(BaseDataLayer):
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_step(self, step_id: str) -> None:
-        raw = await self.r.hget(keys.step(step_id), "data")
+        raw = cast("str | None", await self.r.hget(keys.step(step_id), "data"))
         if not raw:
             return
         step = json.loads(raw)
@@ -308,11 +309,11 @@ class RedisDataLayer(BaseDataLayer):
         # A removed answer message (edit, regenerate): hide its exchange, keep it for training.
         run_id = step.get("parentId")
         if step.get("type") == "assistant_message" and run_id:
-            if await self.r.hget(keys.exchange(run_id), "message_id") == step_id:
+            if cast("str | None", await self.r.hget(keys.exchange(run_id), "message_id")) == step_id:
                 await self.r.hset(keys.exchange(run_id), "deleted", "1")
 
     async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
-        ids = await self.r.smembers(keys.user_favorites(user_id))
+        ids = cast("set[str]", await self.r.smembers(keys.user_favorites(user_id)))
         async with self.r.pipeline(transaction=False) as pipe:
             for sid in ids:
                 pipe.hget(keys.step(sid), "data")
@@ -331,7 +332,7 @@ class RedisDataLayer(BaseDataLayer):
             await pipe.execute()
 
     async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
-        raw = await self.r.get(keys.element(element_id))
+        raw = cast("str | None", await self.r.get(keys.element(element_id)))
         if not raw:
             return None
         data: ElementDict = json.loads(raw)
@@ -339,7 +340,7 @@ class RedisDataLayer(BaseDataLayer):
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
-        raw = await self.r.get(keys.element(element_id))
+        raw = cast("str | None", await self.r.get(keys.element(element_id)))
         if not raw:
             return
         owner_thread = json.loads(raw).get("threadId")
@@ -365,7 +366,7 @@ class RedisDataLayer(BaseDataLayer):
 
     async def delete_feedback(self, feedback_id: str) -> bool:
         user = _session_user()
-        thread_id = await self.r.hget(keys.exchange(feedback_id), "thread_id")
+        thread_id = cast("str | None", await self.r.hget(keys.exchange(feedback_id), "thread_id"))
         if not user or not thread_id:
             return False
         await self.store.rate(user=user, thread_id=thread_id, exchange_id=feedback_id, rating=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -89,31 +90,20 @@ async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
     ]
     created = iso(exchange.created_at)
     question = exchange.messages[-1].content[:200] if exchange.messages else ""
-    args = [OP_TTL_S, exchange.id, exchange.created_at, exchange.user, exchange.thread_id, created, question]
+    args: list[str | int | float] = [OP_TTL_S, exchange.id, exchange.created_at, exchange.user, exchange.thread_id, created, question]
     applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, *args, *fields)
     return bool(applied)
 
 
 async def load(r: Redis, exchange_id: str) -> Exchange | None:
-    data = await r.hgetall(keys.exchange(exchange_id))
+    data = cast(dict[str, str], await r.hgetall(keys.exchange(exchange_id)))
     return Exchange.from_hash(data) if data else None
 
 
 async def for_thread(r: Redis, thread_id: str) -> list[Exchange]:
-    ids = await r.zrange(keys.thread_exchanges(thread_id), 0, -1)
+    ids = cast(list[str], await r.zrange(keys.thread_exchanges(thread_id), 0, -1))
     async with r.pipeline(transaction=False) as pipe:
         for exchange_id in ids:
             pipe.hgetall(keys.exchange(exchange_id))
         rows = await pipe.execute()
     return [Exchange.from_hash(row) for row in rows if row]
-
-
-async def alternatives(r: Redis, user_message_id: str) -> list[str]:
-    """Ids of the answers to one user message, oldest first."""
-    return list(await r.lrange(keys.alternatives(user_message_id), 0, -1))
-
-
-async def hide(r: Redis, exchange_id: str) -> None:
-    """Soft delete: a replaced answer stays as the other side of a preference pair."""
-    if await r.exists(keys.exchange(exchange_id)):
-        await r.hset(keys.exchange(exchange_id), "deleted", "1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from enum import Enum
-from typing import Literal
+from typing import Literal, TypedDict, cast
 from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel, Field, field_validator
@@ -130,7 +130,7 @@ async def apply(
         keys.events(),
         keys.applied_op(op_id),
     ]
-    args = [
+    args: list[str | int] = [
         OP_TTL_S,
         user,
         thread_id,
@@ -146,9 +146,22 @@ async def apply(
     return str(event_id)
 
 
-async def get(r: Redis, exchange_id: str) -> dict[str, object] | None:
+class StoredRating(TypedDict):
+    """A rating as `get` returns it (the hash keys.rating documents, decoded)."""
+
+    value: int
+    comment: str
+    reasons: list[str]
+    user: str
+    updated_at: str
+
+
+async def get(r: Redis, exchange_id: str) -> StoredRating | None:
     """The current rating of an exchange: value, comment, reasons, user, updated_at."""
-    data = await r.hgetall(keys.rating(exchange_id))
+    data = cast(dict[str, str], await r.hgetall(keys.rating(exchange_id)))
     if not data:
         return None
-    return {**data, "value": int(data["value"]), "reasons": json.loads(data["reasons"] or "[]")}
+    return StoredRating(
+        value=int(data["value"]), comment=data.get("comment", ""), reasons=json.loads(data.get("reasons") or "[]"),
+        user=data.get("user", ""), updated_at=data.get("updated_at", ""),
+    )

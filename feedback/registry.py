@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -66,7 +66,7 @@ BASE = "base"  # the version name recorded when no promoted model is in service
 
 async def in_service(r: AsyncRedis) -> tuple[str | None, str]:
     """(served name, version id) of the promoted model; (None, "base") means the configured model."""
-    name, version = await r.mget(keys.active_model(), keys.active_version())
+    name, version = cast(list[str | None], await r.mget(keys.active_model(), keys.active_version()))
     return name, version or BASE
 
 
@@ -75,14 +75,15 @@ async def in_service(r: AsyncRedis) -> tuple[str | None, str]:
 
 def add(r: redis.Redis, version: ModelVersion, pipe: redis.client.Pipeline | None = None) -> None:
     target = pipe if pipe is not None else r.pipeline(transaction=True)
-    target.hset(keys.model_version(version.id), mapping=version.to_hash())
+    fields: dict[Any, Any] = version.to_hash()  # redis-py types hash fields as invariant unions
+    target.hset(keys.model_version(version.id), mapping=fields)
     target.zadd(keys.model_versions(), {version.id: version.created_at})
     if pipe is None:
         target.execute()
 
 
 def get(r: redis.Redis, version_id: str) -> ModelVersion:
-    data = r.hgetall(keys.model_version(version_id))
+    data = cast(dict[str, str], r.hgetall(keys.model_version(version_id)))
     if not data:
         raise RegistryError(f"no model version {version_id!r}")
     return ModelVersion.from_hash(data)
@@ -90,7 +91,7 @@ def get(r: redis.Redis, version_id: str) -> ModelVersion:
 
 def versions(r: redis.Redis) -> list[ModelVersion]:
     """All versions, oldest first."""
-    ids = r.zrange(keys.model_versions(), 0, -1)
+    ids = cast(list[str], r.zrange(keys.model_versions(), 0, -1))
     pipe = r.pipeline(transaction=False)
     for vid in ids:
         pipe.hgetall(keys.model_version(vid))
@@ -98,7 +99,7 @@ def versions(r: redis.Redis) -> list[ModelVersion]:
 
 
 def active(r: redis.Redis) -> ModelVersion | None:
-    vid = r.get(keys.active_version())
+    vid = cast(str | None, r.get(keys.active_version()))
     return get(r, vid) if vid else None
 
 
@@ -107,7 +108,7 @@ def activate(pipe: redis.client.Pipeline, new: ModelVersion, old: ModelVersion |
     now = time.time()
     if old is not None and old.id != new.id:
         pipe.hset(keys.model_version(old.id), mapping={"status": "retired"})
-    fields = {"status": "active", "decided_at": str(now)}
+    fields: dict[Any, Any] = {"status": "active", "decided_at": str(now)}
     if decision is not None:
         fields["decision"] = json.dumps(decision)
     pipe.hset(keys.model_version(new.id), mapping=fields)

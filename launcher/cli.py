@@ -15,6 +15,10 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    import redis
+
+    from feedback.settings import Settings
+    from sim.simulate import SimStats
     from training.config import RetrainConfig
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -177,7 +181,7 @@ def demo_model(
     _build_demo_model(out, minutes=minutes, steps=steps, seed=seed)
 
 
-def _settings_or_exit():  # type: ignore[no-untyped-def]
+def _settings_or_exit() -> Settings:
     from feedback.settings import SettingsError, load_settings
 
     try:
@@ -187,7 +191,7 @@ def _settings_or_exit():  # type: ignore[no-untyped-def]
         raise typer.Exit(2) from None
 
 
-def _registry_redis():  # type: ignore[no-untyped-def]
+def _registry_redis() -> tuple[Settings, redis.Redis]:
     import redis
 
     from feedback.connection import connect_sync
@@ -215,7 +219,8 @@ def retrain_options(argv: list[str]) -> tuple[RetrainRunArgs, RetrainConfig]:
 
     from training.config import DEMO_RECIPE, RetrainConfig
 
-    parser = HfArgumentParser((RetrainRunArgs, RetrainConfig), prog="chatbot retrain", description="Retrain the model from users' ratings.")
+    # (transformers types its dataclass argument as an opaque NewType: no class passes the check)
+    parser = HfArgumentParser([RetrainRunArgs, RetrainConfig], prog="chatbot retrain", description="Retrain the model from users' ratings.")  # type: ignore[list-item]
     run_args, config = parser.parse_args_into_dataclasses(args=argv)
     if run_args.demo:  # again, with the recipe as the defaults
         parser.set_defaults(**DEMO_RECIPE)
@@ -337,11 +342,11 @@ def simulate(
             raise typer.Exit(2) from None
     else:
         secret = settings.data_dir.resolve() / "secrets" / "admin-password"
-        password = password or settings.users().get(user) or (secret.read_text().strip() if user == "admin" and secret.exists() else None)
-        if not password:
+        found = password or settings.users().get(user) or (secret.read_text().strip() if user == "admin" and secret.exists() else None)
+        if not found:
             console.print(f"[red]No password for {user}: give --password (or --users), or run `chatbot up` first (it writes {secret}).[/red]")
             raise typer.Exit(2)
-        accounts = {user: password}
+        accounts = {user: found}
     from sim import preference as preferences
 
     try:
@@ -361,7 +366,7 @@ def simulate(
 
     step = max(1, conversations // 10)
 
-    def progress(stats) -> None:  # type: ignore[no-untyped-def]
+    def progress(stats: SimStats) -> None:
         if stats.conversations % step == 0 or stats.conversations == conversations:
             console.print(f"{stats.conversations}/{conversations} conversations, {stats.rated} ratings, {stats.regenerated} regenerated, {stats.errors} errors")
 

@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,7 +53,7 @@ class ChatClient:
         for name in ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error", "toast"):
             self.sio.on(name, self._recorder(name))
 
-    def _recorder(self, name: str):  # type: ignore[no-untyped-def]
+    def _recorder(self, name: str) -> Callable[..., Awaitable[None]]:
         async def record(data: Any = None) -> None:
             await self._events.put((name, data))
 

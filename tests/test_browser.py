@@ -25,6 +25,8 @@ import pytest
 from feedback import keys
 from tests.conftest import USERS, AppServer, RedisServer
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)

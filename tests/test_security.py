@@ -152,6 +152,7 @@ ATTACK_JS = """async ({app, rid, tid, csrf}) => {
 }"""
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
 async def test_a_page_of_another_origin_cannot_read_or_change_a_logged_in_users_data(
     app_server: AppServer, alice: ChatClient, redis_db: RedisServer, other_origin: tuple[str, type[_Page]]

@@ -29,16 +29,18 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import cast
 
 import orjson
 import redis
+from redis.connection import AbstractConnection
 
 from feedback import keys
 
+SyncRedis = redis.Redis  # (a class below has a field named `redis`)
 log = logging.getLogger(__name__)
 
 _Event = tuple[str, dict[str, str]]  # (stream id, fields) as a decoding client returns it
@@ -185,7 +187,7 @@ class Collected:
                 conn.disconnect()
             self.redis.connection_pool.release(conn)
 
-    def _listed(self, r: redis.Redis) -> Iterator[list[str]]:
+    def _listed(self, r: SyncRedis) -> Generator[list[str], None, None]:
         """Every rated exchange id, `batch` at a time, listed by a thread (`LIST_RATED` calls on
         another connection) while the rows are read: Redis's listing work (SCAN over every key:
         an eighth of a full build's time) overlaps the parsing instead of preceding it."""
@@ -240,7 +242,7 @@ class Collected:
         return self._rated
 
     @staticmethod
-    def _pack(conn: redis.connection.AbstractConnection, ids: list[str]) -> tuple[int, list[bytes]]:
+    def _pack(conn: AbstractConnection, ids: list[str]) -> tuple[int, list[bytes]]:
         """The script calls reading `ids`, packed, and how many replies they get."""
         calls = []
         for i in range(0, len(ids), SCRIPT_ROWS):
@@ -264,7 +266,7 @@ class Collected:
                 if row is not None:
                     rows.append(row)
                 continue
-            mask = fields[0]
+            mask = cast(str, fields[0])  # present: the packed row's first field is its mask
             if mask != _ALL_PRESENT:
                 fields = [None, *(v if m == "1" else None for v, m in zip(fields[1:], mask, strict=False))]
             row = reader.row(exchange_id, fields)

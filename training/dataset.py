@@ -189,7 +189,7 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
     placed = False
     try:
         written = _write_shard(tmp_shard, collected, config.scrub_pii, progress)
-        plan = _plan([_shard_path(root, s) for s in shards[:-1]] + [tmp_shard], config, root / previous_version if previous else None)
+        plan = _plan([_shard_path(root, s) for s in shards[:-1]] + [tmp_shard], config, root / previous_version if previous and previous_version else None)
         _check(plan, config)
         tmp_shard.replace(shard_path)
         placed = True
@@ -916,7 +916,7 @@ def _plan_update(c: _Columns, config: RetrainConfig, previous: Path) -> _Plan | 
             summary[f"{name}_min"] = float(values.min()) if lo is None else min(lo, float(values.min()))
             summary[f"{name}_max"] = float(values.max()) if hi is None else max(hi, float(values.max()))
     for name in VALUE_COUNTED:
-        counts = Counter(summary[name])
+        counts: Counter[Any] = Counter(summary[name])
         counts.update(_value_counts_rows(c, name, added))
         counts.subtract(_value_counts_rows(c, name, removed))
         summary[name] = {k: v for k, v in counts.items() if v}

@@ -284,7 +284,9 @@ def _stable(text: str) -> int:
 
 
 def _build_questions() -> tuple[list[str], list[str], dict[str, tuple[Topic, str]]]:
-    train, heldout, info = [], [], {}
+    train: list[str] = []
+    heldout: list[str] = []
+    info: dict[str, tuple[Topic, str]] = {}
     for topic in TOPICS:
         order = sorted(range(len(TEMPLATES)), key=lambda i: _stable(f"{topic.name}|{TEMPLATES[i][1]}"))
         held = set(order[:HELDOUT_PER_TOPIC])

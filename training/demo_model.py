@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -81,7 +81,7 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
         tie_word_embeddings=False,  # the style-opening tokens' output rows are calibrated alone
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids(EOS),
-        pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
+        pad_token_id=cast(int, tokenizer.convert_tokens_to_ids(PAD)),
     )
 
 
@@ -116,7 +116,7 @@ class Batches:
     def __init__(self, tokenizer: PreTrainedTokenizerFast, seed: int) -> None:
         self.tokenizer = tokenizer
         self.rng = random.Random(seed)
-        self.pad_id = tokenizer.convert_tokens_to_ids(PAD)
+        self.pad_id = cast(int, tokenizer.convert_tokens_to_ids(PAD))
         self.kinds, self.weights = list(CONTEXT_KINDS), list(CONTEXT_KINDS.values())
         self.styles: list[str] = []
 

@@ -79,7 +79,8 @@ class _Encoded:
 
 
 def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
+    out: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)  # a BatchEncoding
+    return list(out["input_ids"])
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, Any]], answer: list[dict[str, Any]], max_length: int) -> _Encoded:
@@ -133,7 +134,7 @@ def generate(
         for i in range(0, len(conversations), batch_size):
             texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations[i : i + batch_size]]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            generated = model.generate(**enc, pad_token_id=pad, **options)
+            generated = model.generate(**enc, pad_token_id=pad, **options)  # type: ignore[operator]  # transformers types generate oddly
             out += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
@@ -171,7 +172,7 @@ def load(model_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         raise EvalError(f"cannot load model {model_path!r} to score it: {exc}") from exc
     if tokenizer.chat_template is None:
         raise EvalError(f"model {model_path!r} has no chat template")
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]  # (to() is typed for modules)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 from redis.lock import Lock
@@ -74,10 +74,10 @@ class _KeepAlive:
 def new_ratings(r: redis.Redis, batch: int = 5000) -> int:
     """Answers whose rating changed since the last successful run (what the schedule compares with
     MIN_NEW_RATINGS): distinct answers, so one user flipping a thumb 50 times counts once."""
-    since = r.get(keys.retrain_watermark())
+    since = cast("str | None", r.get(keys.retrain_watermark()))
     start = "-" if since is None else f"({since}"
     touched: set[str] = set()
-    while events := r.xrange(keys.events(), min=start, max="+", count=batch):
+    while events := cast("list[tuple[str, dict[str, str]]]", r.xrange(keys.events(), min=start, max="+", count=batch)):
         touched.update(fields.get("exchange", "") for _, fields in events)
         start = f"({events[-1][0]}"
     touched.discard("")
@@ -129,7 +129,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
 
     if config.judge_prompts and not settings.judge_model:
         raise ValueError("judge_prompts needs a judge model: set JUDGE_MODEL (and JUDGE_BASE_URL, JUDGE_API_KEY unless the chat model's)")
-    watermark = None if config.full_rebuild else r.get(keys.retrain_watermark())
+    watermark = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_watermark()))
     pending = new_ratings(r)
     if not config.full_rebuild and pending < config.min_new_ratings:
         return Outcome("skipped", f"{pending} new ratings since the last run; waiting for {config.min_new_ratings}", pending)
@@ -142,7 +142,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
         )
     collected = collect.collect(r, since=watermark, full=config.full_rebuild)
     root = settings.data_dir.resolve()
-    previous = None if config.full_rebuild else r.get(keys.retrain_dataset())
+    previous = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_dataset()))
     built = dataset.build(collected, config, root / "datasets", previous)
     data = dataset.load(root / "datasets", built.version)
     _check_held_out(data, config)
@@ -269,7 +269,7 @@ def _commit(
 
 def _record(r: redis.Redis, outcome: Outcome, started: float) -> None:
     """Best effort: the runs log is for people; a Redis outage here must not hide the outcome."""
-    entry = {k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else str(v)) for k, v in asdict(outcome).items()}
+    entry: dict[Any, Any] = {k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else str(v)) for k, v in asdict(outcome).items()}
     entry["started"] = f"{started:.3f}"
     entry["seconds"] = f"{time.time() - started:.1f}"
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -90,7 +91,7 @@ def build_tiny_model(out_dir: Path, vocab_size: int = 512, hidden_size: int = 32
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=eos_id,
-        pad_token_id=pad_id,
+        pad_token_id=cast(int, pad_id),
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)

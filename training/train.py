@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import datasets
 import torch
@@ -52,6 +52,9 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
 from training.config import RetrainConfig
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ def row_lengths(rows: Dataset, tokenizer: PreTrainedTokenizerBase, answer_column
 
 
 def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+    out: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)  # a BatchEncoding
     return list(out["input_ids"])
 
 
@@ -141,7 +144,7 @@ def load_tokenizer(base_model: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(base_model: str, init_adapter: str | None, dtype: torch.dtype | str = torch.float32, device_map: str | None = None) -> PreTrainedModel:
+def load_model(base_model: str, init_adapter: str | None, dtype: torch.dtype | str = torch.float32, device_map: str | None = None) -> PreTrainedModel | PeftModel:
     """The base model, with `init_adapter` loaded trainable when given."""
     try:
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, device_map=device_map)
@@ -270,7 +273,7 @@ def _train(
     if method == "kto":
         from trl import KTOTrainer
 
-        trainer = KTOTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config)
+        trainer: KTOTrainer | DPOTrainer = KTOTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config)
     else:
         from trl import DPOTrainer
 
@@ -282,7 +285,7 @@ def _train(
     adapter_dir, merged_dir = out_dir / ADAPTER_DIR, out_dir / MERGED_DIR
     peft_model = trainer.model
     if "ref" in getattr(peft_model, "peft_config", {}):
-        peft_model.delete_adapter("ref")  # TRL's frozen copy of init_adapter: the reference, not the result
+        peft_model.delete_adapter("ref")  # type: ignore[union-attr,operator]  # TRL's frozen copy of init_adapter: the reference, not the result
     trainer.save_model(str(adapter_dir))  # every process calls it (sharded states); the main one writes
 
     log_history = [entry for entry in trainer.state.log_history if "loss" in entry]
