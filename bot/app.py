@@ -59,7 +59,7 @@ SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the s
 
 
 # Offered after a thumbs down given in the UI (which has no field for them).
-DOWN_REASONS = {"wrong": "Wrong", "unhelpful": "Unhelpful", "too_long": "Too long", "unsafe": "Unsafe", "off_topic": "Off topic"}
+DOWN_REASONS = {reason.value: label for reason, label in ratings.DOWN_REASONS.items()}
 
 
 async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput) -> None:

@@ -36,6 +36,12 @@ class Reason(str, Enum):
     off_topic = "off_topic"
 
 
+# The reasons the chat offers after a thumbs down, with their button labels.
+DOWN_REASONS: dict[Reason, str] = {
+    Reason.wrong: "Wrong", Reason.unhelpful: "Unhelpful", Reason.too_long: "Too long", Reason.unsafe: "Unsafe", Reason.off_topic: "Off topic",
+}
+
+
 class RatingError(ValueError):
     """A rating was refused; status is the HTTP status the API answers with."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,6 +16,23 @@ import httpx
 
 class StartupError(RuntimeError):
     """A service did not come up; the message says which and what to change."""
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any of the product's settings (the variable of every
+    Settings field), plus `settings`: a child process that sees exactly the settings it is given,
+    whatever the caller's shell exports."""
+    from feedback.settings import Settings
+
+    names = {name.upper() for name in Settings.model_fields}
+    return {**{k: v for k, v in os.environ.items() if k not in names}, **settings}
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes] | None = None, what: str = "service") -> None:

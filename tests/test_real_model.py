@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from feedback import registry
-from launcher.process import wait_until
+from launcher.process import child_env, wait_until
 from sim.client import ChatClient, Reply
 from tests.conftest import ROOT, USERS, RedisServer, free_port, run_cli
 from tests.support import seed
@@ -48,8 +48,7 @@ def seed_ratings(url: str) -> None:
 @pytest.mark.timeout(900)  # installs nothing, but loads, trains and reloads a 135M model on 2 cores
 async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(default_model_data: Path, redis_db: RedisServer, tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "PROMPT_", "RETRAIN_"))}
-    env.update(
+    env = child_env(
         DATA_DIR=str(default_model_data), REDIS_URL=redis_db.url, PORT=str(port), LOCAL_MODEL_PORT=str(free_port()),
         AUTH_USERS=",".join(f"{u}:{p}" for u, p in USERS.items()), LLM_MAX_TOKENS="24", LLM_TIMEOUT_S="120", RETRAIN_INTERVAL_S="0",
     )  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from feedback.settings import Settings, SettingsError, load_settings
+from launcher.process import child_env
 from tests.conftest import run_cli
 
 
@@ -79,8 +80,7 @@ def test_password_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_up_stops_on_invalid_settings_with_a_clear_message(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_"))}
-    result = run_cli("up", env={**env, "LLM_TIMEOUT_S": "-1", "DATA_DIR": str(tmp_path)})
+    result = run_cli("up", env=child_env(LLM_TIMEOUT_S="-1", DATA_DIR=str(tmp_path)))
     assert result.returncode == 2
     assert "Invalid settings" in result.stderr and "LLM_TIMEOUT_S" in result.stderr
     assert "Traceback" not in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,14 +12,13 @@ import redis
 
 from feedback import keys
 from launcher.cli import port_in_use
-from launcher.process import wait_until
+from launcher.process import child_env, wait_until
 from sim.client import ChatClient
 from tests.conftest import ROOT, free_port
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "REDIS_", "AUTH_", "CHAINLIT_AUTH"))}
-    return {**env, "DATA_DIR": str(tmp_path / "data"), "PORT": str(free_port()), "LOCAL_MODEL_PORT": str(free_port()), **extra}
+    return child_env(DATA_DIR=str(tmp_path / "data"), PORT=str(free_port()), LOCAL_MODEL_PORT=str(free_port()), **extra)
 
 
 async def test_up_with_embedded_redis_chats_and_stops_cleanly_on_ctrl_c(tmp_path: Path, standin: str) -> None:

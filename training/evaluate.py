@@ -55,6 +55,7 @@ from datasets import Dataset
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+# What loading a model or tokenizer from a damaged or foreign directory raises (training too).
 LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
@@ -78,7 +79,7 @@ class _Encoded:
     truncated: bool = False
 
 
-def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+def chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
     out: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)  # a BatchEncoding
     return list(out["input_ids"])
 
@@ -86,8 +87,8 @@ def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]
 def encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, Any]], answer: list[dict[str, Any]], max_length: int) -> _Encoded:
     """Tokens of prompt + answer as TRL trains on them: the answer starts where the prompt with a
     generation prompt and the full conversation stop agreeing."""
-    prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
-    full = _chat_ids(tokenizer, prompt + answer)
+    prompt_ids = chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    full = chat_ids(tokenizer, prompt + answer)
     start = 0
     while start < min(len(prompt_ids), len(full)) and prompt_ids[start] == full[start]:
         start += 1

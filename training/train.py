@@ -48,10 +48,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import datasets
 import torch
 from datasets import Dataset, DatasetDict
-from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
 from training.config import RetrainConfig
+from training.evaluate import LOAD_ERRORS, chat_ids
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 ADAPTER_DIR, MERGED_DIR = "adapter", "merged"
 KTO_COLUMNS = ["prompt", "completion", "label"]
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
-# What loading a model or adapter directory raises when it is missing, partial or corrupt.
-LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
 class TrainError(RuntimeError):
@@ -112,12 +110,7 @@ def row_lengths(rows: Dataset, tokenizer: PreTrainedTokenizerBase, answer_column
     """Tokens of prompt + answer with the chat template applied, the way TRL tokenizes it (for DPO
     the longer of chosen and rejected)."""
 
-    return [max(len(_chat_ids(tokenizer, row["prompt"] + row[c])) for c in answer_columns) for row in rows]
-
-
-def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
-    out: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)  # a BatchEncoding
-    return list(out["input_ids"])
+    return [max(len(chat_ids(tokenizer, row["prompt"] + row[c])) for c in answer_columns) for row in rows]
 
 
 def drop_too_long(rows: Dataset, tokenizer: PreTrainedTokenizerBase, columns: list[str], max_length: int) -> tuple[Dataset, int]:
