@@ -15,9 +15,9 @@ import redis
 
 from launcher import chainlit_server, redis_server
 from launcher.process import ServiceGroup, child_env, free_port, wait_until
+from tests.support.session import USERS
 
 ROOT = Path(__file__).resolve().parent.parent
-USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 
 
 @dataclass

@@ -11,13 +11,7 @@ import pytest
 from feedback import keys
 from sim.client import ChatClient
 from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
-
-
-async def logged_in(url: str, user: str = "alice") -> ChatClient:
-    client = ChatClient(url)
-    await client.login(user, USERS[user])
-    await client.connect()
-    return client
+from tests.support.session import logged_in
 
 
 async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:

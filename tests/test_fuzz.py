@@ -7,26 +7,19 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sim.client import ChatClient
 from tests.conftest import USERS, AppServer, RedisServer
+from tests.support.session import keyspace
 
 # Routes the pass leaves alone: logging out (it would end the pass's own session) and logging in
 # (limited per client address; tests/test_security.py attacks it).
 SKIP = {("POST", "/logout"), ("POST", "/login"), ("POST", "/auth/header"), ("POST", "/auth/jwt")}
 EXAMPLES = 25  # per operation: a pass over ~30 operations in about a minute
 
-
-def keyspace(db: RedisServer) -> dict[bytes, bytes | None]:
-    raw = redis.Redis.from_url(db.url)
-    try:
-        return {k: raw.dump(k) for k in raw.keys("*") if not k.startswith(b"{fb}:limit:")}
-    finally:
-        raw.close()
 
 
 @pytest.fixture
@@ -66,12 +59,12 @@ async def test_no_request_from_the_schema_fails_the_server_or_writes_when_refuse
                 for key in ("threadId", "sessionId"):
                     if key in case.body and real_id != "x":
                         case.body[key] = real_id
-            before = keyspace(redis_db)
+            before = keyspace(redis_db.url)
             response = case.call(base_url=app_server.url, headers=headers, timeout=30)
             tried += 1
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
-            elif response.status_code >= 400 and keyspace(redis_db) != before:
+            elif response.status_code >= 400 and keyspace(redis_db.url) != before:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code} but Redis changed")
 
         probe()
@@ -87,10 +80,10 @@ async def test_every_state_changing_route_refuses_another_origin(app_server: App
     schema = schema_of(app_server, alice.cookie or "")
     routes = [(m.upper(), p) for p, ops in schema["paths"].items() for m in ops if m.upper() not in ("GET", "HEAD", "OPTIONS")]
     assert ("PUT", "/feedback") in routes and ("DELETE", "/project/thread") in routes
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     async with alice.http() as http:
         for method, path in routes:
             url = path.replace("{", "").replace("}", "")  # any value: the origin is refused first
             r = await http.request(method, url, json={}, headers={"Origin": "http://127.0.0.1:1"})
             assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
-    assert keyspace(redis_db) == before
+    assert keyspace(redis_db.url) == before

@@ -20,8 +20,9 @@ from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup, wait_until
 from sim.client import ChatClient, Reply
-from tests.conftest import USERS, app_env, run_cli, start_app, start_standin
+from tests.conftest import app_env, run_cli, start_app, start_standin
 from tests.support.seed import numbered_exchange
+from tests.support.session import logged_in
 
 WARNING = "⚠️ Storage is unavailable"
 
@@ -52,12 +53,6 @@ def warnings(reply: Reply) -> list[dict[str, Any]]:
 def events(c: redis.Redis) -> list[tuple[str, str, str | None]]:
     return [(f["action"], f["exchange"], f.get("value")) for _, f in c.xrange(keys.events())]
 
-
-async def logged_in(url: str, user: str) -> ChatClient:
-    client = ChatClient(url)
-    await client.login(user, USERS[user])
-    await client.connect()
-    return client
 
 
 async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_services: ServiceGroup, tmp_path: Path) -> None:

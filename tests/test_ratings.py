@@ -10,22 +10,9 @@ import pytest
 
 from feedback import keys
 from launcher.process import wait_until
-from sim.client import ChatClient, Reply
+from sim.client import ChatClient
 from tests.conftest import USERS, AppServer, RedisServer
-
-
-async def logged_in(url: str, user: str = "alice") -> ChatClient:
-    client = ChatClient(url)
-    await client.login(user, USERS[user])
-    await client.connect()
-    return client
-
-
-def run_id(reply: Reply) -> str:
-    """The run step the answer belongs to: what Chainlit's feedback buttons point at."""
-    final = reply.final()
-    assert final is not None, reply.messages
-    return str(final["parentId"])
+from tests.support.session import logged_in, run_id
 
 
 def events(redis_db: RedisServer) -> list[dict[str, str]]:

@@ -17,9 +17,10 @@ import pytest
 
 from feedback import registry
 from launcher.process import child_env, wait_until
-from sim.client import ChatClient, Reply
+from sim.client import ChatClient
 from tests.conftest import ROOT, USERS, RedisServer, free_port, run_cli
 from tests.support import seed
+from tests.support.session import run_id
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +34,6 @@ LONG = [
 # A short run: the point is the path (data -> TRL + LoRA on the real model -> gate -> serve), not quality.
 RETRAIN = ["--now", "--min_ratings", "10", "--max_user_share", "1.0", "--epochs", "1", "--batch_size", "4", "--max_length", "192", "--lora_r", "4", "--lora_alpha", "8", "--learning_rate", "1e-3"]
 
-
-def run_id(reply: Reply) -> str:
-    final = reply.final()
-    assert final is not None, reply.messages
-    return str(final["parentId"])
 
 
 def seed_ratings(url: str) -> None:

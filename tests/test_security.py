@@ -19,37 +19,18 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-import redis
 import socketio
 
 from feedback import keys
 from launcher.process import ServiceGroup
 from sim.client import ChatClient, Reply
 from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
+from tests.support.session import keyspace, logged_in, run_id
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def keyspace(db: RedisServer) -> dict[bytes, bytes | None]:
-    """Every key and its serialized value, but the rate-limit counters (a refused request counts)."""
-    raw = redis.Redis.from_url(db.url)  # DUMP's bytes are not text
-    try:
-        return {k: raw.dump(k) for k in raw.keys("*") if not k.startswith(b"{fb}:limit:")}
-    finally:
-        raw.close()
 
-
-async def logged_in(url: str, user: str) -> ChatClient:
-    client = ChatClient(url)
-    await client.login(user, USERS[user])
-    await client.connect()
-    return client
-
-
-def run_id(reply: Reply) -> str:
-    final = reply.final()
-    assert final is not None, reply.messages
-    return str(final["parentId"])
 
 
 @pytest.fixture
@@ -73,7 +54,7 @@ async def test_a_state_change_from_another_origin_is_refused(app_server: AppServ
     reply = await alice.send("rate me")
     rid = run_id(reply)
     assert (await alice.rate(rid, 1)).status_code == 200
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     other = "http://127.0.0.1:1"  # another port of the same host: same site, another origin
     async with alice.http() as http:
         body = {"feedback": {"forId": rid, "threadId": alice.thread_id, "value": 0}}
@@ -84,7 +65,7 @@ async def test_a_state_change_from_another_origin_is_refused(app_server: AppServ
         # No Origin header, but the browser says the request came from another site.
         r = await http.put("/feedback", json=body, headers={"Sec-Fetch-Site": "same-site"})
         assert r.status_code == 403
-        assert keyspace(redis_db) == before
+        assert keyspace(redis_db.url) == before
         # The app's own origin is served as before.
         r = await http.put("/feedback", json=body, headers={"Origin": app_server.url, "Sec-Fetch-Site": "same-origin"})
         assert r.status_code == 200
@@ -164,7 +145,7 @@ async def test_a_page_of_another_origin_cannot_read_or_change_a_logged_in_users_
     reply = await alice.send("keep my rating")
     rid = run_id(reply)
     assert (await alice.rate(rid, 1)).status_code == 200
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     origin, page_class = other_origin
     page_class.html = b"<html><body>another site</body></html>"
     token = (alice.cookie or "").removeprefix("access_token=")
@@ -181,7 +162,7 @@ async def test_a_page_of_another_origin_cannot_read_or_change_a_logged_in_users_
             assert own["read"].startswith("read 200") and alice.thread_id in own["read"], own
             assert own["rate"] == "sent 200" and own["socket"] == "open", own
             assert (await alice.rate(rid, 1)).status_code == 200  # put her rating back
-            before = keyspace(redis_db)
+            before = keyspace(redis_db.url)
 
             await page.goto(origin)
             attack = await page.evaluate(ATTACK_JS, {**args, "csrf": True})
@@ -191,7 +172,7 @@ async def test_a_page_of_another_origin_cannot_read_or_change_a_logged_in_users_
     assert attack["rate"] == "blocked", attack  # the preflight is refused
     assert attack["socket"] == "refused", attack
     assert attack["simple"] == "sent", attack
-    assert keyspace(redis_db) == before  # the logout was sent and refused: her token is not revoked
+    assert keyspace(redis_db.url) == before  # the logout was sent and refused: her token is not revoked
     assert redis_db.client.hget(keys.rating(rid), "value") == "1"
     async with alice.http() as http:
         assert (await http.get(f"/project/thread/{alice.thread_id}")).status_code == 200
@@ -206,7 +187,7 @@ async def test_hostile_ids_reach_no_key(app_server: AppServer, alice: ChatClient
     reply = await alice.send("my thread")
     tid = alice.thread_id
     assert tid and run_id(reply)
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
 
     # socket.io: a thread id that names another key of alice's thread, and other hostile ids.
     for bad in [f"{tid}:elements", *HOSTILE_IDS]:
@@ -228,7 +209,7 @@ async def test_hostile_ids_reach_no_key(app_server: AppServer, alice: ChatClient
             assert r.status_code == 400, (bad, r.text)
             r = await http.put("/feedback", json={"feedback": {"forId": bad, "threadId": tid, "value": 1}})
             assert r.status_code == 422, (bad, r.text)
-    assert keyspace(redis_db) == before
+    assert keyspace(redis_db.url) == before
     # alice's thread is whole: read, resumed and deleted as usual.
     assert (await alice.get_thread(tid)).status_code == 200
     resumed = ChatClient(app_server.url)
@@ -371,7 +352,7 @@ async def test_floods_get_429_with_retry_after(limited_app: AppServer, redis_db:
 async def test_switched_off_and_internal_routes(app_server: AppServer, alice: ChatClient, redis_db: RedisServer) -> None:
     await alice.send("do not share")
     tid = alice.thread_id
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     async with alice.http() as http:
         assert (await http.put("/project/thread/share", json={"threadId": tid, "isShared": True})).status_code == 404
         assert (await http.get(f"/project/share/{tid}")).status_code == 404
@@ -379,7 +360,7 @@ async def test_switched_off_and_internal_routes(app_server: AppServer, alice: Ch
         assert r.status_code == 404 and r.json()["detail"] == "No such session."
         assert (await http.get("/openapi.json")).status_code == 200  # logged in: the schema
         assert "swagger" not in (await http.get("/docs")).text.lower()
-    assert keyspace(redis_db) == before
+    assert keyspace(redis_db.url) == before
     async with httpx.AsyncClient(base_url=app_server.url) as anonymous:
         assert (await anonymous.get("/openapi.json")).status_code == 401
         assert (await anonymous.get(f"/project/share/{tid}")).status_code == 404
@@ -388,14 +369,14 @@ async def test_switched_off_and_internal_routes(app_server: AppServer, alice: Ch
 async def test_malformed_rating_bodies_get_a_clear_4xx(alice: ChatClient, redis_db: RedisServer) -> None:
     reply = await alice.send("rate me strictly")
     rid, tid = run_id(reply), alice.thread_id
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     async with alice.http() as http:
         r = await http.put("/feedback", content=b'{"feedback": {"forId": "' + rid.encode() + b'", "value": 1, "comment": "\xff\xfe"}}', headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.json()["detail"] == "The request body is not valid UTF-8."
         for value in (True, 1.0, "1", None):
             r = await http.put("/feedback", json={"feedback": {"forId": rid, "threadId": tid, "value": value}})
             assert r.status_code == 422, (value, r.text)
-        assert keyspace(redis_db) == before
+        assert keyspace(redis_db.url) == before
         # The longest valid comment, sent as JSON escapes (what a client may well do), fits the body limit.
         comment = "😀" * 1000  # 12 bytes each as a JSON escape (a surrogate pair)
         body = json.dumps({"feedback": {"forId": rid, "threadId": tid, "value": 1, "comment": comment + "é" * 1000}})
@@ -408,8 +389,8 @@ async def test_malformed_rating_bodies_get_a_clear_4xx(alice: ChatClient, redis_
 async def test_the_socket_refuses_what_it_cannot_store(app_server: AppServer, alice: ChatClient, redis_db: RedisServer) -> None:
     """Over-long messages are refused before Chainlit stores anything (it used to store them twice)."""
     await alice.send("first")
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     reply = await alice.send("x" * 900_000, retry=False, timeout_s=60)
     assert reply.refused and "the limit is 8000" in reply.refused
-    assert keyspace(redis_db) == before
+    assert keyspace(redis_db.url) == before
     await asyncio.wait_for(alice.send("still here"), 30)

@@ -1,0 +1,35 @@
+"""What tests do as a logged-in user, and what they compare Redis with."""
+
+from __future__ import annotations
+
+import redis
+
+from sim.client import ChatClient, Reply
+
+# The test users (AUTH_USERS of every app the tests start).
+USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+
+
+async def logged_in(url: str, user: str = "alice") -> ChatClient:
+    """A user logged in over HTTP with their socket.io session open, as the browser does."""
+    client = ChatClient(url)
+    await client.login(user, USERS[user])
+    await client.connect()
+    return client
+
+
+def run_id(reply: Reply) -> str:
+    """The run step the answer belongs to: what Chainlit's feedback buttons point at."""
+    final = reply.final()
+    assert final is not None, reply.messages
+    return str(final["parentId"])
+
+
+def keyspace(url: str) -> dict[bytes, bytes | None]:
+    """Every key and its serialized value (DUMP), but the rate-limit counters (a refused request
+    counts): what "nothing changed" is compared with."""
+    raw = redis.Redis.from_url(url)  # DUMP's bytes are not text
+    try:
+        return {k: raw.dump(k) for k in raw.keys("*") if not k.startswith(b"{fb}:limit:")}  # type: ignore[misc]
+    finally:
+        raw.close()
