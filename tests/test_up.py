@@ -18,7 +18,7 @@ from tests.conftest import ROOT, free_port
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return child_env(DATA_DIR=str(tmp_path / "data"), PORT=str(free_port()), LOCAL_MODEL_PORT=str(free_port()), **extra)
+    return child_env(**{"DATA_DIR": str(tmp_path / "data"), "PORT": str(free_port()), "LOCAL_MODEL_PORT": str(free_port()), **extra})
 
 
 async def test_up_with_embedded_redis_chats_and_stops_cleanly_on_ctrl_c(tmp_path: Path, standin: str) -> None:
