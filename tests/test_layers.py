@@ -1,0 +1,72 @@
+"""The layers, checked on the source: bot/ and training/ build on feedback/ and neither imports
+the other; feedback/ imports neither; the chat process (bot/app.py and all it imports) never
+imports torch, TRL or the other training libraries. Imports inside functions count too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGES = ("bot", "feedback", "training", "launcher", "sim")
+TRAINING_LIBRARIES = {"torch", "trl", "peft", "transformers", "datasets", "accelerate"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (absolute names)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    for candidate in (ROOT.joinpath(*parts).with_suffix(".py"), ROOT.joinpath(*parts, "__init__.py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def package_imports(package: str) -> set[str]:
+    return {name for path in (ROOT / package).rglob("*.py") for name in imports_of(path)}
+
+
+def test_packages_import_only_the_layers_below() -> None:
+    forbidden = {
+        "feedback": {"bot", "training", "launcher", "sim"},
+        "bot": {"training", "launcher", "sim"},
+        "training": {"bot", "launcher", "sim"},
+    }
+    for package, others in forbidden.items():
+        wrong = sorted(name for name in package_imports(package) if name.split(".")[0] in others)
+        assert not wrong, f"{package}/ imports {wrong}"
+
+
+def test_the_chat_process_never_imports_the_training_libraries() -> None:
+    """Everything bot/app.py reaches through our own modules, transitively."""
+    seen: set[str] = set()
+    third_party: set[str] = set()
+    todo = ["bot.app"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_file(name)
+        if path is None:
+            continue
+        for imported in imports_of(path):
+            top = imported.split(".")[0]
+            if top in PACKAGES:
+                todo.append(imported)
+            else:
+                third_party.add(top)
+    assert "feedback.store" in seen and "bot.edge" in seen  # the walk did follow our imports
+    assert not third_party & TRAINING_LIBRARIES, sorted(third_party & TRAINING_LIBRARIES)
+    assert not {m for m in seen if m.split(".")[0] in ("training", "sim", "launcher")}
