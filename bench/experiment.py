@@ -4,6 +4,7 @@
                                [--ratings-per-cycle 100] [--eval-questions 96] [--out docs/experiment]
     python -m bench.experiment --model real [--prefer short] [--opposite detailed]
                                [--model-dir data/default-model] [--out docs/experiment-real]
+    python -m bench.experiment --merge DIR [DIR ...] --out OUT   (arms run as separate processes)
 
 --model demo (the default): the offline demo model and raters of its canned styles. --model real:
 a real chat model (default DATA_DIR/default-model, SmolLM2-135M-Instruct), raters of natural
@@ -25,6 +26,7 @@ the targets are reported, not enforced (see the README it writes).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -116,7 +118,39 @@ def ensure_demo_model(model_dir: Path, minutes: float) -> tuple[float, bool]:
     return time.perf_counter() - started, False
 
 
+def merge(folders: list[Path], out: Path) -> int:
+    """One report from arms run as separate processes (e.g. each `--opposite ''` on its own, at the
+    same time): their results.json, in the order given; the first arm is the main one."""
+    from sim.experiment import CycleResult
+
+    runs = [json.loads((folder / "results.json").read_text()) for folder in folders]
+    results = [CycleResult(**row) for run in runs for row in run["results"]]
+    metas = [run["meta"] for run in runs]
+    meta = {
+        **metas[0],
+        "command": " & ".join(m["command"] for m in metas) + f"  (then: python -m bench.experiment --merge {' '.join(map(str, folders))} --out {out})",
+        "parallel": True,
+        "total_s": max(m["total_s"] for m in metas),
+        "experiment_s": max(m["experiment_s"] for m in metas),
+        "load": "; ".join(m.get("load", "") for m in metas),
+    }
+    main_style = results[0].arm
+    paths = write_outputs(results, out, main_style, meta)
+    print(markdown_table(results, main_style))
+    print("\n".join(verdict(results, main_style)))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--merge"]:  # python -m bench.experiment --merge DIR [DIR ...] --out OUT
+        rest = argv[1:]
+        if "--out" not in rest or rest.index("--out") + 2 != len(rest) or rest.index("--out") == 0:
+            print("usage: python -m bench.experiment --merge DIR [DIR ...] --out OUT", file=sys.stderr)
+            return 2
+        return merge([Path(p) for p in rest[: rest.index("--out")]], Path(rest[-1]))
     args = parse(argv)
     from sim.preference import PREFERENCES
     from training.demo_corpus import STYLES
@@ -166,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_experiment(arms, args.model_dir, args.workdir, config, log, parallel=parallel)
     experiment_s = time.perf_counter() - t
     total_s = time.perf_counter() - started
-    command = "python -m bench.experiment " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.experiment " + shlex.join(argv)
     meta = {
         "command": command.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
