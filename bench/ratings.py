@@ -279,7 +279,7 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
             t0 = time.perf_counter_ns()
             try:
                 resp = await http.put("/feedback", json={"feedback": feedback, "sessionId": rater.client.session_id})
-            except Exception as exc:
+            except Exception as exc:  # every failure counts as an error
                 rater.latencies_ns.append(time.perf_counter_ns() - t0)
                 rater.errors.append(f"{type(exc).__name__}: {exc}")
                 continue

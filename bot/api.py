@@ -26,6 +26,7 @@ from feedback.store import OUTAGE, Store
 # form (a surrogate pair, 12 bytes), plus room for the ids and reasons.
 MAX_BODY_BYTES = ratings.MAX_COMMENT_CHARS * 12 + 4096
 _background: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
+STATUS: dict[ratings.Refusal, int] = {"not_found": 404, "forbidden": 403, "unauthenticated": 401}
 Id = Annotated[str, Field(pattern=f"^{keys.ID_PATTERN.pattern}$")]
 
 
@@ -111,7 +112,7 @@ def install(app: FastAPI, store: Store, limiter: Limiter, on_rated: OnRated | No
         try:
             stored = await store.rate(user=user, thread_id=fb.threadId, exchange_id=fb.forId, rating=fb)
         except ratings.RatingError as exc:
-            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+            raise HTTPException(status_code=STATUS[exc.kind], detail=str(exc)) from None
         if on_rated is not None:
             # In the background: the click is acknowledged as soon as the rating is stored.
             task = asyncio.create_task(on_rated(body.sessionId, user, fb.threadId, fb.forId, fb))
@@ -129,7 +130,7 @@ def install(app: FastAPI, store: Store, limiter: Limiter, on_rated: OnRated | No
         try:
             stored = await store.rate(user=user, thread_id=thread_id, exchange_id=body.feedbackId, rating=None)
         except ratings.RatingError as exc:
-            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+            raise HTTPException(status_code=STATUS[exc.kind], detail=str(exc)) from None
         return {"success": True, "stored": stored}
 
     routes = [

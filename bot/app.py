@@ -213,7 +213,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
         await reply.send()
         raise
-    except Exception as exc:
+    except Exception as exc:  # openai raises many types; explain() maps the known ones
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
     if error is not None:

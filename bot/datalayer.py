@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback import rating as ratings
+from feedback.errors import LoopError
 from feedback.store import OUTAGE, Store
 from feedback.thread import ENSURE_THREAD_LUA, iso
 
@@ -55,7 +56,7 @@ return 'ok'
 """
 
 
-class OwnershipError(PermissionError):
+class OwnershipError(LoopError, PermissionError):
     """A write into a thread that belongs to someone else."""
 
 
@@ -72,7 +73,7 @@ def _session_user() -> str | None:
     """Identifier of the user whose socket session triggered this call, if any."""
     try:
         user = context.session.user
-    except Exception:
+    except Exception:  # chainlit raises its own error when there is no context
         return None
     return user.identifier if user else None
 
@@ -359,7 +360,7 @@ class RedisDataLayer(BaseDataLayer):
     async def upsert_feedback(self, feedback: Feedback) -> str:
         user = _session_user()
         if not user or not feedback.threadId:
-            raise ratings.RatingError(401, "rating needs a logged-in session and a thread")
+            raise ratings.RatingError("unauthenticated", "rating needs a logged-in session and a thread")
         rating = ratings.RatingInput(value=feedback.value, comment=feedback.comment)
         await self.store.rate(user=user, thread_id=feedback.threadId, exchange_id=feedback.forId, rating=rating)
         return feedback.forId

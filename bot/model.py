@@ -7,8 +7,10 @@ from functools import lru_cache
 import openai
 from langchain_openai import ChatOpenAI
 
+from feedback.errors import ServiceError
 
-class ModelError(RuntimeError):
+
+class ModelError(ServiceError):
     """The model could not answer; the message is short and fit to show in the chat."""
 
 

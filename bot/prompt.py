@@ -21,8 +21,10 @@ from langchain_core.prompts import (
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, Field, ValidationError
 
+from feedback.errors import InvalidInput
 
-class PromptSpecError(ValueError):
+
+class PromptSpecError(InvalidInput):
     """A prompt spec is missing or malformed."""
 
 

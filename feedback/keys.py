@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from feedback.errors import InvalidInput
+
 PREFIX = "{fb}"
 
 # What may be part of a key. Nothing else can: no ':' (another key's suffix), no '{' '}' (another
@@ -31,7 +33,7 @@ class _Wildcard(str):
 ANY = _Wildcard("*")  # keys.rating(keys.ANY): the pattern matching every rating key
 
 
-class KeyPartError(ValueError):
+class KeyPartError(InvalidInput):
     """An id or user name that may not be part of a key (the edge answers 400)."""
 
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from feedback import keys
+from feedback.errors import InvalidInput
 from feedback.exchange import OP_TTL_S
 
 MAX_COMMENT_CHARS = 2000
@@ -42,12 +43,15 @@ DOWN_REASONS: dict[Reason, str] = {
 }
 
 
-class RatingError(ValueError):
-    """A rating was refused; status is the HTTP status the API answers with."""
+Refusal = Literal["not_found", "forbidden", "unauthenticated"]
 
-    def __init__(self, status: int, message: str) -> None:
+
+class RatingError(InvalidInput):
+    """A rating was refused; `kind` says why (the HTTP routes map it to a status)."""
+
+    def __init__(self, kind: Refusal, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.kind = kind
 
 
 class RatingInput(BaseModel):
@@ -109,9 +113,9 @@ def _script(r: Redis, source: str) -> AsyncScript:
     return per_client[source]
 
 
-_REFUSALS = {
-    "not_found": (404, "No answer with this id in this thread."),
-    "forbidden": (403, "You can only rate answers in your own threads."),
+_REFUSALS: dict[str, tuple[Refusal, str]] = {
+    "not_found": ("not_found", "No answer with this id in this thread."),
+    "forbidden": ("forbidden", "You can only rate answers in your own threads."),
 }
 
 

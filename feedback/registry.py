@@ -17,11 +17,12 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis as AsyncRedis
 
 from feedback import keys
+from feedback.errors import InvalidInput
 
 Status = Literal["candidate", "active", "rejected", "retired"]
 
 
-class RegistryError(ValueError):
+class RegistryError(InvalidInput):
     """An unknown version, or a change the registry refuses (e.g. promoting a rejected model)."""
 
 

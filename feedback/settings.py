@@ -14,9 +14,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback import keys
+from feedback.errors import InvalidInput
 
 
-class SettingsError(ValueError):
+class SettingsError(InvalidInput):
     """Invalid settings; the message names each bad setting and what is wrong with it."""
 
 

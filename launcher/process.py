@@ -13,8 +13,10 @@ from types import TracebackType
 
 import httpx
 
+from feedback.errors import ServiceError
 
-class StartupError(RuntimeError):
+
+class StartupError(ServiceError):
     """A service did not come up; the message says which and what to change."""
 
 
@@ -59,7 +61,7 @@ class ServiceGroup:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")
+        log = open(self.log_dir / f"{name}.log", "ab")  # closed with the process
         proc = subprocess.Popen(
             argv,
             env=env,

@@ -73,6 +73,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, load_from_disk
 from tqdm.auto import tqdm
 
+from feedback.errors import NotEnoughData
 from training import pii
 from training.collect import Collected, RatedExchange
 from training.config import RetrainConfig
@@ -146,7 +147,7 @@ KTO_TARGET_RATIO = 7 / 6
 USER_CAP_FLOOR = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(NotEnoughData):
     """The ratings can't make a usable dataset; the message says what to do."""
 
 

@@ -55,11 +55,13 @@ from datasets import Dataset
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from feedback.errors import ServiceError
+
 # What loading a model or tokenizer from a damaged or foreign directory raises (training too).
 LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
-class EvalError(RuntimeError):
+class EvalError(ServiceError):
     """A model could not be loaded to be scored; the message names it."""
 
 

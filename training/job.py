@@ -23,6 +23,7 @@ import redis
 from redis.lock import Lock
 
 from feedback import keys, registry
+from feedback.errors import LoopError, NotEnoughData
 from feedback.settings import Settings
 from training.config import RetrainConfig
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 
-class LostLockError(RuntimeError):
+class LostLockError(LoopError, RuntimeError):
     """The run's lock expired (e.g. the process stalled) and another run may have started."""
 
 
@@ -58,7 +59,7 @@ class _KeepAlive:
         while not self.stop.wait(self.ttl_s / 3):
             try:
                 self.lock.reacquire()
-            except Exception:
+            except Exception:  # LockNotOwnedError or Redis trouble: the run must not commit
                 self.lost = True
                 return
 
@@ -84,14 +85,6 @@ def new_ratings(r: redis.Redis, batch: int = 5000) -> int:
     return len(touched)
 
 
-def _not_enough_data(exc: Exception) -> bool:
-    """The ratings can't make a run yet (too few, one class, nothing new, all too long)."""
-    from training.dataset import DatasetError
-    from training.train import TrainDataError
-
-    return isinstance(exc, (DatasetError, TrainDataError))
-
-
 def retrain_lock(r: redis.Redis, ttl_s: int) -> Lock:
     """One retraining run at a time, and nothing that must not run beside one (dataset pruning):
     expires after ttl_s unless renewed; not thread-local, so the keepalive thread can renew it."""
@@ -108,16 +101,15 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     try:
         with _KeepAlive(lock, settings.retrain_lock_ttl_s) as keepalive:
             outcome = _run_locked(r, settings, config, lock, keepalive, progress)
-    except Exception as exc:
-        if _not_enough_data(exc):
-            outcome = Outcome("skipped", str(exc))
-        else:
-            log.exception("retraining run failed")
-            outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+    except NotEnoughData as exc:  # too few ratings, one class, nothing new, all too long
+        outcome = Outcome("skipped", str(exc))
+    except Exception as exc:  # any crash: record it, change nothing else
+        log.exception("retraining run failed")
+        outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
     finally:
         try:
             lock.release()
-        except Exception:
+        except Exception:  # expired already: nothing to release
             pass
     _record(r, outcome, started)
     return outcome

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from feedback.errors import ServiceError
+
 INSTRUCTIONS = (
     "You are judging a chat assistant. Read the conversation, then two candidate answers to its last "
     "user message. Reply with exactly one word: A if answer A is better, B if answer B is better, TIE "
@@ -32,7 +34,7 @@ INSTRUCTIONS = (
 )
 
 
-class JudgeError(RuntimeError):
+class JudgeError(ServiceError):
     """The judge model could not be asked; nothing was promoted."""
 
 

@@ -25,12 +25,13 @@ from pathlib import Path
 import redis
 
 from feedback import keys
+from feedback.errors import ServiceError
 from training.dataset import SIDECAR_SUFFIX
 
 KEPT_FILES = ("card.json", "README.md")  # what stays of a pruned version: its card
 
 
-class RetentionError(RuntimeError):
+class RetentionError(ServiceError):
     """Pruning cannot run now (a retraining run holds the lock); nothing was removed."""
 
 

@@ -50,6 +50,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
+from feedback.errors import NotEnoughData, ServiceError
 from training.config import RetrainConfig
 from training.evaluate import LOAD_ERRORS, chat_ids
 
@@ -63,11 +64,11 @@ KTO_COLUMNS = ["prompt", "completion", "label"]
 DPO_COLUMNS = ["prompt", "chosen", "rejected"]
 
 
-class TrainError(RuntimeError):
+class TrainError(ServiceError):
     """The base model or the starting adapter could not be loaded; the message names the path."""
 
 
-class TrainDataError(ValueError):
+class TrainDataError(NotEnoughData):
     """The dataset leaves nothing to train on (e.g. every row is longer than max_length)."""
 
 
