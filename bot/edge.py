@@ -27,6 +27,7 @@ from chainlit.config import config as chainlit_config
 from chainlit.session import WebsocketSession
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 from socketio import AsyncServer
 from starlette.datastructures import Headers
@@ -175,17 +176,22 @@ class Guards:
 
 def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, users: dict[str, str] | None) -> Guards:
     """Guard the HTTP app and the socket.io server; call once, before the app serves."""
-    sessions = Sessions(redis, users)
-    messages = Limiter(redis, "messages", settings.messages_per_minute)
-    logins = Limiter(redis, "logins", settings.logins_per_minute)
+    guards = Guards(Sessions(redis, users), Limiter(redis, "messages", settings.messages_per_minute))
     chainlit_config.project.user_session_timeout = settings.session_ttl_s
+    current_user = _guard_http(app, guards.sessions, Limiter(redis, "logins", settings.logins_per_minute), settings.origins)
+    app.router.routes[0:0] = _front_routes(app, current_user)
+    _guard_socket(sio, guards, settings)
+    return guards
 
-    # --- HTTP ---------------------------------------------------------------------------------
+
+def _guard_http(app: FastAPI, sessions: Sessions, logins: Limiter, origins: frozenset[str]) -> Callable[..., Awaitable[Any]]:
+    """Origin and login-rate middleware, 400 for ids that may not reach a key, and the session
+    check on every route that asks for the current user. Returns that checked dependency."""
     # Chainlit's CORS middleware reads this list when the app first serves: no origin gets
     # credentialed cross-origin reads unless configured.
-    chainlit_config.project.allow_origins[:] = sorted(settings.origins)
+    chainlit_config.project.allow_origins[:] = sorted(origins)
     app.add_middleware(LoginLimit, limiter=logins)
-    app.add_middleware(OriginGuard, allowed=settings.origins)  # added last: runs first
+    app.add_middleware(OriginGuard, allowed=origins)  # added last: runs first
 
     async def bad_key(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
@@ -200,60 +206,73 @@ def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, us
         return user
 
     app.dependency_overrides[get_current_user] = current_user
+    return current_user
 
-    async def not_found() -> JSONResponse:
-        return JSONResponse({"detail": "Not found."}, status_code=404)
 
+async def _not_found() -> JSONResponse:
+    return JSONResponse({"detail": "Not found."}, status_code=404)
+
+
+async def _call_action(request: Request, user: Any) -> Any:
+    """Chainlit's /project/action, after checking what it takes unchecked (500s before)."""
+    from chainlit.action import Action
+    from chainlit.server import call_action as chainlit_call_action
+    from chainlit.types import CallActionRequest
+
+    try:
+        payload = CallActionRequest.model_validate(await request.json())
+        Action(**payload.action)  # what Chainlit builds from it, unchecked
+    except (ValueError, TypeError):
+        raise HTTPException(status_code=400, detail="Malformed action.") from None
+    if not keys.valid_id(payload.sessionId) or WebsocketSession.get_by_id(payload.sessionId) is None:
+        raise HTTPException(status_code=404, detail="No such session.")
+    return await chainlit_call_action(payload, user)
+
+
+async def _session_cookie(request: Request) -> JSONResponse:
+    """Chainlit's /set-session-cookie sets whatever it is sent, and fails (500) on a body that is
+    not JSON: the same cookie, for a session id only."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    session_id = body.get("session_id") if isinstance(body, dict) else None
+    if not keys.valid_id(session_id):
+        raise HTTPException(status_code=400, detail="session_id must be a session id.")
+    local = request.client is not None and request.client.host in ("127.0.0.1", "localhost")
+    response = JSONResponse({"message": "Session cookie set"})
+    response.set_cookie("X-Chainlit-Session-id", str(session_id), path="/", httponly=True, secure=not local, samesite="lax" if local else "none")
+    return response
+
+
+def _front_routes(app: FastAPI, current_user: Callable[..., Awaitable[Any]]) -> list[APIRoute]:
+    """Routes put in front of Chainlit's (the first match wins): the schema for logged-in users,
+    404 for what is switched off or unused, checked versions of two that failed on bad input."""
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in DOC_PATHS]
-    from fastapi.routing import APIRoute
-
-    front = [APIRoute("/openapi.json", openapi_for_users(app, current_user), methods=["GET"], include_in_schema=False, dependency_overrides_provider=app)]
-    if not chainlit_config.features.allow_thread_sharing:
-        front += [
-            APIRoute("/project/share/{thread_id}", not_found, methods=["GET"], include_in_schema=False),
-            APIRoute("/project/thread/share", not_found, methods=["PUT"], include_in_schema=False),
-        ]
 
     async def call_action(request: Request, user: Any = Depends(current_user)) -> Any:
-        from chainlit.action import Action
-        from chainlit.server import call_action as chainlit_call_action
-        from chainlit.types import CallActionRequest
+        return await _call_action(request, user)
 
-        try:
-            payload = CallActionRequest.model_validate(await request.json())
-            Action(**payload.action)  # what Chainlit builds from it, unchecked
-        except (ValueError, TypeError):
-            raise HTTPException(status_code=400, detail="Malformed action.") from None
-        if not keys.valid_id(payload.sessionId) or WebsocketSession.get_by_id(payload.sessionId) is None:
-            raise HTTPException(status_code=404, detail="No such session.")
-        return await chainlit_call_action(payload, user)
-
-    async def session_cookie(request: Request) -> JSONResponse:
-        # Chainlit's version sets whatever it is sent, and fails (500) on a body that is not JSON.
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        session_id = body.get("session_id") if isinstance(body, dict) else None
-        if not keys.valid_id(session_id):
-            raise HTTPException(status_code=400, detail="session_id must be a session id.")
-        local = request.client is not None and request.client.host in ("127.0.0.1", "localhost")
-        response = JSONResponse({"message": "Session cookie set"})
-        response.set_cookie("X-Chainlit-Session-id", str(session_id), path="/", httponly=True, secure=not local, samesite="lax" if local else "none")
-        return response
-
-    front += [
+    front = [
+        APIRoute("/openapi.json", openapi_for_users(app, current_user), methods=["GET"], include_in_schema=False, dependency_overrides_provider=app),
         APIRoute("/project/action", call_action, methods=["POST"], include_in_schema=False, dependency_overrides_provider=app),
-        APIRoute("/set-session-cookie", session_cookie, methods=["POST"], include_in_schema=False),
+        APIRoute("/set-session-cookie", _session_cookie, methods=["POST"], include_in_schema=False),
         # Chainlit features this app does not use: their routes fail (500) on sessions they
         # don't know rather than refusing.
-        APIRoute("/project/element", not_found, methods=["PUT", "DELETE"], include_in_schema=False),
+        APIRoute("/project/element", _not_found, methods=["PUT", "DELETE"], include_in_schema=False),
     ]
+    if not chainlit_config.features.allow_thread_sharing:
+        front += [
+            APIRoute("/project/share/{thread_id}", _not_found, methods=["GET"], include_in_schema=False),
+            APIRoute("/project/thread/share", _not_found, methods=["PUT"], include_in_schema=False),
+        ]
     if not chainlit_config.features.mcp.enabled:
-        front.append(APIRoute("/mcp", not_found, methods=["POST", "DELETE"], include_in_schema=False))
-    app.router.routes[0:0] = front
+        front.append(APIRoute("/mcp", _not_found, methods=["POST", "DELETE"], include_in_schema=False))
+    return front
 
-    # --- socket.io ----------------------------------------------------------------------------
+
+def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
+    """Origin check, handshake and message checks, session check and message limit on socket.io."""
     def origin_ok(origin: str | None, environ: dict[str, Any]) -> bool:
         own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
         return origin is None or origin == own or origin in settings.origins
@@ -274,7 +293,7 @@ def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, us
                     user = await authenticate_user(token)
                 except HTTPException:
                     raise ConnectionRefusedError("authentication failed") from None
-                refusal = await sessions.refusal(token, user.identifier)
+                refusal = await guards.sessions.refusal(token, user.identifier)
                 if refusal:
                     raise ConnectionRefusedError(refusal)
             return await original(sid, environ, auth)
@@ -286,7 +305,7 @@ def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, us
             problem = check_message(payload, settings.max_message_chars)
             session = WebsocketSession.get(sid)
             if problem is None and session is not None and session.user is not None:
-                retry = await messages.hit(session.user.identifier)
+                retry = await guards.messages.hit(session.user.identifier)
                 if retry is not None:
                     problem = f"Too many messages: try again in {whole_seconds(retry)} s."
             if problem:
@@ -301,7 +320,6 @@ def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, us
     _wrap(sio, "connect", guard_connect)
     _wrap(sio, "client_message", guard_message)
     _wrap(sio, "edit_message", guard_message)
-    return Guards(sessions, messages)
 
 
 def openapi_for_users(app: FastAPI, current_user: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[JSONResponse]]:
