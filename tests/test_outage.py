@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import Redis
 
 from feedback import keys
 from feedback import rating as ratings
@@ -31,6 +32,14 @@ def stop_redis(proc: subprocess.Popen[bytes]) -> None:
     """A clean stop (SIGTERM): Redis writes its AOF out and removes its socket."""
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
+
+
+def spooling_store(group: ServiceGroup, redis_dir: Path, sock: Path, spool: Path) -> tuple[subprocess.Popen[bytes], Redis, redis.Redis, Store]:
+    """A Redis of the test's own, the app's client of it, a plain client to inspect it, and a
+    Store spooling to `spool`."""
+    proc = redis_server.start(group, redis_dir, sock)
+    r = connect(f"unix://{sock}")
+    return proc, r, redis.Redis(unix_socket_path=str(sock), decode_responses=True), Store(r, Spool(spool))
 
 
 def answer(reply: Reply) -> dict[str, Any]:
@@ -186,10 +195,7 @@ def snapshot(c: redis.Redis) -> dict[str, object]:
 
 async def test_replaying_the_same_ops_again_applies_them_once(own_services: ServiceGroup, tmp_path: Path) -> None:
     redis_dir, sock, path = tmp_path / "redis", tmp_path / "r.sock", tmp_path / "spool" / "writes.jsonl"
-    proc = redis_server.start(own_services, redis_dir, sock)
-    r = connect(f"unix://{sock}")
-    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
-    store = Store(r, Spool(path))
+    proc, r, c, store = spooling_store(own_services, redis_dir, sock, path)
     try:
         stop_redis(proc)
         up, down = ratings.RatingInput(value=1), ratings.RatingInput(value=0, reasons=["wrong"])
@@ -246,10 +252,7 @@ async def test_a_write_redis_refuses_is_dead_lettered_and_the_rest_replays(own_s
     data = tmp_path / "data"
     env = app_env(f"unix://{sock}", "http://127.0.0.1:9/v1", data)
     path = data.resolve() / "spool" / "writes.jsonl"  # Settings.spool_path of that DATA_DIR
-    proc = redis_server.start(own_services, redis_dir, sock)
-    r = connect(f"unix://{sock}")
-    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
-    store = Store(r, Spool(path))
+    proc, r, c, store = spooling_store(own_services, redis_dir, sock, path)
     try:
         stop_redis(proc)
         up = ratings.RatingInput(value=1)
@@ -300,10 +303,7 @@ async def test_replay_forever_outlives_a_failing_round(own_services: ServiceGrou
     import contextlib
 
     redis_dir, sock, path = tmp_path / "redis", tmp_path / "r.sock", tmp_path / "spool" / "writes.jsonl"
-    proc = redis_server.start(own_services, redis_dir, sock)
-    r = connect(f"unix://{sock}")
-    c = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
-    store = Store(r, Spool(path))
+    proc, r, c, store = spooling_store(own_services, redis_dir, sock, path)
     task = None
     try:
         stop_redis(proc)
