@@ -101,8 +101,7 @@ def install(app: FastAPI, store: Store, limiter: Limiter, on_rated: OnRated | No
     async def within_limit(user: str) -> None:
         retry = await limiter.hit(user)
         if retry is not None:
-            seconds = max(1, int(retry + 0.999))  # whole seconds, never 0
-            raise HTTPException(status_code=429, detail=f"Too many ratings: try again in {seconds} s.", headers={"Retry-After": str(seconds)})
+            raise HTTPException(status_code=429, detail=f"Too many ratings: try again in {retry} s.", headers={"Retry-After": str(retry)})
 
     async def put_feedback(request: Request, current: Annotated[Any, Depends(get_current_user)]) -> dict[str, Any]:
         user = _user_of(current)

@@ -294,7 +294,7 @@ async def regenerate(action: cl.Action) -> None:
         return
     retry = await guards.messages.hit(user.identifier)
     if retry is not None:
-        await cl.ErrorMessage(content=f"Too many messages: try again in {edge.whole_seconds(retry)} s.").send()
+        await cl.ErrorMessage(content=f"Too many messages: try again in {retry} s.").send()
         return
     async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
         record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages])

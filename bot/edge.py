@@ -23,6 +23,7 @@ from typing import Any
 
 import jwt
 from chainlit.auth import authenticate_user, get_current_user, reuseable_oauth
+from chainlit.auth.jwt import decode_jwt
 from chainlit.config import config as chainlit_config
 from chainlit.session import WebsocketSession
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATHS = frozenset({"/login", "/auth/header"})
-SHARE_PATHS = ("/project/share/", "/project/thread/share")
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
@@ -122,14 +122,8 @@ class LoginLimit:
         await self.app(scope, receive, send)
 
 
-def too_many(retry_after: float, what: str) -> JSONResponse:
-    seconds = whole_seconds(retry_after)
+def too_many(seconds: int, what: str) -> JSONResponse:
     return JSONResponse({"detail": f"{what}: try again in {seconds} s."}, status_code=429, headers={"Retry-After": str(seconds)})
-
-
-def whole_seconds(retry_after: float) -> int:
-    """Retry-After is whole seconds; never 0 (that would invite an immediate retry)."""
-    return max(1, int(retry_after + 0.999))
 
 
 def check_message(payload: Any, max_chars: int) -> str | None:
@@ -289,9 +283,11 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
 
             token = _get_token(environ)
             if token:
+                # Only the token's user is needed here: Chainlit's own handler authenticates it
+                # (and reads the user record) right after.
                 try:
-                    user = await authenticate_user(token)
-                except HTTPException:
+                    user = decode_jwt(token)
+                except jwt.InvalidTokenError:
                     raise ConnectionRefusedError("authentication failed") from None
                 refusal = await guards.sessions.refusal(token, user.identifier)
                 if refusal:
@@ -307,7 +303,7 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
             if problem is None and session is not None and session.user is not None:
                 retry = await guards.messages.hit(session.user.identifier)
                 if retry is not None:
-                    problem = f"Too many messages: try again in {whole_seconds(retry)} s."
+                    problem = f"Too many messages: try again in {retry} s."
             if problem:
                 log.warning("refused a message from socket %s: %s", sid, problem)
                 await sio.emit("toast", {"message": problem, "type": "error"}, to=sid)

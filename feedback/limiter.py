@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 
 from redis.asyncio import Redis
@@ -22,8 +23,9 @@ class Limiter:
         self.limit = limit
         self.window_s = window_s
 
-    async def hit(self, subject: str) -> float | None:
-        """Count one hit; None when allowed, else the seconds until the window resets."""
+    async def hit(self, subject: str) -> int | None:
+        """Count one hit; None when allowed, else the seconds to wait until the window resets,
+        whole (Retry-After's unit) and at least 1 (0 would invite an immediate retry)."""
         now = time.time()
         window = int(now // self.window_s)
         digest = hashlib.sha256(subject.encode()).hexdigest()[:32]  # any subject, even "::1", makes a valid key
@@ -39,4 +41,4 @@ class Limiter:
             return None
         if int(count) <= self.limit:
             return None
-        return (window + 1) * self.window_s - now
+        return max(1, math.ceil((window + 1) * self.window_s - now))

@@ -22,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 
+def _parse(line: str) -> dict[str, Any]:
+    """A spooled op from its line; ValueError for a line that is not one (e.g. cut short by a crash)."""
+    op = json.loads(line)
+    if not isinstance(op, dict) or not isinstance(op.get("op"), str):
+        raise ValueError("not a spooled op")
+    return op
+
+
 def _append_line(path: Path, record: dict[str, Any]) -> None:
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,11 +105,9 @@ class Spool:
         ops = []
         for line in self._lines()[self._offset() :]:
             try:
-                op = json.loads(line)
+                ops.append(_parse(line))
             except ValueError:
                 continue
-            if isinstance(op, dict):
-                ops.append(op)
         return ops
 
     def __len__(self) -> int:
@@ -127,9 +133,7 @@ class Spool:
         for i, line in enumerate(self._lines()[start:]):
             if line.strip():
                 try:
-                    op = json.loads(line)
-                    if not isinstance(op, dict) or not isinstance(op.get("op"), str):
-                        raise ValueError("not a spooled op")
+                    op = _parse(line)
                 except ValueError as exc:
                     self.dead_letter(line, f"unreadable spool line: {exc}")
                 else:

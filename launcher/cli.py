@@ -453,7 +453,7 @@ def spool(
     colour = "red" if dead else "green"
     out.print(f"[{colour}]dead letters: {len(dead)}[/{colour}] in {s.dead_path}")
     for d in dead[-10:]:
-        what = d.get("op", {}).get("op", "?") if "op" in d else "unreadable line"
+        what = d["op"].get("op", "?") if "op" in d else "unreadable line"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["failed_at"]))
         out.print(f"  {when}  {what}  {d['error']}", markup=False, highlight=False)
     if dead:
