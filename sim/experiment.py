@@ -488,7 +488,8 @@ def write_outputs(results: Sequence[CycleResult], out_dir: Path, main_style: str
         f"then runs the retraining job (`training.job.run`: collect, build, train, evaluate, gate, promote) "
         f"with `lr={retrain.get('learning_rate')}`, `epochs={retrain.get('epochs')}`, `batch_size={retrain.get('batch_size')}`, "
         f"`lora_r={retrain.get('lora_r')}`, `beta={retrain.get('beta')}`, `method={retrain.get('method')}`, `margin={retrain.get('margin')}`, "
-        f"{'continuing from the adapter in service' if retrain.get('continue_from_active', True) else 'from the base model each time'}; "
+        f"{'continuing from the adapter in service' if retrain.get('continue_from_active', True) else 'from the base model each time'}"
+        f"{' on the ratings its dataset lacked (`train_new_only`)' if retrain.get('train_new_only') else ''}; "
         f"then asks the app {config.get('eval_questions')} held-out questions {what_approval}",
         "",
         "## Results",

@@ -99,6 +99,28 @@ def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Setting
     assert state(c) == before
 
 
+def test_a_continued_run_trains_on_the_new_ratings_only(settings: Settings, redis_db: RedisServer) -> None:
+    """train_new_only: the second run starts from the adapter in service and trains on the rows
+    its dataset lacked, not again on the ones that adapter learned (REAL_RECIPE's cost per cycle)."""
+    from training import dataset
+
+    c = redis_db.client
+    seed_ratings(redis_db.url)
+    first = job.run(c, settings, RetrainConfig(min_new_ratings=0, train_new_only=True, **FAST), progress=False)
+    assert first.status == "promoted", first
+    seed_ratings(redis_db.url, n=24, offset=36)
+
+    second = job.run(c, settings, RetrainConfig(min_new_ratings=0, train_new_only=True, **FAST), progress=False)
+
+    assert second.status in ("promoted", "rejected"), second
+    root = settings.data_dir.resolve() / "datasets"
+    before, after = (len(dataset.load(root, o.dataset_version)["kto_train"]) for o in (first, second))
+    trained = registry.get(c, second.version_id).metrics["train"]
+    assert registry.get(c, second.version_id).parent == first.version_id
+    assert 0 < trained["rows"] == after - before < after, (trained["rows"], before, after)
+    assert registry.get(c, first.version_id).metrics["train"]["rows"] == before  # nothing to leave out the first time
+
+
 def test_the_trigger_counts_answers_not_clicks(settings: Settings, redis_db: RedisServer) -> None:
     """One user flipping a thumb 50 times is one answer whose rating changed, not 50 ratings."""
     ids = seed_ratings(redis_db.url, n=3)

@@ -143,6 +143,8 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     init_adapter = service.adapter_path if service is not None and config.continue_from_active else None
     version_id = f"mv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     weights = dict(desirable_weight=built.desirable_weight, undesirable_weight=built.undesirable_weight)
+    if init_adapter is not None and config.train_new_only and service is not None:
+        data, weights = _only_new(data, weights, root / "datasets", service, config)
     if config.processes > 1:  # several GPUs: DDP processes of their own, this one waits
         trained = train.train_in_processes(
             config.processes, root / "datasets", built.version, config, settings.effective_llm_model, init_adapter,
@@ -177,6 +179,33 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
     status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
     return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})
+
+
+def _only_new(data: Any, weights: dict[str, float], root: Path, service: registry.ModelVersion, config: RetrainConfig) -> tuple[Any, dict[str, float]]:
+    """The training splits without the rows the adapter in service was trained on (same answer,
+    same label: a flipped rating is new), with KTO weights for what is left. Every row when the
+    service's dataset is gone or fewer than a batch of rows are new: too few to train on alone."""
+    from training import dataset
+
+    if not service.dataset_version:
+        return data, weights
+    try:
+        seen = dataset.load(root, service.dataset_version)
+    except Exception as exc:  # pruned by retention, or unreadable: train on everything
+        log.warning("train_new_only: the service's dataset %s is not readable (%s); training on every row", service.dataset_version, exc)
+        return data, weights
+    old_kto = set(zip(seen["kto_train"]["exchange_id"], seen["kto_train"]["label"], strict=True))
+    old_dpo = set(zip(seen["dpo_train"]["chosen_exchange_id"], seen["dpo_train"]["rejected_exchange_id"], strict=True))
+    kto = data["kto_train"].filter(lambda row: (row["exchange_id"], row["label"]) not in old_kto, keep_in_memory=True)
+    dpo = data["dpo_train"].filter(lambda row: (row["chosen_exchange_id"], row["rejected_exchange_id"]) not in old_dpo, keep_in_memory=True)
+    if len(kto) < config.batch_size:
+        log.info("train_new_only: %d new rows, fewer than a batch (%d); training on every row", len(kto), config.batch_size)
+        return data, weights
+    liked = sum(bool(x) for x in kto["label"])
+    desirable, undesirable = dataset.class_weights(liked, len(kto) - liked)
+    log.info("train_new_only: %d of %d KTO rows and %d of %d pairs are new", len(kto), len(data["kto_train"]), len(dpo), len(data["dpo_train"]))
+    new = type(data)({**data, "kto_train": kto, "dpo_train": dpo})
+    return new, dict(desirable_weight=desirable, undesirable_weight=undesirable)
 
 
 def _check_held_out(data: Any, config: RetrainConfig) -> None:
