@@ -80,11 +80,9 @@ async def _thread_of(store: Store, user: str, exchange_id: str) -> str | None:
     """The thread of an answer, for an un-rate (the UI sends only the answer id). While Redis is
     down, or the answer is not replayed yet, it is found in the spool: the answer itself, else the
     caller's own rating of it (the rating script checks the thread again when applying)."""
-    pending = store.spool.pending()
-    spooled = [op["exchange"]["thread_id"] for op in pending if op["op"] == "exchange" and op["exchange"]["id"] == exchange_id]
-    spooled += [op["thread_id"] for op in pending if op["op"] == "rate" and op["exchange_id"] == exchange_id and op["user"] == user]
+    spooled = store.spooled_thread(exchange_id, user)
     if spooled:
-        return str(spooled[0])
+        return spooled
     try:
         return cast("str | None", await store.redis.hget(keys.exchange(exchange_id), "thread_id"))
     except OUTAGE:

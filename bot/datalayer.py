@@ -26,34 +26,18 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback import rating as ratings
+from feedback import thread as threads
 from feedback.errors import LoopError
+from feedback.scripts import lua
 from feedback.store import OUTAGE, Store
-from feedback.thread import ENSURE_THREAD_LUA, iso
+from feedback.thread import iso
 
 log = logging.getLogger(__name__)
 
 
-UPDATE_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('ZADD', KEYS[2], ARGV[1], redis.call('HGET', KEYS[1], 'id'))
-return 1
-"""
-
-
-CLAIM_THREAD = ENSURE_THREAD_LUA + "return ensure_thread(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], '')"
-
-WRITE_STEP = ENSURE_THREAD_LUA + """
-local owner = ensure_thread(KEYS[1], KEYS[4], ARGV[2], ARGV[1], ARGV[7], ARGV[6], '')
-if owner ~= ARGV[1] then return 'the thread belongs to another user' end
-local thread = redis.call('HGET', KEYS[2], 'threadId')
-if thread and thread ~= ARGV[2] then return 'the step belongs to another thread' end
-redis.call('HSET', KEYS[2], 'data', ARGV[4], 'threadId', ARGV[2])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
-if ARGV[8] == '1' then redis.call('SADD', KEYS[5], ARGV[3]) else redis.call('SREM', KEYS[5], ARGV[3]) end
-return 'ok'
-"""
+UPDATE_IF_EXISTS = lua("update_thread")
+CLAIM_THREAD = lua("claim_thread")
+WRITE_STEP = lua("write_step")
 
 
 class OwnershipError(LoopError, PermissionError):
@@ -229,39 +213,8 @@ class RedisDataLayer(BaseDataLayer):
         )
 
     async def delete_thread(self, thread_id: str) -> None:
-        """Delete the thread with its steps, elements, answers and ratings (the user's data is gone,
-        and the event log tells the retraining job to forget the ratings)."""
-        data = cast("dict[str, str]", await self.r.hgetall(keys.thread(thread_id)))
-        if not data:
-            return
-        step_ids = cast("list[str]", await self.r.zrange(keys.thread_steps(thread_id), 0, -1))
-        exchange_ids = cast("list[str]", await self.r.zrange(keys.thread_exchanges(thread_id), 0, -1))
-        element_ids = cast("set[str]", await self.r.smembers(keys.thread_elements(thread_id)))
-        rated = cast("list[str]", await self.r.hkeys(keys.thread_ratings(thread_id)))
-        async with self.r.pipeline(transaction=False) as pipe:
-            for e in exchange_ids:
-                pipe.hget(keys.exchange(e), "prompt_message_id")
-            prompts = [(e, m) for e, m in zip(exchange_ids, await pipe.execute(), strict=True) if m]
-        async with self.r.pipeline(transaction=True) as pipe:
-            for s in step_ids:
-                pipe.delete(keys.step(s))
-            for e in exchange_ids:
-                pipe.delete(keys.exchange(e), keys.rating(e))
-            for e, m in prompts:  # only this thread's own answers: a list never names another's
-                pipe.lrem(keys.alternatives(m), 0, e)
-            for el in element_ids:
-                pipe.delete(keys.element(el))
-            for e in rated:
-                pipe.xadd(keys.events(), {"action": "delete", "exchange": e, "thread": thread_id, "user": data.get("userId", ""), "ts": f"{time.time():.6f}"})
-            pipe.delete(
-                keys.thread(thread_id),
-                keys.thread_steps(thread_id),
-                keys.thread_exchanges(thread_id),
-                keys.thread_elements(thread_id),
-                keys.thread_ratings(thread_id),
-            )
-            pipe.zrem(keys.user_threads(data.get("userId", "")), thread_id)
-            await pipe.execute()
+        """Delete the thread with everything in it (feedback.thread.delete)."""
+        await threads.delete(self.r, thread_id)
 
     # --- steps ----------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from redis.commands.core import AsyncScript
 from feedback import keys
 from feedback.errors import InvalidInput
 from feedback.exchange import OP_TTL_S
+from feedback.scripts import lua
 
 MAX_COMMENT_CHARS = 2000
 
@@ -77,30 +78,7 @@ class RatingInput(BaseModel):
         return list(dict.fromkeys(v))
 
 
-RATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[5]) == 1 then return {'duplicate', ''} end
-local ex = redis.call('HMGET', KEYS[1], 'user', 'thread_id')
-if not ex[1] or ex[2] ~= ARGV[3] then return {'not_found', ''} end
-if ex[1] ~= ARGV[2] then return {'forbidden', ''} end
-local id
-if ARGV[4] == '' then
-  if redis.call('DEL', KEYS[2]) == 0 then
-    redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
-    return {'unchanged', ''}
-  end
-  redis.call('HDEL', KEYS[3], ARGV[8])
-  id = redis.call('XADD', KEYS[4], '*', 'action', 'unrate', 'exchange', ARGV[8], 'thread', ARGV[3],
-                  'user', ARGV[2], 'ts', ARGV[7])
-else
-  redis.call('HSET', KEYS[2], 'value', ARGV[4], 'comment', ARGV[5], 'reasons', ARGV[6],
-             'user', ARGV[2], 'updated_at', ARGV[7])
-  redis.call('HSET', KEYS[3], ARGV[8], ARGV[4])
-  id = redis.call('XADD', KEYS[4], '*', 'action', 'rate', 'exchange', ARGV[8], 'thread', ARGV[3],
-                  'user', ARGV[2], 'value', ARGV[4], 'ts', ARGV[7])
-end
-redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
-return {'ok', id}
-"""
+RATE_SCRIPT = lua("rate")
 
 _SCRIPTS: WeakKeyDictionary[Redis, dict[str, AsyncScript]] = WeakKeyDictionary()
 

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from feedback import exchange as exchanges
 from feedback import rating as ratings
 from feedback.spool import Spool
+from feedback.write import Rate, SaveExchange, parse, thread_of
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Store:
         op_id = uuid.uuid4().hex
         return await self._write(
             lambda: exchanges.save(self.redis, exchange, op_id),
-            lambda: {"op": "exchange", "id": op_id, "exchange": exchange.model_dump(mode="json")},
+            lambda: SaveExchange(id=op_id, exchange=exchange),
         )
 
     async def rate(self, *, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput | None) -> Stored:
@@ -48,18 +49,20 @@ class Store:
         ts = time.time()  # when the user clicked, even if applied later from the spool
         return await self._write(
             lambda: ratings.apply(self.redis, op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts),
-            lambda: {
-                "op": "rate",
-                "id": op_id,
-                "user": user,
-                "thread_id": thread_id,
-                "exchange_id": exchange_id,
-                "rating": rating.model_dump(mode="json") if rating else None,
-                "ts": ts,
-            },
+            lambda: Rate(id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts),
         )
 
-    async def _write(self, direct: Callable[[], Awaitable[object]], as_op: Callable[[], dict[str, Any]]) -> Stored:
+    def spooled_thread(self, exchange_id: str, user: str) -> str | None:
+        """The thread of an answer still in the spool (itself, or the user's own rating of it)."""
+        writes = []
+        for op in self.spool.pending():
+            try:
+                writes.append(parse(op))
+            except ValueError:  # replay dead-letters it
+                continue
+        return thread_of(writes, exchange_id, user)
+
+    async def _write(self, direct: Callable[[], Awaitable[object]], as_op: Callable[[], SaveExchange | Rate]) -> Stored:
         """Write to Redis; on an outage (or while older writes wait in the spool), spool it."""
         if not self.spool.has_pending():
             try:
@@ -67,25 +70,17 @@ class Store:
                 return "redis"
             except OUTAGE as exc:
                 log.warning("Redis unreachable (%s): keeping writes in the local spool", exc)
-        self.spool.append(as_op())
+        self.spool.append(as_op().model_dump(mode="json"))
         return "spool"
 
     async def _apply(self, op: dict[str, Any]) -> None:
-        if op["op"] == "exchange":
-            await exchanges.save(self.redis, exchanges.Exchange.model_validate(op["exchange"]), op["id"])
-        elif op["op"] == "rate":
-            rating = ratings.RatingInput.model_validate(op["rating"]) if op["rating"] else None
-            await ratings.apply(
-                self.redis,
-                op_id=op["id"],
-                user=op["user"],
-                thread_id=op["thread_id"],
-                exchange_id=op["exchange_id"],
-                rating=rating,
-                ts=op["ts"],
-            )
+        write = parse(op)  # a line no write of this version can be: dead-lettered by the caller
+        if isinstance(write, SaveExchange):
+            await exchanges.save(self.redis, write.exchange, write.id)
         else:
-            raise ValueError(f"unknown spooled op {op['op']!r}")
+            await ratings.apply(
+                self.redis, op_id=write.id, user=write.user, thread_id=write.thread_id, exchange_id=write.exchange_id, rating=write.rating, ts=write.ts,
+            )  # fmt: skip
 
     async def _apply_replayed(self, op: dict[str, Any]) -> None:
         """Apply one spooled op; an outage propagates (replay stops and retries later), any other

@@ -1,28 +1,67 @@
-"""The thread record shared by the Lua scripts that may be first to write into a thread.
+"""Threads: the record Chainlit stores a conversation in (fields: `keys.thread`), and deleting
+one with everything in it.
 
 Chainlit creates threads through the data layer, but an answer replayed from the spool, or a
-step whose thread Chainlit hasn't stored yet, must still land in a thread its user owns: these
-scripts create the record when it is missing, in the format `keys.thread` documents.
+step whose thread Chainlit hasn't stored yet, must still land in a thread its user owns: the Lua
+scripts that may write first create the record when it is missing (feedback/lua/ensure_thread.lua).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from typing import cast
 
-# A Lua function: prepend to a script, then call ensure_thread(...).
-ENSURE_THREAD_LUA = """
-local function ensure_thread(key, user_threads, thread_id, user, iso, score, name)
-  local owner = redis.call('HGET', key, 'userId')
-  if owner then return owner end
-  redis.call('HSET', key, 'id', thread_id, 'userId', user, 'userIdentifier', user,
-             'createdAt', iso, 'updatedAt', iso)
-  if name ~= '' then redis.call('HSET', key, 'name', name) end
-  redis.call('ZADD', user_threads, score, thread_id)
-  return user
-end
-"""
+from redis.asyncio import Redis
+
+from feedback import keys
+from feedback.event import RatingEvent
 
 
 def iso(ts: float) -> str:
     """Chainlit's timestamp format."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def owner(r: Redis, thread_id: str) -> str | None:
+    return cast("str | None", await r.hget(keys.thread(thread_id), "userId"))
+
+
+async def delete(r: Redis, thread_id: str) -> bool:
+    """Delete the thread with its steps, elements, answers and ratings, in one transaction: the
+    user's data is gone, and a "delete" event per rated answer tells the retraining job to forget
+    those ratings. False when there was no such thread."""
+    data = cast("dict[str, str]", await r.hgetall(keys.thread(thread_id)))
+    if not data:
+        return False
+    user = data.get("userId", "")
+    step_ids = cast("list[str]", await r.zrange(keys.thread_steps(thread_id), 0, -1))
+    exchange_ids = cast("list[str]", await r.zrange(keys.thread_exchanges(thread_id), 0, -1))
+    element_ids = cast("set[str]", await r.smembers(keys.thread_elements(thread_id)))
+    rated = cast("list[str]", await r.hkeys(keys.thread_ratings(thread_id)))
+    async with r.pipeline(transaction=False) as pipe:
+        for e in exchange_ids:
+            pipe.hget(keys.exchange(e), "prompt_message_id")
+        prompts = [(e, m) for e, m in zip(exchange_ids, await pipe.execute(), strict=True) if m]
+    async with r.pipeline(transaction=True) as pipe:
+        for s in step_ids:
+            pipe.delete(keys.step(s))
+        for e in exchange_ids:
+            pipe.delete(keys.exchange(e), keys.rating(e))
+        for e, m in prompts:  # only this thread's own answers: a list never names another's
+            pipe.lrem(keys.alternatives(m), 0, e)
+        for el in element_ids:
+            pipe.delete(keys.element(el))
+        now = time.time()
+        for e in rated:
+            pipe.xadd(keys.events(), RatingEvent("delete", e, thread_id, user, now).to_fields())
+        pipe.delete(
+            keys.thread(thread_id),
+            keys.thread_steps(thread_id),
+            keys.thread_exchanges(thread_id),
+            keys.thread_elements(thread_id),
+            keys.thread_ratings(thread_id),
+        )
+        pipe.zrem(keys.user_threads(user), thread_id)
+        await pipe.execute()
+    return True

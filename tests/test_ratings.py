@@ -9,14 +9,20 @@ from collections.abc import AsyncIterator
 import pytest
 
 from feedback import keys
+from feedback.event import RatingEvent
 from launcher.process import wait_until
 from sim.client import ChatClient
 from tests.conftest import USERS, AppServer, RedisServer
 from tests.support.session import logged_in, run_id
 
 
-def events(redis_db: RedisServer) -> list[dict[str, str]]:
-    return [fields for _, fields in redis_db.client.xrange(keys.events())]
+def events(redis_db: RedisServer) -> list[RatingEvent]:
+    """The event stream, each entry read as the job reads it: exactly the fields RatingEvent
+    defines, whichever writer wrote it (the rating script, thread deletion)."""
+    entries = [fields for _, fields in redis_db.client.xrange(keys.events())]
+    parsed = [RatingEvent.from_fields(f) for f in entries]
+    assert [e.to_fields() for e in parsed] == entries
+    return parsed
 
 
 @pytest.fixture
@@ -46,8 +52,8 @@ async def test_rate_upsert_and_unrate_with_events(alice: ChatClient, redis_db: R
     assert not redis_db.client.exists(keys.rating(rid))
 
     log = events(redis_db)
-    assert [(e["action"], e.get("value")) for e in log] == [("rate", "1"), ("rate", "0"), ("unrate", None)]
-    assert all(e["exchange"] == rid and e["user"] == "alice" and e["thread"] == alice.thread_id for e in log)
+    assert [(e.action, e.value) for e in log] == [("rate", 1), ("rate", 0), ("unrate", None)]
+    assert all(e.exchange == rid and e.user == "alice" and e.thread == alice.thread_id for e in log)
 
 
 async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db: RedisServer) -> None:
@@ -62,7 +68,7 @@ async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db:
     await alice.action("reason", {"exchange_id": rid, "reason": "too_long"}, for_id=prompt["id"], answers=False)
     rating = redis_db.client.hgetall(keys.rating(rid))
     assert rating["value"] == "0" and rating["comment"] == "meh" and json.loads(rating["reasons"]) == ["too_long"]
-    assert [e["action"] for e in events(redis_db)] == ["rate", "rate"]
+    assert [e.action for e in events(redis_db)] == ["rate", "rate"]
     # Bob can't add reasons to Alice's rating even with her exchange id.
     bob = await logged_in(alice.base_url, "bob")
     try:
@@ -108,7 +114,8 @@ async def test_history_lists_searches_filters_resumes_and_deletes(app_server: Ap
     assert [t["name"] for t in (await second.list_threads()).json()["data"]] == ["what about koalas"]
     assert (await second.get_thread(first.thread_id)).status_code == 404
     assert not redis_db.client.exists(keys.exchange(run_id(liked)), keys.rating(run_id(liked)))
-    assert events(redis_db)[-1]["action"] == "delete"
+    deleted = events(redis_db)[-1]
+    assert (deleted.action, deleted.exchange, deleted.thread, deleted.user) == ("delete", run_id(liked), first.thread_id, "alice")
 
 
 async def test_resumed_thread_keeps_its_history(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:

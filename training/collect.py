@@ -39,6 +39,10 @@ import redis
 from redis.connection import AbstractConnection
 
 from feedback import keys
+from feedback.event import RatingEvent
+from feedback.exchange import Exchange
+from feedback.rating import StoredRating
+from feedback.scripts import lua
 
 SyncRedis = redis.Redis  # (a class below has a field named `redis`)
 log = logging.getLogger(__name__)
@@ -50,41 +54,14 @@ _Event = tuple[str, dict[str, str]]  # (stream id, fields) as a decoding client 
 # without encoding each one again (8% of the read time).
 EXCHANGE_FIELDS = tuple(f.encode() for f in ("thread_id", "user", "messages", "completion", "prompt_message_id", "prompt_id", "prompt_version", "model", "model_version", "created_at"))
 RATING_FIELDS = tuple(f.encode() for f in ("value", "comment", "reasons", "updated_at"))
+# Field names are the records' own (feedback.exchange.Exchange, feedback.rating.StoredRating): a
+# rename there fails here, at import, not as rows silently missing a field.
+assert {f.decode() for f in EXCHANGE_FIELDS} <= set(Exchange.model_fields), "EXCHANGE_FIELDS names a field Exchange lacks"
+assert {f.decode() for f in RATING_FIELDS} <= set(StoredRating.__annotations__), "RATING_FIELDS names a field StoredRating lacks"
 _N_FIELDS = len(EXCHANGE_FIELDS) + len(RATING_FIELDS)
 _ALL_PRESENT = "1" * _N_FIELDS
 
-# KEYS: exchange key, rating key, for each row (keys.exchange, keys.rating: one hash slot). One
-# reply string per row: "" when the exchange or its rating is gone (the first field of either is
-# missing, as the HMGET path checks), else a mask of "1"/"0" (field present or not) and the fields,
-# all joined by NUL. Read-only: it never changes data.
-PACKED_ROWS = """
-local ef = {%s}
-local rf = {%s}
-local ne, nr = #ef, #rf
-local out = {}
-for i = 1, #KEYS, 2 do
-  local row = ''
-  local ex = redis.call('HMGET', KEYS[i], unpack(ef))
-  if ex[1] then
-    local rt = redis.call('HMGET', KEYS[i + 1], unpack(rf))
-    if rt[1] then
-      local parts, mask = {''}, {}
-      for j = 1, ne do
-        local v = ex[j]
-        if v then mask[j] = '1'; parts[j + 1] = v else mask[j] = '0'; parts[j + 1] = '' end
-      end
-      for j = 1, nr do
-        local v = rt[j]
-        if v then mask[ne + j] = '1'; parts[ne + j + 1] = v else mask[ne + j] = '0'; parts[ne + j + 1] = '' end
-      end
-      parts[1] = table.concat(mask)
-      row = table.concat(parts, '\\0')
-    end
-  end
-  out[#out + 1] = row
-end
-return out
-""" % (", ".join(f"'{f.decode()}'" for f in EXCHANGE_FIELDS), ", ".join(f"'{f.decode()}'" for f in RATING_FIELDS))  # noqa: UP031 - a Lua template: % leaves its braces alone
+PACKED_ROWS = lua("packed_rows", EXCHANGE_FIELDS=", ".join(f"'{f.decode()}'" for f in EXCHANGE_FIELDS), RATING_FIELDS=", ".join(f"'{f.decode()}'" for f in RATING_FIELDS))
 # Rows per script call: Redis runs a script without serving anyone else, so a call is kept to a
 # few milliseconds (~10 µs a row) for the chat's own commands.
 SCRIPT_ROWS = 500
@@ -325,33 +302,23 @@ def _touched_since(r: redis.Redis, since: str, batch: int) -> tuple[dict[str, st
     count = 0
     start = f"({since}"
     while events := cast(list[_Event], r.xrange(keys.events(), min=start, max="+", count=batch)):
-        for _, event in events:
-            if event.get("exchange"):
-                touched[event["exchange"]] = event.get("thread", "")
+        for event_id, fields in events:
+            try:
+                event = RatingEvent.from_fields(fields)
+            except ValueError as exc:  # not ours: skipped, never fatal
+                log.warning("event %s skipped: %s", event_id, exc)
+                continue
+            touched[event.exchange] = event.thread
         count += len(events)
         watermark = events[-1][0]
         start = f"({watermark}"
     return dict(sorted(touched.items(), key=lambda kv: kv[1])), watermark, count
 
 
-# ARGV: SCAN cursor, MATCH pattern (keys.thread_ratings(keys.ANY)), COUNT, SCAN calls at most. The
-# rated exchange ids (HKEYS) of the thread rating indexes that these SCAN pages list, then the
-# next cursor ("0": done). Read-only. One call replaces ARGV[4] SCAN round trips and a pipeline of
-# HKEYS: on a loaded machine every round trip waits for the scheduler (a million rows' listing
-# took 17 s of wall time for 2.6 s of client CPU).
-LIST_RATED = """
-local cursor, out = ARGV[1], {}
-for _ = 1, tonumber(ARGV[4]) do
-  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do
-    for _, id in ipairs(redis.call('HKEYS', key)) do out[#out + 1] = id end
-  end
-  if cursor == '0' then break end
-end
-out[#out + 1] = cursor
-return out
-"""
+# One call replaces ARGV[4] SCAN round trips and a pipeline of HKEYS: on a loaded machine every
+# round trip waits for the scheduler (a million rows' listing took 17 s of wall time for 2.6 s of
+# client CPU).
+LIST_RATED = lua("list_rated")
 LIST_SCANS = 4  # SCAN pages per call: a call scans ~4 * batch keys (a few ms of Redis time)
 
 

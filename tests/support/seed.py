@@ -23,6 +23,7 @@ from feedback import exchange as exchanges
 from feedback import keys
 from feedback import rating as ratings
 from feedback.connection import connect
+from feedback.event import RatingEvent
 
 SYSTEM = "You are a helpful assistant."
 
@@ -226,7 +227,7 @@ def bulk_seed(
             pipe.zadd(keys.thread_steps(thread), {step_id: ts})
         pipe.hset(keys.rating(ex_id), mapping={"value": value, "comment": "", "reasons": "[]", "user": user, "updated_at": f"{ts + 1:.6f}"})
         pipe.hset(keys.thread_ratings(thread), ex_id, value)
-        pipe.xadd(keys.events(), {"action": "rate", "exchange": ex_id, "thread": thread, "user": user, "value": value, "ts": f"{ts + 1:.6f}"})
+        pipe.xadd(keys.events(), RatingEvent("rate", ex_id, thread, user, ts + 1, int(value)).to_fields())
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         ids.append(ex_id)
         if len(pipe) >= batch * 10:
