@@ -18,6 +18,7 @@ import redis
 
 from feedback import keys, registry
 from feedback import rating as ratings
+from feedback import run as runs
 from feedback.connection import connect
 from feedback.settings import Settings
 from launcher import model_server
@@ -89,8 +90,9 @@ def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Setting
     assert c.get(keys.retrain_watermark()) == last_event
     assert [e for e, _ in c.xrange(keys.events())] == [last_event]  # what the run read is trimmed
     assert not c.exists(keys.retrain_lock())
-    runs = c.xrange(keys.retrain_runs())
-    assert [e["status"] for _, e in runs] == ["promoted"]
+    recorded = runs.recent(c)
+    assert [(run.status, run.version_id, run.dataset_version) for run in recorded] == [("promoted", version.id, outcome.dataset_version)]
+    assert recorded[0].details["candidate"]["accuracy"] == version.metrics["candidate"]["accuracy"] and recorded[0].seconds > 0
 
     # Nothing new since: the next scheduled run skips, and changes nothing.
     before = state(c)

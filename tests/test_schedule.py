@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from feedback import keys
+from feedback import run as runs
 from launcher.process import wait_until
 from launcher.schedule import RetrainSchedule
 from tests.conftest import RedisServer
@@ -22,9 +22,9 @@ def test_schedule_starts_one_run_per_interval_and_the_run_is_recorded(redis_db: 
         first.wait(timeout=120)
     finally:
         schedule.stop()
-    runs = redis_db.client.xrange(keys.retrain_runs())
-    assert [e["status"] for _, e in runs] == ["skipped"]
-    assert "0 new ratings since the last run; waiting for 5" in runs[0][1]["reason"]
+    recorded = runs.recent(redis_db.client)
+    assert [run.status for run in recorded] == ["skipped"]
+    assert "0 new ratings since the last run; waiting for 5" in recorded[0].reason
     assert first.returncode == 0
 
 

@@ -10,7 +10,6 @@ directories) stay on disk, unreferenced.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ import redis
 from redis.lock import Lock
 
 from feedback import keys, registry
+from feedback import run as runs
 from feedback.errors import LoopError, NotEnoughData
 from feedback.settings import Settings
 from training.config import RetrainConfig
@@ -37,7 +37,7 @@ class LostLockError(LoopError, RuntimeError):
 
 @dataclass
 class Outcome:
-    status: Literal["skipped", "promoted", "rejected", "failed"]
+    status: runs.Status
     reason: str
     new_ratings: int = 0
     dataset_version: str | None = None
@@ -290,10 +290,7 @@ def _commit(
 
 def _record(r: redis.Redis, outcome: Outcome, started: float) -> None:
     """Best effort: the runs log is for people; a Redis outage here must not hide the outcome."""
-    entry: dict[Any, Any] = {k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else str(v)) for k, v in asdict(outcome).items()}
-    entry["started"] = f"{started:.3f}"
-    entry["seconds"] = f"{time.time() - started:.1f}"
     try:
-        r.xadd(keys.retrain_runs(), entry, maxlen=1000, approximate=True)
+        runs.record(r, runs.RetrainRun(**asdict(outcome), started=started, seconds=time.time() - started))
     except redis.RedisError as exc:
         log.warning("could not record the retraining run: %s", exc)
