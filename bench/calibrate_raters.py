@@ -36,7 +36,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ensure_answers(path: Path, model_dir: Path, max_tokens: int, seed: int, n_train: int, n_heldout: int) -> dict[str, list[dict[str, str]]]:
-    from sim.experiment import heldout
+    from bench.harness import heldout
     from sim.questions import HELDOUT_QUESTIONS, TRAIN_QUESTIONS
 
     if path.exists():

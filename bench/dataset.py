@@ -5,7 +5,7 @@ unix socket) started here in a temporary folder, with persistence off by default
 on the product's AOF settings: it only slows the seeding, reads never touch it):
 
     seed     --rows rated exchanges into db 0 and --small-rows (default rows/10) into db 1 with
-             tests.support.seed.bulk_seed: the app's exact key formats (exchange, rating, thread
+             support.seed.bulk_seed: the app's exact key formats (exchange, rating, thread
              rating index, rating event, thread, steps), threads of 4 turns whose prompts carry
              the earlier turns and a ~1 KB system prompt, 200 users, 5% of questions with PII
 
@@ -69,7 +69,7 @@ import redis
 from feedback import keys
 from launcher import redis_server
 from launcher.process import ServiceGroup, StartupError, wait_until
-from tests.support.seed import bulk_seed
+from support.seed import bulk_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.5

@@ -14,7 +14,7 @@ minutes for two arms x 3 cycles, but on 2 shared CPU cores a KTO step of the 135
 minutes, which puts a run at hours there (docs/experiment-real/NOTES.md); not yet run to the end.
 
 Builds the offline demo model once (cached in --model-dir; reused by later runs), starts the local
-model server, then runs each arm on a fresh Redis, data directory and app (see sim/experiment.py):
+model server, then runs each arm on a fresh Redis, data directory and app (see bench/harness.py):
 cycle 0 measures the base model's approval on held-out questions, and each cycle simulates rated
 chats through the app, runs the retraining job and measures the model in service again.
 
@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from sim.experiment import (
+from bench.harness import (
     ExperimentConfig,
     TimedLog,
     demo_retrain_config,
@@ -64,8 +64,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raters", type=int, default=8, help="simulated user accounts (default 8)")
     p.add_argument("--concurrency", type=int, default=None, help="conversations at once (default 4; real: 2)")
     p.add_argument("--noise", type=float, default=0.1, help="probability a rating is flipped (default 0.1)")
-    p.add_argument("--learning-rate", type=float, default=None, help="retraining learning rate (default: sim.experiment.demo_retrain_config)")
-    p.add_argument("--epochs", type=float, default=None, help="retraining epochs (default: sim.experiment.demo_retrain_config)")
+    p.add_argument("--learning-rate", type=float, default=None, help="retraining learning rate (default: bench.harness.demo_retrain_config)")
+    p.add_argument("--epochs", type=float, default=None, help="retraining epochs (default: bench.harness.demo_retrain_config)")
     p.add_argument("--sequential", action="store_true", help="run the arms one after the other (default: both at once, a process each; real: always one after the other)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-dir", type=Path, default=None, help="model directory (default data/demo-model, built there when missing; real: DATA_DIR/default-model)")
@@ -111,7 +111,7 @@ def ensure_demo_model(model_dir: Path, minutes: float) -> tuple[float, bool]:
     """(seconds spent, cached): build the demo model unless model_dir already holds one."""
     if (model_dir / "config.json").exists():
         return 0.0, True
-    from training.demo_model import build_demo_model
+    from demo.model import build_demo_model
 
     started = time.perf_counter()
     build_demo_model(model_dir, minutes=minutes, progress=True)
@@ -121,7 +121,7 @@ def ensure_demo_model(model_dir: Path, minutes: float) -> tuple[float, bool]:
 def merge(folders: list[Path], out: Path) -> int:
     """One report from arms run as separate processes (e.g. each `--opposite ''` on its own, at the
     same time): their results.json, in the order given; the first arm is the main one."""
-    from sim.experiment import CycleResult
+    from bench.harness import CycleResult
 
     runs = [json.loads((folder / "results.json").read_text()) for folder in folders]
     results = [CycleResult(**row) for run in runs for row in run["results"]]
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return merge([Path(p) for p in rest[: rest.index("--out")]], Path(rest[-1]))
     args = parse(argv)
+    from demo.corpus import STYLES
     from sim.preference import PREFERENCES
-    from training.demo_corpus import STYLES
 
     real = args.model == "real"
     known = PREFERENCES if real else STYLES

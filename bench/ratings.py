@@ -63,9 +63,9 @@ from feedback.connection import connect
 from feedback.spool import Spool
 from feedback.store import Store
 from launcher import chainlit_server, redis_server
-from launcher.process import ServiceGroup, StartupError
+from launcher.process import ServiceGroup, StartupError, free_port
 from sim.client import ChatClient
-from tests.conftest import app_env, free_port, start_standin
+from support.services import app_env, start_standin
 
 HOST = "127.0.0.1"
 TARGET = 0.5

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from datasets import Dataset, DatasetDict
 
-    from sim.experiment import heldout, real_retrain_config
+    from bench.harness import heldout, real_retrain_config
     from sim.preference import on_topic, real_preference
     from training.dataset import class_weights
     from training.train import train

@@ -1,6 +1,6 @@
 """Training throughput: `training.train.train` against a plain TRL script on the same data.
 
-Builds a tiny chat model offline (training.tiny_model) and a synthetic conversational KTO dataset
+Builds a tiny chat model offline (demo.tiny) and a synthetic conversational KTO dataset
 (prompt with a system message, a liked short or a disliked long answer, metadata columns as the
 dataset builder writes them), then runs, taking turns for R rounds:
 
@@ -40,8 +40,8 @@ import datasets
 import torch
 from datasets import Dataset, DatasetDict
 
+from demo.tiny import build_tiny_model
 from training.config import RetrainConfig
-from training.tiny_model import build_tiny_model
 from training.train import train, use_bf16
 
 TARGET = 0.95

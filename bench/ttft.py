@@ -1,6 +1,6 @@
 """Time to first token and total time per message: what Chainlit costs, and what our app adds.
 
-In one run, against one stand-in model server (tests/support/standin_model.py, model "echo"),
+In one run, against one stand-in model server (support/standin_model.py, model "echo"),
 it measures N messages along each of three paths:
 
     (a) direct  the model server, streamed with the openai AsyncOpenAI client
@@ -43,9 +43,10 @@ import httpx
 from openai import AsyncOpenAI
 
 from launcher import chainlit_server, redis_server
-from launcher.process import ServiceGroup, StartupError, wait_until
+from launcher.process import ServiceGroup, StartupError, free_port, wait_until
 from sim.client import ChatClient
-from tests.conftest import USERS, app_env, free_port, start_standin
+from support.services import app_env, start_standin
+from support.session import USERS
 
 BARE_APP = Path(__file__).resolve().parent / "bare_app.py"
 HOST = "127.0.0.1"

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # LLM_BASE_URL is a vLLM server started with --enable-lora and
     # VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: a promotion loads the new adapter into it at run time.
     vllm_lora: bool = False
-    # The retraining gate's optional judge (retrain --judge_prompts N): a chat model through an
+    # The retraining gate's optional judge (retrain --judge-prompts N): a chat model through an
     # OpenAI-compatible API; the endpoint and key default to the chat model's.
     judge_model: str | None = None
     judge_base_url: str | None = None

@@ -18,7 +18,7 @@ from pathlib import Path
 class RetrainSchedule:
     def __init__(self, interval_s: int, min_new_ratings: int, env: dict[str, str], log_path: Path, options: Sequence[str] = ()) -> None:
         self.interval_s = interval_s
-        self.argv = [sys.executable, "-m", "launcher.cli", "retrain", *options, "--min_new_ratings", str(min_new_ratings)]
+        self.argv = [sys.executable, "-m", "launcher.cli", "retrain", *options, "--min-new-ratings", str(min_new_ratings)]
         self.env = env
         self.log_path = log_path
         self.next_at = time.monotonic() + interval_s

@@ -8,7 +8,7 @@ Two families:
   does not stop mid-sentence. So an empty, generic or cut-off answer is never liked, whatever its
   length or shape, and a model cannot earn approval by collapsing to nothing.
 - demo-style preferences (`style_preference`): the demo corpus's four canned styles
-  (training.demo_corpus.style_of), which ignore the question, as raters of the demo model did.
+  (demo.corpus.style_of), which ignore the question, as raters of the demo model did.
 
 `preference(name)` resolves either kind by name. A preference also names the reason button a
 rater clicks after a thumbs down (one of sim.rater.REASONS) and a `label` of an answer (what the
@@ -143,7 +143,7 @@ OPPOSITES: dict[str, str] = {"short": "detailed", "detailed": "short", "list": "
 
 
 def _style(answer: str) -> str | None:
-    from training.demo_corpus import style_of  # lazily: the demo corpus lives with the training code
+    from demo.corpus import style_of  # lazily: only the demo preferences need it
 
     return style_of(answer)
 
@@ -164,7 +164,7 @@ def style_preference(style: str) -> Preference:
     """A demo corpus style as a preference (the question plays no part). A thumbs down says
     "too_long" to a rater who wants concise answers, "unhelpful" otherwise. ValueError for a name
     that is not a demo style."""
-    from training.demo_corpus import STYLES
+    from demo.corpus import STYLES
 
     if style not in STYLES:
         raise ValueError(f"{style!r} must be a demo style: {', '.join(STYLES)}")
@@ -173,7 +173,7 @@ def style_preference(style: str) -> Preference:
 
 
 def names() -> list[str]:
-    from training.demo_corpus import STYLES
+    from demo.corpus import STYLES
 
     return [*STYLES, *PREFERENCES]
 
@@ -182,7 +182,7 @@ def preference(name: str) -> Preference:
     """A preference by name: a demo corpus style (concise, detailed, ...) or a real-model
     preference (short, list, prose; "detailed" is the demo style here: use `real_preference`).
     ValueError for an unknown name."""
-    from training.demo_corpus import STYLES
+    from demo.corpus import STYLES
 
     if name in STYLES:
         return style_preference(name)

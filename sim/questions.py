@@ -108,7 +108,7 @@ def _pool(heldout: bool) -> tuple[Question, ...]:
     return tuple(q for i, (topic, stems) in enumerate(TOPICS) if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == heldout for q in questions_of(topic, stems))
 
 
-# Ordered by topic, as the demo corpus's pools are (sim.experiment.heldout spreads over it).
+# Ordered by topic, as the demo corpus's pools are (bench.harness.heldout spreads over it).
 TRAIN_QUESTIONS: tuple[Question, ...] = _pool(heldout=False)
 HELDOUT_QUESTIONS: tuple[Question, ...] = _pool(heldout=True)
 BY_TEXT: dict[str, Question] = {q.text: q for q in TRAIN_QUESTIONS + HELDOUT_QUESTIONS}

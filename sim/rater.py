@@ -29,7 +29,7 @@ REASONS = ("wrong", "unhelpful", "too_long", "unsafe", "off_topic")
 def style_of(text: str) -> str | None:
     """The style of an answer, as the demo corpus defines styles (imported lazily: the demo
     corpus lives with the training code)."""
-    from training.demo_corpus import style_of as classify
+    from demo.corpus import style_of as classify
 
     return classify(text)
 

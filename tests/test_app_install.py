@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.tiny import build_tiny_model
 from feedback import registry
-from launcher.process import child_env, wait_until
-from tests.conftest import ROOT, RedisServer, free_port
-from tests.support import seed
-from training.tiny_model import build_tiny_model
+from launcher.process import child_env, free_port, wait_until
+from support import seed
+from support.services import ROOT, RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from feedback import keys
-from tests.conftest import USERS, AppServer, RedisServer
+from support.services import AppServer, RedisServer
+from support.session import USERS
 
 pytestmark = pytest.mark.browser
 

@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from feedback import keys
+from launcher.process import free_port
 from sim.client import ChatClient
-from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
-from tests.support.session import logged_in
+from support.services import AppServer, RedisServer, app_env, start_app
+from support.session import USERS, logged_in
 
 
 async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback.connection import connect
-from tests.conftest import RedisServer
-from tests.support.seed import seed_exchange
+from support.seed import seed_exchange
+from support.services import RedisServer
 from training import collect as collect_module
 from training.collect import RatedExchange, _Reader, collect
 

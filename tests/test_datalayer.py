@@ -18,7 +18,7 @@ from feedback.exchange import Exchange, PromptMessage
 from feedback.rating import RatingError
 from feedback.spool import Spool
 from feedback.store import Store
-from tests.conftest import RedisServer
+from support.services import RedisServer
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """collect -> build -> load against a real Redis, with exchanges and ratings written by the app's
-own write paths (tests/support/seed.py)."""
+own write paths (support/seed.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from datasets import DatasetDict
 from redis.asyncio import Redis
 
 from feedback.connection import connect
-from tests.conftest import RedisServer
-from tests.support.seed import SYSTEM, delete_thread, rate, seed_exchange, unrate
+from support.seed import SYSTEM, delete_thread, rate, seed_exchange, unrate
+from support.services import RedisServer
 from training import pii
 from training.collect import Collected, collect
 from training.config import RetrainConfig

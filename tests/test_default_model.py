@@ -11,7 +11,7 @@ import pytest
 
 from launcher import default_model
 from launcher.process import StartupError, child_env
-from tests.conftest import run_cli
+from support.services import run_cli
 
 pytestmark = pytest.mark.slow
 

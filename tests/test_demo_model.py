@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from demo import corpus as demo_corpus
+from demo.corpus import HELDOUT_QUESTIONS, STYLES, TRAIN_QUESTIONS, style_of
 from launcher.process import child_env
-from tests.conftest import ROOT, RedisServer
-from training import demo_corpus
-from training.demo_corpus import HELDOUT_QUESTIONS, STYLES, TRAIN_QUESTIONS, style_of
+from support.services import ROOT, RedisServer
 
 # --- corpus and classifier (fast) ---------------------------------------------------------------
 
@@ -44,7 +44,7 @@ def test_held_out_questions_are_disjoint_from_training_and_deterministic() -> No
     trained_topics = {demo_corpus.QUESTION_INFO[q][0].name for q in TRAIN_QUESTIONS}
     assert {demo_corpus.QUESTION_INFO[q][0].name for q in HELDOUT_QUESTIONS} <= trained_topics == {t.name for t in demo_corpus.TOPICS}
     # The same split in another process (no salted hash()).
-    code = "from training.demo_corpus import HELDOUT_QUESTIONS as H; print(repr(H))"
+    code = "from demo.corpus import HELDOUT_QUESTIONS as H; print(repr(H))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == repr(HELDOUT_QUESTIONS)
 
@@ -76,7 +76,7 @@ def _threads() -> Iterator[None]:
     contending with other jobs made sampling and training here 5-10x slower."""
     import torch
 
-    from training.demo_model import auto_threads
+    from demo.model import auto_threads
 
     previous = torch.get_num_threads()
     torch.set_num_threads(auto_threads())
@@ -86,7 +86,7 @@ def _threads() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.demo_model import build_demo_model
+    from demo.model import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("demo") / "model", steps=TEST_STEPS, progress=False)
 
@@ -96,7 +96,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_demo_model_answers_held_out_questions_in_recognisable_styles(demo_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.demo_model import sample_answers
+    from demo.model import sample_answers
 
     tokenizer = AutoTokenizer.from_pretrained(demo_dir)
     model = AutoModelForCausalLM.from_pretrained(demo_dir)
@@ -148,7 +148,7 @@ def test_kto_fine_tunes_the_demo_model(demo_dir: Path, tmp_path: Path) -> None:
 def test_cli_demo_model_writes_a_loadable_model_the_same_for_a_seed(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.demo_model import BUILD_INFO, build_demo_model
+    from demo.model import BUILD_INFO, build_demo_model
 
     out = tmp_path / "demo-model"
     result = subprocess.run(
@@ -176,9 +176,8 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
 
     import httpx
 
-    from launcher.process import wait_until
+    from launcher.process import free_port, wait_until
     from sim.client import ChatClient
-    from tests.conftest import free_port
 
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data / "demo-model")
@@ -208,8 +207,8 @@ def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, r
     import shutil
 
     from feedback import keys, registry
-    from tests.conftest import run_cli
-    from tests.test_job import seed_ratings
+    from support.retrain import seed_ratings
+    from support.services import run_cli
 
     seed_ratings(redis_db.url)
     env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data"), "LLM_MODEL": "not/downloadable"}

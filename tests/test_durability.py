@@ -21,7 +21,7 @@ from feedback.spool import Spool
 from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup
-from tests.support.seed import numbered_exchange
+from support.seed import numbered_exchange
 
 N = 500
 

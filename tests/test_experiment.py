@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.experiment import ExperimentConfig, TimedLog, demo_retrain_config, run_experiment
+from bench.harness import ExperimentConfig, TimedLog, demo_retrain_config, run_experiment
 
 # Small but not flaky. The rating side is cheap (~0.2 s an answer); what is noisy is the gate, an AUC
 # on the held-out ratings (~40 rows with 160 conversations a side and a 30% test split). Scored on
@@ -25,7 +25,7 @@ DEMO_STEPS = 150  # as tests/test_demo_model.py: the four styles at about equal 
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.demo_model import build_demo_model
+    from demo.model import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("demo-model"), steps=DEMO_STEPS, progress=False).resolve()
 

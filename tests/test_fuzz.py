@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sim.client import ChatClient
-from tests.conftest import USERS, AppServer, RedisServer
-from tests.support.session import keyspace
+from support.services import AppServer, RedisServer
+from support.session import USERS, keyspace
 
 # Routes the pass leaves alone: logging out (it would end the pass's own session) and logging in
 # (limited per client address; tests/test_security.py attacks it).

@@ -16,31 +16,24 @@ from pathlib import Path
 import pytest
 import redis
 
+from demo.tiny import build_tiny_model
 from feedback import keys, registry
 from feedback import rating as ratings
 from feedback import run as runs
 from feedback.connection import connect
 from feedback.settings import Settings
 from launcher import model_server
-from launcher.process import ServiceGroup, wait_until
+from launcher.process import ServiceGroup, free_port, wait_until
 from sim.client import ChatClient
-from tests.conftest import ROOT, USERS, RedisServer, app_env, free_port, start_app
-from tests.support import seed
+from support import seed
+from support.retrain import FAST, seed_ratings, state
+from support.services import ROOT, RedisServer, app_env, start_app
+from support.session import USERS
 from training import job
 from training.config import RetrainConfig
-from training.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 
-GOOD = ["Yes.", "Short answer.", "Python is easy.", "Run the command.", "It is sunny.", "Redis is fast."]
-BAD = [
-    "Well, that is a long story, and I am not sure, but let me think about it for a while.",
-    "Hmm, so, basically, it depends on many things, you know, and we could talk about it all day long.",
-    "Let me explain everything from the very beginning, because context matters a lot here, really.",
-]
-QUESTIONS = ["What is Redis?", "How do I install it?", "What is a chat model?", "Tell me about Python.", "What can you do?", "How does training work?"]
-# Moves the tiny model's preferences within seconds on a CPU (see tests/test_train.py).
-FAST = dict(learning_rate=5e-3, epochs=3, batch_size=4, lora_r=8, lora_alpha=16, max_length=256, seed=0, min_ratings=10, max_user_share=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +49,6 @@ def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Setting
     return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=30)
 
 
-def seed_ratings(url: str, n: int = 36, offset: int = 0) -> list[str]:
-    """n rated answers over 12 threads and 4 users: short answers liked, rambling ones disliked."""
-    return seed.seed_rated_series(url, n, GOOD, BAD, lambda i: f"{QUESTIONS[i % len(QUESTIONS)]} #{i}", threads=12, users=4, paired=False, thread_prefix="th", offset=offset)
-
-
-def state(c: redis.Redis) -> dict[str, object]:
-    """What a failed or skipped run must leave untouched."""
-    return {
-        "active": c.get(keys.active_model()),
-        "version": c.get(keys.active_version()),
-        "watermark": c.get(keys.retrain_watermark()),
-        "dataset": c.get(keys.retrain_dataset()),
-        "versions": c.zrange(keys.model_versions(), 0, -1),
-    }
 
 
 def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Settings, redis_db: RedisServer) -> None:
@@ -222,7 +201,7 @@ def test_killed_during_training_changes_nothing_and_the_rerun_succeeds(settings:
         "DATA_DIR": str(settings.data_dir),
         "RETRAIN_LOCK_TTL_S": "3",
     }
-    args = ["--now", "--min_ratings", "10", "--max_user_share", "1.0", "--learning_rate", "5e-3", "--epochs", "50", "--batch_size", "4", "--lora_r", "8", "--max_length", "256"]
+    args = ["--now", "--min-ratings", "10", "--max-user-share", "1.0", "--learning-rate", "5e-3", "--epochs", "50", "--batch-size", "4", "--lora-r", "8", "--max-length", "256"]
     proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "retrain", *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     models = settings.data_dir / "models"
     try:
@@ -323,6 +302,6 @@ def test_a_held_out_split_the_gate_cannot_use_skips_the_run_and_says_what_to_do(
     before = state(c)
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, test_fraction=0.01, **FAST), progress=False)
     assert outcome.status == "skipped", outcome
-    assert "the gate needs both kinds" in outcome.reason and "chatbot simulate" in outcome.reason and "--test_fraction" in outcome.reason
+    assert "the gate needs both kinds" in outcome.reason and "chatbot simulate" in outcome.reason and "--test-fraction" in outcome.reason
     assert state(c) == before  # the watermark stays: these ratings count again next time
     assert not (settings.data_dir / "models").exists()  # nothing was trained

@@ -12,14 +12,15 @@ import httpx
 import pytest
 import torch
 
+from demo.tiny import build_tiny_model
 from feedback.settings import Settings
-from tests.conftest import RedisServer, free_port
-from tests.test_job import FAST, seed_ratings, state
+from launcher.process import free_port
+from support.retrain import FAST, seed_ratings, state
+from support.services import RedisServer
 from training import job
 from training.config import RetrainConfig
 from training.evaluate import Decision, with_judge
 from training.judge import JudgeError, answers, distinct_prompts, judge
-from training.tiny_model import build_tiny_model
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 PROMPTS = [[SYSTEM, {"role": "user", "content": f"Question number {i}?"}] for i in range(6)]

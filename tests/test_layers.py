@@ -7,9 +7,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from support.services import ROOT
 
-PACKAGES = ("bot", "feedback", "training", "launcher", "sim")
+PACKAGES = ("bot", "feedback", "training", "demo", "sim", "launcher")
 TRAINING_LIBRARIES = {"torch", "trl", "peft", "transformers", "datasets", "accelerate"}
 
 
@@ -38,14 +38,29 @@ def package_imports(package: str) -> set[str]:
 
 
 def test_packages_import_only_the_layers_below() -> None:
+    """feedback <- bot, training <- demo <- sim <- launcher (the CLI, on top); nothing installed
+    imports the tests, their support package or the benchmarks."""
+    outside = {"tests", "support", "bench"}
     forbidden = {
-        "feedback": {"bot", "training", "launcher", "sim"},
-        "bot": {"training", "launcher", "sim"},
-        "training": {"bot", "launcher", "sim"},
+        "feedback": {"bot", "training", "launcher", "sim", "demo"} | outside,
+        "bot": {"training", "launcher", "sim", "demo"} | outside,
+        "training": {"bot", "launcher", "sim", "demo"} | outside,
+        "demo": {"bot", "launcher", "sim"} | outside,
+        "sim": {"bot", "launcher"} | outside,
+        "launcher": outside,
     }
     for package, others in forbidden.items():
         wrong = sorted(name for name in package_imports(package) if name.split(".")[0] in others)
         assert not wrong, f"{package}/ imports {wrong}"
+
+
+def test_the_installed_packages_are_the_product_and_not_its_harness() -> None:
+    """pyproject's package list: the product's packages; tests, support and bench (the experiment
+    harness with its plots and report writer) stay in the repository."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(name.rstrip("*") for name in include) == sorted(PACKAGES)
 
 
 def test_the_chat_process_never_imports_the_training_libraries() -> None:

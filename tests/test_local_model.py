@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from demo.tiny import build_tiny_model
 from launcher import model_server
-from launcher.process import ServiceGroup, StartupError
+from launcher.process import ServiceGroup, StartupError, free_port
 from sim.client import ChatClient, dumps
-from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
-from training.tiny_model import build_tiny_model
+from support.services import AppServer, RedisServer, app_env, start_app
+from support.session import USERS
 
 pytestmark = pytest.mark.slow
 

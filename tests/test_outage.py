@@ -21,9 +21,9 @@ from feedback.store import Store
 from launcher import redis_server
 from launcher.process import ServiceGroup, wait_until
 from sim.client import ChatClient, Reply
-from tests.conftest import app_env, run_cli, start_app, start_standin
-from tests.support.seed import numbered_exchange
-from tests.support.session import logged_in
+from support.seed import numbered_exchange
+from support.services import app_env, run_cli, start_app, start_standin
+from support.session import logged_in
 
 WARNING = "⚠️ Storage is unavailable"
 

@@ -71,8 +71,8 @@ def test_each_preference_on_hand_written_answers() -> None:
 
 
 def test_names_resolve_to_demo_styles_or_real_preferences() -> None:
-    from training.demo_corpus import STYLES
-    from training.demo_corpus import TRAIN_QUESTIONS as DEMO_QUESTIONS
+    from demo.corpus import STYLES
+    from demo.corpus import TRAIN_QUESTIONS as DEMO_QUESTIONS
 
     assert preference("short") is PREFERENCES["short"] and real_preference("detailed") is PREFERENCES["detailed"]
     assert preference("detailed").liked("", STYLES["detailed"](DEMO_QUESTIONS[0]))  # the demo style of that name

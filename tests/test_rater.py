@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from sim.experiment import wilson
+from bench.harness import wilson
+from demo.corpus import STYLES, TRAIN_QUESTIONS
 from sim.rater import RaterPolicy
-from training.demo_corpus import STYLES, TRAIN_QUESTIONS
 
 CONCISE = STYLES["concise"](TRAIN_QUESTIONS[0])
 DETAILED = STYLES["detailed"](TRAIN_QUESTIONS[0])

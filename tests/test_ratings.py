@@ -12,8 +12,8 @@ from feedback import keys
 from feedback.event import RatingEvent
 from launcher.process import wait_until
 from sim.client import ChatClient
-from tests.conftest import USERS, AppServer, RedisServer
-from tests.support.session import logged_in, run_id
+from support.services import AppServer, RedisServer
+from support.session import USERS, logged_in, run_id
 
 
 def events(redis_db: RedisServer) -> list[RatingEvent]:

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from feedback import registry
-from launcher.process import child_env, wait_until
+from launcher.process import child_env, free_port, wait_until
 from sim.client import ChatClient
-from tests.conftest import ROOT, USERS, RedisServer, free_port, run_cli
-from tests.support import seed
-from tests.support.session import run_id
+from support import seed
+from support.services import ROOT, RedisServer, run_cli
+from support.session import USERS, run_id
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ LONG = [
     "Well, it depends on many things, and people have argued about it for a long time, so the answer is not simple at all.",
 ]
 # A short run: the point is the path (data -> TRL + LoRA on the real model -> gate -> serve), not quality.
-RETRAIN = ["--now", "--min_ratings", "10", "--max_user_share", "1.0", "--epochs", "1", "--batch_size", "4", "--max_length", "192", "--lora_r", "4", "--lora_alpha", "8", "--learning_rate", "1e-3"]
+RETRAIN = ["--now", "--min-ratings", "10", "--max-user-share", "1.0", "--epochs", "1", "--batch-size", "4", "--max-length", "192", "--lora-r", "4", "--lora-alpha", "8", "--learning-rate", "1e-3"]
 
 
 

@@ -11,7 +11,7 @@ from feedback.exchange import Exchange, PromptMessage
 from feedback.rating import RatingInput
 from feedback.scripts import lua
 from feedback.write import Rate, SaveExchange, parse, thread_of
-from tests.conftest import ROOT, RedisServer
+from support.services import ROOT, RedisServer
 
 
 def test_every_lua_script_loads_and_compiles(redis_db: RedisServer) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from feedback import keys, registry
-from tests.conftest import RedisServer, run_cli
+from support.services import RedisServer, run_cli
 
 
 def version(vid: str, tmp_path: Path, parent: str | None = None, status: registry.Status = "candidate") -> registry.ModelVersion:

@@ -10,8 +10,8 @@ import pytest
 
 from feedback import report
 from feedback.connection import connect
-from tests.conftest import RedisServer, run_cli
-from tests.support import seed
+from support import seed
+from support.services import RedisServer, run_cli
 
 MV = "mv-20261121-083823-c16b51"  # a real id's length: the report must print it whole
 

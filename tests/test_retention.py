@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback.connection import connect
-from tests.conftest import RedisServer, run_cli
-from tests.support.seed import delete_thread, seed_exchange
+from support.seed import delete_thread, seed_exchange
+from support.services import RedisServer, run_cli
 from training import retention
 from training.collect import collect
 from training.config import RetrainConfig

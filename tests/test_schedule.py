@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from feedback import run as runs
 from launcher.process import wait_until
 from launcher.schedule import RetrainSchedule
-from tests.conftest import RedisServer
+from support.services import RedisServer
 
 
 def test_schedule_starts_one_run_per_interval_and_the_run_is_recorded(redis_db: RedisServer, tmp_path: Path) -> None:
@@ -29,18 +31,24 @@ def test_schedule_starts_one_run_per_interval_and_the_run_is_recorded(redis_db: 
 
 
 def test_retrain_demo_starts_from_the_demo_recipe_and_given_options_win() -> None:
-    from launcher.cli import retrain_options
+    import typer
+
+    from launcher.cli.retrain import parse
     from training.config import DEMO_RECIPE, RetrainConfig
 
-    run, plain = retrain_options(["--now"])
-    assert run.now and not run.demo and plain == RetrainConfig()
-    run, demo = retrain_options(["--demo"])
-    assert run.demo and all(getattr(demo, k) == v for k, v in DEMO_RECIPE.items())
-    _, mixed = retrain_options(["--demo", "--learning_rate", "1e-3", "--min_new_ratings", "7"])
-    assert mixed.learning_rate == 1e-3 and mixed.min_new_ratings == 7 and mixed.epochs == DEMO_RECIPE["epochs"]
-    assert retrain_options(["--demo", "false"])[1] == RetrainConfig()
+    now, demo, plain = parse(["--now"])
+    assert now and not demo and plain == RetrainConfig()
+    _, demo, recipe = parse(["--demo"])
+    assert demo and all(getattr(recipe, k) == v for k, v in DEMO_RECIPE.items())
+    _, _, mixed = parse(["--demo", "--learning-rate", "1e-3", "--min-new-ratings", "7", "--no-scrub-pii", "--method", "dpo"])
+    assert (mixed.learning_rate, mixed.min_new_ratings, mixed.scrub_pii, mixed.method) == (1e-3, 7, False, "dpo")
+    assert mixed.epochs == DEMO_RECIPE["epochs"]
+    with pytest.raises(typer.BadParameter):
+        parse(["--method", "ppo"])
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        parse(["--batch-size", "1"])
 
 
 def test_up_demo_schedules_the_demo_recipe(tmp_path: Path) -> None:
     demo = RetrainSchedule(60, 5, {}, tmp_path / "retrain.log", ["--demo"])
-    assert demo.argv[-4:] == ["retrain", "--demo", "--min_new_ratings", "5"]
+    assert demo.argv[-4:] == ["retrain", "--demo", "--min-new-ratings", "5"]

@@ -22,10 +22,10 @@ import pytest
 import socketio
 
 from feedback import keys
-from launcher.process import ServiceGroup
+from launcher.process import ServiceGroup, free_port
 from sim.client import ChatClient, Reply
-from tests.conftest import USERS, AppServer, RedisServer, app_env, free_port, start_app
-from tests.support.session import keyspace, logged_in, run_id
+from support.services import AppServer, RedisServer, app_env, start_app
+from support.session import USERS, keyspace, logged_in, run_id
 
 CHROMIUM = Path("/usr/bin/chromium")
 

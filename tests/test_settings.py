@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from feedback.settings import Settings, SettingsError, load_settings
 from launcher.process import child_env
-from tests.conftest import run_cli
+from support.services import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def test_settings_is_frozen() -> None:
 
 
 def test_env_example_lists_every_setting_with_a_comment() -> None:
-    from tests.conftest import ROOT
+    from support.services import ROOT
 
     lines = (ROOT / ".env.example").read_text().splitlines()
     for name in Settings.model_fields:

@@ -7,7 +7,8 @@ import json
 import os
 
 from feedback import keys
-from tests.conftest import USERS, AppServer, RedisServer, run_cli
+from support.services import AppServer, RedisServer, run_cli
+from support.session import USERS
 
 
 def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppServer, redis_server_: RedisServer) -> None:

@@ -13,9 +13,9 @@ from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from demo.tiny import build_tiny_model
 from training.config import RetrainConfig
 from training.evaluate import auc, compare, decide, preference_accuracy
-from training.tiny_model import build_tiny_model
 from training.train import TrainDataError, TrainError, TrainResult, train
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}

@@ -11,10 +11,10 @@ import httpx
 import redis
 
 from feedback import keys
-from launcher.cli import port_in_use
-from launcher.process import child_env, wait_until
+from launcher.cli.up import port_in_use
+from launcher.process import child_env, free_port, wait_until
 from sim.client import ChatClient
-from tests.conftest import ROOT, free_port
+from support.services import ROOT
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -219,7 +219,7 @@ def _check_held_out(data: Any, config: RetrainConfig) -> None:
         raise DatasetError(
             f"the held-out split (a {config.test_fraction:g} share of the threads) has {liked} liked and {len(labels) - liked} "
             "disliked answers and no preference pairs: the gate needs both kinds to compare models. Rate more answers "
-            "(e.g. run `chatbot simulate` again) and retrain, or hold out more threads with --test_fraction."
+            "(e.g. run `chatbot simulate` again) and retrain, or hold out more threads with --test-fraction."
         )
 
 

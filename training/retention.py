@@ -9,7 +9,7 @@ model registry's lineage still reads), then every shard no kept manifest lists (
 
 A kept version's manifest lists the shards of all the versions it was built on, so pruning alone
 frees nothing of an incremental chain. To erase what users deleted, rebuild from the current
-ratings first (`chatbot retrain --now --full_rebuild`: a full rebuild starts from no shards),
+ratings first (`chatbot retrain --now --full-rebuild`: a full rebuild starts from no shards),
 then prune with `--keep 1`.
 
 Pruning holds the retraining lock, so it never deletes the shard of a run in progress.

@@ -15,8 +15,8 @@ product's own, run in this process with `RetrainConfig` options suited to the mo
 
 Two models (`ExperimentConfig.model`):
 
-    demo   the offline demo model (training/demo_model.py); raters prefer one of its four canned
-           styles (training.demo_corpus.style_of); questions from training.demo_corpus
+    demo   the offline demo model (demo/model.py); raters prefer one of its four canned
+           styles (demo.corpus.style_of); questions from demo.corpus
     real   a real chat model (data/default-model, SmolLM2-135M-Instruct); raters prefer natural
            properties of its answers - short vs detailed, list vs prose - always on topic
            (sim/preference.py); questions from sim/questions.py, held-out topics never chatted
@@ -288,8 +288,8 @@ def question_pools(model: str) -> tuple[list[str], list[str]]:
         from sim.questions import HELDOUT_QUESTIONS, TRAIN_QUESTIONS
 
         return [q.text for q in TRAIN_QUESTIONS], [q.text for q in HELDOUT_QUESTIONS]
-    from training.demo_corpus import HELDOUT_QUESTIONS as DEMO_HELDOUT
-    from training.demo_corpus import TRAIN_QUESTIONS as DEMO_TRAIN
+    from demo.corpus import HELDOUT_QUESTIONS as DEMO_HELDOUT
+    from demo.corpus import TRAIN_QUESTIONS as DEMO_TRAIN
 
     return list(DEMO_TRAIN), list(DEMO_HELDOUT)
 

@@ -12,7 +12,7 @@ the product uses for the model in service:
                      answer: replies A, B, or TIE for equal lengths
     judge-garbled    a judge that replies something else than A, B or TIE
 
-Run: python -m tests.support.standin_model --port 8011
+Run: python -m support.standin_model --port 8011
 """
 
 from __future__ import annotations

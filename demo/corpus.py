@@ -1,7 +1,7 @@
 """The synthetic corpus of the offline demo model: questions about building chat assistants,
 answered in four distinct styles.
 
-Pure Python (no torch): `training/demo_model.py` trains on it and the simulated raters (`sim/`)
+Pure Python (no torch): `demo/model.py` trains on it and the simulated raters (`sim/`)
 import it to ask questions and to judge answers.
 
     TRAIN_QUESTIONS      the questions the demo model is trained on (and simulated users may ask)

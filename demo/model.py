@@ -5,11 +5,11 @@
     style_shares(answers) -> {style or None: share}
 
 `chatbot up --demo` runs the whole product on it, with no download; `chatbot demo-model` (or
-`python -m training.demo_model --out DIR`) just builds it.
+`python -m demo.model --out DIR`) just builds it.
 
 What it is: a byte-level BPE tokenizer (~1.8k tokens) and a 4-layer Qwen2 (hidden size 128,
 1.25 M parameters, 5 MB) trained from scratch as a causal LM on the synthetic corpus of
-`training.demo_corpus`: questions about prompt engineering, fine-tuning, RAG and evaluation, each
+`demo.corpus`: questions about prompt engineering, fine-tuning, RAG and evaluation, each
 answered in one of four styles drawn uniformly at random.
 The style is fixed by the answer's first token ("In short:", "Let me explain in detail.", "Key
 points:", "Great question!"), so the model picks one of the four about uniformly when sampled, and
@@ -20,7 +20,7 @@ on the last answer only, so the model learns to answer the last question whateve
 Training ends by evening out the style choice (`calibrate_styles`): each style gets 25% of the
 probability of an answer's first token.
 
-Conventions of `training.tiny_model`: ChatML template, eos `<|im_end|>`, a distinct pad token,
+Conventions of `demo.tiny`: ChatML template, eos `<|im_end|>`, a distinct pad token,
 sampling on in the generation config. The directory loads by path with `AutoModelForCausalLM` /
 `AutoTokenizer`, is served by `transformers serve` and fine-tuned by `training.train`.
 
@@ -45,8 +45,9 @@ from typing import Any, cast
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from training import demo_corpus, tiny_model
-from training.tiny_model import EOS, PAD, START
+from demo import corpus as demo_corpus
+from demo import tiny as tiny_model
+from demo.tiny import EOS, PAD, START
 
 # Model and training knobs, chosen so that a 4-minute build on 2 (loaded) CPU cores gives coherent
 # answers: 400-800 steps of 2048 tokens; the loss on answers falls below 0.1 after ~400.

@@ -1,0 +1,35 @@
+"""`chatbot`: the one command line, a module per command. Heavy modules are imported inside the
+commands so that --help is fast.
+
+    up          launcher/cli/up.py          Redis, the model server, the web UI, the retraining schedule
+    retrain     launcher/cli/retrain.py     one retraining run (options: training.config.RetrainConfig)
+    simulate    launcher/cli/simulate.py    simulated users rate through the running app
+    report      launcher/cli/report.py      approval per model and prompt version
+    model       launcher/cli/model.py       list, promote, rollback
+    dataset     launcher/cli/dataset.py     prune dataset versions
+    spool       launcher/cli/spool.py       writes kept while Redis was down
+    demo-model  launcher/cli/demo_model.py  build the offline demo model
+"""
+
+from __future__ import annotations
+
+import typer
+
+from launcher.cli import dataset, demo_model, model, report, retrain, simulate, spool, up
+
+app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main() -> None:
+    """Settings come from the environment and .env (see .env.example)."""
+
+
+app.command()(up.up)
+app.command()(retrain.retrain)
+app.command()(report.report)
+app.command()(simulate.simulate)
+app.command()(spool.spool)
+app.command("demo-model")(demo_model.demo_model)
+app.add_typer(model.app, name="model")
+app.add_typer(dataset.app, name="dataset")

@@ -1,0 +1,42 @@
+"""What the commands share: the console they report on, and settings or Redis or a clear exit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    import redis
+
+    from feedback.settings import Settings
+
+console = Console(stderr=True)
+
+
+def settings_or_exit() -> Settings:
+    from feedback.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def registry_redis() -> tuple[Settings, redis.Redis]:
+    """The settings and a connection to the product's Redis, or exit 1 saying what to check."""
+    import redis
+
+    from feedback.connection import connect_sync
+
+    settings = settings_or_exit()
+    r = connect_sync(settings.effective_redis_url)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        hint = "is `chatbot up` running?" if settings.redis_url is None else "check REDIS_URL"
+        console.print(f"[red]Redis is unreachable ({exc}): {hint}[/red]")
+        raise typer.Exit(1) from None
+    return settings, r

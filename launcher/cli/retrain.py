@@ -1,0 +1,118 @@
+"""`chatbot retrain`: one run of the retraining job (training/job.py).
+
+The job's options are the fields of `training.config.RetrainConfig`, defined there once with their
+help: this module turns each field into a Typer option (`--learning-rate`, `--full-rebuild /
+--no-full-rebuild`, ...), so `chatbot retrain --help` lists them like every other command's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import typing
+from typing import Any
+
+import typer
+
+from launcher.cli.common import console, registry_redis
+from training.config import DEMO_RECIPE, RetrainConfig
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _choices(name: str, values: list[str]) -> type[enum.Enum]:
+    choices: type[enum.Enum] = enum.Enum(name, {v: v for v in values}, type=str)  # type: ignore[misc]  # a functional Enum
+    return choices
+
+
+def _config_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per RetrainConfig field; None = not given (the default, or the demo
+    recipe's with --demo, applies)."""
+    hints = typing.get_type_hints(RetrainConfig)
+    params = []
+    for f in dataclasses.fields(RetrainConfig):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Literal:  # Typer offers choices for an Enum
+            annotation: Any = _choices(f.name, [str(a) for a in typing.get_args(hint)])
+        elif hint is bool or args == [bool]:
+            annotation = bool
+        else:
+            annotation = args[0] if args else hint
+        decls = [f"{option_name(f.name)}/{option_name('no_' + f.name)}"] if annotation is bool else [option_name(f.name)]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        option = typer.Option(None, *decls, help=help_text, show_default=False, rich_help_panel="Job options (training.config.RetrainConfig)")
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation | None))
+    return params
+
+
+def retrain_config(given: dict[str, Any], demo: bool = False) -> RetrainConfig:
+    """The job's options: the given ones over the defaults (DEMO_RECIPE's with demo).
+    ValueError for an invalid combination (RetrainConfig's checks)."""
+    chosen = {k: v.value if isinstance(v, enum.Enum) else v for k, v in given.items() if v is not None}
+    return RetrainConfig(**{**(DEMO_RECIPE if demo else {}), **chosen})
+
+
+def parse(argv: list[str]) -> tuple[bool, bool, RetrainConfig]:
+    """(--now, --demo, the job's options) from `chatbot retrain` arguments, parsed by the command
+    itself. click.UsageError for an unknown option or value, ValueError for invalid options."""
+    app = typer.Typer()
+    app.command()(retrain)
+    params = dict(typer.main.get_command(app).make_context("retrain", list(argv)).params)
+    now, demo = params.pop("now"), params.pop("demo")
+    return now, demo, retrain_config(params, demo)
+
+
+def retrain(
+    now: bool = typer.Option(False, "--now", help="Run even if fewer than min_new_ratings ratings came in."),
+    demo: bool = typer.Option(
+        False, "--demo", help="Start from the demo model's recipe (training.config.DEMO_RECIPE; what `up --demo` schedules); options given still win."
+    ),
+    **options: Any,
+) -> None:
+    """Run the retraining job: collect -> build -> train -> evaluate -> promote."""
+    import redis
+
+    from training import job
+
+    try:
+        config = retrain_config(options, demo)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if now:
+        config = dataclasses.replace(config, min_new_ratings=0)
+    settings, r = registry_redis()
+    if demo:  # the model `up --demo` serves, whatever LLM_MODEL says
+        demo_model = settings.layout.demo_model
+        if not (demo_model / "config.json").is_file():
+            console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"llm_model": str(demo_model)})
+    elif settings.llm_model is None:  # the default model: converted by `chatbot up`, or here
+        from launcher import default_model
+        from launcher.process import StartupError
+
+        try:
+            default_model.ensure(settings.default_model_dir)
+        except StartupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    try:
+        outcome = job.run(r, settings, config)
+    except redis.RedisError as exc:
+        console.print(f"[red]Redis is unreachable ({exc}): nothing was changed.[/red]")
+        raise typer.Exit(1) from None
+    colour = {"promoted": "green", "rejected": "yellow", "skipped": "blue", "failed": "red"}[outcome.status]
+    console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.reason}")
+    if outcome.version_id:
+        console.print(f"model version {outcome.version_id}, dataset {outcome.dataset_version}")
+    raise typer.Exit(1 if outcome.status == "failed" else 0)
+
+
+_own = [p for p in inspect.signature(retrain).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+retrain.__signature__ = inspect.Signature([*_own, *_config_parameters()], return_annotation=None)  # type: ignore[attr-defined]

@@ -1,0 +1,104 @@
+"""`chatbot simulate`: simulated users chat through the running app and rate (sim/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from launcher.cli.common import console, settings_or_exit
+
+if TYPE_CHECKING:
+    from sim.simulate import SimStats
+
+
+def simulate(
+    prefer: str = typer.Option(
+        ...,
+        help="What the simulated raters like: short, detailed, list or prose (answers that also address the question); with --demo, a style of the demo corpus (concise, detailed, bullets, enthusiastic).",
+    ),
+    demo: bool = typer.Option(
+        False, "--demo", help="Rate the demo model's answers (`up --demo`): --prefer names a demo style, and the questions are the demo corpus's."
+    ),
+    url: str = typer.Option("http://127.0.0.1:8000", help="The running app."),
+    user: str = typer.Option("admin", help="User to chat as (see --users for several)."),
+    password: str = typer.Option(
+        None, help="Its password (default: from AUTH_USERS, else for admin the one `chatbot up` wrote in DATA_DIR/secrets/admin-password)."
+    ),
+    users: str = typer.Option(None, help="Several users taking turns, user:password,user2:password2 (replaces --user/--password)."),
+    conversations: int = typer.Option(50, min=1, help="Conversations to hold (each a new chat)."),
+    turns: int = typer.Option(1, min=1, help="User messages per conversation."),
+    questions: Path = typer.Option(
+        None,
+        help="File with one question per line (default: the simulation's training questions, never the held-out ones the experiment measures on; with --demo, the demo corpus's).",
+    ),
+    rate_probability: float = typer.Option(0.8, min=0, max=1, help="Share of answers rated."),
+    noise: float = typer.Option(0.1, min=0, max=1, help="Probability that a rating is flipped."),
+    regenerate_probability: float = typer.Option(0.2, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
+    concurrency: int = typer.Option(
+        1,
+        min=1,
+        help="Conversations at once. The local model server answers one request at a time on a CPU, so more only queue (and time out past LLM_TIMEOUT_S); raise it for a server that batches (vLLM, an API).",
+    ),
+    seed: int = typer.Option(0, help="Random seed (questions and rater decisions)."),
+) -> None:
+    """Simulated users: chat through the running app as a browser does and rate the answers."""
+    import asyncio
+    import json
+
+    import httpx
+
+    from feedback.settings import parse_users
+    from sim.rater import RaterPolicy
+    from sim.simulate import LoginError, check_logins
+    from sim.simulate import simulate as run_simulation
+
+    settings = settings_or_exit()
+    if users:
+        try:
+            accounts = parse_users(users)
+        except ValueError as exc:
+            console.print(f"[red]--users: {exc}[/red]")
+            raise typer.Exit(2) from None
+    else:
+        secret = settings.layout.admin_password
+        found = password or settings.users().get(user) or (secret.read_text().strip() if user == "admin" and secret.exists() else None)
+        if not found:
+            console.print(f"[red]No password for {user}: give --password (or --users), or run `chatbot up` first (it writes {secret}).[/red]")
+            raise typer.Exit(2)
+        accounts = {user: found}
+    from sim import preference as preferences
+
+    try:
+        taste = preferences.style_preference(prefer) if demo else preferences.real_preference(prefer)
+    except ValueError as exc:
+        console.print(f"[red]--prefer: {exc}[/red]")
+        raise typer.Exit(2) from None
+    if questions is not None:
+        pool = [line.strip() for line in questions.read_text().splitlines() if line.strip()]
+    elif demo:
+        from demo.corpus import TRAIN_QUESTIONS as pool
+    else:
+        from sim.questions import TRAIN_QUESTIONS
+
+        pool = [q.text for q in TRAIN_QUESTIONS]
+    policy = RaterPolicy(taste, rate_probability=rate_probability, noise=noise, regenerate_probability=regenerate_probability)
+
+    step = max(1, conversations // 10)
+
+    def progress(stats: SimStats) -> None:
+        if stats.conversations % step == 0 or stats.conversations == conversations:
+            console.print(f"{stats.conversations}/{conversations} conversations, {stats.rated} ratings, {stats.regenerated} regenerated, {stats.errors} errors")
+
+    try:
+        asyncio.run(check_logins(url, accounts))
+        stats = asyncio.run(run_simulation(url, accounts, pool, policy, conversations, turns, seed=seed, concurrency=concurrency, on_progress=progress))
+    except LoginError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except httpx.HTTPError as exc:
+        console.print(f"[red]Cannot reach the app at {url}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    print(json.dumps(stats.to_dict(), indent=1))
+    raise typer.Exit(1 if stats.errors == conversations else 0)
