@@ -166,8 +166,10 @@ def _build(r: redis.Redis, spec: dict[str, Any], sampler: _MemorySampler) -> dic
         return wrapper
 
     # Measurement only: build() looks these up in its module at call time.
-    dataset._write_shard = timed("shard", dataset._write_shard)  # type: ignore[attr-defined]
-    dataset._plan = timed("plan", dataset._plan)  # type: ignore[attr-defined]
+    from training.dataset import build as build_module
+
+    build_module._write_shard = timed("shard", build_module._write_shard)  # type: ignore[method-assign]
+    build_module._plan = timed("plan", build_module._plan)  # type: ignore[method-assign]
     config = RetrainConfig()
     root = Path(spec["root"])
     rss_before = _rss_now()

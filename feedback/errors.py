@@ -8,7 +8,7 @@
     │   ├── RatingError                feedback/rating.py     a rating refused: unknown answer, someone else's
     │   └── RegistryError              feedback/registry.py   an unknown version, or one the gate rejected
     ├── NotEnoughData (ValueError) the ratings cannot make a retraining run yet: the run is skipped
-    │   ├── DatasetError               training/dataset.py    too few, one class only, nothing new
+    │   ├── DatasetError               training/dataset/      too few, one class only, nothing new
     │   └── TrainDataError             training/train.py      nothing left to train on (e.g. all too long)
     ├── ServiceError (RuntimeError) something we depend on failed or is missing
     │   ├── StartupError               launcher/process.py    a service did not come up

@@ -20,11 +20,18 @@ import pytest
 from training import dataset
 from training.collect import Collected, RatedExchange
 from training.config import RetrainConfig
-from training.dataset import PLAN_COLUMNS, _plan, _plan_tables, _sidecar_path, _write_shard, _write_state, thread_scores, user_cap
+from training.dataset import PLAN_COLUMNS, thread_scores, user_cap
+from training.dataset.card import _card
+from training.dataset.index import _sidecar_path
+from training.dataset.materialize import _plan_tables
+from training.dataset.plan import _Plan, _plan
+from training.dataset.shard import _write_shard
+from training.dataset.state import _write_state
+from training.dataset.version import _shard_path
 
 
 def reference(paths: list[Path], config: RetrainConfig) -> dict[str, Any]:
-    """The plan's rules, row by row (see training/dataset.py: _plan's five steps)."""
+    """The plan's rules, row by row (see training/dataset/plan.py: _plan's five steps)."""
     rows: list[dict[str, Any]] = []
     for p in paths:
         rows += pq.read_table(p, columns=PLAN_COLUMNS).to_pylist()
@@ -121,7 +128,7 @@ def random_history(root: Path, rng: random.Random, shard_sizes: list[int]) -> li
     return paths
 
 
-def as_lists(plan: dataset._Plan) -> dict[str, Any]:
+def as_lists(plan: _Plan) -> dict[str, Any]:
     return {
         "kto": plan.kto.tolist(),
         "kto_test": plan.kto_test.tolist(),
@@ -263,7 +270,7 @@ def test_incremental_builds_load_and_count_as_full_plans_do(tmp_path: Path) -> N
         collected = Collected.from_rows(rows, forgotten, since=None if previous is None else f"{b}-0")
         built = dataset.build(collected, config, root, previous, progress=False)
         previous = built.version
-        paths = [dataset._shard_path(root, s) for s in built.card["shards"]]
+        paths = [_shard_path(root, s) for s in built.card["shards"]]
         full = _plan(paths, config)
         twin = root / f"full-{b}"
         twin.mkdir()
@@ -272,6 +279,6 @@ def test_incremental_builds_load_and_count_as_full_plans_do(tmp_path: Path) -> N
         mine, theirs = dataset.load(root, built.version), dataset.load(root, twin.name)
         for split in dataset.SPLITS:
             assert mine[split].to_list() == theirs[split].to_list(), (b, split)
-        card = dataset._card(built.version, built.card["previous"], built.card["shards"], collected, built.card["this_build"], full, config)
+        card = _card(built.version, built.card["previous"], built.card["shards"], collected, built.card["this_build"], full, config)
         for part in ("counts", "weights", "dropped", "user_cap", "pii", "time_range", "prompt_versions", "model_versions"):
             assert built.card[part] == card[part], (b, part)

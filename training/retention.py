@@ -26,7 +26,7 @@ import redis
 
 from feedback import keys
 from feedback.errors import ServiceError
-from training.dataset import SIDECAR_SUFFIX
+from training.dataset.index import SIDECAR_SUFFIX
 
 KEPT_FILES = ("card.json", "README.md")  # what stays of a pruned version: its card
 
