@@ -134,7 +134,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
         )
     collected = collect.collect(r, since=watermark, full=config.full_rebuild)
     previous = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_dataset()))
-    built = dataset.build(collected, config, settings.layout.datasets, previous)
+    built = dataset.build(collected, config, settings.layout.datasets, previous, progress=progress)
     data = dataset.load(settings.layout.datasets, built.version)
     _check_held_out(data, config)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from training.collect import Collected
@@ -12,6 +13,8 @@ from training.dataset.materialize import load
 from training.dataset.plan import _check, _plan
 from training.dataset.shard import _write_shard
 from training.dataset.version import DatasetError, DatasetVersion, _manifest, _new_version, _shard_path
+
+log = logging.getLogger(__name__)
 
 
 def build(collected: Collected, config: RetrainConfig, root: Path, previous_version: str | None, *, progress: bool = True) -> DatasetVersion:
@@ -52,7 +55,10 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
     built = DatasetVersion(
         version, root / version, card["previous"], card["counts"], card["weights"]["desirable_weight"], card["weights"]["undesirable_weight"], card
     )
-    print(_summary(card))
+    if progress:  # the terminal's view, like the progress bars; the card holds the same
+        print(_summary(card))
+    else:
+        log.info("%s", _summary(card))
     if config.push_to_hub:
         # Needs network and HF_TOKEN: untested offline. The rows are already PII-scrubbed (when
         # scrub_pii is on), but they carry user names: push to a private repo.
