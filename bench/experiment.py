@@ -47,6 +47,7 @@ from bench.harness import (
     verdict,
     write_outputs,
 )
+from sim.rater import NOISE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads of the model server and of training; 0 = torch's default (default 1; real: see REAL_THREADS)")
     p.add_argument("--raters", type=int, default=8, help="simulated user accounts (default 8)")
     p.add_argument("--concurrency", type=int, default=None, help="conversations at once (default 4; real: 2)")
-    p.add_argument("--noise", type=float, default=0.1, help="probability a rating is flipped (default 0.1)")
+    p.add_argument("--noise", type=float, default=NOISE, help=f"probability a rating is flipped (default {NOISE})")
     p.add_argument("--learning-rate", type=float, default=None, help="retraining learning rate (default: bench.harness.demo_retrain_config)")
     p.add_argument("--epochs", type=float, default=None, help="retraining epochs (default: bench.harness.demo_retrain_config)")
     p.add_argument("--sequential", action="store_true", help="run the arms one after the other (default: both at once, a process each; real: always one after the other)")

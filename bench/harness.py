@@ -45,7 +45,7 @@ from feedback.report import wilson
 from launcher import chainlit_server, model_server, redis_server
 from launcher.process import ServiceGroup, child_env, free_port
 from sim.preference import PREFERENCES, on_topic
-from sim.rater import RaterPolicy
+from sim.rater import NOISE, RATE_PROBABILITY, REGENERATE_PROBABILITY, RaterPolicy
 from sim.simulate import SimStats, ask_each, simulate
 from training.config import DEMO_RECIPE, REAL_RECIPE, RetrainConfig
 
@@ -75,9 +75,9 @@ class ExperimentConfig:
     concurrency: int = 4
     seed: int = 0
     max_tokens: int = 160  # LLM_MAX_TOKENS of the app
-    rate_probability: float = 0.8
-    noise: float = 0.1
-    regenerate_probability: float = 0.2
+    rate_probability: float = RATE_PROBABILITY
+    noise: float = NOISE
+    regenerate_probability: float = REGENERATE_PROBABILITY
     # Torch threads of the model server and of the retraining run. The demo model is tiny: on two
     # cores shared with the app, Redis and the simulated users, one thread each is several times
     # faster than two (thread contention), for generation and for training alike.

@@ -45,14 +45,18 @@ class Decision:
     liked: bool = False  # the rater's true preference, before the noisy click
 
 
+# The simulated rater's habits by default (RaterPolicy, `chatbot simulate`, the experiment).
+RATE_PROBABILITY, NOISE, REGENERATE_PROBABILITY = 0.8, 0.1, 0.2
+
+
 @dataclass(frozen=True)
 class RaterPolicy:
     # A Preference, or its name (`sim.preference.preference`: a demo style such as "concise", or a
     # real-model preference such as "short"); stored resolved.
     preferred: str | Preference
-    rate_probability: float = field(default=0.8, metadata={"help": "Share of answers the rater rates at all."})
-    noise: float = field(default=0.1, metadata={"help": "Probability that a rating is flipped (a careless click)."})
-    regenerate_probability: float = field(default=0.2, metadata={"help": "On a thumbs down: probability of clicking Regenerate (the new answer is rated too)."})
+    rate_probability: float = field(default=RATE_PROBABILITY, metadata={"help": "Share of answers the rater rates at all."})
+    noise: float = field(default=NOISE, metadata={"help": "Probability that a rating is flipped (a careless click)."})
+    regenerate_probability: float = field(default=REGENERATE_PROBABILITY, metadata={"help": "On a thumbs down: probability of clicking Regenerate (the new answer is rated too)."})
     reasons_probability: float = field(default=0.5, metadata={"help": "On a thumbs down: probability of clicking a reason button."})
     comment_probability: float = field(default=0.1, metadata={"help": "Probability of writing a short comment with a rating."})
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from feedback.settings import Settings
+
 # The demo model's retraining recipe (`chatbot retrain --demo`, scheduled by `chatbot up --demo`,
 # used by the experiment). The demo model is small and its users few: a learning rate that moves
 # its style choice within a cycle or two (measured with ~110 ratings a cycle: 2e-3 left a
@@ -40,7 +42,7 @@ REAL_RECIPE: dict[str, Any] = dict(
 class RetrainConfig:
     # --- collect / dataset ---
     full_rebuild: bool = field(default=False, metadata={"help": "Rebuild the dataset from every rating, not only those since the last successful run."})
-    min_new_ratings: int = field(default=50, metadata={"help": "Skip the run when fewer ratings came in since the last successful run."})
+    min_new_ratings: int = field(default=Settings.model_fields["min_new_ratings"].default, metadata={"help": "Skip the run when fewer ratings came in since the last successful run."})
     min_ratings: int = field(default=20, metadata={"help": "Refuse to train on fewer rated answers in all."})
     max_user_share: float = field(default=0.2, metadata={"help": "Largest share of the dataset one user may contribute (their newest ratings are kept)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of threads held out for evaluation (split by thread, deterministic)."})

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from launcher.cli.common import console, settings_or_exit
+from sim.rater import NOISE, RATE_PROBABILITY, REGENERATE_PROBABILITY
 
 if TYPE_CHECKING:
     from sim.simulate import SimStats
@@ -33,9 +34,9 @@ def simulate(
         None,
         help="File with one question per line (default: the simulation's training questions, never the held-out ones the experiment measures on; with --demo, the demo corpus's).",
     ),
-    rate_probability: float = typer.Option(0.8, min=0, max=1, help="Share of answers rated."),
-    noise: float = typer.Option(0.1, min=0, max=1, help="Probability that a rating is flipped."),
-    regenerate_probability: float = typer.Option(0.2, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
+    rate_probability: float = typer.Option(RATE_PROBABILITY, min=0, max=1, help="Share of answers rated."),
+    noise: float = typer.Option(NOISE, min=0, max=1, help="Probability that a rating is flipped."),
+    regenerate_probability: float = typer.Option(REGENERATE_PROBABILITY, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
     concurrency: int = typer.Option(
         1,
         min=1,
