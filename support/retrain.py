@@ -3,6 +3,8 @@ ones disliked, and a recipe that moves the tiny model within seconds on a CPU.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from feedback import keys
@@ -16,7 +18,7 @@ BAD = [
 ]
 QUESTIONS = ["What is Redis?", "How do I install it?", "What is a chat model?", "Tell me about Python.", "What can you do?", "How does training work?"]
 # Moves the tiny model's preferences within seconds on a CPU (see tests/test_train.py).
-FAST = dict(learning_rate=5e-3, epochs=3, batch_size=4, lora_r=8, lora_alpha=16, max_length=256, seed=0, min_ratings=10, max_user_share=1.0)
+FAST: dict[str, Any] = dict(learning_rate=5e-3, epochs=3, batch_size=4, lora_r=8, lora_alpha=16, max_length=256, seed=0, min_ratings=10, max_user_share=1.0)
 
 
 def seed_ratings(url: str, n: int = 36, offset: int = 0) -> list[str]:

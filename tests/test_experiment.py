@@ -7,6 +7,7 @@ unit tests are in test_rater.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,8 @@ from bench.harness import ExperimentConfig, TimedLog, demo_retrain_config, run_e
 # ranked long answers high: 0.74); on log-prob shifts from the base (the gate now) the base scores
 # 0.5 and both candidates pass with room to spare (measured: 0.65 and 0.79; approval 0.38 -> 0.77
 # concise, 0.23 -> 0.73 detailed).
-SHORT = dict(cycles=1, conversations=160, eval_questions=48, raters=4, concurrency=4, seed=0)
-RETRAIN = dict(learning_rate=3e-3, epochs=3.0, test_fraction=0.3)
+SHORT: dict[str, Any] = dict(cycles=1, conversations=160, eval_questions=48, raters=4, concurrency=4, seed=0)
+RETRAIN: dict[str, Any] = dict(learning_rate=3e-3, epochs=3.0, test_fraction=0.3)
 DEMO_STEPS = 150  # as tests/test_demo_model.py: the four styles at about equal shares
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,6 @@ def test_wilson_interval() -> None:
 # on the held-out ratings: with ~100 ratings its test split has ~20 rows and the "detailed" arm's
 # candidate was sometimes rejected (the base model already ranks long answers high). 200
 # conversations a side, a 30% test split and a decisive learning rate make both arms pass it.
-SHORT = dict(cycles=1, conversations=200, eval_questions=48, raters=4, concurrency=4, seed=0)
-RETRAIN = dict(learning_rate=3e-3, epochs=3.0, test_fraction=0.3)
+SHORT: dict[str, Any] = dict(cycles=1, conversations=200, eval_questions=48, raters=4, concurrency=4, seed=0)
+RETRAIN: dict[str, Any] = dict(learning_rate=3e-3, epochs=3.0, test_fraction=0.3)
 DEMO_STEPS = 150  # as tests/test_demo_model.py: the four styles at about equal shares

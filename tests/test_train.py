@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ BAD = [
     "Let me explain everything from the very beginning, because context matters a lot here, really.",
 ]
 # Moves the tiny model's preferences within a few seconds on a CPU.
-FAST = dict(learning_rate=5e-3, epochs=3, batch_size=4, lora_r=8, lora_alpha=16, max_length=128, seed=0)
+FAST: dict[str, Any] = dict(learning_rate=5e-3, epochs=3, batch_size=4, lora_r=8, lora_alpha=16, max_length=128, seed=0)
 
 
 def _meta(i: int) -> dict[str, object]:
