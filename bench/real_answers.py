@@ -20,10 +20,11 @@ TEMPERATURE = 0.7  # the app's LLM_TEMPERATURE default
 
 def prefix_messages(prompts_dir: Path = ROOT / "bot" / "prompts", prompt_id: str = "assistant") -> list[dict[str, str]]:
     """The newest prompt spec's fixed part, rendered by the app's template, as chat dicts."""
-    from bot.prompt import load_spec
+    from bot.prompt import prefix
+    from feedback.prompt import load_spec
 
     roles = {"system": "system", "human": "user", "ai": "assistant"}
-    return [{"role": roles[m.type], "content": str(m.content)} for m in load_spec(prompts_dir, prompt_id).prefix]
+    return [{"role": roles[m.type], "content": str(m.content)} for m in prefix(load_spec(prompts_dir, prompt_id))]
 
 
 def conversation(question: str, prefix: Sequence[dict[str, str]]) -> list[dict[str, str]]:

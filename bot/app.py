@@ -29,9 +29,10 @@ from bot import api, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from
-from bot.prompt import PromptSpecError, load_spec, render
+from bot.prompt import render
 from feedback import exchange as exchanges
 from feedback import keys, registry
+from feedback import prompt as prompts
 from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.limiter import Limiter
@@ -43,8 +44,10 @@ log = logging.getLogger("bot")
 
 try:
     settings = load_settings()
-    spec = load_spec(settings.prompts_dir, settings.prompt_id, settings.prompt_version)
-except (SettingsError, PromptSpecError) as exc:
+    # The shipped version PROMPT_VERSION names (else the newest), checked before serving anything;
+    # also what is served while Redis cannot say which version is (prompts.publish_shipped).
+    shipped = prompts.load_spec(settings.prompts_dir, settings.prompt_id, settings.prompt_version)
+except (SettingsError, prompts.PromptSpecError) as exc:
     print(exc, file=sys.stderr)
     sys.exit(2)
 
@@ -122,9 +125,24 @@ def data_layer() -> RedisDataLayer:
 
 
 @cl.on_app_startup
-async def start_spool_replay() -> None:
+async def on_startup() -> None:
+    """Chainlit keeps one startup hook: every startup step is called from here."""
     # Keep a reference: the loop holds tasks weakly.
     http_app.state.spool_replay = asyncio.create_task(store.replay_forever())
+    await publish_prompts()
+
+
+async def publish_prompts() -> None:
+    """Publish the shipped prompt versions and choose the served one (PROMPT_VERSION, else keep
+    what `chatbot prompt serve` chose, else the newest shipped)."""
+    try:
+        version = await prompts.publish_shipped(redis, settings.prompts_dir, settings.prompt_id, settings.prompt_version)
+    except OUTAGE as exc:
+        log.warning("prompt versions not published (Redis unreachable: %s); serving the shipped %s", exc, shipped.ref)
+    except prompts.PromptSpecError as exc:
+        log.error("%s", exc)
+    else:
+        log.info("prompt %s@%s served to new conversations", settings.prompt_id, version)
 
 
 def new_session() -> str:
@@ -180,7 +198,7 @@ def regenerate_button(exchange_id: str) -> cl.Action:
     return cl.Action(name="regenerate", payload={"exchange_id": exchange_id}, label="Regenerate", icon="refresh-cw")
 
 
-async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]]) -> exchanges.Exchange | None:
+async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]], prompt_ref: tuple[str, str]) -> exchanges.Exchange | None:
     """Stream the model's answer to `prompt` into a new message and store the exchange.
 
     Returns None when the model failed (the user sees why) or the user pressed stop.
@@ -229,8 +247,8 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         prompt_message_id=prompt_message_id,
         messages=[exchanges.PromptMessage(**m) for m in prompt],
         completion=reply.content,
-        prompt_id=spec.id,
-        prompt_version=spec.version,
+        prompt_id=prompt_ref[0],
+        prompt_version=prompt_ref[1],
         model=model_name,
         model_version=model_version,
         first_token_ms=first_token_ms,
@@ -238,7 +256,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         output_tokens=usage["output_tokens"] if usage else None,
         latency_ms=(time.perf_counter() - started) * 1000,
     )
-    reply.metadata = {"exchange_id": record.id, "prompt_version": f"{spec.id}@{spec.version}", "model": model_name, "model_version": model_version}
+    reply.metadata = {"exchange_id": record.id, "prompt_version": "@".join(prompt_ref), "model": model_name, "model_version": model_version}
     reply.actions = [regenerate_button(record.id)]
     await reply.send()
     if await store.save_exchange(record) == "spool":
@@ -249,6 +267,36 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
 @cl.on_chat_start
 async def start() -> None:
     cl.user_session.set("turns", [])
+    cl.user_session.set("prompt_version", None)  # chosen at the first message: the version served then
+
+
+async def conversation_spec() -> prompts.PromptSpec:
+    """The prompt version of this conversation: kept once chosen (a resumed thread keeps the
+    version of its answers); a new one gets the version served now. The shipped spec while Redis
+    cannot say."""
+    version = cl.user_session.get("prompt_version")
+    try:
+        if version is None:
+            version = await prompts.served_version(redis, settings.prompt_id) or shipped.version
+            cl.user_session.set("prompt_version", version)
+        return await spec_of(version)
+    except OUTAGE as exc:
+        log.warning("prompt version lookup failed, using the shipped %s: %s", shipped.ref, exc)
+        return shipped
+
+
+_specs: dict[str, prompts.PromptSpec] = {shipped.version: shipped}
+
+
+async def spec_of(version: str) -> prompts.PromptSpec:
+    """A published version (immutable: cached for good once read)."""
+    if version not in _specs:
+        spec = await prompts.get(redis, settings.prompt_id, version)
+        if spec is None:
+            log.error("prompt %s@%s is not published: serving %s", settings.prompt_id, version, shipped.ref)
+            return shipped
+        _specs[version] = spec
+    return _specs[version]
 
 
 @cl.on_chat_resume
@@ -259,6 +307,8 @@ async def resume(thread: cl.types.ThreadDict) -> None:
     except OUTAGE:
         stored = []
     shown = [e for e in stored if not e.deleted]
+    own = [e.prompt_version for e in shown if e.prompt_id == settings.prompt_id]
+    cl.user_session.set("prompt_version", own[-1] if own else None)
     cl.user_session.set("turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in shown])
     if shown and shown[-1].message_id:
         # Chainlit doesn't store action buttons: offer Regenerate on the latest answer again.
@@ -271,9 +321,10 @@ async def on_message(message: cl.Message) -> None:
         await cl.ErrorMessage(content=f"Your message has {len(message.content)} characters; the limit is {settings.max_message_chars}.").send()
         return
     history = drop_from(turns(), message.id)
+    spec = await conversation_spec()
     prompt = render(spec, as_messages(history), message.content, settings.history_max_tokens)
     run = cl.context.current_step
-    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt))
+    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt), (spec.id, spec.version))
     if record is not None:
         history.append(Turn(message.id, message.content, record.completion))
     cl.user_session.set("turns", history)
@@ -297,7 +348,7 @@ async def regenerate(action: cl.Action) -> None:
         await cl.ErrorMessage(content=f"Too many messages: try again in {retry} s.").send()
         return
     async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
-        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages])
+        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], (old.prompt_id, old.prompt_version))
     if record is not None:
         await cl.Message(content="", id=old.message_id).remove()  # soft delete: see the data layer
         history[-1] = Turn(old.prompt_message_id, history[-1].question, record.completion)

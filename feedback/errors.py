@@ -4,7 +4,7 @@
     ├── InvalidInput (ValueError)  what someone gave us is wrong; nothing was changed
     │   ├── SettingsError              feedback/settings.py   a bad setting (named in the message)
     │   ├── KeyPartError               feedback/keys.py       an id or user name that may not reach a key (HTTP 400)
-    │   ├── PromptSpecError            bot/prompt.py          a prompt spec that does not load or render
+    │   ├── PromptSpecError            feedback/prompt.py     a prompt spec that is malformed or conflicts with a published one
     │   ├── RatingError                feedback/rating.py     a rating refused: unknown answer, someone else's
     │   └── RegistryError              feedback/registry.py   an unknown version, or one the gate rejected
     ├── NotEnoughData (ValueError) the ratings cannot make a retraining run yet: the run is skipped

@@ -232,6 +232,25 @@ def applied_op(op_id: str) -> str:
     return f"{PREFIX}:op:{_id(op_id)}"
 
 
+# --- Prompt versions ----------------------------------------------------------------------------------
+
+
+def prompt_versions(prompt_id: str) -> str:
+    """HASH: version -> the spec as JSON (feedback.prompt.PromptSpec), immutable once written.
+    Writer: feedback.prompt.publish (`chatbot prompt publish`, and the shipped files at start).
+    Reader: the app (the spec of each conversation's version), the CLI.
+    """
+    return f"{PREFIX}:prompt:{_id(prompt_id)}:versions"
+
+
+def prompt_served(prompt_id: str) -> str:
+    """STRING: the version new conversations get. Writer: `chatbot prompt serve`, the app at
+    start (PROMPT_VERSION, else the newest shipped when unset). Reader: the app, per new
+    conversation (a thread keeps the version of its first answer).
+    """
+    return f"{PREFIX}:prompt:{_id(prompt_id)}:served"
+
+
 # --- Sessions and limits (the edge: bot/edge.py) ---------------------------------------------------
 
 

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     judge_base_url: str | None = None
     judge_api_key: SecretStr | None = None
 
-    # Prompt spec: prompts/<prompt_id>/<version>.yaml; version unset = the newest.
+    # Prompt spec: <prompts_dir>/<prompt_id>/<version>.yaml, published into Redis at start
+    # (feedback/prompt.py); prompt_version: served from each start (unset: the one served, else the newest).
     prompt_id: str = Field("assistant", pattern=r"^[A-Za-z0-9_-]+$")
     prompt_version: str | None = None
     prompts_dir: Path = Path(__file__).resolve().parent.parent / "bot" / "prompts"

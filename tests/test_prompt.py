@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from bot.prompt import PromptSpecError, available_versions, load_spec, render, trim_history
+from bot.prompt import render, template, trim_history
+from feedback.prompt import PromptSpecError, available_versions, load_spec
 from feedback.settings import Settings
 
 PROMPTS = Settings().prompts_dir
@@ -54,7 +56,7 @@ def test_history_budget_drops_oldest_turns_first_and_keeps_system_and_examples(t
     for i in range(20):
         history += [HumanMessage(f"question {i} " + "x" * 200), AIMessage(f"answer {i} " + "y" * 200)]
     messages = render(spec, history, "last", history_max_tokens=300)
-    kept = [m.content.split(" ")[1] for m in messages[3:-1]]
+    kept = [cast(str, m.content).split(" ")[1] for m in messages[3:-1]]
     assert kept and kept == [str(i) for i in range(20 - len(kept) // 2, 20) for _ in (0, 1)]  # newest turns, whole
     assert messages[3].type == "human"  # never starts on an orphan answer
     assert messages[0].type == "system" and messages[1].content == "Q1.0.0"
@@ -94,6 +96,6 @@ def test_render_equals_the_full_template(tmp_path: Path) -> None:
     write_spec(tmp_path, "1.0.0")
     spec = load_spec(tmp_path, "demo")
     history = [HumanMessage("q1"), AIMessage("a1")]
-    full = spec.template().invoke({"history": history, "input": "q2"}).to_messages()
+    full = template(spec).invoke({"history": history, "input": "q2"}).to_messages()
     assert render(spec, history, "q2", 1000) == full
     assert render(spec, history, "q3", 1000)[-1].content == "q3"  # the cached part is not mutated

@@ -6,6 +6,7 @@ commands so that --help is fast.
     simulate    launcher/cli/simulate.py    simulated users rate through the running app
     report      launcher/cli/report.py      approval per model and prompt version
     model       launcher/cli/model.py       list, promote, rollback
+    prompt      launcher/cli/prompt.py      publish, list, serve prompt versions
     dataset     launcher/cli/dataset.py     prune dataset versions
     spool       launcher/cli/spool.py       writes kept while Redis was down
     demo-model  launcher/cli/demo_model.py  build the offline demo model
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from launcher.cli import dataset, demo_model, model, report, retrain, simulate, spool, up
+from launcher.cli import dataset, demo_model, model, prompt, report, retrain, simulate, spool, up
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -33,3 +34,4 @@ app.command()(spool.spool)
 app.command("demo-model")(demo_model.demo_model)
 app.add_typer(model.app, name="model")
 app.add_typer(dataset.app, name="dataset")
+app.add_typer(prompt.app, name="prompt")

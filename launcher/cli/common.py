@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from feedback.settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages whole: easy to read in logs and to grep
 
 
 def settings_or_exit() -> Settings:

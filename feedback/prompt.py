@@ -1,0 +1,207 @@
+"""Prompt versions: the spec record, validated, published into Redis where every app process
+reads it, and the version served to new conversations.
+
+A spec (system prompt, guidelines, few-shot examples) is immutable once published: the same
+id@version with other content is refused, so every stored answer's prompt_version points at the
+exact text that produced it. The shipped files (bot/prompts/<id>/<version>.yaml) are published
+when the app starts; `chatbot prompt publish FILE` adds versions at run time, and `chatbot prompt
+serve VERSION` changes what new conversations get, without a restart. Rendering into chat
+messages is the app's (bot/prompt.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import redis
+import yaml
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from redis.asyncio import Redis
+
+from feedback import keys
+from feedback.errors import InvalidInput
+from feedback.scripts import lua
+
+MAX_SPEC_BYTES = 64_000  # a prompt, not a document: every answer sends it to the model
+MAX_SYSTEM_CHARS = 16_000
+MAX_ITEM_CHARS = 4_000
+MAX_ITEMS = 50
+
+
+class PromptSpecError(InvalidInput):
+    """A prompt spec that is missing, malformed, or conflicts with a published one."""
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str = Field(min_length=1, max_length=MAX_ITEM_CHARS)
+    assistant: str = Field(min_length=1, max_length=MAX_ITEM_CHARS)
+
+
+class PromptSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=f"^(?:{keys.ID_PATTERN.pattern})$")  # it becomes part of Redis keys
+    version: str = Field(max_length=64)
+    description: str = Field("", max_length=MAX_ITEM_CHARS)
+    system: str = Field(min_length=1, max_length=MAX_SYSTEM_CHARS)
+    guidelines: tuple[str, ...] = Field((), max_length=MAX_ITEMS)
+    examples: tuple[Example, ...] = Field((), max_length=MAX_ITEMS)
+
+    @field_validator("version")
+    @classmethod
+    def _pep440(cls, v: str) -> str:
+        try:
+            normal = str(Version(v))
+        except InvalidVersion:
+            raise ValueError(f"{v!r} is not a version like 1.2.0") from None
+        if normal != v:
+            raise ValueError(f"write the version as {normal!r}")
+        return v
+
+    @field_validator("guidelines")
+    @classmethod
+    def _short_items(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not g.strip() or len(g) > MAX_ITEM_CHARS for g in v):
+            raise ValueError(f"each guideline is 1 to {MAX_ITEM_CHARS} characters")
+        return v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @property
+    def system_text(self) -> str:
+        if not self.guidelines:
+            return self.system.strip()
+        rules = "\n".join(f"- {g}" for g in self.guidelines)
+        return f"{self.system.strip()}\n\nGuidelines:\n{rules}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def parse(data: object, where: str) -> PromptSpec:
+    """A spec from its parsed YAML or JSON; PromptSpecError naming `where` and what is wrong."""
+    if not isinstance(data, dict):
+        raise PromptSpecError(f"{where}: a prompt spec is a mapping with id, version, system, guidelines, examples")
+    try:
+        spec = PromptSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise PromptSpecError(f"{where}: {problems}") from None
+    if len(spec.to_json().encode()) > MAX_SPEC_BYTES:
+        raise PromptSpecError(f"{where}: the spec is over {MAX_SPEC_BYTES // 1000} kB")
+    return spec
+
+
+def read_file(path: Path) -> PromptSpec:
+    """A spec file (YAML), validated."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptSpecError(f"{path}: cannot read it ({exc})") from None
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise PromptSpecError(f"{path}: the file is over {MAX_SPEC_BYTES // 1000} kB")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PromptSpecError(f"{path}: not valid YAML ({exc})") from None
+    return parse(data, str(path))
+
+
+# --- the shipped files ---------------------------------------------------------------------------
+
+
+def available_versions(prompts_dir: Path, prompt_id: str) -> list[str]:
+    """Versions of a prompt on disk, oldest first."""
+    found = []
+    for path in (prompts_dir / prompt_id).glob("*.yaml"):
+        try:
+            found.append(Version(path.stem))
+        except InvalidVersion:
+            continue
+    return [str(v) for v in sorted(found)]
+
+
+def load_spec(prompts_dir: Path, prompt_id: str, version: str | None = None) -> PromptSpec:
+    """Load one version of a prompt from disk; the newest when no version is given."""
+    versions = available_versions(prompts_dir, prompt_id)
+    if not versions:
+        raise PromptSpecError(f"no prompt {prompt_id!r} under {prompts_dir} (expected {prompt_id}/<version>.yaml)")
+    chosen = version or versions[-1]
+    if chosen not in versions:
+        raise PromptSpecError(f"prompt {prompt_id!r} has no version {chosen!r}; available: {', '.join(versions)}")
+    path = prompts_dir / prompt_id / f"{chosen}.yaml"
+    spec = read_file(path)
+    if (spec.id, spec.version) != (prompt_id, chosen):
+        raise PromptSpecError(f"{path} declares {spec.id}@{spec.version}; the file name says {prompt_id}@{chosen}")
+    return spec
+
+
+# --- published versions (Redis) -------------------------------------------------------------------
+
+PUBLISH = lua("publish_prompt")
+
+
+def publish(r: redis.Redis, spec: PromptSpec) -> bool:
+    """Publish a version; True when new, False when the same content was already published.
+    PromptSpecError when this id@version holds other content (versions are immutable)."""
+    outcome = cast(str, r.eval(PUBLISH, 1, keys.prompt_versions(spec.id), spec.version, spec.to_json()))
+    if outcome == "conflict":
+        raise PromptSpecError(f"{spec.ref} is already published with other content: versions never change, publish it as a new version")
+    return outcome == "published"
+
+
+def versions(r: redis.Redis, prompt_id: str) -> list[PromptSpec]:
+    """Published versions, oldest first."""
+    raw = cast(dict[str, str], r.hgetall(keys.prompt_versions(prompt_id)))
+    return sorted((PromptSpec.model_validate_json(v) for v in raw.values()), key=lambda s: Version(s.version))
+
+
+def serve(r: redis.Redis, prompt_id: str, version: str) -> PromptSpec:
+    """Serve a published version to new conversations from now on."""
+    raw = cast("str | None", r.hget(keys.prompt_versions(prompt_id), version))
+    if raw is None:
+        known = ", ".join(s.version for s in versions(r, prompt_id)) or "none"
+        raise PromptSpecError(f"{prompt_id}@{version} is not published (published: {known}); `chatbot prompt publish FILE` first")
+    r.set(keys.prompt_served(prompt_id), version)
+    return PromptSpec.model_validate_json(raw)
+
+
+def served(r: redis.Redis, prompt_id: str) -> str | None:
+    return cast("str | None", r.get(keys.prompt_served(prompt_id)))
+
+
+async def publish_shipped(r: Redis, prompts_dir: Path, prompt_id: str, pinned: str | None) -> str:
+    """At app start: publish the shipped files (already published ones stay as they are; an
+    edited shipped version is refused, logged by the caller) and choose the served version:
+    `pinned` (PROMPT_VERSION) when set, else keep the one served, else the newest shipped.
+    Returns the served version."""
+    specs = [load_spec(prompts_dir, prompt_id, v) for v in available_versions(prompts_dir, prompt_id)]
+    conflicts = []
+    for spec in specs:
+        outcome = await r.eval(PUBLISH, 1, keys.prompt_versions(spec.id), spec.version, spec.to_json())
+        if outcome == "conflict":
+            conflicts.append(spec.ref)
+    if pinned is not None:
+        if not await r.hexists(keys.prompt_versions(prompt_id), pinned):
+            raise PromptSpecError(f"PROMPT_VERSION={pinned} is not published nor shipped for prompt {prompt_id!r}")
+        await r.set(keys.prompt_served(prompt_id), pinned)
+    elif specs:
+        await r.set(keys.prompt_served(prompt_id), specs[-1].version, nx=True)
+    if conflicts:
+        raise PromptSpecError(f"shipped {', '.join(conflicts)} differ from the published versions: a published version never changes, ship the edit as a new version")
+    return cast(str, await r.get(keys.prompt_served(prompt_id)))
+
+
+async def get(r: Redis, prompt_id: str, version: str) -> PromptSpec | None:
+    raw = cast("str | None", await r.hget(keys.prompt_versions(prompt_id), version))
+    return None if raw is None else PromptSpec.model_validate_json(raw)
+
+
+async def served_version(r: Redis, prompt_id: str) -> str | None:
+    return cast("str | None", await r.get(keys.prompt_served(prompt_id)))
