@@ -17,7 +17,7 @@ test: $(VENV)/.stamp-dev browser
 test-fast: $(VENV)/.stamp-dev
 	$(BIN)/pytest -m "not slow and not browser"
 
-# What CI checks besides the tests: ruff (lint and import order) and mypy (the product's packages).
+# What CI checks besides the tests: ruff (lint and import order) and mypy (every package, the tests and benchmarks too).
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -62,7 +62,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -136,7 +136,7 @@ def _raw_dump(r: redis.Redis) -> dict[str, Any]:
     rows = 0
     cursor = 0
     while True:
-        cursor, found = r.scan(cursor, match=keys.rating(keys.ANY), count=5000)
+        cursor, found = cast("tuple[int, list[str]]", r.scan(cursor, match=keys.rating(keys.ANY), count=5000))  # a decoded client
         if found:
             pipe = r.pipeline(transaction=False)
             for key in found:
@@ -166,10 +166,10 @@ def _build(r: redis.Redis, spec: dict[str, Any], sampler: _MemorySampler) -> dic
         return wrapper
 
     # Measurement only: build() looks these up in its module at call time.
-    from training.dataset import build as build_module
+    from training.dataset import builder as build_module
 
-    build_module._write_shard = timed("shard", build_module._write_shard)  # type: ignore[method-assign]
-    build_module._plan = timed("plan", build_module._plan)  # type: ignore[method-assign]
+    build_module._write_shard = timed("shard", build_module._write_shard)
+    build_module._plan = timed("plan", build_module._plan)
     config = RetrainConfig()
     root = Path(spec["root"])
     rss_before = _rss_now()

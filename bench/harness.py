@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from feedback.report import wilson
 from launcher import chainlit_server, model_server, redis_server
@@ -48,6 +48,8 @@ from sim.preference import PREFERENCES, on_topic
 from sim.rater import NOISE, RATE_PROBABILITY, REGENERATE_PROBABILITY, RaterPolicy
 from sim.simulate import SimStats, ask_each, simulate
 from training.config import DEMO_RECIPE, REAL_RECIPE, RetrainConfig
+
+T = TypeVar("T")
 
 Log = Callable[[str], None]
 
@@ -138,7 +140,7 @@ class CycleResult:
     liked_by: dict[str, int] = field(default_factory=dict)  # real model: measured answers each preference likes
 
 
-def heldout(questions: Sequence[str], n: int) -> list[str]:
+def heldout(questions: Sequence[T], n: int) -> list[T]:
     """n held-out questions spread evenly over the pool (which is ordered by topic), each once;
     the whole pool, cycled, when n is larger."""
     if n >= len(questions):

@@ -50,11 +50,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis as sync_redis
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from feedback import exchange as exchanges
 from feedback import keys
@@ -153,7 +154,7 @@ async def path_cost(redis_url: str, spool_path: Path, ops: int, warmup: int) -> 
         targets = await seed(r)
         # Inputs drawn up front: only the call itself is timed.
         inputs = [(rng.choice(targets), random_rating(rng)) for _ in range(4096)]
-        hset_fields = [
+        hset_fields: list[dict[FieldT, EncodableT]] = [
             {
                 "value": str(rating.value),
                 "comment": rating.comment or "",
@@ -298,7 +299,7 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
 async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
     """Compare what Redis holds with what the app acknowledged."""
     acked = sum(x.acked for x in raters)
-    stream = await r.xrange(keys.events())
+    stream = cast("list[tuple[str, dict[str, str]]]", await r.xrange(keys.events()))
     actions = Counter(fields["action"] for _, fields in stream)
     per_answer = Counter(fields["exchange"] for _, fields in stream if fields["action"] == "rate")
     per_user = Counter(fields["user"] for _, fields in stream if fields["action"] == "rate")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -37,7 +38,7 @@ def child_env(**settings: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k not in names}, **settings}
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes] | None = None, what: str = "service") -> None:
+def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[Any] | None = None, what: str = "service") -> None:
     """Poll check() until it is true; fail early when proc dies, or at the deadline."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

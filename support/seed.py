@@ -18,6 +18,7 @@ from typing import cast
 
 import redis
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from feedback import exchange as exchanges
 from feedback import keys
@@ -212,7 +213,7 @@ def bulk_seed(
         answer = _words(rng, rng.randint(40, 120)) + "."
         ex_id, msg_id = new_id(), new_id()
         ts = start_ts + i
-        ex = {
+        ex: dict[FieldT, EncodableT] = {
             "id": ex_id, "thread_id": thread, "user": user, "prompt_message_id": msg_id,
             "messages": json.dumps([*base, *history, {"role": "user", "content": question}], ensure_ascii=False),
             "completion": answer, "prompt_id": "assistant", "prompt_version": rng.choice(["1.0.0", "1.1.0"]),

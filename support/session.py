@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import redis
 
 from sim.client import ChatClient, Reply
@@ -18,6 +20,13 @@ async def logged_in(url: str, user: str = "alice") -> ChatClient:
     return client
 
 
+def final_message(reply: Reply) -> dict[str, Any]:
+    """The reply's final assistant message (there must be one)."""
+    final = reply.final()
+    assert final is not None, reply.messages
+    return final
+
+
 def run_id(reply: Reply) -> str:
     """The run step the answer belongs to: what Chainlit's feedback buttons point at."""
     final = reply.final()
@@ -30,6 +39,6 @@ def keyspace(url: str) -> dict[bytes, bytes | None]:
     counts): what "nothing changed" is compared with."""
     raw = redis.Redis.from_url(url)  # DUMP's bytes are not text
     try:
-        return {k: raw.dump(k) for k in raw.keys("*") if not k.startswith(b"{fb}:limit:")}  # type: ignore[misc]
+        return {k: raw.dump(k) for k in cast("list[bytes]", raw.keys("*")) if not k.startswith(b"{fb}:limit:")}
     finally:
         raw.close()

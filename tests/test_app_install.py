@@ -55,7 +55,7 @@ def test_make_up_installs_what_the_scheduled_retraining_needs(tmp_path: Path, re
             text = retrain_log.read_text(errors="replace") if retrain_log.exists() else ""
             return registry.versions(redis_db.client) != [] or "Traceback" in text or "failed" in text
 
-        wait_until(decided, 900, proc, "make up's scheduled retraining")  # type: ignore[arg-type]
+        wait_until(decided, 900, proc, "make up's scheduled retraining")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
@@ -63,5 +63,6 @@ def test_make_up_installs_what_the_scheduled_retraining_needs(tmp_path: Path, re
     assert not (venv / "bin" / "pytest").exists(), "make up installed the test tools: this test would hide missing dependencies"
     assert "ModuleNotFoundError" not in output, output[-3000:]
     version = registry.versions(redis_db.client)[0]
+    assert version.adapter_path is not None
     assert version.base_model == str(model) and Path(version.adapter_path, "adapter_config.json").exists()
     assert version.decision["reason"], output[-3000:]  # trained, evaluated, and the gate decided

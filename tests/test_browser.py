@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -111,10 +111,10 @@ def rate(page: Page, answer: Locator, value: int, comment: str | None = None) ->
 
 
 def only_exchange(redis_db: RedisServer) -> tuple[str, dict[str, str]]:
-    found = redis_db.client.keys(keys.exchange(keys.ANY))
+    found = cast("list[str]", redis_db.client.keys(keys.exchange(keys.ANY)))
     assert len(found) == 1, found
     exchange_id = found[0].removeprefix(keys.exchange(keys.ANY).removesuffix("*"))
-    return exchange_id, redis_db.client.hgetall(found[0])
+    return exchange_id, cast("dict[str, str]", redis_db.client.hgetall(found[0]))
 
 
 def test_rate_then_find_the_thread_and_rating_in_the_history(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
@@ -175,7 +175,7 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
         question.get_by_role("button", name="Unhelpful").click()
     assert response.value.status == 200, response.value.text()
     expect(question).to_have_count(0)
-    assert json.loads(redis_db.client.hget(keys.rating(first_id), "reasons")) == ["unhelpful"]
+    assert json.loads(cast(str, redis_db.client.hget(keys.rating(first_id), "reasons"))) == ["unhelpful"]
 
     redis_db.client.set(keys.active_model(), "echo-v2")  # the retry is answered by another model
     with page.expect_response(lambda r: r.url.endswith("/project/action")) as response:
@@ -187,7 +187,8 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
     expect(second).to_have_count(1)
     expect(thumb(second, 1, "off")).to_be_enabled()
     expect(thumb(second, 0, "off")).to_be_visible()
-    second_id = redis_db.client.lindex(keys.alternatives(first_exchange["prompt_message_id"]), -1)
+    second_id = cast("str | None", redis_db.client.lindex(keys.alternatives(first_exchange["prompt_message_id"]), -1))
+    assert second_id is not None
     assert second_id != first_id
     assert rate(page, second, 1)["feedbackId"] == second_id
 

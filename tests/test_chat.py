@@ -12,7 +12,7 @@ from feedback import keys
 from launcher.process import free_port
 from sim.client import ChatClient
 from support.services import AppServer, RedisServer, app_env, start_app
-from support.session import USERS, logged_in
+from support.session import USERS, final_message, logged_in
 
 
 async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
@@ -63,8 +63,8 @@ async def test_active_model_switches_without_restart(app_server: AppServer, redi
         after = await client.send("two")
     finally:
         await client.close()
-    assert before.final()["metadata"]["model"] == "echo"
-    assert after.final()["metadata"]["model"] == "echo-v2"
+    assert final_message(before)["metadata"]["model"] == "echo"
+    assert final_message(after)["metadata"]["model"] == "echo-v2"
     assert after.text == "You said: two"
 
 
@@ -89,6 +89,7 @@ async def test_model_errors_are_shown_and_the_app_keeps_serving(app_server: AppS
     assert errors and expected in errors[-1]["output"]
     assert "Traceback" not in errors[-1]["output"]
     assert recovered.text == "You said: again"
+    assert client.thread_id is not None
     assert redis_db.client.zcard(keys.thread_exchanges(client.thread_id)) == 1  # failures are not answers
 
 
@@ -142,4 +143,4 @@ async def test_header_auth_behind_a_proxy(own_services, redis_db: RedisServer, s
     finally:
         await client.close()
     assert reply.text == "You said: via the proxy"
-    assert redis_db.client.hget(keys.exchange(reply.final()["metadata"]["exchange_id"]), "user") == "carol"
+    assert redis_db.client.hget(keys.exchange(final_message(reply)["metadata"]["exchange_id"]), "user") == "carol"

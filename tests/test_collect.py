@@ -4,8 +4,9 @@ must give exactly the rows that plain HMGETs of the exchange and rating hashes g
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from itertools import chain
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -39,7 +40,7 @@ async def test_packed_rows_equal_field_by_field_reads(r: Redis, redis_db: RedisS
         await seed_exchange(r, thread="t2", user="bob", question="tab\there\nnewline \\0 \"quoted\"", answer="multi\nline", value=1, model_version="mv-2"),
     ]
     rows = collect(redis_db.client, None).rated
-    assert sorted(rows, key=lambda x: x.exchange_id) == sorted(by_hmget(redis_db, ids), key=lambda x: x.exchange_id)  # type: ignore[arg-type,return-value]
+    assert sorted(rows, key=lambda x: x.exchange_id) == sorted(cast("list[RatedExchange]", by_hmget(redis_db, ids)), key=lambda x: x.exchange_id)  # all seeded
     row = {x.exchange_id: x for x in rows}
     assert row[ids[0]].messages[-1]["content"] == "Ça va? 你好 👋🏽" and row[ids[0]].completion == "Très bien — ✓ e\u0301"
     assert (row[ids[0]].comment, row[ids[0]].reasons) == ("", ())
@@ -88,7 +89,7 @@ async def test_an_abandoned_read_leaves_the_client_usable(r: Redis, redis_db: Re
     for i in range(6):
         await seed_exchange(r, thread=f"t{i}", user="alice", question=f"q{i}", answer=f"a{i}", value=1)
     c = redis_db.client
-    it = collect(c, None, batch=2).batches()
+    it = cast("Generator[list[RatedExchange], None, None]", collect(c, None, batch=2).batches())  # a generator: it can be closed
     assert len(next(it)) == 2  # the second batch's replies are on their way when we stop
     it.close()
     assert not [t for t in threading.enumerate() if t.name == "collect-list"]  # the listing stopped too

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from support.services import RedisServer
 
 
 @pytest.fixture
-async def layer(redis_db: RedisServer, tmp_path: Path) -> RedisDataLayer:
+async def layer(redis_db: RedisServer, tmp_path: Path) -> AsyncIterator[RedisDataLayer]:
     r = connect(redis_db.url)
     dl = RedisDataLayer(r, Store(r, Spool(tmp_path / "spool.jsonl")))
     yield dl
@@ -58,7 +59,8 @@ async def test_steps_update_soft_delete_and_favorites(layer: RedisDataLayer, red
     assert await layer.get_favorite_steps("alice") == []
 
     await layer.delete_step("s1")
-    assert (await layer.get_thread("t1"))["steps"] == []
+    thread = await layer.get_thread("t1")
+    assert thread is not None and thread["steps"] == []
     assert redis_db.client.hget(keys.step("s1"), "deleted") == "1"  # hidden, not gone
     assert await layer.get_thread_author("t1") == "alice"
     assert await layer.get_thread_author("nope") == ""
@@ -80,7 +82,8 @@ async def test_writes_into_someone_elses_thread_are_refused(layer: RedisDataLaye
     as_user(None)
     with pytest.raises(OwnershipError):
         await layer.create_step(step("s3", "t1"))
-    assert [s["output"] for s in (await layer.get_thread("t1"))["steps"]] == ["hi"]
+    thread = await layer.get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["hi"]
     assert redis_db.client.hget(keys.thread("t1"), "name") == "alice's"
     assert not redis_db.client.exists(keys.step("s2"), keys.step("s3"))
 
@@ -93,7 +96,9 @@ async def test_elements(layer: RedisDataLayer) -> None:
     got = await layer.get_element("t1", element.id)
     assert got is not None and got["name"] == "notes"
     assert await layer.get_element("other-thread", element.id) is None  # only through its thread
-    assert [e["id"] for e in (await layer.get_thread("t1"))["elements"]] == [element.id]
+    thread = await layer.get_thread("t1")
+    assert thread is not None and thread["elements"] is not None
+    assert [e["id"] for e in thread["elements"]] == [element.id]
     with pytest.raises(OwnershipError):
         await layer.delete_element(element.id, "other-thread")
     await layer.delete_element(element.id, "t1")

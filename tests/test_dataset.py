@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -253,7 +254,7 @@ async def test_incremental_collect_reads_only_events_after_the_watermark(r: Redi
     later = collect(redis_db.client, first.watermark, batch=2)  # several XRANGE pages
     assert sorted(x.exchange_id for x in later.rated) == sorted(new)
     assert later.new_events == 5 and later.forgotten == set()
-    assert later.watermark == redis_db.client.xrevrange("{fb}:events", count=1)[0][0]
+    assert later.watermark == cast("list[tuple[str, dict[str, str]]]", redis_db.client.xrevrange("{fb}:events", count=1))[0][0]
     nothing = collect(redis_db.client, later.watermark)
     assert nothing.rated == [] and nothing.new_events == 0 and nothing.watermark == later.watermark
 

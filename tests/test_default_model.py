@@ -11,7 +11,7 @@ import pytest
 
 from launcher import default_model
 from launcher.process import StartupError, child_env
-from support.services import run_cli
+from support.services import RedisServer, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_an_interrupted_conversion_is_not_taken_for_a_model(tmp_path: Path) -> N
     assert not default_model.is_converted(out)
 
 
-def test_retrain_by_hand_without_the_default_model_says_what_to_do(tmp_path: Path, redis_db: object) -> None:
+def test_retrain_by_hand_without_the_default_model_says_what_to_do(tmp_path: Path, redis_db: RedisServer) -> None:
 
     env = child_env(DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_db.url, PYTHONPATH=str(tmp_path / "hide"))
     # Hide the installed wheel: a package of the same name without the file shadows it.

@@ -52,7 +52,7 @@ def test_held_out_questions_are_disjoint_from_training_and_deterministic() -> No
 def test_training_conversations_never_contain_held_out_questions() -> None:
     rng = random.Random(0)
     held = set(HELDOUT_QUESTIONS)
-    styles: Counter[str] = Counter()
+    styles: Counter[str | None] = Counter()
     for i in range(3000):
         messages = demo_corpus.chat_example(rng, ["bare", "system", "full"][i % 3])
         assert not {m["content"] for m in messages} & held
@@ -221,5 +221,6 @@ def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, r
     assert done.returncode == 0 and ("promoted" in done.stderr or "rejected" in done.stderr), done.stderr[-2000:]
     (version,) = registry.versions(redis_db.client)
     assert version.base_model == str((tmp_path / "data" / "demo-model").resolve())
+    assert version.adapter_path is not None
     info = json.loads((Path(version.adapter_path).parent / "training_info.json").read_text())
     assert info["config"]["learning_rate"] == 5e-3 and info["config"]["max_user_share"] == 1.0  # the demo recipe

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -65,7 +66,7 @@ async def test_acknowledged_ratings_survive_kill_9(own_services: ServiceGroup, t
         assert sum(len(c.hgetall(keys.thread_ratings(f"th{t}"))) for t in range(7)) == N
         assert sum(c.zcard(keys.thread_exchanges(f"th{t}")) for t in range(7)) == N
 
-        events = c.xrange(keys.events())
+        events = cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))
         assert len(events) == N
         assert [f["exchange"] for _, f in events] == [f"ex{i:04d}" for i in range(N)]
         assert all(f["action"] == "rate" and f["value"] == str(i % 2) for i, (_, f) in enumerate(events))

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -28,7 +29,7 @@ from sim.client import ChatClient
 from support import seed
 from support.retrain import FAST, seed_ratings, state
 from support.services import ROOT, RedisServer, app_env, start_app
-from support.session import USERS
+from support.session import USERS, final_message
 from training import job
 from training.config import RetrainConfig
 
@@ -54,20 +55,22 @@ def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Setting
 def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Settings, redis_db: RedisServer) -> None:
     seed_ratings(redis_db.url)
     c = redis_db.client
-    last_event = c.xrevrange(keys.events(), count=1)[0][0]
+    last_event = cast("list[tuple[str, dict[str, str]]]", c.xrevrange(keys.events(), count=1))[0][0]
 
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False)
 
     assert outcome.status == "promoted", outcome
+    assert outcome.version_id is not None
     version = registry.get(c, outcome.version_id)
     assert version.status == "active" and version.parent is None and version.method == "kto"
     assert version.dataset_version == outcome.dataset_version
     assert version.metrics["candidate"]["accuracy"] > version.metrics["service"]["accuracy"]
     assert version.decision["promote"] is True and version.decision["compared_with"] == "base"
     assert (c.get(keys.active_model()), c.get(keys.active_version())) == (version.served_name, version.id)
+    assert version.adapter_path is not None
     assert Path(version.served_name, "config.json").exists() and Path(version.adapter_path, "adapter_config.json").exists()
     assert c.get(keys.retrain_watermark()) == last_event
-    assert [e for e, _ in c.xrange(keys.events())] == [last_event]  # what the run read is trimmed
+    assert [e for e, _ in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))] == [last_event]  # what the run read is trimmed
     assert not c.exists(keys.retrain_lock())
     recorded = runs.recent(c)
     assert [(run.status, run.version_id, run.dataset_version) for run in recorded] == [("promoted", version.id, outcome.dataset_version)]
@@ -89,13 +92,15 @@ def test_a_continued_run_trains_on_the_new_ratings_only(settings: Settings, redi
     seed_ratings(redis_db.url)
     first = job.run(c, settings, RetrainConfig(min_new_ratings=0, train_new_only=True, **FAST), progress=False)
     assert first.status == "promoted", first
+    assert first.version_id is not None and first.dataset_version is not None
     seed_ratings(redis_db.url, n=24, offset=36)
 
     second = job.run(c, settings, RetrainConfig(min_new_ratings=0, train_new_only=True, **FAST), progress=False)
 
     assert second.status in ("promoted", "rejected"), second
+    assert second.version_id is not None and second.dataset_version is not None
     root = settings.data_dir.resolve() / "datasets"
-    before, after = (len(dataset.load(root, o.dataset_version)["kto_train"]) for o in (first, second))
+    before, after = (len(dataset.load(root, v)["kto_train"]) for v in (first.dataset_version, second.dataset_version))
     trained = registry.get(c, second.version_id).metrics["train"]
     assert registry.get(c, second.version_id).parent == first.version_id
     assert 0 < trained["rows"] == after - before < after, (trained["rows"], before, after)
@@ -109,7 +114,7 @@ def test_the_trigger_counts_answers_not_clicks(settings: Settings, redis_db: Red
 
     async def flip() -> None:
         r = connect(redis_db.url)
-        ex = redis_db.client.hgetall(keys.exchange(ids[0]))
+        ex = cast("dict[str, str]", redis_db.client.hgetall(keys.exchange(ids[0])))
         for i in range(50):
             await ratings.apply(r, op_id=f"flip{i}", user=ex["user"], thread_id=ex["thread_id"], exchange_id=ids[0], rating=ratings.RatingInput(value=i % 2))
         await r.aclose()
@@ -126,6 +131,7 @@ def test_a_gate_that_says_no_is_recorded_and_changes_only_the_watermark(settings
     c = redis_db.client
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, margin=1.0, **FAST), progress=False)
     assert outcome.status == "rejected"
+    assert outcome.version_id is not None
     version = registry.get(c, outcome.version_id)
     assert version.status == "rejected" and version.decision["promote"] is False
     assert c.get(keys.active_model()) is None and c.get(keys.active_version()) is None  # base still serves
@@ -194,6 +200,7 @@ def test_killed_during_training_changes_nothing_and_the_rerun_succeeds(settings:
     seed_ratings(redis_db.url)
     c = redis_db.client
     before = state(c)
+    assert settings.llm_model is not None
     env = {
         **os.environ,
         "REDIS_URL": redis_db.url,
@@ -226,6 +233,7 @@ def test_vllm_gets_the_adapter_at_run_time(settings: Settings, redis_db: RedisSe
     vllm = settings.model_copy(update={"llm_base_url": f"{standin}/v1", "vllm_lora": True})
     outcome = job.run(redis_db.client, vllm, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
     assert outcome.status == "promoted", outcome
+    assert outcome.version_id is not None
     version = registry.get(redis_db.client, outcome.version_id)
     loads = httpx.get(f"{standin}/lora_loads").json()
     assert loads[-1] == {"lora_name": version.id, "lora_path": version.adapter_path}
@@ -247,6 +255,7 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 async def test_after_promotion_the_next_answer_comes_from_the_new_version(
     settings: Settings, redis_db: RedisServer, local_server: int, own_services: ServiceGroup, tmp_path: Path
 ) -> None:
+    assert settings.llm_model is not None
     model_server.warm_up(local_server, settings.llm_model, timeout_s=120)
     env = app_env(redis_db.url, f"http://127.0.0.1:{local_server}/v1", tmp_path, LLM_MODEL=settings.llm_model, LLM_MAX_TOKENS="8")
     app = start_app(own_services, env, tmp_path)
@@ -255,16 +264,17 @@ async def test_after_promotion_the_next_answer_comes_from_the_new_version(
     await client.connect()
     try:
         before = await client.send("hello")
-        assert before.final()["metadata"]["model_version"] == "base"
+        assert final_message(before)["metadata"]["model_version"] == "base"
 
         await asyncio.to_thread(seed_ratings, redis_db.url)
         outcome = await asyncio.to_thread(job.run, redis_db.client, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
         assert outcome.status == "promoted", outcome
+        assert outcome.version_id is not None
 
         after = await client.send("hello again")
     finally:
         await client.close()
-    final = after.final()
+    final = final_message(after)
     assert final["metadata"]["model_version"] == outcome.version_id
     stored = redis_db.client.hgetall(keys.exchange(final["metadata"]["exchange_id"]))
     assert stored["model_version"] == outcome.version_id
@@ -278,6 +288,7 @@ def test_training_in_two_processes(settings: Settings, redis_db: RedisServer) ->
     c = redis_db.client
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, processes=2, **FAST), progress=False)
     assert outcome.status == "promoted", outcome
+    assert outcome.version_id is not None
     version = registry.get(c, outcome.version_id)
     assert version.metrics["train"]["processes"] == 2
     assert version.metrics["train"]["dataset_version"] == outcome.dataset_version

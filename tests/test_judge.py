@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,7 +53,7 @@ def test_answers_come_from_each_model(models: tuple[str, str]) -> None:
 
 def test_the_judge_sees_both_orders_and_its_verdicts_are_mapped_back(models: tuple[str, str], standin: str) -> None:
     terse, chatty = (answers(m, PROMPTS, max_new_tokens=12) for m in models)
-    ask = dict(base_url=f"{standin}/v1", model="judge-shorter", api_key="x", seed=1)
+    ask: dict[str, Any] = dict(base_url=f"{standin}/v1", model="judge-shorter", api_key="x", seed=1)
     won = judge(PROMPTS, terse, chatty, **ask)
     assert (won.judged, won.wins, won.losses, won.ties, won.win_rate) == (6, 6, 0, 0, 1.0)
     lost = judge(PROMPTS, chatty, terse, **ask)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -60,7 +60,7 @@ def warnings(reply: Reply) -> list[dict[str, Any]]:
 
 
 def events(c: redis.Redis) -> list[tuple[str, str, str | None]]:
-    return [(f["action"], f["exchange"], f.get("value")) for _, f in c.xrange(keys.events())]
+    return [(f["action"], f["exchange"], f.get("value")) for _, f in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))]
 
 
 
@@ -128,6 +128,7 @@ async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_se
         wait_until(lambda: not spool.exists(), 15, what="spool replay")
 
         # The exchanges are there, in the order they were made.
+        assert alice.thread_id is not None and bob.thread_id is not None
         assert c.zrange(keys.thread_exchanges(alice.thread_id), 0, -1) == [pre, *down]
         for eid, text in zip(down, texts, strict=True):
             stored = c.hgetall(keys.exchange(eid))
@@ -156,7 +157,7 @@ async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_se
             ("unrate", down[2], None),
             ("rate", pre, "0"),
         ]
-        stamps = [float(f["ts"]) for _, f in c.xrange(keys.events())][1:]
+        stamps = [float(f["ts"]) for _, f in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))][1:]
         assert stamps == [round(op["ts"], 6) for op in spooled if op["op"] == "rate"]
         assert all(c.exists(keys.applied_op(op["id"])) for op in spooled)
 
@@ -182,7 +183,7 @@ async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_se
 
 
 
-def snapshot(c: redis.Redis) -> dict[str, object]:
+def snapshot(c: redis.Redis) -> dict[str, Any]:
     """Everything the writes touch, except the op markers."""
     return {
         "exchanges": c.zrange(keys.thread_exchanges("th"), 0, -1),

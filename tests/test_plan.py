@@ -52,9 +52,9 @@ def reference(paths: list[Path], config: RetrainConfig) -> dict[str, Any]:
     best: dict[tuple[int, int, bool], int] = {}
     for i in alive:
         r = rows[i]
-        t = (r["prompt_hash"], r["completion_hash"], r["label"])
-        if t not in best or (r["rated_at"], i) > (rows[best[t]]["rated_at"], best[t]):
-            best[t] = i
+        dup = (r["prompt_hash"], r["completion_hash"], r["label"])
+        if dup not in best or (r["rated_at"], i) > (rows[best[dup]]["rated_at"], best[dup]):
+            best[dup] = i
     kept = sorted(best.values())
     stats["duplicates"] = len(alive) - len(kept)
     # 3. Per-user cap: each user keeps their newest `cap` rows.
@@ -252,7 +252,8 @@ def test_incremental_builds_load_and_count_as_full_plans_do(tmp_path: Path) -> N
     root = tmp_path / "datasets"
     config = RetrainConfig(min_ratings=2, max_user_share=0.15)
     users = ["heavy"] * 5 + [f"u{i}" for i in range(8)]
-    previous, earlier = None, []
+    previous: str | None = None
+    earlier: list[str] = []
     for b, size in enumerate([150, 20, 1, 35, 12]):
         rows = list({
             r.exchange_id: r

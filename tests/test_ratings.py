@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -13,20 +14,20 @@ from feedback.event import RatingEvent
 from launcher.process import wait_until
 from sim.client import ChatClient
 from support.services import AppServer, RedisServer
-from support.session import USERS, logged_in, run_id
+from support.session import USERS, final_message, logged_in, run_id
 
 
 def events(redis_db: RedisServer) -> list[RatingEvent]:
     """The event stream, each entry read as the job reads it: exactly the fields RatingEvent
     defines, whichever writer wrote it (the rating script, thread deletion)."""
-    entries = [fields for _, fields in redis_db.client.xrange(keys.events())]
+    entries = [fields for _, fields in cast("list[tuple[str, dict[str, str]]]", redis_db.client.xrange(keys.events()))]
     parsed = [RatingEvent.from_fields(f) for f in entries]
     assert [e.to_fields() for e in parsed] == entries
     return parsed
 
 
 @pytest.fixture
-async def alice(app_server: AppServer, redis_db: RedisServer) -> ChatClient:
+async def alice(app_server: AppServer, redis_db: RedisServer) -> AsyncIterator[ChatClient]:
     client = await logged_in(app_server.url)
     yield client
     await client.close()
@@ -35,7 +36,7 @@ async def alice(app_server: AppServer, redis_db: RedisServer) -> ChatClient:
 async def test_rate_upsert_and_unrate_with_events(alice: ChatClient, redis_db: RedisServer) -> None:
     reply = await alice.send("rate me")
     rid = run_id(reply)
-    assert reply.final()["metadata"]["exchange_id"] == rid  # the exchange is keyed by its run step
+    assert final_message(reply)["metadata"]["exchange_id"] == rid  # the exchange is keyed by its run step
 
     r = await alice.rate(rid, 1, comment="great", reasons=["helpful", "clear", "helpful"])
     assert r.status_code == 200, r.text
@@ -63,6 +64,7 @@ async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db:
     prompt = await alice.next_message("Thanks! What was wrong")
     # The question is stored, but transient: a resumed thread doesn't show it, answered or not.
     wait_until(lambda: redis_db.client.exists(keys.step(prompt["id"])) == 1, 10, what="the question's step")
+    assert alice.thread_id is not None
     thread = (await alice.get_thread(alice.thread_id)).json()
     assert [s["output"] for s in thread["steps"] if s["type"] == "assistant_message"] == ["You said: explain"]
     await alice.action("reason", {"exchange_id": rid, "reason": "too_long"}, for_id=prompt["id"], answers=False)
@@ -76,7 +78,7 @@ async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db:
         await bob.action("reason", {"exchange_id": rid, "reason": "unsafe"}, answers=False)
     finally:
         await bob.close()
-    assert json.loads(redis_db.client.hget(keys.rating(rid), "reasons")) == ["too_long"]
+    assert json.loads(cast(str, redis_db.client.hget(keys.rating(rid), "reasons"))) == ["too_long"]
 
 
 async def test_history_lists_searches_filters_resumes_and_deletes(app_server: AppServer, redis_db: RedisServer) -> None:
@@ -103,6 +105,7 @@ async def test_history_lists_searches_filters_resumes_and_deletes(app_server: Ap
     assert (await second.list_threads(feedback=0)).json()["data"] == []
 
     # Resuming shows the messages and the rating already given.
+    assert first.thread_id is not None
     thread = (await second.get_thread(first.thread_id)).json()
     outputs = [s["output"] for s in thread["steps"] if s["type"] in ("user_message", "assistant_message")]
     assert outputs == ["tell me about pandas", "You said: tell me about pandas"]
@@ -142,13 +145,14 @@ async def test_regenerate_keeps_both_answers_as_a_pair(alice: ChatClient, redis_
     assert (await alice.rate(first_id, 0, reasons=["unhelpful"])).status_code == 200
 
     redis_db.client.set(keys.active_model(), "echo-v2")  # a different model answers the retry
-    second = await alice.action("regenerate", {"exchange_id": first_id}, for_id=first.final()["id"])
+    second = await alice.action("regenerate", {"exchange_id": first_id}, for_id=final_message(first)["id"])
     second_id = run_id(second)
-    assert second_id != first_id and second.final()["metadata"]["model"] == "echo-v2"
+    assert second_id != first_id and final_message(second)["metadata"]["model"] == "echo-v2"
     assert (await alice.rate(second_id, 1)).status_code == 200
 
     # Both answers to the same user message, the first hidden but kept, rated both ways: a pair.
-    user_message_id = redis_db.client.hget(keys.exchange(first_id), "prompt_message_id")
+    user_message_id = cast("str | None", redis_db.client.hget(keys.exchange(first_id), "prompt_message_id"))
+    assert user_message_id is not None
     assert redis_db.client.lrange(keys.alternatives(user_message_id), 0, -1) == [first_id, second_id]
     a, b = (redis_db.client.hgetall(keys.exchange(i)) for i in (first_id, second_id))
     assert a["messages"] == b["messages"]  # exactly the same prompt
@@ -157,6 +161,7 @@ async def test_regenerate_keeps_both_answers_as_a_pair(alice: ChatClient, redis_
     assert redis_db.client.hget(keys.rating(second_id), "value") == "1"
 
     # The history shows only the answer in service, and the next turn builds on it.
+    assert alice.thread_id is not None
     thread = (await alice.get_thread(alice.thread_id)).json()
     answers = [s["output"] for s in thread["steps"] if s["type"] == "assistant_message"]
     assert answers == ["You said: pick one"] and len([s for s in thread["steps"] if s["type"] == "assistant_message"]) == 1
@@ -165,13 +170,14 @@ async def test_regenerate_keeps_both_answers_as_a_pair(alice: ChatClient, redis_
 async def test_edit_keeps_the_earlier_answer_as_an_alternative(alice: ChatClient, redis_db: RedisServer) -> None:
     first = await alice.send("original question")
     first_id = run_id(first)
-    prompt_id = redis_db.client.hget(keys.exchange(first_id), "prompt_message_id")
+    prompt_id = cast("str | None", redis_db.client.hget(keys.exchange(first_id), "prompt_message_id"))
+    assert prompt_id is not None
     edited = await alice.edit(prompt_id, "edited question")
     edited_id = run_id(edited)
     assert edited.text == "You said: edited question"
     assert redis_db.client.lrange(keys.alternatives(prompt_id), 0, -1) == [first_id, edited_id]
     assert redis_db.client.hget(keys.exchange(first_id), "deleted") == "1"
-    assert redis_db.client.hget(keys.step(first.final()["id"]), "deleted") == "1"  # soft-deleted, not gone
+    assert redis_db.client.hget(keys.step(final_message(first)["id"]), "deleted") == "1"  # soft-deleted, not gone
 
 
 # --- ownership and bad input -----------------------------------------------------------------------
@@ -182,6 +188,7 @@ async def test_another_user_cannot_read_rate_or_delete(app_server: AppServer, re
     reply = await alice.send("private")
     rid = run_id(reply)
     await alice.close()
+    assert alice.thread_id is not None
     bob = await logged_in(app_server.url, "bob")
     try:
         assert (await bob.get_thread(alice.thread_id)).status_code == 401
@@ -251,5 +258,5 @@ async def test_oversize_message_is_refused_without_calling_the_model(alice: Chat
     reply = await alice.send("x" * 8001)
     assert reply.refused and "limit is 8000" in reply.refused
     assert reply.messages == [] and reply.tokens == []
-    stored = [k for k in redis_db.client.keys("*") if not k.startswith(("{fb}:user:", "{fb}:limit:"))]  # the login: user record, counter
+    stored = [k for k in cast("list[str]", redis_db.client.keys("*")) if not k.startswith(("{fb}:user:", "{fb}:limit:"))]  # the login: user record, counter
     assert stored == []  # not stored, not even as Chainlit's step

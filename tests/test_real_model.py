@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(
     up = subprocess.Popen([sys.executable, "-m", "launcher.cli", "up"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = ChatClient(f"http://127.0.0.1:{port}")
     try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 240, up, "chatbot up")  # type: ignore[arg-type]
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 240, up, "chatbot up")
         await client.login("alice", USERS["alice"])
         await client.connect()
         first = await client.send("What is the capital of France?", timeout_s=120)
@@ -71,6 +72,7 @@ async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(
         assert len(versions) == 1, result.stderr[-2000:]
         version = versions[0]
         assert version.base_model == str(default_model_data.resolve() / "default-model")
+        assert version.adapter_path is not None
         assert Path(version.adapter_path, "adapter_config.json").exists()
         assert version.decision["reason"]  # the gate said why, either way
         if version.status != "active":  # the gate kept it out: put it in service by hand
@@ -116,7 +118,7 @@ def test_the_gate_rejects_a_collapsed_candidate_that_ranks_the_ratings_well(defa
 
     base = str(default_model_data / "default-model")
     collapse(Path(base), tmp_path / "collapsed")
-    rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}], "label": liked}
+    rows: list[dict[str, Any]] = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}], "label": liked}
             for i, q in enumerate(QUESTIONS) for a, liked in ((SHORT[i], True), (LONG[i % len(LONG)], False))]  # fmt: skip
     decision = evaluate.compare(str(tmp_path / "collapsed"), base, base, Dataset.from_list(rows), Dataset.from_list([]), margin=0.0, max_length=256)
 

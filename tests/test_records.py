@@ -26,7 +26,7 @@ def test_every_lua_script_loads_and_compiles(redis_db: RedisServer) -> None:
 
 def test_rating_events_round_trip_and_refuse_strangers() -> None:
     event = RatingEvent("rate", "ex1", "th1", "zoë", 1700000000.5, 1)
-    fields = {k: str(v) for k, v in event.to_fields().items()}
+    fields = {str(k): str(v) for k, v in event.to_fields().items()}
     assert RatingEvent.from_fields(fields) == event
     assert "value" not in RatingEvent("unrate", "ex1", "th1", "u", 1.0).to_fields()
     for bad in ({**fields, "action": "hack"}, {k: v for k, v in fields.items() if k != "exchange"}):
@@ -39,7 +39,10 @@ def test_spooled_writes_read_back_and_find_their_thread() -> None:
         id="ex1", thread_id="th1", user="alice", prompt_message_id="m1", messages=[PromptMessage(role="user", content="hi")],
         completion="hello", prompt_id="assistant", prompt_version="1.1.0", model="m",
     )  # fmt: skip
-    writes = [SaveExchange(id="op1", exchange=exchange), Rate(id="op2", user="bob", thread_id="th9", exchange_id="ex2", rating=RatingInput(value=1), ts=2.0)]
+    writes: list[SaveExchange | Rate] = [
+        SaveExchange(id="op1", exchange=exchange),
+        Rate(id="op2", user="bob", thread_id="th9", exchange_id="ex2", rating=RatingInput(value=1), ts=2.0),
+    ]
     lines = [w.model_dump(mode="json") for w in writes]
     assert [parse(line) for line in lines] == writes
     assert thread_of(writes, "ex1", "anyone") == "th1"

@@ -26,7 +26,8 @@ def test_promote_and_rollback_move_the_active_pointer(redis_db: RedisServer, tmp
     registry.promote(c, "mv-2")
     assert (c.get(keys.active_model()), c.get(keys.active_version())) == (v2.served_name, "mv-2")
     assert registry.get(c, "mv-1").status == "retired"
-    assert registry.rollback(c).id == "mv-1"
+    rolled_back = registry.rollback(c)
+    assert rolled_back is not None and rolled_back.id == "mv-1"
     assert registry.get(c, "mv-2").status == "retired" and c.get(keys.active_version()) == "mv-1"
     assert registry.rollback(c) is None  # mv-1 came from the base model
     assert c.get(keys.active_model()) is None

@@ -12,9 +12,10 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import jwt
@@ -28,6 +29,7 @@ from support.services import AppServer, RedisServer, app_env, start_app
 from support.session import USERS, keyspace, logged_in, run_id
 
 CHROMIUM = Path("/usr/bin/chromium")
+T = TypeVar("T")
 
 
 
@@ -293,12 +295,12 @@ def limited_app(tmp_path_factory: pytest.TempPathFactory, standin: str, redis_se
         yield start_app(group, env, data)
 
 
-async def in_one_window(attempt: object) -> None:
+async def in_one_window(attempt: Callable[[], Awaitable[T]]) -> T:
     """Run `attempt` (a coroutine function) so that it starts and ends in one minute window of the
     limits; when a window boundary falls inside, the counters start over: run it again."""
     for _ in range(3):
         window = int(time.time() // 60)
-        result = await attempt()  # type: ignore[operator]
+        result = await attempt()
         if int(time.time() // 60) == window:
             return result
     raise AssertionError("three window boundaries in a row")
@@ -311,9 +313,9 @@ async def test_floods_get_429_with_retry_after(limited_app: AppServer, redis_db:
             return [await http.post("/login", data={"username": "alice", "password": "wrong"}) for _ in range(7)]
 
     answers = await in_one_window(logins)
-    assert [r.status_code for r in answers] == [401] * 5 + [429] * 2  # type: ignore[union-attr]
-    assert 1 <= int(answers[-1].headers["retry-after"]) <= 60  # type: ignore[index]
-    assert "Too many login attempts" in answers[-1].json()["detail"]  # type: ignore[index]
+    assert [r.status_code for r in answers] == [401] * 5 + [429] * 2
+    assert 1 <= int(answers[-1].headers["retry-after"]) <= 60
+    assert "Too many login attempts" in answers[-1].json()["detail"]
 
     redis_db.client.delete(*redis_db.client.keys("{fb}:limit:*") or ["-"])
     alice = await logged_in(limited_app.url, "alice")
@@ -328,8 +330,8 @@ async def test_floods_get_429_with_retry_after(limited_app: AppServer, redis_db:
                 return [await http.put("/feedback", json=body) for _ in range(6)]
 
         rated = await in_one_window(ratings)
-        assert [r.status_code for r in rated] == [200] * 4 + [429] * 2  # type: ignore[union-attr]
-        assert "Too many ratings" in rated[-1].json()["detail"] and rated[-1].headers["retry-after"]  # type: ignore[index]
+        assert [r.status_code for r in rated] == [200] * 4 + [429] * 2
+        assert "Too many ratings" in rated[-1].json()["detail"] and rated[-1].headers["retry-after"]
 
         async def messages() -> tuple[list[Reply], int]:
             redis_db.client.delete(*redis_db.client.keys("{fb}:limit:*") or ["-"])
@@ -338,7 +340,7 @@ async def test_floods_get_429_with_retry_after(limited_app: AppServer, redis_db:
             sent = [await alice.send(f"message {i}", retry=False) for i in range(4)]
             return sent, redis_db.client.zcard(answers) - before
 
-        sent, stored = await in_one_window(messages)  # type: ignore[misc]
+        sent, stored = await in_one_window(messages)
         assert [r.refused is None for r in sent] == [True, True, True, False]
         assert (sent[-1].refused or "").startswith("Too many messages: try again in")
         assert stored == 3  # the refused message was not answered

@@ -6,13 +6,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding
 
 from demo.tiny import build_tiny_model
 from training.config import RetrainConfig
@@ -143,7 +143,7 @@ def test_kto_trains_the_adapter_not_the_base(kto_run: TrainResult, base: Path, b
 def test_merged_dir_is_a_servable_model(kto_run: TrainResult) -> None:
     tokenizer = AutoTokenizer.from_pretrained(kto_run.merged_dir)
     model = AutoModelForCausalLM.from_pretrained(kto_run.merged_dir)
-    ids = tokenizer.apply_chat_template(_prompt(3), add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = cast(BatchEncoding, tokenizer.apply_chat_template(_prompt(3), add_generation_prompt=True, return_tensors="pt", return_dict=True))  # return_dict=True
     out = model.generate(**ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
 

@@ -38,6 +38,7 @@ async def test_up_with_embedded_redis_chats_and_stops_cleanly_on_ctrl_c(tmp_path
         assert reply.text == "You said: hi"
         sock = tmp_path / "data" / "redis" / "redis.sock"
         stored = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+        assert client.thread_id is not None
         assert stored.zcard(keys.thread_exchanges(client.thread_id)) == 1
         stored.close()
     finally:

@@ -58,11 +58,11 @@ Modules, in the order a build uses them::
     plan.py         which rows survive, the split, the DPO pairs (full or incremental)
     state.py        the plan on disk, for the next build and for load
     card.py         card.json, README.md and the version folder
-    build.py        build(): the steps above, atomically
+    builder.py      build(): the steps above, atomically
     materialize.py  load(): the DatasetDict, materialized once from the shards
 """
 
-from training.dataset.build import build
+from training.dataset.builder import build
 from training.dataset.materialize import load
 from training.dataset.plan import thread_scores, user_cap
 from training.dataset.schema import PLAN_COLUMNS, SPLITS, class_weights
