@@ -9,7 +9,8 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from feedback.sequential import ArmCounts, Decision, SequentialTest, confidence_interval, msprt_p_value, msprt_p_values, thompson_weights
+from feedback.allocation import thompson_weights
+from feedback.sequential import ArmCounts, Decision, SequentialTest, confidence_interval, msprt_p_value, msprt_p_values
 
 ALPHA = 0.05
 
