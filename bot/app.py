@@ -31,6 +31,7 @@ from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from
 from bot.prompt import render
 from feedback import exchange as exchanges
+from feedback import experiment as experiments
 from feedback import keys, registry
 from feedback import prompt as prompts
 from feedback import rating as ratings
@@ -198,7 +199,7 @@ def regenerate_button(exchange_id: str) -> cl.Action:
     return cl.Action(name="regenerate", payload={"exchange_id": exchange_id}, label="Regenerate", icon="refresh-cw")
 
 
-async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]], prompt_ref: tuple[str, str]) -> exchanges.Exchange | None:
+async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]], prompt_ref: tuple[str, str], experiment: str | None) -> exchanges.Exchange | None:
     """Stream the model's answer to `prompt` into a new message and store the exchange.
 
     Returns None when the model failed (the user sees why) or the user pressed stop.
@@ -249,6 +250,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         completion=reply.content,
         prompt_id=prompt_ref[0],
         prompt_version=prompt_ref[1],
+        experiment=experiment,
         model=model_name,
         model_version=model_version,
         first_token_ms=first_token_ms,
@@ -268,6 +270,7 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
 async def start() -> None:
     cl.user_session.set("turns", [])
     cl.user_session.set("prompt_version", None)  # chosen at the first message: the version served then
+    cl.user_session.set("experiment", None)
 
 
 async def conversation_spec() -> prompts.PromptSpec:
@@ -276,8 +279,11 @@ async def conversation_spec() -> prompts.PromptSpec:
     cannot say."""
     version = cl.user_session.get("prompt_version")
     try:
-        if version is None:
-            version = await prompts.served_version(redis, settings.prompt_id) or shipped.version
+        if version is None:  # a new conversation: an experiment's arm, else the version served
+            assigned = await experiments.assign(redis, settings.prompt_id, cl.context.session.thread_id)
+            if assigned is not None:
+                cl.user_session.set("experiment", assigned[0])
+            version = assigned[1] if assigned else await prompts.served_version(redis, settings.prompt_id) or shipped.version
             cl.user_session.set("prompt_version", version)
         return await spec_of(version)
     except OUTAGE as exc:
@@ -307,8 +313,9 @@ async def resume(thread: cl.types.ThreadDict) -> None:
     except OUTAGE:
         stored = []
     shown = [e for e in stored if not e.deleted]
-    own = [e.prompt_version for e in shown if e.prompt_id == settings.prompt_id]
-    cl.user_session.set("prompt_version", own[-1] if own else None)
+    own = [e for e in shown if e.prompt_id == settings.prompt_id]
+    cl.user_session.set("prompt_version", own[-1].prompt_version if own else None)  # its arm, in an experiment
+    cl.user_session.set("experiment", own[-1].experiment if own else None)
     cl.user_session.set("turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in shown])
     if shown and shown[-1].message_id:
         # Chainlit doesn't store action buttons: offer Regenerate on the latest answer again.
@@ -324,7 +331,7 @@ async def on_message(message: cl.Message) -> None:
     spec = await conversation_spec()
     prompt = render(spec, as_messages(history), message.content, settings.history_max_tokens)
     run = cl.context.current_step
-    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt), (spec.id, spec.version))
+    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt), (spec.id, spec.version), cl.user_session.get("experiment"))
     if record is not None:
         history.append(Turn(message.id, message.content, record.completion))
     cl.user_session.set("turns", history)
@@ -348,7 +355,7 @@ async def regenerate(action: cl.Action) -> None:
         await cl.ErrorMessage(content=f"Too many messages: try again in {retry} s.").send()
         return
     async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
-        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], (old.prompt_id, old.prompt_version))
+        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], (old.prompt_id, old.prompt_version), old.experiment)
     if record is not None:
         await cl.Message(content="", id=old.message_id).remove()  # soft delete: see the data layer
         history[-1] = Turn(old.prompt_message_id, history[-1].question, record.completion)

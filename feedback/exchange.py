@@ -40,6 +40,7 @@ class Exchange(BaseModel):
     prompt_version: str
     model: str
     model_version: str = "base"  # registry version id; "base": the configured model
+    experiment: str | None = None  # the prompt experiment this answer's conversation is in
     created_at: float = Field(default_factory=time.time)
     latency_ms: float | None = None
     first_token_ms: float | None = None

@@ -186,7 +186,7 @@ def exchange(exchange_id: str) -> str:
     """HASH: one assistant answer, keyed by the id of the run step that produced it (Chainlit's
     Feedback.forId points at that run step): thread_id, user, message_id, prompt_message_id (the
     user message answered), messages (JSON, exactly as sent), completion, prompt_id,
-    prompt_version, model, model_version, created_at, latency_ms, first_token_ms, input_tokens, output_tokens, deleted ("1": hidden).
+    prompt_version, model, model_version, experiment (when in one), created_at, latency_ms, first_token_ms, input_tokens, output_tokens, deleted ("1": hidden).
 
     Writer: bot (with its thread and alternatives indexes, atomically). Reader: rating path,
     data layer, job.
@@ -249,6 +249,29 @@ def prompt_served(prompt_id: str) -> str:
     conversation (a thread keeps the version of its first answer).
     """
     return f"{PREFIX}:prompt:{_id(prompt_id)}:served"
+
+
+def prompt_experiment(prompt_id: str) -> str:
+    """STRING: the id of the experiment running for this prompt (one at a time: set only when
+    unset). Writer: feedback.experiment (start; stop or a decision clears it). Reader: the app, per
+    new conversation; the CLI.
+    """
+    return f"{PREFIX}:prompt:{_id(prompt_id)}:experiment"
+
+
+def experiment(experiment_id: str) -> str:
+    """HASH: an experiment (feedback.experiment.Experiment): arms, policy, plan, status, the
+    running test's state and its last decision. Writer/reader: feedback.experiment.
+    """
+    return f"{PREFIX}:experiment:{_id(experiment_id)}"
+
+
+def experiment_assignments(experiment_id: str) -> str:
+    """HASH: thread id -> arm (prompt version), set once per thread (HSETNX: sticky, and a crash
+    loses none). Writer: the app, at a conversation's first message. Reader: the experiment's
+    status (its threads), the app.
+    """
+    return f"{PREFIX}:experiment:{_id(experiment_id)}:assignments"
 
 
 # --- Sessions and limits (the edge: bot/edge.py) ---------------------------------------------------

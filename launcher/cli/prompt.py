@@ -75,3 +75,82 @@ def list_versions() -> None:
         rated = f"{a.rate:.1%} ({a.low:.1%} - {a.high:.1%})" if a else ""
         table.add_row(spec.version, "✓" if spec.version == served else "", spec.description, str(a.rated) if a else "0", rated)
     Console().print(table)
+
+
+experiment_app = typer.Typer(help="Compare prompt versions by their users' ratings (always-valid statistics).", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("start")
+def experiment_start(
+    arms: list[str] = typer.Option(..., "--arm", help="A published version of PROMPT_ID; give two or more."),
+    policy: str = typer.Option("fixed", help="fixed: an equal split; adaptive: more new conversations to the arm doing better (at least 10% each)."),
+    min_rated: int = typer.Option(50, help="Rated answers per arm before the test looks."),
+    max_rated: int = typer.Option(2000, help="Rated answers per arm at which it ends with 'no difference found'."),
+    alpha: float = typer.Option(0.05, help="Error rate: the chance of naming a winner between equal arms, however often one looks."),
+    user_cap: int = typer.Option(20, help="Rated answers per user and arm that count."),
+    auto_serve: bool = typer.Option(False, "--auto-serve", help="Serve the winner as soon as there is one."),
+) -> None:
+    """Start an experiment: each new conversation gets an arm and keeps it."""
+    from feedback import experiment as experiments
+    from feedback import registry
+
+    if policy not in ("fixed", "adaptive"):
+        console.print("[red]--policy is fixed or adaptive[/red]")
+        raise typer.Exit(2)
+    settings, r = registry_redis()
+    active = registry.active(r)
+    try:
+        exp = experiments.start(
+            r, settings.prompt_id, arms, active.id if active else registry.BASE,
+            policy=policy, min_rated=min_rated, max_rated=max_rated, alpha=alpha, user_cap=user_cap, auto_serve=auto_serve,
+        )  # fmt: skip
+    except experiments.ExperimentError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]experiment {exp.id} started[/green]: {settings.prompt_id} {' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}")
+
+
+@experiment_app.command("status")
+def experiment_status(experiment_id: str = typer.Option(None, "--id", help="A past experiment (default: the running one).")) -> None:
+    """Approval per arm and the decision so far (looking any number of times keeps the error rate)."""
+    from feedback import experiment as experiments
+
+    settings, r = registry_redis()
+    try:
+        report = experiments.status(r, settings.prompt_id, experiment_id)
+    except experiments.ExperimentError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    exp, d = report.experiment, report.decision
+    table = Table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
+    for arm in exp.arms:
+        c = report.counts[arm]
+        share = [f"{exp.weights.get(arm, 1 / len(exp.arms)):.0%}"] if exp.policy == "adaptive" else []
+        table.add_row(arm, str(c.rated), str(c.liked), f"{c.approval:.1%}" if c.rated else "", *share)
+    Console().print(table)
+    verdict = {
+        "not_enough_data": f"not enough data yet: every arm needs {exp.min_rated} rated answers",
+        "running": f"running: {d.leader} leads {d.rival} by {d.interval[0]:+.1%} to {d.interval[1]:+.1%} (p = {d.p_value:.3f}, alpha {exp.alpha})",
+        "winner": f"winner: {d.winner} (better than {d.rival} by {d.interval[0]:+.1%} to {d.interval[1]:+.1%}, p = {d.p_value:.3f})",
+        "no_difference": f"no difference found after {exp.max_rated} rated answers per arm (difference within {d.interval[0]:+.1%} to {d.interval[1]:+.1%})",
+    }[d.status]
+    Console().print(verdict)
+    if report.other_model_answers:
+        Console().print(f"{report.other_model_answers} rated answers from a model other than {exp.model_version} (in service at the start) were not counted")
+    if report.capped:
+        Console().print(f"{report.capped} rated answers over the per-user cap ({exp.user_cap} per arm) were not counted")
+
+
+@experiment_app.command("stop")
+def experiment_stop() -> None:
+    """End the running experiment without a decision (the served version stays)."""
+    from feedback import experiment as experiments
+
+    settings, r = registry_redis()
+    try:
+        exp = experiments.stop(r, settings.prompt_id)
+    except experiments.ExperimentError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"experiment {exp.id} stopped")

@@ -1,0 +1,162 @@
+"""Prompt experiments on a real Redis and through the running app: one experiment per prompt,
+sticky and balanced assignment, approval counted once per answer with a per-user cap and only from
+the model in service at the start, a decision that serves the winner."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from feedback import exchange as exchanges
+from feedback import experiment as experiments
+from feedback import keys
+from feedback import prompt as prompts
+from feedback.connection import connect
+from sim.client import ChatClient
+from support import seed
+from support.services import AppServer, RedisServer
+from support.session import USERS, logged_in, run_id
+
+ARMS = {"1.0.0": "You are Loop, arm one.", "2.0.0": "You are Loop, arm two."}
+
+
+def publish_arms(c: Any) -> None:
+    for version, system in ARMS.items():
+        prompts.publish(c, prompts.parse({"id": "assistant", "version": version, "system": system}, "test"))
+
+
+def keyspace(redis_db: RedisServer) -> dict[str, Any]:
+    c = redis_db.client
+    return {k: c.dump(k) for k in sorted(cast("list[str]", c.keys("*")))}
+
+
+def test_start_checks_its_arms_and_only_one_experiment_runs(redis_db: RedisServer) -> None:
+    c = redis_db.client
+    publish_arms(c)
+    before = keyspace(redis_db)
+    for arms, error in ((["1.0.0", "9.9.9"], "not published"), (["1.0.0"], "at least 2"), (["1.0.0", "1.0.0"], "arms must differ")):
+        with pytest.raises(experiments.ExperimentError, match=error):
+            experiments.start(c, "assistant", arms, "base")
+    assert keyspace(redis_db) == before
+
+    started: list[str] = []
+    refused: list[str] = []
+
+    def start() -> None:
+        try:
+            started.append(experiments.start(connect_sync(redis_db.url), "assistant", list(ARMS), "base").id)
+        except experiments.ExperimentError as exc:
+            refused.append(str(exc))
+
+    workers = [threading.Thread(target=start) for _ in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(started) == 1 and len(refused) == 7 and all("already running" in m for m in refused)
+    assert c.get(keys.prompt_experiment("assistant")) == started[0]
+    assert experiments.stop(c, "assistant").id == started[0]
+    assert c.get(keys.prompt_experiment("assistant")) is None
+    assert experiments.start(c, "assistant", list(ARMS), "base", policy="adaptive").policy == "adaptive"
+
+
+def connect_sync(url: str) -> Any:
+    from feedback.connection import connect_sync as sync
+
+    return sync(url)
+
+
+async def test_fixed_assignment_is_sticky_and_exactly_balanced(redis_db: RedisServer) -> None:
+    c = redis_db.client
+    publish_arms(c)
+    exp = experiments.start(c, "assistant", list(ARMS), "base")
+    r = connect(redis_db.url)
+    try:
+        first = {f"t{i}": await experiments.assign(r, "assistant", f"t{i}") for i in range(100)}
+        assert sorted({a for a in first.values() if a}) == [(exp.id, "1.0.0"), (exp.id, "2.0.0")]
+        assert sum(1 for a in first.values() if a and a[1] == "1.0.0") == 50
+        again = {t: await experiments.assign(r, "assistant", t) for t in first}
+        assert again == first  # a thread keeps its arm
+        experiments.stop(c, "assistant")
+        assert await experiments.assign(r, "assistant", "t-new") is None
+    finally:
+        await r.aclose()
+
+
+async def answered(r: Any, exp: experiments.Experiment, arm: str, user: str, value: int, model: str = "base") -> None:
+    """One answer in a conversation of the experiment, rated through the rating script."""
+    thread = f"th-{uuid.uuid4().hex[:12]}"
+    await r.hset(keys.experiment_assignments(exp.id), thread, arm)
+    ex = exchanges.Exchange(
+        id=uuid.uuid4().hex, thread_id=thread, user=user, prompt_message_id=uuid.uuid4().hex,
+        messages=[exchanges.PromptMessage(role="user", content="q")], completion="a", prompt_id="assistant",
+        prompt_version=arm, model="m", model_version=model, experiment=exp.id,
+    )  # fmt: skip
+    await exchanges.save(r, ex, uuid.uuid4().hex)
+    await seed.rate(r, ex.id, thread=thread, user=user, value=value)
+
+
+async def test_status_decides_counting_each_answer_once_capped_per_user_and_from_one_model(redis_db: RedisServer) -> None:
+    c = redis_db.client
+    publish_arms(c)
+    exp = experiments.start(c, "assistant", list(ARMS), "base", min_rated=20, user_cap=10, auto_serve=True)
+    r = connect(redis_db.url)
+    try:
+        for i in range(100):  # 10 users x 10 answers per arm: arm two liked 80%, arm one 30%
+            user = f"u{i % 10}"
+            await answered(r, exp, "2.0.0", user, int(i % 10 < 8))
+            await answered(r, exp, "1.0.0", user, int(i % 10 < 3))
+        early = experiments.status(c, "assistant")
+        assert early.counts == {"1.0.0": experiments.ArmCounts(100, 30), "2.0.0": experiments.ArmCounts(100, 80)}
+        for _ in range(60):  # one keen user loves arm one: over the cap, not counted
+            await answered(r, exp, "1.0.0", "keen", 1)
+        for _ in range(25):  # a promotion: answers of another model version are not counted
+            await answered(r, exp, "1.0.0", "u1", 1, model="mv-new")
+    finally:
+        await r.aclose()
+
+    report = experiments.status(c, "assistant", exp.id)
+
+    assert report.counts["1.0.0"] == experiments.ArmCounts(110, 40)  # the keen user's first 10 only
+    assert (report.capped, report.other_model_answers) == (50, 25)
+    assert report.by_model["1.0.0"]["mv-new"] == experiments.ArmCounts(25, 25)
+    assert report.decision.status == "winner" and report.decision.winner == "2.0.0", report.decision
+    assert report.decision.interval[0] > 0
+    assert prompts.served(c, "assistant") == "2.0.0"  # auto_serve
+    ended = experiments.load(c, exp.id)
+    assert ended is not None and ended.status == "decided" and ended.decision["winner"] == "2.0.0"
+    assert c.get(keys.prompt_experiment("assistant")) is None
+
+
+async def test_conversations_in_the_app_get_an_arm_keep_it_and_record_it(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
+    c = redis_db.client
+    publish_arms(c)
+    exp = experiments.start(c, "assistant", list(ARMS), "base")
+    threads: dict[str, str] = {}
+    for user in ("alice", "bob", "alice", "bob"):
+        client = await logged_in(app_server.url, user)
+        ex_id = run_id(await client.send("hello"))
+        await client.close()
+        stored = cast("dict[str, str]", c.hgetall(keys.exchange(ex_id)))
+        assert stored["experiment"] == exp.id
+        system = httpx.get(f"{standin}/requests").json()[-1]["messages"][0]["content"]
+        assert system == ARMS[stored["prompt_version"]]  # the arm's prompt was sent
+        assert client.thread_id is not None
+        threads[client.thread_id] = stored["prompt_version"]
+    assert sorted(threads.values()) == ["1.0.0", "1.0.0", "2.0.0", "2.0.0"]
+    assert c.hgetall(keys.experiment_assignments(exp.id)) == threads
+
+    thread, arm = next(iter(threads.items()))  # alice's first conversation, resumed
+    resumed = ChatClient(app_server.url)
+    await resumed.login("alice", USERS["alice"])
+    await resumed.connect(thread_id=thread)
+    resumed.thread_id = thread
+    try:
+        again = run_id(await resumed.send("and again"))
+    finally:
+        await resumed.close()
+    assert c.hmget(keys.exchange(again), "prompt_version", "experiment") == [arm, exp.id]
