@@ -25,6 +25,11 @@ class Rated:
     created_at: float
     value: int
 
+    @property
+    def cell(self) -> str:
+        """Prompt version x model version: a prompt compared across a promotion is two cells."""
+        return f"{self.prompt_version} x {self.model_version}"
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -86,7 +91,7 @@ def _approval(group: str, rows: list[Rated]) -> Approval:
 
 
 def approval_by(rows: Iterable[Rated], by: str) -> list[Approval]:
-    """Approval per model_version or prompt_version, in order of first use."""
+    """Approval per model_version, prompt_version or cell (both), in order of first use."""
     groups: dict[str, list[Rated]] = defaultdict(list)
     for x in rows:
         groups[getattr(x, by)].append(x)

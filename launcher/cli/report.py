@@ -25,7 +25,7 @@ def report(
     if not rows:
         console.print("No rated answers yet.")
         raise typer.Exit(0)
-    for by, title in (("model_version", "model version"), ("prompt_version", "prompt version")):
+    for by, title in (("model_version", "model version"), ("prompt_version", "prompt version"), ("cell", "prompt version x model version")):
         table = Table(title=f"Approval per {title}")
         table.add_column(title, no_wrap=True)  # ids are what `chatbot model promote` takes: never cut
         for col in ("rated", "liked", "approval", "95% CI", "first answer", "last answer"):
