@@ -12,6 +12,9 @@ the product uses for the model in service:
                      answer: replies A, B, or TIE for equal lengths
     judge-garbled    a judge that replies something else than A, B or TIE
 
+A system prompt that contains "stand-in: ramble" makes the echo ramble on (~40 more words): two
+prompt versions then get answers a rater can tell apart (bench/prompt_experiment.py).
+
 Run: python -m support.standin_model --port 8011
 """
 
@@ -44,6 +47,9 @@ def judge_reply(model: str, messages: list[dict]) -> str:
     return "A" if a < b else "B" if b < a else "TIE"
 
 
+RAMBLE = " ".join(["and, to be thorough, there is more to say about it"] * 4) + "."
+
+
 def answer_tokens(model: str, messages: list[dict]) -> list[str]:
     if model.startswith("judge-"):
         return [judge_reply(model, messages)]
@@ -52,7 +58,8 @@ def answer_tokens(model: str, messages: list[dict]) -> list[str]:
     if model == "slow":
         return [f"tok{i} " for i in range(400)]
     last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    words = f"You said: {last}".split(" ")
+    ramble = any(m["role"] == "system" and "stand-in: ramble" in m["content"] for m in messages)
+    words = (f"You said: {last}" + (" " + RAMBLE if ramble else "")).split(" ")
     return [w if i == 0 else f" {w}" for i, w in enumerate(words)]
 
 
