@@ -83,6 +83,12 @@ class PromptSpec(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    def prefix_messages(self) -> list[dict[str, str]]:
+        """The fixed part of every prompt as OpenAI chat messages: the system prompt and the
+        few-shot examples (what bot/prompt.py renders with LangChain; a test holds them equal)."""
+        shots = [m for e in self.examples for m in ({"role": "user", "content": e.user}, {"role": "assistant", "content": e.assistant})]
+        return [{"role": "system", "content": self.system_text}, *shots]
+
 
 def parse(data: object, where: str) -> PromptSpec:
     """A spec from its parsed YAML or JSON; PromptSpecError naming `where` and what is wrong."""
@@ -170,6 +176,11 @@ def serve(r: redis.Redis, prompt_id: str, version: str) -> PromptSpec:
         raise PromptSpecError(f"{prompt_id}@{version} is not published (published: {known}); `chatbot prompt publish FILE` first")
     r.set(keys.prompt_served(prompt_id), version)
     return PromptSpec.model_validate_json(raw)
+
+
+def published(r: redis.Redis, prompt_id: str, version: str) -> PromptSpec | None:
+    raw = cast("str | None", r.hget(keys.prompt_versions(prompt_id), version))
+    return None if raw is None else PromptSpec.model_validate_json(raw)
 
 
 def served(r: redis.Redis, prompt_id: str) -> str | None:

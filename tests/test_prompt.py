@@ -99,3 +99,15 @@ def test_render_equals_the_full_template(tmp_path: Path) -> None:
     full = template(spec).invoke({"history": history, "input": "q2"}).to_messages()
     assert render(spec, history, "q2", 1000) == full
     assert render(spec, history, "q3", 1000)[-1].content == "q3"  # the cached part is not mutated
+
+
+def test_the_prefix_as_chat_messages_is_what_the_app_renders() -> None:
+    """feedback.prompt's prefix_messages (what the gate re-prefixes held-out rows with) and the
+    app's LangChain rendering must not drift apart."""
+    from langchain_core.messages import convert_to_openai_messages
+
+    from bot.prompt import prefix
+
+    for v in available_versions(PROMPTS, "assistant"):
+        spec = load_spec(PROMPTS, "assistant", v)
+        assert convert_to_openai_messages(list(prefix(spec))) == spec.prefix_messages()

@@ -4,8 +4,11 @@ the model in service at the start, a decision that serves the winner."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import uuid
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -16,9 +19,10 @@ from feedback import experiment as experiments
 from feedback import keys
 from feedback import prompt as prompts
 from feedback.connection import connect
+from launcher.process import ServiceGroup
 from sim.client import ChatClient
 from support import seed
-from support.services import AppServer, RedisServer
+from support.services import AppServer, RedisServer, app_env, start_app
 from support.session import USERS, logged_in, run_id
 
 ARMS = {"1.0.0": "You are Loop, arm one.", "2.0.0": "You are Loop, arm two."}
@@ -160,3 +164,37 @@ async def test_conversations_in_the_app_get_an_arm_keep_it_and_record_it(app_ser
     finally:
         await resumed.close()
     assert c.hmget(keys.exchange(again), "prompt_version", "experiment") == [arm, exp.id]
+
+
+async def test_a_killed_app_loses_no_assignment(own_services: ServiceGroup, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
+    """Assignments are in Redis before the answer is: a new app process after kill -9 sends each
+    resumed conversation to the arm it had."""
+    c = redis_db.client
+    publish_arms(c)
+    exp = experiments.start(c, "assistant", list(ARMS), "base")
+    env = app_env(redis_db.url, f"{standin}/v1", tmp_path / "app")
+    app = start_app(own_services, env, tmp_path / "app")
+    threads: dict[str, str] = {}
+    for user in ("alice", "bob"):
+        client = await logged_in(app.url, user)
+        ex_id = run_id(await client.send("before the crash"))
+        await client.close()
+        assert client.thread_id is not None
+        threads[client.thread_id] = cast(str, c.hget(keys.exchange(ex_id), "prompt_version"))
+    assert sorted(threads.values()) == sorted(ARMS)
+    proc = next(p for name, p in reversed(own_services.procs) if name == "chainlit")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert c.hgetall(keys.experiment_assignments(exp.id)) == threads
+
+    again = start_app(own_services, env, tmp_path / "app")  # a new process, same Redis
+    for (thread, arm), user in zip(threads.items(), ("alice", "bob"), strict=True):
+        resumed = ChatClient(again.url)
+        await resumed.login(user, USERS[user])
+        await resumed.connect(thread_id=thread)
+        resumed.thread_id = thread
+        try:
+            ex_id = run_id(await resumed.send("after the crash"))
+        finally:
+            await resumed.close()
+        assert c.hmget(keys.exchange(ex_id), "prompt_version", "experiment") == [arm, exp.id]

@@ -117,7 +117,7 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
 
 def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock: Lock, keepalive: _KeepAlive, progress: bool) -> Outcome:
     # Heavy imports here: the schedule and the CLI stay fast until a run really starts.
-    from training import collect, dataset, evaluate, train
+    from training import collect, dataset, evaluate, rebase, train
 
     if config.judge_prompts and not settings.judge_model:
         raise ValueError("judge_prompts needs a judge model: set JUDGE_MODEL (and JUDGE_BASE_URL, JUDGE_API_KEY unless the chat model's)")
@@ -154,12 +154,13 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
             data, config, settings.effective_llm_model, init_adapter, settings.layout.model(version_id),
             progress=progress, dataset_version=built.version, **weights,
         )  # fmt: skip
+    held, eval_prompt = rebase.with_served_prompt(data, r, settings.prompt_id)  # as the candidate would answer
     decision = evaluate.compare(
-        str(trained.merged_dir), service_name, settings.effective_llm_model, data["kto_test"], data["dpo_test"], margin=config.margin, max_length=config.max_length,
+        str(trained.merged_dir), service_name, settings.effective_llm_model, held["kto_test"], held["dpo_test"], margin=config.margin, max_length=config.max_length,
         max_liked_drop=config.max_liked_drop,
     )
     if decision.promote and config.judge_prompts:
-        decision = _judged(decision, data["kto_test"], config, settings, str(trained.merged_dir), service_name)
+        decision = _judged(decision, held["kto_test"], config, settings, str(trained.merged_dir), service_name)
     served_name = str(trained.merged_dir)
     if decision.promote and settings.vllm_lora:
         served_name = load_into_vllm(settings, version_id, trained.adapter_dir)
@@ -171,7 +172,7 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
         adapter_path=str(trained.adapter_dir),
         dataset_version=built.version,
         method=trained.method,
-        metrics={"train": trained.metrics, "candidate": decision.candidate, "service": decision.service},
+        metrics={"train": trained.metrics, "candidate": decision.candidate, "service": decision.service, "eval_prompt": eval_prompt},
         status="rejected" if not decision.promote else "candidate",
         decision={"promote": decision.promote, "reason": decision.reason, "margin": config.margin, "compared_with": service.id if service else registry.BASE},
     )
