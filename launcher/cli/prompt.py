@@ -22,10 +22,15 @@ def publish(
     serve: bool = typer.Option(False, "--serve", help="Also serve it to new conversations now."),
 ) -> None:
     """Validate a spec and publish it; a published version never changes."""
+    from bot.prompt import prefix
     from feedback import prompt as prompts
 
     try:
         spec = prompts.read_file(file)
+        try:
+            prefix(spec)  # rendered once as the app renders it: a spec that cannot render is refused
+        except Exception as exc:
+            raise prompts.PromptSpecError(f"{file}: does not render ({type(exc).__name__}: {exc})") from None
     except prompts.PromptSpecError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
