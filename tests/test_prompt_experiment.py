@@ -25,7 +25,8 @@ from support import seed
 from support.services import AppServer, RedisServer, app_env, start_app
 from support.session import USERS, logged_in, run_id
 
-ARMS = {"1.0.0": "You are Loop, arm one.", "2.0.0": "You are Loop, arm two."}
+# Versions no other test publishes: a running app caches a version it has served (they never change).
+ARMS = {"5.0.0": "You are Loop, arm one.", "5.1.0": "You are Loop, arm two."}
 
 
 def publish_arms(c: Any) -> None:
@@ -42,7 +43,7 @@ def test_start_checks_its_arms_and_only_one_experiment_runs(redis_db: RedisServe
     c = redis_db.client
     publish_arms(c)
     before = keyspace(redis_db)
-    for arms, error in ((["1.0.0", "9.9.9"], "not published"), (["1.0.0"], "at least 2"), (["1.0.0", "1.0.0"], "arms must differ")):
+    for arms, error in ((["5.0.0", "9.9.9"], "not published"), (["5.0.0"], "at least 2"), (["5.0.0", "5.0.0"], "arms must differ")):
         with pytest.raises(experiments.ExperimentError, match=error):
             experiments.start(c, "assistant", arms, "base")
     assert keyspace(redis_db) == before
@@ -81,8 +82,8 @@ async def test_fixed_assignment_is_sticky_and_exactly_balanced(redis_db: RedisSe
     r = connect(redis_db.url)
     try:
         first = {f"t{i}": await experiments.assign(r, "assistant", f"t{i}") for i in range(100)}
-        assert sorted({a for a in first.values() if a}) == [(exp.id, "1.0.0"), (exp.id, "2.0.0")]
-        assert sum(1 for a in first.values() if a and a[1] == "1.0.0") == 50
+        assert sorted({a for a in first.values() if a}) == [(exp.id, "5.0.0"), (exp.id, "5.1.0")]
+        assert sum(1 for a in first.values() if a and a[1] == "5.0.0") == 50
         again = {t: await experiments.assign(r, "assistant", t) for t in first}
         assert again == first  # a thread keeps its arm
         experiments.stop(c, "assistant")
@@ -112,27 +113,27 @@ async def test_status_decides_counting_each_answer_once_capped_per_user_and_from
     try:
         for i in range(100):  # 10 users x 10 answers per arm: arm two liked 80%, arm one 30%
             user = f"u{i % 10}"
-            await answered(r, exp, "2.0.0", user, int(i % 10 < 8))
-            await answered(r, exp, "1.0.0", user, int(i % 10 < 3))
+            await answered(r, exp, "5.1.0", user, int(i % 10 < 8))
+            await answered(r, exp, "5.0.0", user, int(i % 10 < 3))
         early = experiments.status(c, "assistant")
-        assert early.counts == {"1.0.0": experiments.ArmCounts(100, 30), "2.0.0": experiments.ArmCounts(100, 80)}
+        assert early.counts == {"5.0.0": experiments.ArmCounts(100, 30), "5.1.0": experiments.ArmCounts(100, 80)}
         for _ in range(60):  # one keen user loves arm one: over the cap, not counted
-            await answered(r, exp, "1.0.0", "keen", 1)
+            await answered(r, exp, "5.0.0", "keen", 1)
         for _ in range(25):  # a promotion: answers of another model version are not counted
-            await answered(r, exp, "1.0.0", "u1", 1, model="mv-new")
+            await answered(r, exp, "5.0.0", "u1", 1, model="mv-new")
     finally:
         await r.aclose()
 
     report = experiments.status(c, "assistant", exp.id)
 
-    assert report.counts["1.0.0"] == experiments.ArmCounts(110, 40)  # the keen user's first 10 only
+    assert report.counts["5.0.0"] == experiments.ArmCounts(110, 40)  # the keen user's first 10 only
     assert (report.capped, report.other_model_answers) == (50, 25)
-    assert report.by_model["1.0.0"]["mv-new"] == experiments.ArmCounts(25, 25)
-    assert report.decision.status == "winner" and report.decision.winner == "2.0.0", report.decision
+    assert report.by_model["5.0.0"]["mv-new"] == experiments.ArmCounts(25, 25)
+    assert report.decision.status == "winner" and report.decision.winner == "5.1.0", report.decision
     assert report.decision.interval[0] > 0
-    assert prompts.served(c, "assistant") == "2.0.0"  # auto_serve
+    assert prompts.served(c, "assistant") == "5.1.0"  # auto_serve
     ended = experiments.load(c, exp.id)
-    assert ended is not None and ended.status == "decided" and ended.decision["winner"] == "2.0.0"
+    assert ended is not None and ended.status == "decided" and ended.decision["winner"] == "5.1.0"
     assert c.get(keys.prompt_experiment("assistant")) is None
 
 
@@ -151,7 +152,7 @@ async def test_conversations_in_the_app_get_an_arm_keep_it_and_record_it(app_ser
         assert system == ARMS[stored["prompt_version"]]  # the arm's prompt was sent
         assert client.thread_id is not None
         threads[client.thread_id] = stored["prompt_version"]
-    assert sorted(threads.values()) == ["1.0.0", "1.0.0", "2.0.0", "2.0.0"]
+    assert sorted(threads.values()) == ["5.0.0", "5.0.0", "5.1.0", "5.1.0"]
     assert c.hgetall(keys.experiment_assignments(exp.id)) == threads
 
     thread, arm = next(iter(threads.items()))  # alice's first conversation, resumed

@@ -19,9 +19,10 @@ from sim.client import ChatClient
 from support.services import AppServer, RedisServer, app_env, run_cli, start_app
 from support.session import USERS, logged_in, run_id
 
+# A version no other test publishes: a running app caches a version it has served (they never change).
 SPEC: dict[str, Any] = {
     "id": "assistant",
-    "version": "2.0.0",
+    "version": "6.0.0",
     "description": "Answers like a pirate.",
     "system": "You are Loop. Answer like a pirate.",
     "guidelines": ["Say arr."],
@@ -45,8 +46,8 @@ def test_publish_is_immutable_and_serving_needs_a_published_version(redis_db: Re
     with pytest.raises(prompts.PromptSpecError, match="is not published"):
         prompts.serve(c, "assistant", "9.9.9")
     assert keyspace(redis_db) == before
-    assert prompts.serve(c, "assistant", "2.0.0") == spec
-    assert prompts.served(c, "assistant") == "2.0.0" and [s.version for s in prompts.versions(c, "assistant")] == ["2.0.0"]
+    assert prompts.serve(c, "assistant", "6.0.0") == spec
+    assert prompts.served(c, "assistant") == "6.0.0" and [s.version for s in prompts.versions(c, "assistant")] == ["6.0.0"]
 
 
 @pytest.mark.parametrize(
@@ -78,12 +79,12 @@ def test_the_cli_publishes_lists_and_serves(redis_db: RedisServer, tmp_path: Pat
 
     published = run_cli("prompt", "publish", str(good), "--serve", env=env)
     assert published.returncode == 0, published.stderr
-    assert "assistant@2.0.0 published" in published.stderr and "served" in published.stderr
+    assert "assistant@6.0.0 published" in published.stderr and "served" in published.stderr
     refused = run_cli("prompt", "publish", str(bad), env=env)
     assert refused.returncode == 2 and "not valid YAML" in refused.stderr
-    assert redis_db.client.hkeys(keys.prompt_versions("assistant")) == ["2.0.0"]
+    assert redis_db.client.hkeys(keys.prompt_versions("assistant")) == ["6.0.0"]
     listed = run_cli("prompt", "list", env=env)
-    assert listed.returncode == 0 and "2.0.0" in listed.stdout and "Answers like a pirate." in listed.stdout
+    assert listed.returncode == 0 and "6.0.0" in listed.stdout and "Answers like a pirate." in listed.stdout
     unknown = run_cli("prompt", "serve", "7.0.0", env=env)
     assert unknown.returncode == 2 and "is not published" in unknown.stderr
 
@@ -104,13 +105,13 @@ async def test_apps_serve_a_newly_published_version_without_restart_and_threads_
     assert shipped == prompts.available_versions(_shipped_dir(), "assistant")[-1]  # the newest shipped
 
     prompts.publish(c, prompts.parse(SPEC, "test"))
-    prompts.serve(c, "assistant", "2.0.0")
+    prompts.serve(c, "assistant", "6.0.0")
     second = start_app(own_services, app_env(redis_db.url, f"{standin}/v1", tmp_path / "app2"), tmp_path / "app2")  # another process
     for url in (app_server.url, second.url):
         client = await logged_in(url, "bob")
         new = run_id(await client.send("hello after"))
         await client.close()
-        assert c.hget(keys.exchange(new), "prompt_version") == "2.0.0"
+        assert c.hget(keys.exchange(new), "prompt_version") == "6.0.0"
         assert (await first_system_prompt(standin)).startswith("You are Loop. Answer like a pirate.")
 
     resumed = ChatClient(app_server.url)  # the thread started before keeps its version
