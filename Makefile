@@ -13,9 +13,10 @@ test: $(VENV)/.stamp-dev browser
 	$(BIN)/pytest
 
 # The quick loop while editing: every test that starts no model (no training, no local model
-# server, no model download) and no browser. `make test` runs everything.
+# server, no model download, no API fuzzing) and no browser, on two worker processes
+# (pytest-xdist; each starts its own Redis, stand-in model and app). `make test` runs everything.
 test-fast: $(VENV)/.stamp-dev
-	$(BIN)/pytest -m "not slow and not browser"
+	$(BIN)/pytest -m "not slow and not browser" -n 2
 
 # What CI checks besides the tests: ruff (lint and import order) and mypy (every package, the tests and benchmarks too).
 lint: $(VENV)/.stamp-dev

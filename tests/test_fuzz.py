@@ -48,6 +48,7 @@ def parsed(result: Result[schemathesis.APIOperation, schemathesis.errors.Invalid
     return result.ok()
 
 
+@pytest.mark.slow  # a minute of generated requests: `make test` runs it, the quick loop does not
 async def test_no_request_from_the_schema_fails_the_server_or_writes_when_refused(app_server: AppServer, alice: ChatClient, redis_db: RedisServer) -> None:
     schema = schemathesis.openapi.from_dict(schema_of(app_server, alice.cookie or ""))
     operations = [parsed(r) for r in schema.get_all_operations()]
