@@ -394,13 +394,13 @@ def plot(results: Sequence[CycleResult], main_style: str, path: Path) -> None:
         left.errorbar(x, y, yerr=err, marker="o", capsize=4, label=f"rater prefers {arm}")
         for xi, c in zip(x, rows, strict=True):
             if c.status == "rejected":
-                left.annotate("gate kept the previous model", (xi, 100 * c.approval), textcoords="offset points", xytext=(4, -12), fontsize=7)
+                left.annotate("kept", (xi, 100 * c.approval), textcoords="offset points", xytext=(-8, -14), fontsize=7)  # the gate kept the model in service
         shares = [100 * share(c, main_style) for c in rows]
         right.plot([c.cycle for c in rows], shares, marker="o", label=f"rater prefers {arm}")
         if rows and rows[0].on_topic is not None:
             topic = [100 * (c.on_topic or 0) / c.n if c.n else float("nan") for c in rows]
             right.plot([c.cycle for c in rows], topic, linestyle="--", marker="x", label=f"on topic ({arm} arm)")
-    left.set(title="Approval of the model in service (held-out questions)", xlabel="cycle (0 = base model)", ylabel="approval % (95% Wilson CI)", ylim=(0, 100))
+    left.set(title="Approval of the model in service, held-out questions\n(kept: the gate rejected the candidate)", xlabel="cycle (0 = base model)", ylabel="approval % (95% Wilson CI)", ylim=(0, 100))
     right.set(title=f"Share of {main_style!r} answers", xlabel="cycle (0 = base model)", ylabel="% of answers", ylim=(0, 100))
     cycles = sorted({c.cycle for c in results})
     for ax in (left, right):
