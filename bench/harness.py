@@ -183,7 +183,7 @@ def start_model_server(group: ServiceGroup, model_dir: Path, port: int, threads:
 
 def run_arm(
     preferred: str,
-    model: SharedModel,
+    model: SharedModel | Path,
     workdir: Path,
     config: ExperimentConfig,
     train_questions: Sequence[str],
@@ -191,7 +191,8 @@ def run_arm(
     log: Log = print,
 ) -> list[CycleResult]:
     """One arm: fresh Redis, data directory and app; cycle 0 measured, then `config.cycles`
-    cycles of simulate -> retrain -> measure."""
+    cycles of simulate -> retrain -> measure. `model`: a shared model server, or the model's
+    directory to serve with a local model server of the arm's own."""
     import redis
 
     from feedback import registry
@@ -207,6 +208,9 @@ def run_arm(
     real = config.model == "real"
     results: list[CycleResult] = []
     with ServiceGroup(workdir / "logs") as group:
+        if isinstance(model, Path):
+            model = start_model_server(group, model, free_port(), threads=config.torch_threads)
+            log(f"[{preferred}] model server of its own up")
         sock = workdir / "redis" / "redis.sock"
         redis_server.start(group, workdir / "redis", sock)
         redis_url = f"unix://{sock}"
@@ -304,12 +308,15 @@ def run_experiment(
     log: Log = print,
     parallel: bool = False,
 ) -> list[CycleResult]:
-    """Every arm, sharing one local model server for the model: in turn, or (parallel) each in
-    a process of its own at the same time (each then trains on one core of its own; `log` must be
-    picklable, e.g. print or a `TimedLog`)."""
+    """Every arm: in turn, sharing one local model server; or (parallel) each in a process of its
+    own at the same time (each then trains on one core of its own; `log` must be picklable, e.g.
+    print or a `TimedLog`), sharing the server - the demo model - or, the real model, each with a
+    server of its own: one server answers one request at a time, and a real answer takes seconds."""
     train_questions, heldout_pool = question_pools(config.model)
     eval_questions = heldout(heldout_pool, config.eval_questions)
     results: list[CycleResult] = []
+    if parallel and len(arms) > 1 and config.model == "real":
+        return _in_processes(arms, model_dir.resolve(), workdir, config, train_questions, eval_questions, log)
     with ServiceGroup(workdir / "logs") as group:
         t = time.perf_counter()
         model = start_model_server(group, model_dir.resolve(), free_port(), threads=config.torch_threads)
@@ -318,13 +325,20 @@ def run_experiment(
             for arm in arms:
                 results += run_arm(arm, model, workdir / f"arm-{arm}", config, train_questions, eval_questions, log)
             return results
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        return _in_processes(arms, model, workdir, config, train_questions, eval_questions, log)
 
-        with ProcessPoolExecutor(len(arms), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_arm, arm, model, workdir / f"arm-{arm}", config, train_questions, eval_questions, log) for arm in arms]
-            for future in futures:
-                results += future.result()
+
+def _in_processes(
+    arms: Sequence[str], model: SharedModel | Path, workdir: Path, config: ExperimentConfig, train_questions: Sequence[str], eval_questions: Sequence[str], log: Log
+) -> list[CycleResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    results: list[CycleResult] = []
+    with ProcessPoolExecutor(len(arms), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_arm, arm, model, workdir / f"arm-{arm}", config, train_questions, eval_questions, log) for arm in arms]
+        for future in futures:
+            results += future.result()
     return results
 
 
