@@ -20,6 +20,18 @@ async def logged_in(url: str, user: str = "alice") -> ChatClient:
     return client
 
 
+async def send_in(url: str, user: str, thread_id: str, text: str) -> Reply:
+    """Resume one of the user's threads (as the history sidebar does) and send a message in it."""
+    client = ChatClient(url)
+    await client.login(user, USERS[user])
+    await client.connect(thread_id=thread_id)
+    client.thread_id = thread_id
+    try:
+        return await client.send(text)
+    finally:
+        await client.close()
+
+
 def final_message(reply: Reply) -> dict[str, Any]:
     """The reply's final assistant message (there must be one)."""
     final = reply.final()

@@ -20,10 +20,9 @@ from feedback import keys
 from feedback import prompt as prompts
 from feedback.connection import connect
 from launcher.process import ServiceGroup
-from sim.client import ChatClient
 from support import seed
 from support.services import AppServer, RedisServer, app_env, start_app
-from support.session import USERS, logged_in, run_id
+from support.session import keyspace, logged_in, run_id, send_in
 
 # Versions no other test publishes: a running app caches a version it has served (they never change).
 ARMS = {"5.0.0": "You are Loop, arm one.", "5.1.0": "You are Loop, arm two."}
@@ -34,19 +33,14 @@ def publish_arms(c: Any) -> None:
         prompts.publish(c, prompts.parse({"id": "assistant", "version": version, "system": system}, "test"))
 
 
-def keyspace(redis_db: RedisServer) -> dict[str, Any]:
-    c = redis_db.client
-    return {k: c.dump(k) for k in sorted(cast("list[str]", c.keys("*")))}
-
-
 def test_start_checks_its_arms_and_only_one_experiment_runs(redis_db: RedisServer) -> None:
     c = redis_db.client
     publish_arms(c)
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     for arms, error in ((["5.0.0", "9.9.9"], "not published"), (["5.0.0"], "at least 2"), (["5.0.0", "5.0.0"], "arms must differ")):
         with pytest.raises(experiments.ExperimentError, match=error):
             experiments.start(c, "assistant", arms, "base")
-    assert keyspace(redis_db) == before
+    assert keyspace(redis_db.url) == before
 
     started: list[str] = []
     refused: list[str] = []
@@ -156,14 +150,7 @@ async def test_conversations_in_the_app_get_an_arm_keep_it_and_record_it(app_ser
     assert c.hgetall(keys.experiment_assignments(exp.id)) == threads
 
     thread, arm = next(iter(threads.items()))  # alice's first conversation, resumed
-    resumed = ChatClient(app_server.url)
-    await resumed.login("alice", USERS["alice"])
-    await resumed.connect(thread_id=thread)
-    resumed.thread_id = thread
-    try:
-        again = run_id(await resumed.send("and again"))
-    finally:
-        await resumed.close()
+    again = run_id(await send_in(app_server.url, "alice", thread, "and again"))
     assert c.hmget(keys.exchange(again), "prompt_version", "experiment") == [arm, exp.id]
 
 
@@ -190,12 +177,5 @@ async def test_a_killed_app_loses_no_assignment(own_services: ServiceGroup, redi
 
     again = start_app(own_services, env, tmp_path / "app")  # a new process, same Redis
     for (thread, arm), user in zip(threads.items(), ("alice", "bob"), strict=True):
-        resumed = ChatClient(again.url)
-        await resumed.login(user, USERS[user])
-        await resumed.connect(thread_id=thread)
-        resumed.thread_id = thread
-        try:
-            ex_id = run_id(await resumed.send("after the crash"))
-        finally:
-            await resumed.close()
+        ex_id = run_id(await send_in(again.url, user, thread, "after the crash"))
         assert c.hmget(keys.exchange(ex_id), "prompt_version", "experiment") == [arm, exp.id]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -15,9 +15,8 @@ import yaml
 from feedback import keys
 from feedback import prompt as prompts
 from launcher.process import ServiceGroup
-from sim.client import ChatClient
 from support.services import AppServer, RedisServer, app_env, run_cli, start_app
-from support.session import USERS, logged_in, run_id
+from support.session import keyspace, logged_in, run_id, send_in
 
 # A version no other test publishes: a running app caches a version it has served (they never change).
 SPEC: dict[str, Any] = {
@@ -30,22 +29,17 @@ SPEC: dict[str, Any] = {
 }
 
 
-def keyspace(redis_db: RedisServer) -> dict[str, Any]:
-    c = redis_db.client
-    return {k: c.dump(k) for k in sorted(cast("list[str]", c.keys("*")))}
-
-
 def test_publish_is_immutable_and_serving_needs_a_published_version(redis_db: RedisServer) -> None:
     c = redis_db.client
     spec = prompts.parse(SPEC, "test")
     assert prompts.publish(c, spec) is True
     assert prompts.publish(c, spec) is False  # the same content again: nothing to do
-    before = keyspace(redis_db)
+    before = keyspace(redis_db.url)
     with pytest.raises(prompts.PromptSpecError, match="already published with other content"):
         prompts.publish(c, prompts.parse({**SPEC, "system": "Be terse."}, "test"))
     with pytest.raises(prompts.PromptSpecError, match="is not published"):
         prompts.serve(c, "assistant", "9.9.9")
-    assert keyspace(redis_db) == before
+    assert keyspace(redis_db.url) == before
     assert prompts.serve(c, "assistant", "6.0.0") == spec
     assert prompts.served(c, "assistant") == "6.0.0" and [s.version for s in prompts.versions(c, "assistant")] == ["6.0.0"]
 
@@ -114,14 +108,8 @@ async def test_apps_serve_a_newly_published_version_without_restart_and_threads_
         assert c.hget(keys.exchange(new), "prompt_version") == "6.0.0"
         assert (await first_system_prompt(standin)).startswith("You are Loop. Answer like a pirate.")
 
-    resumed = ChatClient(app_server.url)  # the thread started before keeps its version
-    await resumed.login("alice", USERS["alice"])
-    await resumed.connect(thread_id=before.thread_id)
-    resumed.thread_id = before.thread_id
-    try:
-        again = run_id(await resumed.send("and now?"))
-    finally:
-        await resumed.close()
+    assert before.thread_id is not None  # the thread started before keeps its version
+    again = run_id(await send_in(app_server.url, "alice", before.thread_id, "and now?"))
     assert c.hget(keys.exchange(again), "prompt_version") == shipped
     assert not (await first_system_prompt(standin)).startswith("You are Loop. Answer like a pirate.")
 
