@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     prompt_id: str = Field("assistant", pattern=r"^[A-Za-z0-9_-]+$")
     prompt_version: str | None = None
     prompts_dir: Path = Path(__file__).resolve().parent.parent / "bot" / "prompts"
+    # How often `chatbot up` looks at the running prompt experiment (decides it, serves the winner
+    # with auto-serve); 0: only `chatbot prompt experiment status` looks.
+    experiment_look_s: float = Field(60.0, ge=0)
     # Tokens of earlier turns kept in the prompt; the oldest turns are dropped first.
     history_max_tokens: int = Field(2000, ge=0, le=1_000_000)
     # Longest user message accepted, in characters.

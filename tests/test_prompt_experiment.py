@@ -179,3 +179,26 @@ async def test_a_killed_app_loses_no_assignment(own_services: ServiceGroup, redi
     for (thread, arm), user in zip(threads.items(), ("alice", "bob"), strict=True):
         ex_id = run_id(await send_in(again.url, user, thread, "after the crash"))
         assert c.hmget(keys.exchange(ex_id), "prompt_version", "experiment") == [arm, exp.id]
+
+
+async def test_chatbot_up_looks_at_the_experiment_and_serves_the_winner(redis_db: RedisServer) -> None:
+    """The look-out `chatbot up` runs every EXPERIMENT_LOOK_S: it decides a running experiment and
+    auto-serves its winner with no operator, and a failed look never raises."""
+    from launcher.experiment_watch import ExperimentWatch
+    from launcher.process import wait_until
+
+    c = redis_db.client
+    publish_arms(c)
+    watch = ExperimentWatch(redis_db.url, "assistant", interval_s=0.01)
+    assert watch.look() is None  # no experiment running: nothing to look at
+    exp = experiments.start(c, "assistant", list(ARMS), "base", min_rated=20, auto_serve=True)
+    r = connect(redis_db.url)
+    try:
+        for i in range(60):
+            await answered(r, exp, "5.1.0", f"u{i % 6}", int(i % 10 < 9))
+            await answered(r, exp, "5.0.0", f"u{i % 6}", int(i % 10 < 2))
+    finally:
+        await r.aclose()
+    wait_until(lambda: watch.tick() == "winner", 10, what="the look-out's decision")
+    assert prompts.served(c, "assistant") == "5.1.0" and c.get(keys.prompt_experiment("assistant")) is None
+    assert ExperimentWatch("unix:///nonexistent/redis.sock", "assistant").look() is None  # logged, not raised

@@ -140,10 +140,13 @@ def _start_web(group: ServiceGroup, plan: Plan) -> None:
 
 
 def _watch(group: ServiceGroup, plan: Plan) -> None:
-    """Until Ctrl-C: start the scheduled retraining runs; exit 1 when a service dies."""
+    """Until Ctrl-C: start the scheduled retraining runs, look at the running prompt experiment
+    (so that auto-serve happens); exit 1 when a service dies."""
+    from launcher.experiment_watch import ExperimentWatch
     from launcher.schedule import RetrainSchedule
 
     settings = plan.settings
+    watch = ExperimentWatch(plan.env.get("REDIS_URL") or settings.effective_redis_url, settings.prompt_id, settings.experiment_look_s)
     options = ["--demo"] if plan.demo else []  # the demo model's retraining recipe
     schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, plan.env, settings.layout.retrain_log, options)
     if settings.retrain_interval_s:
@@ -157,6 +160,7 @@ def _watch(group: ServiceGroup, plan: Plan) -> None:
                     console.print(group.log_tail(name), markup=False, highlight=False)
                     raise typer.Exit(1)
             schedule.tick()
+            watch.tick()
             time.sleep(0.5)
     finally:
         schedule.stop()
