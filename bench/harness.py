@@ -1,7 +1,8 @@
 """The experiment: do simulated users' ratings move the model in service toward what they like?
 
 For each arm (a rater with one preference), on fresh state (its own Redis, data directory and
-app; the model and the local model server are shared):
+app; the model is shared, and so is its local model server unless the arms of the real model run
+at once: then each has its own):
 
     cycle 0   measure: ask the app each held-out question once, label each answer;
               approval = share of answers the arm's rater would like (no noise), Wilson 95% CI

@@ -22,7 +22,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback import prompt as prompts
+from feedback.allocation import thompson_weights
 from feedback.errors import InvalidInput
 from feedback.scripts import lua
 from feedback.sequential import ALPHA, MAX_RATED, MIN_RATED, TAU, ArmCounts, Decision, SequentialTest
@@ -173,10 +174,8 @@ def status(r: redis.Redis, prompt_id: str, experiment_id: str | None = None) -> 
         return report
     test = exp.test()
     decision = test.update(report.counts)
-    exp.state, exp.decision = test.to_dict(), _as_dict(decision)
+    exp.state, exp.decision = test.to_dict(), asdict(decision)
     if exp.policy == "adaptive":
-        from feedback.allocation import thompson_weights
-
         exp.weights = thompson_weights(report.counts, np.random.default_rng())
     report.decision = decision
     if decision.status in ("winner", "no_difference"):
@@ -186,10 +185,6 @@ def status(r: redis.Redis, prompt_id: str, experiment_id: str | None = None) -> 
     else:
         r.hset(keys.experiment(exp.id), mapping=cast(Any, {k: v for k, v in exp.to_hash().items() if k in ("state", "decision", "weights")}))
     return report
-
-
-def _as_dict(d: Decision) -> dict[str, Any]:
-    return {"status": d.status, "winner": d.winner, "leader": d.leader, "rival": d.rival, "p_value": d.p_value, "interval": list(d.interval)}
 
 
 def _count(r: redis.Redis, exp: Experiment) -> Report:
@@ -228,6 +223,7 @@ def _count(r: redis.Redis, exp: Experiment) -> Report:
         rated[arm] += 1
         liked[arm] += value
     counts = {a: ArmCounts(rated[a], liked[a]) for a in exp.arms}
-    last = exp.decision
-    decision = Decision(last.get("status", "not_enough_data"), last.get("winner"), last.get("leader"), last.get("rival"), last.get("p_value", 1.0), tuple(last.get("interval", (-1.0, 1.0))))
+    # The last look's decision (a new look replaces it); none yet: not enough data.
+    last = exp.decision or asdict(Decision("not_enough_data", None, None, None, 1.0, (-1.0, 1.0)))
+    decision = Decision(**{**last, "interval": tuple(last["interval"])})
     return Report(exp, counts, decision, other, capped, by_model)

@@ -170,12 +170,12 @@ def versions(r: redis.Redis, prompt_id: str) -> list[PromptSpec]:
 
 def serve(r: redis.Redis, prompt_id: str, version: str) -> PromptSpec:
     """Serve a published version to new conversations from now on."""
-    raw = cast("str | None", r.hget(keys.prompt_versions(prompt_id), version))
-    if raw is None:
+    spec = published(r, prompt_id, version)
+    if spec is None:
         known = ", ".join(s.version for s in versions(r, prompt_id)) or "none"
         raise PromptSpecError(f"{prompt_id}@{version} is not published (published: {known}); `chatbot prompt publish FILE` first")
     r.set(keys.prompt_served(prompt_id), version)
-    return PromptSpec.model_validate_json(raw)
+    return spec
 
 
 def published(r: redis.Redis, prompt_id: str, version: str) -> PromptSpec | None:

@@ -23,10 +23,6 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def owner(r: Redis, thread_id: str) -> str | None:
-    return cast("str | None", await r.hget(keys.thread(thread_id), "userId"))
-
-
 async def delete(r: Redis, thread_id: str) -> bool:
     """Delete the thread with its steps, elements, answers and ratings, in one transaction: the
     user's data is gone, and a "delete" event per rated answer tells the retraining job to forget

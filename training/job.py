@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -35,14 +34,9 @@ class LostLockError(LoopError, RuntimeError):
     """The run's lock expired (e.g. the process stalled) and another run may have started."""
 
 
-@dataclass
-class Outcome:
-    status: runs.Status
-    reason: str
-    new_ratings: int = 0
-    dataset_version: str | None = None
-    version_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+# What a run returns is what it records (feedback/run.py): its status, reason, dataset and model
+# version, the gate's numbers, and (filled in when recorded) its start and duration.
+Outcome = runs.RetrainRun
 
 
 class _KeepAlive:
@@ -290,7 +284,8 @@ def _commit(
 
 def _record(r: redis.Redis, outcome: Outcome, started: float) -> None:
     """Best effort: the runs log is for people; a Redis outage here must not hide the outcome."""
+    outcome.started, outcome.seconds = started, time.time() - started
     try:
-        runs.record(r, runs.RetrainRun(**asdict(outcome), started=started, seconds=time.time() - started))
+        runs.record(r, outcome)
     except redis.RedisError as exc:
         log.warning("could not record the retraining run: %s", exc)

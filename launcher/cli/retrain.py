@@ -59,7 +59,7 @@ def retrain_config(given: dict[str, Any], demo: bool = False) -> RetrainConfig:
 
 def parse(argv: list[str]) -> tuple[bool, bool, RetrainConfig]:
     """(--now, --demo, the job's options) from `chatbot retrain` arguments, parsed by the command
-    itself. click.UsageError for an unknown option or value, ValueError for invalid options."""
+    itself. typer.BadParameter (a click UsageError) for a bad value, ValueError for invalid options."""
     app = typer.Typer()
     app.command()(retrain)
     params = dict(typer.main.get_command(app).make_context("retrain", list(argv)).params)
