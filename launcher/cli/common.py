@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
@@ -40,3 +42,14 @@ def registry_redis() -> tuple[Settings, redis.Redis]:
         console.print(f"[red]Redis is unreachable ({exc}): {hint}[/red]")
         raise typer.Exit(1) from None
     return settings, r
+
+
+@contextmanager
+def refused(*errors: type[Exception], code: int = 2) -> Iterator[None]:
+    """An expected error (its message says what to do: feedback/errors.py) printed in red, then
+    exit `code` (2: the input was refused; 1: something the command needs failed)."""
+    try:
+        yield
+    except errors as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code) from None

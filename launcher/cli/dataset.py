@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from launcher.cli.common import console, registry_redis
+from launcher.cli.common import refused, registry_redis
 
 app = typer.Typer(help="Dataset versions on disk (DATA_DIR/datasets).", no_args_is_help=True)
 
@@ -19,11 +19,8 @@ def dataset_prune(keep: int = typer.Option(1, min=1, help="Versions to keep in a
     from training import retention
 
     settings, r = registry_redis()
-    try:
+    with refused(retention.RetentionError, code=1):
         pruned = retention.prune(r, settings.layout.datasets, keep, settings.retrain_lock_ttl_s)
-    except retention.RetentionError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     Console().print(
         f"kept {', '.join(pruned.kept) or 'nothing'}; removed {len(pruned.removed)} version(s) and "
         f"{len(pruned.shards_removed)} shard(s), {pruned.bytes_freed / 1e6:.1f} MB"

@@ -7,7 +7,7 @@ import time
 import typer
 from rich.console import Console
 
-from launcher.cli.common import console, registry_redis
+from launcher.cli.common import console, refused, registry_redis
 
 app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
 
@@ -43,11 +43,8 @@ def model_promote(version: str, force: bool = typer.Option(False, help="Promote 
     from feedback import registry
 
     _, r = registry_redis()
-    try:
+    with refused(registry.RegistryError):
         v = registry.promote(r, version, force=force)
-    except registry.RegistryError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(f"[green]{v.id} is in service[/green] ({v.served_name})")
 
 
@@ -57,9 +54,6 @@ def model_rollback() -> None:
     from feedback import registry
 
     _, r = registry_redis()
-    try:
+    with refused(registry.RegistryError):
         v = registry.rollback(r)
-    except registry.RegistryError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(f"[green]in service: {v.id if v else 'the base model'}[/green]")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from launcher.cli.common import console, registry_redis
+from launcher.cli.common import console, refused, registry_redis
 
 app = typer.Typer(help="Prompt versions: publish, list, serve (no restart needed).", no_args_is_help=True)
 
@@ -25,25 +25,19 @@ def publish(
     from bot.prompt import prefix
     from feedback import prompt as prompts
 
-    try:
+    with refused(prompts.PromptSpecError):
         spec = prompts.read_file(file)
         try:
             prefix(spec)  # rendered once as the app renders it: a spec that cannot render is refused
         except Exception as exc:
             raise prompts.PromptSpecError(f"{file}: does not render ({type(exc).__name__}: {exc})") from None
-    except prompts.PromptSpecError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     settings, r = registry_redis()
     if spec.id != settings.prompt_id:
         console.print(f"[yellow]note: {spec.ref} is for prompt {spec.id!r}; the app serves PROMPT_ID={settings.prompt_id!r}[/yellow]")
-    try:
+    with refused(prompts.PromptSpecError):
         new = prompts.publish(r, spec)
         if serve:
             prompts.serve(r, spec.id, spec.version)
-    except prompts.PromptSpecError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(f"[green]{spec.ref} {'published' if new else 'was already published (same content)'}[/green]{'; served to new conversations' if serve else ''}")
 
 
@@ -53,11 +47,8 @@ def serve(version: str = typer.Argument(..., help="A published version of PROMPT
     from feedback import prompt as prompts
 
     settings, r = registry_redis()
-    try:
+    with refused(prompts.PromptSpecError, ValueError):
         spec = prompts.serve(r, settings.prompt_id, version)
-    except (prompts.PromptSpecError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(f"[green]{spec.ref} is served to new conversations[/green]")
 
 
@@ -105,14 +96,11 @@ def experiment_start(
         raise typer.Exit(2)
     settings, r = registry_redis()
     active = registry.active(r)
-    try:
+    with refused(experiments.ExperimentError):
         exp = experiments.start(
             r, settings.prompt_id, arms, active.id if active else registry.BASE,
             policy=policy, min_rated=min_rated, max_rated=max_rated, alpha=alpha, user_cap=user_cap, auto_serve=auto_serve,
         )  # fmt: skip
-    except experiments.ExperimentError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(f"[green]experiment {exp.id} started[/green]: {settings.prompt_id} {' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}")
 
 
@@ -122,11 +110,8 @@ def experiment_status(experiment_id: str = typer.Option(None, "--id", help="A pa
     from feedback import experiment as experiments
 
     settings, r = registry_redis()
-    try:
+    with refused(experiments.ExperimentError):
         report = experiments.status(r, settings.prompt_id, experiment_id)
-    except experiments.ExperimentError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     exp, d = report.experiment, report.decision
     table = Table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
     for arm in exp.arms:
@@ -153,9 +138,6 @@ def experiment_stop() -> None:
     from feedback import experiment as experiments
 
     settings, r = registry_redis()
-    try:
+    with refused(experiments.ExperimentError):
         exp = experiments.stop(r, settings.prompt_id)
-    except experiments.ExperimentError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     console.print(f"experiment {exp.id} stopped")
