@@ -146,10 +146,7 @@ async def assign(r: Redis, prompt_id: str, thread_id: str) -> tuple[str, str] | 
     exp_id = cast("str | None", await r.get(keys.prompt_experiment(prompt_id)))
     if exp_id is None:
         return None
-    arms = json.loads(cast(str, await r.hget(keys.experiment(exp_id), "arms")) or "[]")
-    if not arms:
-        return None
-    arm = cast(str, await r.eval(ASSIGN, 2, keys.experiment(exp_id), keys.experiment_assignments(exp_id), thread_id, *arms, random.random()))
+    arm = cast(str, await r.eval(ASSIGN, 2, keys.experiment(exp_id), keys.experiment_assignments(exp_id), thread_id, random.random()))
     return (exp_id, arm) if arm else None
 
 

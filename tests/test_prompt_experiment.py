@@ -4,6 +4,7 @@ the model in service at the start, a decision that serves the winner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -84,6 +85,22 @@ async def test_fixed_assignment_is_sticky_and_exactly_balanced(redis_db: RedisSe
         assert await experiments.assign(r, "assistant", "t-new") is None
     finally:
         await r.aclose()
+
+
+async def test_adaptive_assignment_follows_the_weights_and_is_sticky(redis_db: RedisServer) -> None:
+    c = redis_db.client
+    publish_arms(c)
+    exp = experiments.start(c, "assistant", list(ARMS), "base", policy="adaptive")
+    c.hset(keys.experiment(exp.id), "weights", json.dumps({"5.0.0": 0.9, "5.1.0": 0.1}))  # as a look would set them
+    r = connect(redis_db.url)
+    try:
+        first = [await experiments.assign(r, "assistant", f"t{i}") for i in range(400)]
+        again = [await experiments.assign(r, "assistant", f"t{i}") for i in range(400)]
+    finally:
+        await r.aclose()
+    assert again == first
+    share = sum(1 for a in first if a == (exp.id, "5.0.0")) / len(first)
+    assert 0.8 < share < 0.97, share  # 0.9 expected; 400 draws: sd 0.015
 
 
 async def answered(r: Any, exp: experiments.Experiment, arm: str, user: str, value: int, model: str = "base") -> None:
