@@ -43,6 +43,9 @@ def up(
             console.print("Stopped (the demo model was not finished).")
             return
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops the children too, like Ctrl-C
+    # Ctrl-C stops it all even when started as a script's background job, which inherits SIGINT
+    # ignored (then Python raises no KeyboardInterrupt, and `kill -INT` did nothing).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     group = ServiceGroup(plan.settings.layout.logs)
     try:
         with group:
