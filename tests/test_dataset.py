@@ -4,6 +4,7 @@ own write paths (support/seed.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -299,3 +300,14 @@ async def test_nothing_new_is_an_error(r: Redis, redis_db: RedisServer, tmp_path
         build(collect(redis_db.client, first.watermark), OPEN, tmp_path, "ds-gone", progress=False)
     with pytest.raises(DatasetError, match="no earlier dataset version"):
         build(collect(redis_db.client, first.watermark), OPEN, tmp_path, None, progress=False)
+
+
+async def test_a_version_without_plan_state_is_refused_with_the_rebuild_to_run(r: Redis, redis_db: RedisServer, tmp_path: Path) -> None:
+    for i in range(4):
+        await seed_exchange(r, thread=f"t{i}", user="alice", question=f"q{i}", answer="a", value=i % 2)
+    version = build(collect(redis_db.client, None, full=True), OPEN, tmp_path, None, progress=False).version
+    shutil.rmtree(tmp_path / version / "plan_state")  # as a release before plan states left it
+    (tmp_path / version / "plan_state.json").unlink()
+    with pytest.raises(DatasetError, match=r"no plan state.*--full-rebuild"):
+        load(tmp_path, version)
+    assert not (tmp_path / version / "data").exists()

@@ -11,8 +11,7 @@ Layout under `root` (the job passes `<DATA_DIR>/datasets`)::
                                fate (left out by which rule, or a KTO row) and split, the DPO pairs
                                as row numbers with their sort keys, per-user and per-thread counts
     <version>/plan_state.json  the plan's settings, stats and the card's counts (what the next
-                               incremental build updates; versions from before it have
-                               kto_plan.parquet and dpo_plan.parquet instead, which `load` reads)
+                               incremental build updates and `load` reads)
     <version>/card.json        machine-readable card: counts, weights, coverage, what was dropped
     <version>/README.md        the same for people
     <version>/data/            DatasetDict (save_to_disk): kto_train, kto_test, dpo_train, dpo_test
@@ -24,8 +23,8 @@ What each step costs (N: rows in all of a version's shards, n: rows this build c
 - build, O(n): read the collected rows from Redis, scrub PII, hash, write them as one shard.
   All of the per-row Python work (text scanning, parsing, serialization) is here.
 - build, incremental: the plan is the previous version's plan updated where the new rows' keys
-  land (plan.py `_plan_update`): the exchanges they re-rate or forget, the duplicate groups rows join or
-  leave, the users whose rows changed (all of a user's rows only when the user is over the old
+  land (plan.py `_plan_update`, applying the full plan's rule functions): the exchanges they
+  re-rate or forget, the duplicate groups rows join or leave, the users whose rows changed (all of a user's rows only when the user is over the old
   or the new per-user cap), the threads and the DPO prompt groups whose KTO rows changed; each
   found by a binary search of every shard's sorted sidecar runs. The card's counts are the
   previous version's plus the difference. What still grows with N is memory copies: the

@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from training.dataset.plan import KTO, _positions
 from training.dataset.schema import DPO_SCHEMA, KTO_SCHEMA, ROW_GROUP, SPLITS
 from training.dataset.state import _read_state
-from training.dataset.version import _manifest, _shard_path
+from training.dataset.version import DatasetError, _manifest, _shard_path
 
 
 def load(root: Path, version: str) -> DatasetDict:
@@ -63,10 +63,13 @@ def load(root: Path, version: str) -> DatasetDict:
 
 def _plan_tables(vdir: Path) -> tuple[pa.Table, pa.Table]:
     """(shard, row, test) per KTO row and (chosen, rejected, test) per DPO pair (positions in the
-    KTO split): from the plan state, or the plan files of versions built before it."""
+    KTO split), from the plan state."""
     state = _read_state(vdir)
-    if state is None:
-        return pq.read_table(vdir / "kto_plan.parquet"), pq.read_table(vdir / "dpo_plan.parquet")
+    if state is None:  # built by a release before plan states (and never loaded since)
+        raise DatasetError(
+            f"Dataset version {vdir.name} has no plan state (built by an older release): rebuild it with "
+            "`chatbot retrain --now --full-rebuild`, then `chatbot dataset prune` removes the old one."
+        )
     a = state["arrays"]
     in_kto, row_test, offsets = a["fate"] == KTO, a["row_test"], a["offsets"]
     kto = np.flatnonzero(in_kto)

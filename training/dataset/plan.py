@@ -1,6 +1,18 @@
 """The plan: which rows survive (newest per exchange, tombstones, duplicates, per-user cap),
 the thread split and the DPO pairs; a full plan over every row, or the previous plan updated
-where the new rows land."""
+where the new rows land.
+
+Each rule is written once and applied to a group of rows sorted by their key:
+
+    1. _exchanges     the newest entry of each exchange wins; a tombstone removes it
+    2. _newest        duplicates (same prompt, completion, label): the newest rating stays
+    3. _newest_rank   + user_cap: a user over the cap keeps their newest ratings
+    4. _held_out      the split: a thread's rows are all train or all test
+    5. _pairs         DPO pairs within a prompt group of one split
+
+`_plan` hands each rule every row whose key repeats (a row alone with its key passes every
+rule but the tombstone and the cap); `_plan_update` hands it only the groups the new shard's rows
+land in, and adds the difference to the previous plan's counts."""
 
 from __future__ import annotations
 
@@ -99,6 +111,27 @@ def thread_scores(thread_keys: np.ndarray, seed: str) -> np.ndarray:
     return (_mix(thread_keys ^ seed_key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def _held_out(thread_keys: np.ndarray, config: RetrainConfig) -> np.ndarray:
+    """Rule 4, per thread key: its rows are test (fixed by the split seed and the thread)."""
+    return thread_scores(thread_keys, config.split_seed) < config.test_fraction
+
+
+def _newest(rows: np.ndarray, keys: np.ndarray, rated_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 2 over `rows` (global, with their keys and rating times): (the rows newest first within
+    each key, mask of the first of each key). Equal times: the later row is newer."""
+    rows, first = _newest_rank(rows, keys, rated_at)
+    return rows, first == 0
+
+
+def _newest_rank(rows: np.ndarray, keys: np.ndarray, rated_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 3's order over `rows`: (the rows grouped by key, newest first in each; each row's rank
+    in its group, 0 the newest). A user over the cap keeps the rows ranked below it."""
+    s = np.lexsort((-rows, -rated_at, keys))
+    rows, keys = rows[s], keys[s]
+    starts, sizes = _runs(keys)
+    return rows, np.arange(len(rows)) - np.repeat(starts, sizes)
+
+
 def _plan(paths: Sequence[Path], config: RetrainConfig, previous: Path | None = None) -> _Plan:
     """Which rows make the version, in which split, and its DPO pairs. With `previous` (the
     previous version's folder, whose shards are `paths[:-1]`), the previous plan is updated where
@@ -132,9 +165,8 @@ def _plan(paths: Sequence[Path], config: RetrainConfig, previous: Path | None = 
     # 2. Duplicates (same prompt, completion and label): the newest rating stays.
     k, g = c.repeated("triple")
     g, k = g[keep[g]], k[keep[g]]
-    newest_first = np.lexsort((-g, -rated_at[g], k))
-    g, k = g[newest_first], k[newest_first]
-    drop = g[np.r_[False, k[1:] == k[:-1]]] if len(g) else g
+    g, first = _newest(g, k, rated_at[g])
+    drop = g[~first]
     keep[drop] = False
     stats["duplicates"] = len(drop)
     fate[keep] = CAPPED
@@ -148,12 +180,9 @@ def _plan(paths: Sequence[Path], config: RetrainConfig, previous: Path | None = 
     capped_runs = per_user > cap
     if capped_runs.any():
         member = np.repeat(capped_runs, sizes)
-        over, user = order[member], np.repeat(np.arange(len(sizes)), sizes)[member]
+        over, user = order[member], keys[member]
         over, user = over[keep[over]], user[keep[over]]
-        newest_first = np.lexsort((-over, -rated_at[over], user))
-        over, user = over[newest_first], user[newest_first]
-        g_starts, g_sizes = _runs(user)
-        rank = np.arange(len(over)) - np.repeat(g_starts, g_sizes)
+        over, rank = _newest_rank(over, user, rated_at[over])
         keep[over[rank >= cap]] = False
     stats.update(user_cap=cap, users=len(counts), capped_users=int((counts > cap).sum()), capped=int(np.maximum(counts - cap, 0).sum()))
     fate[keep] = KTO
@@ -162,14 +191,14 @@ def _plan(paths: Sequence[Path], config: RetrainConfig, previous: Path | None = 
 
     # 4. Split by thread: a thread's rows are all train or all test, fixed by (split_seed, thread).
     thread_key = c["thread_key"]
-    row_test = thread_scores(thread_key, config.split_seed) < config.test_fraction
+    row_test = _held_out(thread_key, config)
     test = row_test[rows]
     keys, order = c.sorted_by("thread_key")
     starts, _ = _runs(keys)
     per_thread = np.add.reduceat(keep[order], starts, dtype=np.int64) if n else np.zeros(0, np.int64)
     present = per_thread > 0
     threads = keys[starts][present]  # the kept rows' threads, sorted, each once
-    thread_test = thread_scores(threads, config.split_seed) < config.test_fraction
+    thread_test = _held_out(threads, config)
     flipped = False
     if len(threads) >= 2 and (test.all() or not test.any()):
         # Tiny data: move the one thread nearest the boundary, so that both splits exist.
@@ -327,10 +356,8 @@ def _plan_update(c: _Columns, config: RetrainConfig, previous: Path) -> _Plan | 
     # 2. Duplicate groups the new rows join or the gone rows leave: the newest rating stays.
     g2 = c.members("triple", c.take("triple", np.r_[alive, left]))
     g2 = g2[fate[g2] >= DUPLICATE]
-    k2, rated2 = c.take("triple", g2), c.take("rated_at", g2)
-    s = np.lexsort((-g2, -rated2, k2))
-    g2, k2 = g2[s], k2[s]
-    winner = g2[np.r_[True, k2[1:] != k2[:-1]]] if len(g2) else g2
+    g2, first = _newest(g2, c.take("triple", g2), c.take("rated_at", g2))
+    winner = g2[first]
     fate[g2] = DUPLICATE
     was = before(winner)
     fate[winner] = np.where(was >= CAPPED, was, KTO)  # kept before: as it was (for now); newly kept: KTO (for now)
@@ -353,11 +380,7 @@ def _plan_update(c: _Columns, config: RetrainConfig, previous: Path) -> _Plan | 
     if len(again):
         g3 = c.members("user_key", again)
         g3 = g3[fate[g3] >= CAPPED]
-        uk, rated3 = c.take("user_key", g3), c.take("rated_at", g3)
-        s = np.lexsort((-g3, -rated3, uk))
-        g3, uk = g3[s], uk[s]
-        g_starts, g_sizes = _runs(uk)
-        rank = np.arange(len(g3)) - np.repeat(g_starts, g_sizes)
+        g3, rank = _newest_rank(g3, c.take("user_key", g3), c.take("rated_at", g3))
         fate[g3] = np.where(rank < cap, KTO, CAPPED)
         touched = np.union1d(touched, g3)
     present = user_counts > 0
@@ -370,12 +393,12 @@ def _plan_update(c: _Columns, config: RetrainConfig, previous: Path) -> _Plan | 
     # 4. Split: fixed per thread; the new rows' threads scored once.
     row_test = np.empty(n, bool)
     row_test[:n_old] = arrays["row_test"]
-    row_test[n_old:] = thread_scores(c.take("thread_key", new), config.split_seed) < config.test_fraction
+    row_test[n_old:] = _held_out(c.take("thread_key", new), config)
     added, removed = touched[(f_new == KTO) & (f_old != KTO)], touched[(f_old == KTO) & (f_new != KTO)]
     rows = np.r_[added, removed]
     sign = np.r_[np.ones(len(added), np.int64), -np.ones(len(removed), np.int64)]
     threads, thread_counts, inserted, at = _add_counts(arrays["threads"], arrays["thread_counts"], c.take("thread_key", rows), sign)
-    thread_test = np.insert(arrays["thread_test"], at, thread_scores(inserted, config.split_seed) < config.test_fraction)
+    thread_test = np.insert(arrays["thread_test"], at, _held_out(inserted, config))
     live = thread_counts > 0
     stats.update(threads=int(live.sum()), test_threads=int((live & thread_test).sum()))
 
