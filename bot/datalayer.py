@@ -40,6 +40,15 @@ CLAIM_THREAD = lua("claim_thread")
 WRITE_STEP = lua("write_step")
 
 
+def step_call(user: str, thread_id: str, step: dict[str, Any], now: float) -> tuple[list[str], list[str | float]]:
+    """(keys, args) of WRITE_STEP for a Chainlit step written by `user` at `now` (bulk seeding
+    pipelines the same)."""
+    step.pop("feedback", None)  # ratings live in their own keys
+    favorite = "1" if (step.get("metadata") or {}).get("favorite") else "0"
+    keys_ = [keys.thread(thread_id), keys.step(step["id"]), keys.thread_steps(thread_id), keys.user_threads(user), keys.user_favorites(user)]
+    return keys_, [user, thread_id, step["id"], json.dumps(step, default=str), _epoch(step.get("createdAt")), now, iso(now), favorite]
+
+
 class OwnershipError(LoopError, PermissionError):
     """A write into a thread that belongs to someone else."""
 
@@ -242,13 +251,8 @@ class RedisDataLayer(BaseDataLayer):
         user, thread_id = _session_user(), step.get("threadId")
         if not thread_id or not user:
             raise OwnershipError("steps are written by a logged-in session, into a thread")
-        step.pop("feedback", None)  # ratings live in their own keys
-        now = time.time()
-        favorite = "1" if (step.get("metadata") or {}).get("favorite") else "0"
-        outcome = await self._step_script(
-            keys=[keys.thread(thread_id), keys.step(step["id"]), keys.thread_steps(thread_id), keys.user_threads(user), keys.user_favorites(user)],
-            args=[user, thread_id, step["id"], json.dumps(step, default=str), _epoch(step.get("createdAt")), now, iso(now), favorite],
-        )
+        keys_, args = step_call(user, thread_id, step, time.time())
+        outcome = await self._step_script(keys=keys_, args=args)
         if outcome != "ok":
             raise OwnershipError(f"step {step['id']}: {outcome}")
 

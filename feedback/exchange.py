@@ -62,11 +62,8 @@ class Exchange(BaseModel):
         return cls.model_validate(fields)
 
 
-async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
-    """Store the exchange with its thread and alternatives indexes, atomically and idempotently.
-
-    Returns False when this op id was already applied (a spool replay).
-    """
+def save_call(exchange: Exchange, op_id: str) -> tuple[list[str], list[str | int | float]]:
+    """(keys, args) of SAVE_SCRIPT for this exchange: what `save` runs (and bulk seeding pipelines)."""
     fields = [x for kv in exchange.to_hash().items() for x in kv]
     keys_ = [
         keys.exchange(exchange.id),
@@ -78,8 +75,17 @@ async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
     ]
     created = iso(exchange.created_at)
     question = exchange.messages[-1].content[:200] if exchange.messages else ""
-    args: list[str | int | float] = [OP_TTL_S, exchange.id, exchange.created_at, exchange.user, exchange.thread_id, created, question]
-    applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, *args, *fields)
+    args: list[str | int | float] = [OP_TTL_S, exchange.id, exchange.created_at, exchange.user, exchange.thread_id, created, question, *fields]
+    return keys_, args
+
+
+async def save(r: Redis, exchange: Exchange, op_id: str) -> bool:
+    """Store the exchange with its thread and alternatives indexes, atomically and idempotently.
+
+    Returns False when this op id was already applied (a spool replay).
+    """
+    keys_, args = save_call(exchange, op_id)
+    applied = await r.eval(SAVE_SCRIPT, len(keys_), *keys_, *args)
     return bool(applied)
 
 

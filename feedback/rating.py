@@ -111,6 +111,17 @@ async def apply(
 
     Raises RatingError when the exchange is unknown, in another thread, or someone else's.
     """
+    keys_, args = rate_call(op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts)
+    outcome, event_id = await _script(r, RATE_SCRIPT)(keys=keys_, args=args)
+    if outcome in _REFUSALS:
+        raise RatingError(*_REFUSALS[outcome])
+    return str(event_id)
+
+
+def rate_call(
+    *, op_id: str, user: str, thread_id: str, exchange_id: str, rating: RatingInput | None, ts: float | None = None
+) -> tuple[list[str], list[str | int]]:
+    """(keys, args) of RATE_SCRIPT: what `apply` runs (and bulk seeding pipelines)."""
     keys_ = [
         keys.exchange(exchange_id),
         keys.rating(exchange_id),
@@ -128,10 +139,7 @@ async def apply(
         f"{ts or time.time():.6f}",
         exchange_id,
     ]
-    outcome, event_id = await _script(r, RATE_SCRIPT)(keys=keys_, args=args)
-    if outcome in _REFUSALS:
-        raise RatingError(*_REFUSALS[outcome])
-    return str(event_id)
+    return keys_, args
 
 
 class StoredRating(TypedDict):
