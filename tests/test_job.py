@@ -24,7 +24,7 @@ from feedback import run as runs
 from feedback.connection import connect
 from feedback.settings import Settings
 from launcher import model_server
-from launcher.process import ServiceGroup, free_port, wait_until
+from launcher.process import ServiceGroup, StartupError, free_port, wait_until
 from sim.client import ChatClient
 from support import seed
 from support.retrain import FAST, seed_ratings, state
@@ -159,6 +159,26 @@ def test_too_few_ratings_or_one_class_skip_with_a_clear_reason(settings: Setting
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
     assert outcome.status == "skipped" and reason in outcome.reason, outcome
     assert state(c) == before
+
+
+def test_the_model_is_prepared_only_by_a_run_that_trains_and_a_failure_there_changes_nothing(settings: Settings, redis_db: RedisServer) -> None:
+    """`chatbot retrain` converts the default model through prepare_model: a skipped run (the
+    schedule's usual tick) must not pay for it; a conversion that fails is a recorded failed run."""
+    prepared: list[str] = []
+    c = redis_db.client
+    seed_ratings(redis_db.url, n=4)
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False, prepare_model=lambda: prepared.append("x"))
+    assert outcome.status == "skipped" and prepared == []
+    seed_ratings(redis_db.url, offset=4)
+    before = state(c)
+
+    def conversion_fails() -> None:
+        prepared.append("x")
+        raise StartupError("no disk space to convert the default model")
+
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False, prepare_model=conversion_fails)
+    assert outcome.status == "failed" and "no disk space" in outcome.reason and prepared == ["x"]
+    assert state(c) == before and runs.recent(c)[0].status == "failed"
 
 
 def test_registry_pointing_at_missing_files_fails_clearly_and_keeps_serving(settings: Settings, redis_db: RedisServer, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -85,8 +86,11 @@ def retrain_lock(r: redis.Redis, ttl_s: int) -> Lock:
     return r.lock(keys.retrain_lock(), timeout=ttl_s, blocking=False, thread_local=False)
 
 
-def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: bool = True) -> Outcome:
-    """One retraining run. Returns what happened; raises only for bugs (failures are recorded)."""
+def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: bool = True, prepare_model: Callable[[], object] | None = None) -> Outcome:
+    """One retraining run. Returns what happened; raises only for bugs (failures are recorded).
+
+    `prepare_model` runs once the dataset is built, before training: the CLI converts the default
+    model there, so a run that is skipped (too few ratings) never pays for it."""
     lock = retrain_lock(r, settings.retrain_lock_ttl_s)
     if not lock.acquire(blocking=False):
         return Outcome("skipped", "another retraining run is in progress")
@@ -94,7 +98,7 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     outcome: Outcome
     try:
         with _KeepAlive(lock, settings.retrain_lock_ttl_s) as keepalive:
-            outcome = _run_locked(r, settings, config, lock, keepalive, progress)
+            outcome = _run_locked(r, settings, config, lock, keepalive, progress, prepare_model)
     except NotEnoughData as exc:  # too few ratings, one class, nothing new, all too long
         outcome = Outcome("skipped", str(exc))
     except Exception as exc:  # any crash: record it, change nothing else
@@ -109,7 +113,9 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     return outcome
 
 
-def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock: Lock, keepalive: _KeepAlive, progress: bool) -> Outcome:
+def _run_locked(
+    r: redis.Redis, settings: Settings, config: RetrainConfig, lock: Lock, keepalive: _KeepAlive, progress: bool, prepare_model: Callable[[], object] | None
+) -> Outcome:
     # Heavy imports here: the schedule and the CLI stay fast until a run really starts.
     from training import collect, dataset, evaluate, rebase, train
 
@@ -131,6 +137,8 @@ def _run_locked(r: redis.Redis, settings: Settings, config: RetrainConfig, lock:
     built = dataset.build(collected, config, settings.layout.datasets, previous, progress=progress)
     data = dataset.load(settings.layout.datasets, built.version)
     _check_held_out(data, config)
+    if prepare_model is not None:
+        prepare_model()
 
     service_name = service.served_name if service else settings.effective_llm_model
     init_adapter = service.adapter_path if service is not None and config.continue_from_active else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import typing
 from typing import Any
@@ -93,17 +94,13 @@ def retrain(
             console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
             raise typer.Exit(2)
         settings = settings.model_copy(update={"llm_model": str(demo_model)})
-    elif settings.llm_model is None:  # the default model: converted by `chatbot up`, or here
+    prepare_model = None
+    if settings.llm_model is None:  # the default model: converted by `chatbot up`, or by the run that trains
         from launcher import default_model
-        from launcher.process import StartupError
 
-        try:
-            default_model.ensure(settings.default_model_dir)
-        except StartupError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+        prepare_model = functools.partial(default_model.ensure, settings.default_model_dir)
     try:
-        outcome = job.run(r, settings, config)
+        outcome = job.run(r, settings, config, prepare_model=prepare_model)
     except redis.RedisError as exc:
         console.print(f"[red]Redis is unreachable ({exc}): nothing was changed.[/red]")
         raise typer.Exit(1) from None
