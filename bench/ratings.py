@@ -61,6 +61,7 @@ from feedback import exchange as exchanges
 from feedback import keys
 from feedback import rating as ratings
 from feedback.connection import connect
+from feedback.event import RatingEvent
 from feedback.spool import Spool
 from feedback.store import Store
 from launcher import chainlit_server, redis_server
@@ -299,10 +300,10 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
 async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
     """Compare what Redis holds with what the app acknowledged."""
     acked = sum(x.acked for x in raters)
-    stream = cast("list[tuple[str, dict[str, str]]]", await r.xrange(keys.events()))
-    actions = Counter(fields["action"] for _, fields in stream)
-    per_answer = Counter(fields["exchange"] for _, fields in stream if fields["action"] == "rate")
-    per_user = Counter(fields["user"] for _, fields in stream if fields["action"] == "rate")
+    stream = [RatingEvent.from_fields(fields) for _, fields in cast("list[tuple[str, dict[str, str]]]", await r.xrange(keys.events()))]
+    actions = Counter(e.action for e in stream)
+    per_answer = Counter(e.exchange for e in stream if e.action == "rate")
+    per_user = Counter(e.user for e in stream if e.action == "rate")
     wrong_count = [run_id for x in raters for _, run_id in x.answers if per_answer[run_id] != x.acks_per_answer[run_id]]
     wrong_users = [x.name for x in raters if per_user[x.name] != x.acked]
     mismatched: list[str] = []

@@ -24,6 +24,7 @@ from redis.lock import Lock
 from feedback import keys, registry
 from feedback import run as runs
 from feedback.errors import LoopError, NotEnoughData
+from feedback.event import RatingEvent
 from feedback.settings import Settings
 from training.config import RetrainConfig
 
@@ -74,10 +75,18 @@ def new_ratings(r: redis.Redis, batch: int = 5000) -> int:
     start = "-" if since is None else f"({since}"
     touched: set[str] = set()
     while events := cast("list[tuple[str, dict[str, str]]]", r.xrange(keys.events(), min=start, max="+", count=batch)):
-        touched.update(fields.get("exchange", "") for _, fields in events)
+        touched.update(_exchange_of(fields) for _, fields in events)
         start = f"({events[-1][0]}"
     touched.discard("")
     return len(touched)
+
+
+def _exchange_of(fields: dict[str, str]) -> str:
+    """The answer an event concerns; "" for an entry that is not an event (collect skips it too)."""
+    try:
+        return RatingEvent.from_fields(fields).exchange
+    except ValueError:
+        return ""
 
 
 def retrain_lock(r: redis.Redis, ttl_s: int) -> Lock:
