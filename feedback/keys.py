@@ -118,6 +118,62 @@ def retrain_runs() -> str:
     return f"{PREFIX}:retrain:runs"
 
 
+def retrain_progress() -> str:
+    """HASH: the running (or last) retraining run's progress: run, step (collect, build, train,
+    evaluate, decide, done), started, updated, train_step, train_steps, loss, status.
+
+    Writer: job. Reader: console (live progress).
+    """
+    return f"{PREFIX}:retrain:progress"
+
+
+def retrain_request() -> str:
+    """STRING: a "run now" asked for from the console (JSON: by, at); the schedule of `chatbot up`
+    starts a run at its next tick and deletes it. Writer: console. Reader: schedule.
+    """
+    return f"{PREFIX}:retrain:request"
+
+
+# --- Operator console: aggregates, review queue, audit ---------------------------------------------
+
+
+def approval_counts() -> str:
+    """HASH: current ratings counted per hour of the rated answer, prompt version, model version and
+    value; field "<hour start, epoch s>|<prompt version>|<model version>|<0 or 1>" -> count. Kept
+    in step with every rate, unrate and thread deletion, in the same script. Writer: rating script,
+    thread deletion, stats rebuild. Reader: console overview (no scan of the answers).
+    """
+    return f"{PREFIX}:stats:approval"
+
+
+def stats_version() -> str:
+    """STRING: the format of the aggregates above; missing: they were never built (data written
+    before them) and `stats.rebuild` fills them. Writer: stats rebuild. Reader: console, `up`.
+    """
+    return f"{PREFIX}:stats:version"
+
+
+def review_queue() -> str:
+    """ZSET: answers whose current rating is a thumbs down, scored by the rating's time. Writer:
+    rating script, thread deletion, stats rebuild. Reader: console review queue.
+    """
+    return f"{PREFIX}:review:down"
+
+
+def reviewed() -> str:
+    """HASH: exchange id -> JSON {by, at}: thumbs-down answers an operator marked reviewed.
+    Writer/reader: console.
+    """
+    return f"{PREFIX}:review:done"
+
+
+def audit() -> str:
+    """STREAM (capped): what operators did and saw: who, action, target, detail, ts. Writer:
+    console (every state change, every view of another user's conversation). Reader: console.
+    """
+    return f"{PREFIX}:audit"
+
+
 # --- Users and threads (Chainlit's history) -----------------------------------------------------
 
 

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # "alice:secret,bob:other"; unset = `chatbot up` creates user admin with a random password.
     auth_users: SecretStr | None = None
     auth_header: str = "X-Forwarded-User"
+    # Users who may open the operator console (/admin), comma separated. "admin" by default: the
+    # user `chatbot up` creates when AUTH_USERS is unset.
+    admin_users: str = "admin"
     # Header mode trusts AUTH_HEADER only on requests that carry this secret in AUTH_PROXY_HEADER,
     # which the proxy sets and strips from what clients send: reaching the port is not enough.
     auth_proxy_secret: SecretStr | None = None
@@ -134,6 +137,11 @@ class Settings(BaseSettings):
         if self.auth_mode == "header" and self.auth_proxy_secret is None:
             raise ValueError("AUTH_MODE=header needs AUTH_PROXY_SECRET: the proxy must prove each request came through it")
         return self
+
+    @property
+    def admins(self) -> frozenset[str]:
+        """ADMIN_USERS as a set of user names."""
+        return frozenset(filter(None, (u.strip() for u in self.admin_users.split(","))))
 
     @property
     def origins(self) -> frozenset[str]:
