@@ -168,7 +168,7 @@ def reviewed() -> str:
 
 
 def audit() -> str:
-    """STREAM (capped): what operators did and saw: who, action, target, detail, ts. Writer:
+    """STREAM: what operators did and saw (capped): who, action, target, detail, ts. Writer:
     console (every state change, every view of another user's conversation). Reader: console.
     """
     return f"{PREFIX}:audit"
