@@ -79,7 +79,7 @@ PATHS = {"hset": "(a) raw HSET", "rate": "(b) Store.rate (app path)", "apply": "
 COMMENTS = (None, "", "great", "wrong year", "too long, but correct", "👍 merci", "x" * 300)
 REASONS = [r.value for r in ratings.Reason]
 SETUP_CONCURRENCY = 10
-REASON_PROMPT = "Thanks! What was wrong"  # bot/app.py's ask_reasons
+REASON = "reason"  # bot/app.py: the reason toggles sent onto an answer rated down, one action per reason
 
 
 class BenchError(RuntimeError):
@@ -294,7 +294,7 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
             rater.spooled += body.get("stored") == "spool"
             rater.acks_per_answer[run_id] += 1
             rater.last[run_id] = Ack(value, comment or "", list(dict.fromkeys(reasons)))
-            rater.prompts_expected += value == 0 and not reasons
+            rater.prompts_expected += (value == 0) * len(ratings.DOWN_REASONS)
 
 
 async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
@@ -361,7 +361,7 @@ async def concurrency(app_url: str, redis_url: str, raters: list[Rater], seconds
             assert x.client is not None
             while not x.client._events.empty():
                 name, data = x.client._events.get_nowait()
-                x.prompts_received += name == "new_message" and str(data.get("output", "")).startswith(REASON_PROMPT)
+                x.prompts_received += name == "action" and data.get("name") == REASON
     finally:
         await asyncio.gather(*(x.client.close() for x in raters if x.client is not None), return_exceptions=True)
     r = connect(redis_url)
@@ -456,7 +456,10 @@ def print_report(figures: dict[str, Any]) -> None:
     c = p2["checks"]
     print(f"\nPart 2: {p2['raters']} concurrent raters, {p2['elapsed_s']:.1f} s of PUT /feedback on the real app ({figures['machine']['cpus']} CPUs shared by app, Redis and clients)\n")
     print(f"requests {p2['requests']}, acknowledged {p2['acknowledged']} ({p2['acknowledged_per_s']:.0f}/s), spooled {p2['spooled']}, errors {p2['errors']}")
-    print(f"reason prompts pushed to the raters' sessions after a thumbs down without reasons: {p2['reason_prompts_received']} of {p2['reason_prompts_expected']}")
+    print(
+        f"reason toggles sent to the raters' answers after a thumbs down: {p2['reason_prompts_received']} of {p2['reason_prompts_expected']} "
+        "(fewer when a later thumbs up came first: its answer then shows none)"
+    )
     print(f"HTTP latency p50 {p2['p50_ms']:.1f} ms, p99 {p2['p99_ms']:.1f} ms, max {p2['max_ms']:.1f} ms")
     print(f"rating events in Redis {c['rate_events']} (other events {c['other_events']}) vs acknowledged {c['acknowledged']}: {'equal' if c['events_equal_acknowledged'] else 'DIFFERENT'}")
     print(f"final ratings of {c['answers_rated']}/{c['answers']} rated answers equal the last acknowledged: {'yes' if c['final_ratings_equal_last_acknowledged'] else 'NO'} ({c['answers_with_wrong_final_rating']} wrong, {c['rating_keys']} rating keys)")

@@ -153,6 +153,20 @@ def stats_version() -> str:
     return f"{PREFIX}:stats:version"
 
 
+def approval_counts_rebuilding(rebuild_id: str) -> str:
+    """HASH: approval_counts() as one stats rebuild writes it before renaming it over the real key
+    (expires after an hour if the rebuild dies). Writer/reader: stats rebuild.
+    """
+    return f"{approval_counts()}:rebuild:{_id(rebuild_id)}"
+
+
+def review_queue_rebuilding(rebuild_id: str) -> str:
+    """ZSET: review_queue() as one stats rebuild writes it before renaming it over the real key
+    (expires after an hour if the rebuild dies). Writer/reader: stats rebuild.
+    """
+    return f"{review_queue()}:rebuild:{_id(rebuild_id)}"
+
+
 def review_queue() -> str:
     """ZSET: answers whose current rating is a thumbs down, scored by the rating's time. Writer:
     rating script, thread deletion, stats rebuild. Reader: console review queue.
@@ -313,6 +327,13 @@ def prompt_experiment(prompt_id: str) -> str:
     new conversation; the CLI.
     """
     return f"{PREFIX}:prompt:{_id(prompt_id)}:experiment"
+
+
+def prompt_experiments(prompt_id: str) -> str:
+    """ZSET: every experiment started for this prompt, scored by its start time. Writer:
+    feedback.experiment (start, with the experiment). Reader: console, CLI.
+    """
+    return f"{PREFIX}:prompt:{_id(prompt_id)}:experiments"
 
 
 def experiment(experiment_id: str) -> str:

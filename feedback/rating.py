@@ -1,8 +1,9 @@
 """Ratings: thumbs up/down with a comment and reasons; the last click wins.
 
 Each change is one Lua script: it checks that the exchange exists in the claimed thread and
-belongs to the caller, writes (or removes) the rating and appends an event to the stream the
-retraining job reads, all atomically, in one round trip, and at most once per op id.
+belongs to the caller, writes (or removes) the rating, appends an event to the stream the
+retraining job reads and moves the answer's count in the console's approval counts and review
+queue (feedback/stats.py), all atomically, in one round trip, and at most once per op id.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def rate_call(
         keys.thread_ratings(thread_id),
         keys.events(),
         keys.applied_op(op_id),
+        keys.approval_counts(),
+        keys.review_queue(),
     ]
     args: list[str | int] = [
         OP_TTL_S,
@@ -154,7 +157,11 @@ class StoredRating(TypedDict):
 
 async def get(r: Redis, exchange_id: str) -> StoredRating | None:
     """The current rating of an exchange: value, comment, reasons, user, updated_at."""
-    data = cast(dict[str, str], await r.hgetall(keys.rating(exchange_id)))
+    return from_hash(cast(dict[str, str], await r.hgetall(keys.rating(exchange_id))))
+
+
+def from_hash(data: dict[str, str]) -> StoredRating | None:
+    """A rating hash (keys.rating) decoded; None for an empty one (unrated)."""
     if not data:
         return None
     return StoredRating(

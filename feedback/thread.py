@@ -16,6 +16,9 @@ from redis.asyncio import Redis
 
 from feedback import keys
 from feedback.event import RatingEvent
+from feedback.scripts import lua
+
+FORGET_SCRIPT = lua("forget_ratings")  # the ratings leave the approval counts and review queue
 
 
 def iso(ts: float) -> str:
@@ -25,8 +28,9 @@ def iso(ts: float) -> str:
 
 async def delete(r: Redis, thread_id: str) -> bool:
     """Delete the thread with its steps, elements, answers and ratings, in one transaction: the
-    user's data is gone, and a "delete" event per rated answer tells the retraining job to forget
-    those ratings. False when there was no such thread."""
+    user's data is gone, a "delete" event per rated answer tells the retraining job to forget
+    those ratings, and they leave the approval counts and the review queue. False when there was
+    no such thread."""
     data = cast("dict[str, str]", await r.hgetall(keys.thread(thread_id)))
     if not data:
         return False
@@ -40,6 +44,12 @@ async def delete(r: Redis, thread_id: str) -> bool:
             pipe.hget(keys.exchange(e), "prompt_message_id")
         prompts = [(e, m) for e, m in zip(exchange_ids, await pipe.execute(), strict=True) if m]
     async with r.pipeline(transaction=True) as pipe:
+        if exchange_ids:
+            # A script, first in the transaction: it reads the ratings as they are when deleted
+            # (one changed since the reads above still leaves the counts exact).
+            script_keys = [keys.approval_counts(), keys.review_queue(), *(k for e in exchange_ids for k in (keys.exchange(e), keys.rating(e)))]
+            pipe.eval(FORGET_SCRIPT, len(script_keys), *script_keys, *exchange_ids)
+            pipe.hdel(keys.reviewed(), *exchange_ids)
         for s in step_ids:
             pipe.delete(keys.step(s))
         for e in exchange_ids:

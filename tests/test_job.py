@@ -336,3 +336,27 @@ def test_a_held_out_split_the_gate_cannot_use_skips_the_run_and_says_what_to_do(
     assert "the gate needs both kinds" in outcome.reason and "chatbot simulate" in outcome.reason and "--test-fraction" in outcome.reason
     assert state(c) == before  # the watermark stays: these ratings count again next time
     assert not (settings.data_dir / "models").exists()  # nothing was trained
+
+
+def test_a_run_reports_its_progress_for_the_console(settings: Settings, redis_db: RedisServer, tmp_path: Path) -> None:
+    """The progress hash the console polls: the run's steps, then "done" with its outcome; the
+    training steps with the last loss. A progress write that fails never fails the run."""
+    import math
+
+    from feedback import progress
+
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False)
+    assert outcome.status in ("promoted", "rejected"), outcome
+    assert outcome.version_id is not None
+    done = progress.read(c)
+    assert done is not None
+    assert (done["step"], done["status"]) == ("done", outcome.status) and done["run"].startswith("run-")
+    trained_steps = registry.get(c, outcome.version_id).metrics["train"]["steps"]
+    assert int(done["train_step"]) == int(done["train_steps"]) == trained_steps > 0
+    assert math.isfinite(float(done["loss"]))
+    assert float(done["started"]) <= float(done["updated"])
+
+    unreachable = redis.Redis(unix_socket_path=str(tmp_path / "no-redis.sock"), socket_timeout=1)
+    job._report(progress.step, unreachable, "collect")  # logged, not raised

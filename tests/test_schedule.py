@@ -52,3 +52,30 @@ def test_retrain_demo_starts_from_the_demo_recipe_and_given_options_win() -> Non
 def test_up_demo_schedules_the_demo_recipe(tmp_path: Path) -> None:
     demo = RetrainSchedule(60, 5, {}, tmp_path / "retrain.log", ["--demo"])
     assert demo.argv[-4:] == ["retrain", "--demo", "--min-new-ratings", "5"]
+
+
+def test_a_run_request_starts_a_run_at_the_next_tick_and_is_removed(redis_db: RedisServer, tmp_path: Path) -> None:
+    """The console's "run now": whatever the interval, the next tick starts `chatbot retrain --now`
+    (no minimum of new ratings) and deletes the request; the run reports its progress."""
+    from feedback import keys, progress
+
+    c = redis_db.client
+    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data")}
+    schedule = RetrainSchedule(interval_s=3600, min_new_ratings=5, env=env, log_path=tmp_path / "retrain.log")
+    try:
+        assert schedule.tick() is False  # nothing asked for, nothing due
+        assert progress.request_run(c, "ops") is True
+        assert progress.request_run(c, "someone else") is False  # one pending request at a time
+        assert schedule.tick() is True
+        assert not c.exists(keys.retrain_request())
+        run = schedule.proc
+        assert run is not None and isinstance(run.args, list) and run.args[-2:] == ["retrain", "--now"]
+        assert schedule.tick() is False  # the request was taken once
+        run.wait(timeout=120)
+    finally:
+        schedule.stop()
+    assert run.returncode == 0, (tmp_path / "retrain.log").read_text()[-2000:]
+    recorded = runs.recent(c)
+    assert [r.status for r in recorded] == ["skipped"] and "waiting for" not in recorded[0].reason  # --now: no minimum
+    done = progress.read(c)
+    assert done is not None and (done["step"], done["status"]) == ("done", "skipped")

@@ -22,6 +22,7 @@ import redis
 from redis.lock import Lock
 
 from feedback import keys, registry
+from feedback import progress as live
 from feedback import run as runs
 from feedback.errors import LoopError, NotEnoughData
 from feedback.event import RatingEvent
@@ -29,8 +30,6 @@ from feedback.settings import Settings
 from training.config import RetrainConfig
 
 log = logging.getLogger(__name__)
-
-
 
 class LostLockError(LoopError, RuntimeError):
     """The run's lock expired (e.g. the process stalled) and another run may have started."""
@@ -102,18 +101,23 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     model there, so a run that is skipped (too few ratings) never pays for it."""
     lock = retrain_lock(r, settings.retrain_lock_ttl_s)
     if not lock.acquire(blocking=False):
-        return Outcome("skipped", "another retraining run is in progress")
+        return Outcome("skipped", "another retraining run is in progress")  # its progress stays
     started = time.time()
-    outcome: Outcome
+    _report(live.start, r, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    outcome = Outcome("failed", "interrupted")  # what the progress says if the run never returns
     try:
         with _KeepAlive(lock, settings.retrain_lock_ttl_s) as keepalive:
             outcome = _run_locked(r, settings, config, lock, keepalive, progress, prepare_model)
     except NotEnoughData as exc:  # too few ratings, one class, nothing new, all too long
         outcome = Outcome("skipped", str(exc))
-    except Exception as exc:  # any crash: record it, change nothing else
+    except LoopError as exc:  # a known failure (a model that cannot be loaded or converted): its message says what to do
+        log.error("retraining run failed: %s", exc)
+        outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # any crash: record it with its traceback, change nothing else
         log.exception("retraining run failed")
         outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
     finally:
+        _report(live.finish, r, outcome.status)  # while the lock is held: the next run's start comes after
         try:
             lock.release()
         except Exception:  # expired already: nothing to release
@@ -143,9 +147,11 @@ def _run_locked(
         )
     collected = collect.collect(r, since=watermark, full=config.full_rebuild)
     previous = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_dataset()))
+    _report(live.step, r, "build")
     built = dataset.build(collected, config, settings.layout.datasets, previous, progress=progress)
     data = dataset.load(settings.layout.datasets, built.version)
     _check_held_out(data, config)
+    _report(live.step, r, "train")
     if prepare_model is not None:
         prepare_model()
 
@@ -163,8 +169,9 @@ def _run_locked(
     else:
         trained = train.train(
             data, config, settings.effective_llm_model, init_adapter, settings.layout.model(version_id),
-            progress=progress, dataset_version=built.version, **weights,
+            progress=progress, dataset_version=built.version, on_progress=_train_reporter(r), **weights,
         )  # fmt: skip
+    _report(live.step, r, "evaluate")
     held, eval_prompt = rebase.with_served_prompt(data, r, settings.prompt_id)  # as the candidate would answer
     decision = evaluate.compare(
         str(trained.merged_dir), service_name, settings.effective_llm_model, held["kto_test"], held["dpo_test"], margin=config.margin, max_length=config.max_length,
@@ -172,6 +179,7 @@ def _run_locked(
     )
     if decision.promote and config.judge_prompts:
         decision = _judged(decision, held["kto_test"], config, settings, str(trained.merged_dir), service_name)
+    _report(live.step, r, "decide")
     served_name = str(trained.merged_dir)
     if decision.promote and settings.vllm_lora:
         served_name = load_into_vllm(settings, version_id, trained.adapter_dir)
@@ -297,6 +305,28 @@ def _commit(
         pipe.set(keys.retrain_dataset(), dataset_version)
 
     r.transaction(write, keys.retrain_lock())
+
+
+def _report(write: Callable[..., None], r: redis.Redis, *args: Any) -> None:
+    """Best effort: progress is for people watching the console; a Redis error must not fail the run."""
+    try:
+        write(r, *args)
+    except redis.RedisError as exc:
+        log.warning("could not report the retraining progress: %s", exc)
+
+
+def _train_reporter(r: redis.Redis, every_s: float = 1.0) -> Callable[[int, int, float | None], None]:
+    """What the trainer calls at each step: at most one write every `every_s`, and the last step's."""
+    last = [-every_s]
+
+    def report(step: int, steps: int, loss: float | None) -> None:
+        now = time.monotonic()
+        if step < steps and now - last[0] < every_s:
+            return
+        last[0] = now
+        _report(live.train_step, r, step, steps, loss)
+
+    return report
 
 
 def _record(r: redis.Redis, outcome: Outcome, started: float) -> None:

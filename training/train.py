@@ -39,7 +39,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import datasets
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 
 from feedback.errors import NotEnoughData, ServiceError
 from training.config import RetrainConfig
@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 log = logging.getLogger(__name__)
+
+# What the caller learns as training goes: (optimizer step, total steps, last logged loss).
+ProgressFn = Callable[[int, int, float | None], None]
 
 ADAPTER_DIR, MERGED_DIR = "adapter", "merged"
 KTO_COLUMNS = ["prompt", "completion", "label"]
@@ -156,6 +159,25 @@ def load_model(base_model: str, init_adapter: str | None, dtype: torch.dtype | s
         raise TrainError(f"cannot load adapter {init_adapter} onto {base_model!r}: {exc}") from exc
 
 
+class _Progress(TrainerCallback):
+    """Reports each step, and each logged loss, to the caller (the job's live progress), from the
+    main process only."""
+
+    def __init__(self, report: ProgressFn) -> None:
+        self.report = report
+        self.loss: float | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.report(state.global_step, state.max_steps, self.loss)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        # The last step's loss is logged after its on_step_end: report it here too.
+        if state.is_world_process_zero and logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            self.report(state.global_step, state.max_steps, self.loss)
+
+
 @contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
     """datasets' and transformers' own bars (map, weight loading) on or off for the run."""
@@ -228,10 +250,12 @@ def train(
     undesirable_weight: float = 1.0,
     progress: bool = True,
     dataset_version: str | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter on `data` and write it, and the merged model, under out_dir."""
+    """Train a LoRA adapter on `data` and write it, and the merged model, under out_dir.
+    `on_progress(step, steps, loss)` is called as training goes (a single process only)."""
     with _progress_bars(progress):
-        return _train(data, config, base_model, init_adapter, Path(out_dir), desirable_weight, undesirable_weight, progress, dataset_version)
+        return _train(data, config, base_model, init_adapter, Path(out_dir), desirable_weight, undesirable_weight, progress, dataset_version, on_progress)
 
 
 def _train(
@@ -244,6 +268,7 @@ def _train(
     undesirable_weight: float,
     progress: bool,
     dataset_version: str | None,
+    on_progress: ProgressFn | None = None,
 ) -> TrainResult:
     method = choose_method(data, config)
     split, columns = ("dpo_train", DPO_COLUMNS) if method == "dpo" else ("kto_train", KTO_COLUMNS)
@@ -274,6 +299,8 @@ def _train(
         trainer = DPOTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # what the Trainer prints instead of a bar: log dicts
+    if on_progress is not None:
+        trainer.add_callback(_Progress(on_progress))
     output = trainer.train()
 
     adapter_dir, merged_dir = out_dir / ADAPTER_DIR, out_dir / MERGED_DIR

@@ -9,6 +9,7 @@ commands so that --help is fast.
     prompt      launcher/cli/prompt.py      publish, list, serve prompt versions
     dataset     launcher/cli/dataset.py     prune dataset versions
     spool       launcher/cli/spool.py       writes kept while Redis was down
+    stats       launcher/cli/stats.py       rebuild the console's approval counts and review queue
     demo-model  launcher/cli/demo_model.py  build the offline demo model
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from launcher.cli import dataset, demo_model, model, prompt, report, retrain, simulate, spool, up
+from launcher.cli import dataset, demo_model, model, prompt, report, retrain, simulate, spool, stats, up
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -35,3 +36,4 @@ app.command("demo-model")(demo_model.demo_model)
 app.add_typer(model.app, name="model")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(prompt.app, name="prompt")
+app.add_typer(stats.app, name="stats")

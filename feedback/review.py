@@ -1,0 +1,183 @@
+"""The review queue: thumbs-down answers for operators to read, newest first, with their question,
+comment and reasons, marked reviewed once read; and a rated conversation as a whole.
+
+`keys.review_queue()` holds every answer whose current rating is a thumbs down, scored by the
+rating's time (kept by the rating script and thread deletion); filters are applied here, on
+bounded pages of it, so that no request reads the whole queue. `r` decodes responses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+
+from feedback import keys
+from feedback.exchange import Exchange
+from feedback.rating import StoredRating, from_hash
+
+PAGE = 200  # candidates read per round trip
+MAX_PAGES = 20  # then what matched is returned: a filter matching little costs bounded work
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    exchange_id: str
+    thread_id: str
+    user: str
+    question: str  # the last user message the answer replied to
+    answer: str
+    comment: str
+    reasons: list[str]
+    prompt_version: str
+    model_version: str
+    rated_at: float
+    reviewed_by: str | None
+    reviewed_at: float | None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One answer of a conversation with its current rating (None: unrated)."""
+
+    exchange: Exchange
+    rating: StoredRating | None
+
+
+def question_of(exchange: Exchange) -> str:
+    return _last_user_message([m.model_dump() for m in exchange.messages])
+
+
+def _last_user_message(messages: list[dict[str, str]]) -> str:
+    return next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """What the filters look at: a few small fields, so that a page costs little to read."""
+
+    exchange_id: str
+    rated_at: float
+    thread_id: str
+    user: str
+    prompt_version: str
+    model_version: str
+    reasons: list[str]
+    reviewed_by: str | None
+    reviewed_at: float | None
+
+
+def queue(
+    r: redis.Redis,
+    *,
+    reason: str | None = None,
+    prompt_version: str | None = None,
+    model_version: str | None = None,
+    user: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    reviewed: bool | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> list[ReviewItem]:
+    """Thumbs-down answers rated in [since, until], newest first, that pass every filter given;
+    `offset` and `limit` count matches. Reads at most MAX_PAGES pages of candidates (their small
+    fields only; question and answer only for what is returned), so a rare match deep in the
+    queue may be missed (then fewer than `limit` come back)."""
+    if offset < 0 or limit < 0:
+        raise ValueError("offset and limit must be >= 0")
+    wanted = offset + limit
+    found: list[_Candidate] = []
+    high = "+inf" if until is None else repr(float(until))
+    low = "-inf" if since is None else repr(float(since))
+    position = 0
+    for _ in range(MAX_PAGES):
+        if len(found) >= wanted:
+            break
+        size = PAGE if position else max(1, min(PAGE, wanted))  # unfiltered, one page is exactly what is shown
+        page = cast("list[tuple[str, float]]", r.zrevrangebyscore(keys.review_queue(), high, low, start=position, num=size, withscores=True))
+        position += len(page)
+        found += [c for c in _candidates(r, page) if _passes(c, reason, prompt_version, model_version, user, reviewed)]
+        if len(page) < size:
+            break
+    return _items(r, found[offset:wanted])
+
+
+def _candidates(r: redis.Redis, page: list[tuple[str, float]]) -> list[_Candidate]:
+    if not page:
+        return []
+    pipe = r.pipeline(transaction=False)
+    for exchange_id, _ in page:
+        pipe.hmget(keys.exchange(exchange_id), "thread_id", "user", "prompt_version", "model_version")
+        pipe.hget(keys.rating(exchange_id), "reasons")
+    pipe.hmget(keys.reviewed(), [exchange_id for exchange_id, _ in page])
+    rows = pipe.execute()
+    marks = cast("list[str | None]", rows.pop())
+    out = []
+    for (exchange_id, rated_at), (thread_id, owner, pv, mv), reasons, done in zip(page, rows[::2], rows[1::2], marks, strict=True):
+        if thread_id is None or reasons is None:
+            continue  # deleted or re-rated between the queue read and this one
+        mark = json.loads(done) if done else {}
+        out.append(_Candidate(exchange_id, rated_at, thread_id, owner or "", pv or "", mv or "base", json.loads(reasons), mark.get("by"), mark.get("at")))
+    return out
+
+
+def _passes(c: _Candidate, reason: str | None, prompt_version: str | None, model_version: str | None, user: str | None, reviewed: bool | None) -> bool:
+    return (
+        (reason is None or reason in c.reasons)
+        and (prompt_version is None or c.prompt_version == prompt_version)
+        and (model_version is None or c.model_version == model_version)
+        and (user is None or c.user == user)
+        and (reviewed is None or (c.reviewed_by is not None) == reviewed)
+    )
+
+
+def _items(r: redis.Redis, chosen: list[_Candidate]) -> list[ReviewItem]:
+    """The chosen candidates with what a reviewer reads: question, answer, comment."""
+    pipe = r.pipeline(transaction=False)
+    for c in chosen:
+        pipe.hmget(keys.exchange(c.exchange_id), "messages", "completion")
+        pipe.hget(keys.rating(c.exchange_id), "comment")
+    rows = pipe.execute() if chosen else []
+    items = []
+    for c, (messages, completion), comment in zip(chosen, rows[::2], rows[1::2], strict=True):
+        if messages is None:
+            continue  # deleted since
+        question = _last_user_message(json.loads(messages))
+        item = ReviewItem(
+            c.exchange_id, c.thread_id, c.user, question, completion or "", comment or "", c.reasons,
+            c.prompt_version, c.model_version, c.rated_at, c.reviewed_by, c.reviewed_at,
+        )  # fmt: skip
+        items.append(item)
+    return items
+
+
+def mark_reviewed(r: redis.Redis, exchange_ids: list[str], by: str) -> int:
+    """Mark answers of the queue reviewed by `by` (now); returns how many were newly marked. Ids
+    not in the queue (re-rated up, deleted) are left out. KeyPartError for an invalid id."""
+    for exchange_id in exchange_ids:
+        if not keys.valid_id(exchange_id):
+            raise keys.KeyPartError(f"invalid id {exchange_id[:80]!r}")
+    if not exchange_ids:
+        return 0
+    scores = r.zmscore(keys.review_queue(), exchange_ids)
+    queued = [e for e, score in zip(exchange_ids, scores, strict=True) if score is not None]
+    if not queued:
+        return 0
+    mark = json.dumps({"by": by, "at": time.time()})
+    return int(r.hset(keys.reviewed(), mapping=dict.fromkeys(queued, mark)))
+
+
+def conversation(r: redis.Redis, thread_id: str) -> list[Turn]:
+    """The answers of a thread in order, each with its current rating (what a reviewer reads
+    around a thumbs down). Empty for an unknown thread."""
+    ids = cast("list[str]", r.zrange(keys.thread_exchanges(thread_id), 0, -1))
+    pipe = r.pipeline(transaction=False)
+    for exchange_id in ids:
+        pipe.hgetall(keys.exchange(exchange_id))
+        pipe.hgetall(keys.rating(exchange_id))
+    rows = pipe.execute()
+    return [Turn(Exchange.from_hash(ex), from_hash(rt)) for ex, rt in zip(rows[::2], rows[1::2], strict=True) if ex]
