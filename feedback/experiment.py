@@ -108,7 +108,8 @@ def start(r: redis.Redis, prompt_id: str, arms: list[str], model_version: str, *
     except ValueError as exc:
         raise ExperimentError(f"invalid experiment: {exc}") from None
     fields = [x for kv in exp.to_hash().items() for x in kv]
-    running = cast(str, r.eval(START, 2, keys.prompt_experiment(prompt_id), keys.experiment(exp.id), exp.id, *fields))
+    index = keys.prompt_experiments(prompt_id)
+    running = cast(str, r.eval(START, 3, keys.prompt_experiment(prompt_id), keys.experiment(exp.id), index, exp.id, exp.started_at, *fields))
     if running:
         raise ExperimentError(f"experiment {running} is already running for prompt {prompt_id!r}: stop it first (`chatbot prompt experiment stop`)")
     return exp
@@ -117,6 +118,11 @@ def start(r: redis.Redis, prompt_id: str, arms: list[str], model_version: str, *
 def load(r: redis.Redis, experiment_id: str) -> Experiment | None:
     data = cast(dict[str, str], r.hgetall(keys.experiment(experiment_id)))
     return Experiment.from_hash(data) if data else None
+
+
+def history(r: redis.Redis, prompt_id: str, count: int = 20) -> list[str]:
+    """Ids of the experiments started for this prompt, newest first."""
+    return cast("list[str]", r.zrevrange(keys.prompt_experiments(prompt_id), 0, count - 1))
 
 
 def running(r: redis.Redis, prompt_id: str) -> Experiment | None:

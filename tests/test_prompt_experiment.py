@@ -61,7 +61,9 @@ def test_start_checks_its_arms_and_only_one_experiment_runs(redis_db: RedisServe
     assert c.get(keys.prompt_experiment("assistant")) == started[0]
     assert experiments.stop(c, "assistant").id == started[0]
     assert c.get(keys.prompt_experiment("assistant")) is None
-    assert experiments.start(c, "assistant", list(ARMS), "base", policy="adaptive").policy == "adaptive"
+    second = experiments.start(c, "assistant", list(ARMS), "base", policy="adaptive")
+    assert second.policy == "adaptive"
+    assert experiments.history(c, "assistant") == [second.id, started[0]]  # each started once, newest first, refused ones absent
 
 
 def connect_sync(url: str) -> Any:

@@ -1,0 +1,681 @@
+"""The console's pages and actions: each reads only aggregates and indexes (the approval counts,
+the review queue, the registry, the runs stream, the audit stream, dataset cards), never every
+answer, so a page costs the same with a million answers as with ten.
+
+Every handler first resolves the operator (access.Gate: login redirect or 403 before anything
+else); every POST also checks the form's CSRF token, records what it did in the audit stream,
+and answers 303 back to the page that shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+
+from bot.console import charts, datasets
+from bot.console.access import Admin, Gate, Refused
+from feedback import audit, keys, progress, registry, review, stats
+from feedback import experiment as experiments
+from feedback import prompt as prompts
+from feedback import run as runs
+from feedback.rating import DOWN_REASONS
+from feedback.report import wilson
+from feedback.sequential import Decision
+from feedback.settings import Settings
+from feedback.spool import Spool
+from feedback.store import OUTAGE
+
+HERE = Path(__file__).resolve().parent
+NAV = (
+    ("/admin", "Overview"), ("/admin/review", "Review"), ("/admin/models", "Models"),
+    ("/admin/runs", "Runs"), ("/admin/datasets", "Datasets"), ("/admin/experiments", "Experiments"),
+)  # fmt: skip
+STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
+HEADERS = {
+    # Nothing inline, nothing from elsewhere: the charts are SVG elements styled by console.css.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+REVIEW_PAGE = 25
+MAX_REVIEW_PAGE = 400  # pages of REVIEW_PAGE: the queue's reads are bounded anyway (feedback/review.py)
+MAX_MARK = 500  # answers marked reviewed in one POST
+RUNS_SHOWN = 50
+AUDIT_SHOWN = 20
+EXPERIMENTS_SHOWN = 5  # past experiments counted on the experiments page (each: its own conversations' answers)
+RECENT_DECISION_S = 7 * 24 * 3600  # a decided experiment needs attention this long
+# A prompt version as published (PEP 440: digits, letters, '.', '+', '!', '-', '_').
+VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,63}")
+REVIEW_FILTERS = ("reason", "prompt", "model", "user", "since", "until", "status", "page")
+STATUSES = {"open": False, "reviewed": True, "all": None}
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# --- formatting (Jinja filters) -------------------------------------------------------------------
+
+
+def when(ts: object) -> str:
+    """An epoch time (number or numeric string) as UTC; "–" when there is none."""
+    try:
+        value = float(ts)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "–"
+    if value <= 0:
+        return "–"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(seconds: object) -> str:
+    try:
+        s = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "–"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1000  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_short(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)[:200]
+    return str(value)[:200]
+
+
+def flat_metrics(data: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """A metrics or decision dict as (key, value) lines, one level of nesting flattened."""
+    out: list[tuple[str, str]] = []
+    for key, value in (data or {}).items():
+        if isinstance(value, dict) and len(value) <= 12:
+            out += [(f"{key}.{k}", _short(v)) for k, v in value.items()]
+        else:
+            out.append((str(key), _short(value)))
+    return out
+
+
+def verdict_of(exp: experiments.Experiment, d: Decision) -> str:
+    """An experiment's decision in words (as `chatbot prompt experiment status` says it)."""
+    lo, hi = d.interval
+    if d.status == "winner":
+        return f"Winner: {d.winner} (better than {d.rival} by {lo:+.1%} to {hi:+.1%}, p = {d.p_value:.3f})."
+    if d.status == "no_difference":
+        return f"No difference found after {exp.max_rated} rated answers per arm (difference within {lo:+.1%} to {hi:+.1%})."
+    if d.status == "running":
+        return f"Running: {d.leader} leads {d.rival} by {lo:+.1%} to {hi:+.1%} (p = {d.p_value:.3f}, alpha {exp.alpha})."
+    return f"Not enough data yet: every arm needs {exp.min_rated} rated answers."
+
+
+def verdict(rep: experiments.Report) -> str:
+    return verdict_of(rep.experiment, rep.decision)
+
+
+def last_decision(exp: experiments.Experiment) -> Decision | None:
+    """The decision of an experiment's last look, as stored (no counting)."""
+    if not exp.decision:
+        return None
+    try:
+        return Decision(**{**exp.decision, "interval": tuple(exp.decision["interval"])})
+    except (KeyError, TypeError):
+        return None
+
+
+def _wilson(liked: int, n: int) -> tuple[float, float]:
+    return wilson(liked, n)
+
+
+# --- input ------------------------------------------------------------------------------------------
+
+
+def _day(value: str, name: str, who: Admin) -> float:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise Refused(400, f"{name} must be a date like 2025-01-31, not {value[:40]!r}.", admin=who) from None
+
+
+def review_filters(params: Mapping[str, str], who: Admin) -> dict[str, Any]:
+    """The review queue's GET parameters, validated (400 for anything else), as review.queue
+    arguments plus the page number."""
+    p = {k: (params.get(k) or "").strip() for k in REVIEW_FILTERS}
+    if p["reason"] and p["reason"] not in {r.value for r in DOWN_REASONS}:
+        raise Refused(400, f"reason must be one of {', '.join(r.value for r in DOWN_REASONS)}.", admin=who)
+    if p["prompt"] and not VERSION_LABEL.fullmatch(p["prompt"]):
+        raise Refused(400, "prompt must be a prompt version like 1.1.0.", admin=who)
+    if p["model"] and not keys.valid_id(p["model"]):
+        raise Refused(400, "model must be a model version id (letters, digits, '_' or '-').", admin=who)
+    if p["user"] and not keys.valid_user(p["user"]):
+        raise Refused(400, "user must be a user name.", admin=who)
+    since = _day(p["since"], "since", who) if p["since"] else None
+    until = _day(p["until"], "until", who) + 86400 - 1e-6 if p["until"] else None  # the whole day
+    if p["status"] and p["status"] not in STATUSES:
+        raise Refused(400, "status must be open, reviewed or all.", admin=who)
+    page = 1
+    if p["page"]:
+        if not p["page"].isdigit() or not 1 <= int(p["page"]) <= MAX_REVIEW_PAGE:
+            raise Refused(400, f"page must be a number from 1 to {MAX_REVIEW_PAGE}.", admin=who)
+        page = int(p["page"])
+    return {
+        "reason": p["reason"] or None, "prompt_version": p["prompt"] or None, "model_version": p["model"] or None, "user": p["user"] or None,
+        "since": since, "until": until, "reviewed": STATUSES[p["status"] or "open"], "page": page,
+    }  # fmt: skip
+
+
+def review_query(params: Mapping[str, str], **changes: str | int) -> str:
+    """The review page's query string with only the known filters (none empty), some changed."""
+    kept = {k: str(params.get(k) or "") for k in REVIEW_FILTERS}
+    kept.update({k: str(v) for k, v in changes.items()})
+    return urllib.parse.urlencode({k: v for k, v in kept.items() if v})
+
+
+def _checked(form: FormData, name: str) -> bool:
+    return form.get(name) == "yes"
+
+
+def _number(form: FormData, name: str, kind: Callable[[str], T], who: Admin) -> T:
+    raw = form.get(name)
+    try:
+        return kind(raw if isinstance(raw, str) else "")
+    except ValueError:
+        raise Refused(400, f"{name} must be a number.", admin=who) from None
+
+
+def _progress(raw: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The job's progress hash with numbers as numbers (feedback/progress.py)."""
+    if not raw:
+        return None
+
+    def num(name: str, kind: Callable[[str], Any]) -> Any:
+        try:
+            return kind(raw[name]) if raw.get(name) else None
+        except ValueError:
+            return None
+
+    status = raw.get("status", "")
+    return {
+        "run": raw.get("run", ""), "step": raw.get("step", ""), "status": status, "active": status == "running",
+        "started": num("started", float), "updated": num("updated", float), "train_step": num("train_step", int),
+        "train_steps": num("train_steps", int), "loss": num("loss", float),
+    }  # fmt: skip
+
+
+def _latest_key(latest: runs.RetrainRun | None) -> str:
+    """What the runs page compares to see the list change (the newest run's start)."""
+    return f"{latest.started:.3f}" if latest else ""
+
+
+# --- the console ----------------------------------------------------------------------------------
+
+
+class Console:
+    def __init__(self, app: FastAPI, settings: Settings, r: redis.Redis) -> None:
+        self.settings = settings
+        self.r = r
+        self.gate = Gate(app, settings)
+        self.spool = Spool(settings.spool_path)
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True), auto_reload=False)
+        self.env.filters.update(when=when, duration=duration, size=size, flat_metrics=flat_metrics, verdict=verdict, wilson=_wilson)
+
+    # -- plumbing
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking Redis or disk work off the event loop; 503 while Redis is unreachable."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except OUTAGE:
+            raise Refused(503, "Storage (Redis) is unreachable right now: try again in a moment.") from None
+
+    def page(self, template: str, who: Admin, current: str, title: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(admin=who, nav=NAV, current=current, title=title, **context)
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    async def refused(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        if exc.location:
+            return RedirectResponse(exc.location, status_code=303, headers=HEADERS)
+        if request.url.path.endswith(".json") or "application/json" in request.headers.get("accept", "").split(",")[0]:
+            return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=HEADERS)
+        if exc.admin is not None:
+            back = request.headers.get("referer", "")
+            back = back if urllib.parse.urlsplit(back).path.startswith("/admin") else "/admin"
+            current = next((path for path, _ in reversed(NAV) if request.url.path.startswith(path)), "/admin")
+            return self.page("message.html", exc.admin, current, f"{exc.status}", status=exc.status, message=exc.message, kind="error", back=back)
+        html = self.env.get_template("refused.html").render(status=exc.status, message=exc.message)
+        return HTMLResponse(html, status_code=exc.status, headers=HEADERS)
+
+    def done(self, location: str) -> RedirectResponse:
+        """After a POST: back to the page that shows what changed (303: the browser GETs it)."""
+        return RedirectResponse(location, status_code=303, headers=HEADERS)
+
+    def schedule(self, last: runs.RetrainRun | None, requested: dict[str, Any] | None) -> str:
+        """When the schedule of `chatbot up` runs next: RETRAIN_INTERVAL_S after the last run ended."""
+        interval = self.settings.retrain_interval_s
+        if requested:
+            return f"as soon as `chatbot up` ticks: a run was requested by {requested.get('by', '?')} {when(requested.get('at'))}"
+        if interval <= 0:
+            return "never: the schedule is off (RETRAIN_INTERVAL_S=0)"
+        if last is None:
+            return f"within {duration(interval)} of `chatbot up` starting (no run recorded yet)"
+        at = last.started + last.seconds + interval
+        late = " (due: `chatbot up` starts it at its next tick, if it is running)" if at < time.time() else ""
+        return f"{when(at)}{late}, when at least {self.settings.min_new_ratings} new ratings came in"
+
+    def _requested(self) -> dict[str, Any] | None:
+        raw = self.r.get(keys.retrain_request())
+        if raw is None:
+            return None
+        try:
+            data = json.loads(str(raw))
+        except ValueError:
+            data = None
+        return data if isinstance(data, dict) else {}
+
+    def _known_experiments(self, also: str | None = None) -> list[str]:
+        """Experiment ids of this app's prompt, newest first (the prompt's experiment index), and `also`."""
+        ids: list[str] = []
+        for candidate in (also, *experiments.history(self.r, self.settings.prompt_id, count=50)):
+            if candidate and keys.valid_id(candidate) and candidate not in ids:
+                ids.append(str(candidate))
+        return ids
+
+    def _ended(self, ids: list[str], limit: int) -> list[experiments.Report]:
+        """Reports of up to `limit` ended experiments of this app's prompt (counted, nothing
+        written); a running one is left out: only the experiments page's own look may decide it."""
+        out: list[experiments.Report] = []
+        for exp_id in ids:
+            if len(out) >= limit:
+                break
+            exp = experiments.load(self.r, exp_id)
+            if exp is None or exp.prompt_id != self.settings.prompt_id or exp.status == "running":
+                continue
+            try:
+                out.append(experiments.status(self.r, self.settings.prompt_id, exp_id))
+            except experiments.ExperimentError:
+                continue  # removed meanwhile
+        return out
+
+    # -- pages (sync: they run in a worker thread)
+
+    def overview_data(self) -> dict[str, Any]:
+        r, s = self.r, self.settings
+        chart_list = []
+        volume: stats.Series | None = None
+        groupings: tuple[tuple[stats.By, str], ...] = (("model_version", "model version"), ("prompt_version", "prompt version"))
+        for by, label in groupings:
+            series = stats.approval(r, by)
+            volume = volume or series
+            colours = {g: charts.PALETTE[i % len(charts.PALETTE)] for i, g in enumerate(series.groups)}
+            chart_list.append({
+                "by": by, "label": label, "bucket": charts.describe_bucket(series.bucket_s),
+                "svg": charts.approval_chart(series.groups, series.bucket_s, f"Approval per {label}"),
+                "totals": [(g, p, colours[g]) for g, p in series.totals.items()],
+            })  # fmt: skip
+        assert volume is not None
+        last = next(iter(runs.recent(r, 1)), None)
+        requested = self._requested()
+        active = registry.active(r)
+        attention = []
+        if last is not None and last.status == "failed":
+            attention.append(f"The last retraining run failed ({when(last.started)}): {last.reason}")
+        dead = self.dead_letters()
+        if dead:
+            attention.append(
+                f"{dead} write(s) from the chat could not be applied to Redis and wait in {self.spool.dead_path}: "
+                "fix the cause (see each line's error), then `chatbot spool --requeue`."
+            )
+        now = time.time()
+        for exp_id in self._known_experiments()[:EXPERIMENTS_SHOWN]:
+            # The stored outcome of the last look (`chatbot up` looks every EXPERIMENT_LOOK_S, the
+            # experiments page on each visit): the overview counts no ratings itself.
+            exp = experiments.load(r, exp_id)
+            decision = last_decision(exp) if exp is not None else None
+            if exp is not None and decision is not None and exp.status == "decided" and now - (exp.ended_at or 0) < RECENT_DECISION_S:
+                served = " (served automatically)" if exp.auto_serve and decision.winner else ""
+                attention.append(f"Prompt experiment {exp.id} reached a decision {when(exp.ended_at)}: {verdict_of(exp, decision)}{served}")
+        prog = _progress(progress.read(r))
+        if prog and prog["active"] and prog["updated"] and now - prog["updated"] > max(600, s.retrain_lock_ttl_s):
+            attention.append(f"Retraining run {prog['run']} has reported nothing since {when(prog['updated'])}: it may have crashed.")
+        return {
+            "prompt_id": s.prompt_id, "served_prompt": prompts.served(r, s.prompt_id), "active": active, "base_model": s.effective_llm_model,
+            "last_run": last, "next_run": self.schedule(last, requested), "charts": chart_list, "stats_built": stats.built(r),
+            "volume_svg": charts.volume_chart(volume.volume, volume.bucket_s, "Rated answers per bucket"),
+            "volume_bucket": charts.describe_bucket(volume.bucket_s), "volume_total": sum(p.n for p in volume.volume),
+            "volume_liked": sum(p.liked for p in volume.volume), "review_queue": int(r.zcard(keys.review_queue())),
+            "attention": attention, "audit": audit.recent(r, count=AUDIT_SHOWN),
+        }  # fmt: skip
+
+    def dead_letters(self) -> int:
+        """Lines in the spool's dead-letter file (feedback/spool.py), counted without parsing."""
+        try:
+            with open(self.spool.dead_path, "rb") as f:
+                return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+        except FileNotFoundError:
+            return 0
+
+    def review_data(self, filters: dict[str, Any]) -> dict[str, Any]:
+        r, s = self.r, self.settings
+        query = {k: v for k, v in filters.items() if k != "page"}
+        offset = (filters["page"] - 1) * REVIEW_PAGE
+        items = review.queue(r, **query, offset=offset, limit=REVIEW_PAGE + 1)
+        return {
+            "items": items[:REVIEW_PAGE], "has_next": len(items) > REVIEW_PAGE,
+            "reasons": [(r_.value, label) for r_, label in DOWN_REASONS.items()],
+            "prompt_versions": [p.version for p in prompts.versions(r, s.prompt_id)],
+            "model_versions": [registry.BASE, *(m.id for m in registry.versions(r))],
+            "audit": audit.recent(r, target="review:", count=AUDIT_SHOWN),
+        }  # fmt: skip
+
+    def conversation_data(self, who: Admin, thread_id: str) -> dict[str, Any] | None:
+        r = self.r
+        turns = review.conversation(r, thread_id)
+        if not turns:
+            return None
+        owner = str(r.hget(keys.thread(thread_id), "userIdentifier") or turns[0].exchange.user)
+        if owner != who.name:
+            audit.record(r, who.name, "view_conversation", f"thread:{thread_id}", f"owner {owner}")
+        views = [e for e in audit.recent(r, target=f"thread:{thread_id}", count=AUDIT_SHOWN) if e.target == f"thread:{thread_id}"]
+        return {"turns": turns, "owner": owner, "thread_id": thread_id, "audit": views}
+
+    def models_data(self) -> dict[str, Any]:
+        r = self.r
+        return {
+            "models": list(reversed(registry.versions(r))), "active": registry.active(r), "base_model": self.settings.effective_llm_model,
+            "audit": audit.recent(r, target="model:", count=AUDIT_SHOWN),
+        }
+
+    def runs_data(self) -> dict[str, Any]:
+        r = self.r
+        recent = runs.recent(r, RUNS_SHOWN)
+        requested = self._requested()
+        interval = self.settings.retrain_interval_s
+        schedule = (
+            f"`chatbot up` starts `chatbot retrain` every {duration(interval)}; a run trains when at least {self.settings.min_new_ratings} new ratings came in."
+            if interval > 0 else "No scheduled runs (RETRAIN_INTERVAL_S=0): a run starts when asked for here or by `chatbot retrain --now`."
+        )  # fmt: skip
+        return {
+            "runs": recent, "progress": _progress(progress.read(r)), "requested": requested, "next_run": self.schedule(recent[0] if recent else None, requested),
+            "schedule": schedule, "latest_started": _latest_key(recent[0] if recent else None), "audit": audit.recent(r, target="run:", count=AUDIT_SHOWN),
+        }  # fmt: skip
+
+    def progress_data(self) -> dict[str, Any]:
+        r = self.r
+        latest = next(iter(runs.recent(r, 1)), None)
+        prog = _progress(progress.read(r))
+        return {"progress": prog, "latest_started": _latest_key(latest), "requested": self._requested()}
+
+    def datasets_data(self) -> dict[str, Any]:
+        active = registry.active(self.r)
+        return {
+            "datasets": datasets.listing(self.settings.layout.datasets), "splits": datasets.SPLITS, "root": self.settings.layout.datasets,
+            "in_use": active.dataset_version if active else None, "audit": audit.recent(self.r, target="dataset:", count=AUDIT_SHOWN),
+        }
+
+    def experiments_data(self, who: Admin, also: str | None) -> dict[str, Any]:
+        r, s = self.r, self.settings
+        running: experiments.Report | None = None
+        try:
+            running = experiments.status(r, s.prompt_id)  # a look: folds the new ratings in, may decide
+        except experiments.ExperimentError:
+            running = None
+        decided_now = [running] if running is not None and running.experiment.status != "running" else []
+        if running is not None and decided_now:
+            # This page's look ended it (and served the winner with auto-serve): a change, recorded.
+            served = f"; {running.decision.winner} served" if running.experiment.auto_serve and running.decision.winner else ""
+            audit.record(r, who.name, "experiment_decided", f"experiment:{running.experiment.id}", f"{verdict(running)}{served}")
+            running = None
+        seen = {rep.experiment.id for rep in decided_now}
+        past = decided_now + self._ended([i for i in self._known_experiments(also) if i not in seen], EXPERIMENTS_SHOWN - len(decided_now))
+        return {
+            "prompt_id": s.prompt_id, "served": prompts.served(r, s.prompt_id), "running": running, "past": past,
+            "published": prompts.versions(r, s.prompt_id), "audit": audit.recent(r, target="experiment:", count=AUDIT_SHOWN),
+        }
+
+    # -- route handlers
+
+    async def overview(self, request: Request) -> HTMLResponse:
+        who = await self.gate.admin(request)
+        return self.page("overview.html", who, "/admin", "Overview", **await self.call(self.overview_data))
+
+    async def review_page(
+        self, request: Request, reason: str | None = None, prompt: str | None = None, model: str | None = None, user: str | None = None,
+        since: str | None = None, until: str | None = None, status: str | None = None, page: str | None = None,
+    ) -> HTMLResponse:  # fmt: skip
+        who = await self.gate.admin(request)
+        params = dict(request.query_params)
+        filters = review_filters(params, who)
+        data = await self.call(self.review_data, filters)
+        page_no = filters["page"]
+        return self.page(
+            "review.html", who, "/admin/review", "Review: thumbs down", **data, params=params, page=page_no, query=review_query(params),
+            prev_query=review_query(params, page=page_no - 1) if page_no > 1 else None,
+            next_query=review_query(params, page=page_no + 1) if data["has_next"] and page_no < MAX_REVIEW_PAGE else None,
+        )  # fmt: skip
+
+    async def mark_reviewed(self, request: Request) -> Response:
+        who, form = await self.gate.admin_form(request)
+        ids = [str(v) for v in form.getlist("id")]
+        if len(ids) > MAX_MARK or not all(keys.valid_id(i) for i in ids):
+            raise Refused(400, f"Mark at most {MAX_MARK} answers at a time, by their ids.", admin=who)
+        back = str(form.get("back") or "")
+        location = "/admin/review?" + review_query(dict(urllib.parse.parse_qsl(back)))
+        if ids:
+
+            def mark() -> None:
+                marked = review.mark_reviewed(self.r, ids, who.name)
+                audit.record(self.r, who.name, "mark_reviewed", "review:queue", f"{marked} newly marked of {len(ids)}: {' '.join(ids[:50])}")
+
+            await self.call(mark)
+        return self.done(location.rstrip("?"))
+
+    async def conversation(self, request: Request, thread_id: str) -> HTMLResponse:
+        who = await self.gate.admin(request)
+        if not keys.valid_id(thread_id):
+            raise Refused(400, "Not a thread id.", admin=who)
+        data = await self.call(self.conversation_data, who, thread_id)
+        if data is None:
+            raise Refused(404, f"No answers in thread {thread_id}.", admin=who)
+        return self.page("conversation.html", who, "/admin/review", f"Conversation {thread_id}", **data)
+
+    async def models(self, request: Request) -> HTMLResponse:
+        who = await self.gate.admin(request)
+        return self.page("models.html", who, "/admin/models", "Models", **await self.call(self.models_data))
+
+    async def promote(self, request: Request) -> Response:
+        who, form = await self.gate.admin_form(request)
+        version = str(form.get("version") or "")
+        if not keys.valid_id(version):
+            raise Refused(400, "Choose a model version to promote.", admin=who)
+        if not _checked(form, "confirm"):
+            raise Refused(400, f"Tick the box to confirm serving {version}.", admin=who)
+        force = _checked(form, "force")
+
+        def promote() -> None:
+            before = registry.active(self.r)
+            try:
+                registry.promote(self.r, version, force=force)
+            except registry.RegistryError as exc:
+                raise Refused(409, str(exc).replace("use --force", "tick 'although the gate rejected it'"), admin=who) from None
+            detail = f"in service instead of {before.id if before else registry.BASE}" + (", past the gate's rejection" if force else "")
+            audit.record(self.r, who.name, "promote", f"model:{version}", detail)
+
+        await self.call(promote)
+        return self.done("/admin/models")
+
+    async def rollback(self, request: Request) -> Response:
+        who, form = await self.gate.admin_form(request)
+        if not _checked(form, "confirm"):
+            raise Refused(400, "Tick the box to confirm the rollback.", admin=who)
+
+        def rollback() -> None:
+            before = registry.active(self.r)
+            try:
+                after = registry.rollback(self.r)
+            except registry.RegistryError as exc:
+                raise Refused(409, str(exc), admin=who) from None
+            assert before is not None  # rollback refuses when the base model is in service
+            audit.record(self.r, who.name, "rollback", f"model:{before.id}", f"retired; {after.id if after else registry.BASE} in service")
+
+        await self.call(rollback)
+        return self.done("/admin/models")
+
+    async def runs(self, request: Request) -> HTMLResponse:
+        who = await self.gate.admin(request)
+        return self.page("runs.html", who, "/admin/runs", "Retraining runs", **await self.call(self.runs_data))
+
+    async def run_now(self, request: Request) -> Response:
+        who, _ = await self.gate.admin_form(request)
+
+        def ask() -> None:
+            if progress.request_run(self.r, who.name):
+                audit.record(self.r, who.name, "run_now", "run:request", "retraining requested: `chatbot up` starts it at its next tick")
+
+        await self.call(ask)
+        return self.done("/admin/runs")
+
+    async def progress_json(self, request: Request) -> JSONResponse:
+        await self.gate.admin(request)
+        return JSONResponse(await self.call(self.progress_data), headers=HEADERS)
+
+    async def datasets(self, request: Request) -> HTMLResponse:
+        who = await self.gate.admin(request)
+        return self.page("datasets.html", who, "/admin/datasets", "Datasets", **await self.call(self.datasets_data))
+
+    async def _split(self, who: Admin, version: str, split: str) -> Path:
+        """The parquet file of a listed version's split: 400 for a name that is not one, 404 when absent."""
+        if not datasets.VERSION_NAME.fullmatch(version) or split not in datasets.SPLITS:
+            raise Refused(400, f"A dataset split is one of {', '.join(datasets.SPLITS)} of a listed version.", admin=who)
+        path = await self.call(datasets.split_file, self.settings.layout.datasets, version, split)
+        if path is None:
+            raise Refused(404, f"No {split} file for dataset version {version} (unknown version, or not materialized yet).", admin=who)
+        return path
+
+    async def download_jsonl(self, request: Request, version: str, split: str) -> StreamingResponse:
+        who = await self.gate.admin(request)
+        path = await self._split(who, version, split)
+        try:
+            rows: Iterator[bytes] = await self.call(datasets.jsonl_rows, path, split)
+        except datasets.NoPyarrow as exc:
+            raise Refused(501, f"{exc}.", admin=who) from None
+        await self.call(audit.record, self.r, who.name, "download_dataset", f"dataset:{version}", f"{split}.jsonl")
+        headers = {**HEADERS, "Content-Disposition": f'attachment; filename="{version}-{split}.jsonl"'}
+        return StreamingResponse(rows, media_type="application/x-ndjson", headers=headers)
+
+    async def download_parquet(self, request: Request, version: str, split: str) -> FileResponse:
+        who = await self.gate.admin(request)
+        path = await self._split(who, version, split)
+        await self.call(audit.record, self.r, who.name, "download_dataset", f"dataset:{version}", f"{split}.parquet")
+        return FileResponse(path, media_type="application/vnd.apache.parquet", filename=f"{version}-{split}.parquet", headers=HEADERS)
+
+    async def experiments(self, request: Request, id: str | None = None) -> HTMLResponse:
+        who = await self.gate.admin(request)
+        if id is not None and not keys.valid_id(id):
+            raise Refused(400, "id must be an experiment id.", admin=who)
+        return self.page("experiments.html", who, "/admin/experiments", "Prompt experiments", **await self.call(self.experiments_data, who, id))
+
+    async def start_experiment(self, request: Request) -> Response:
+        who, form = await self.gate.admin_form(request)
+        arms = [str(a) for a in form.getlist("arm")]
+        if not 2 <= len(arms) <= 10 or not all(VERSION_LABEL.fullmatch(a) for a in arms):
+            raise Refused(400, "Choose two to ten published prompt versions as arms.", admin=who)
+        policy = str(form.get("policy") or "fixed")
+        if policy not in ("fixed", "adaptive"):
+            raise Refused(400, "The split is fixed or adaptive.", admin=who)
+        plan = {
+            "policy": policy, "min_rated": _number(form, "min_rated", int, who), "max_rated": _number(form, "max_rated", int, who),
+            "alpha": _number(form, "alpha", float, who), "user_cap": _number(form, "user_cap", int, who), "auto_serve": _checked(form, "auto_serve"),
+        }  # fmt: skip
+
+        def start() -> None:
+            active = registry.active(self.r)
+            try:
+                exp = experiments.start(self.r, self.settings.prompt_id, arms, active.id if active else registry.BASE, **plan)
+            except experiments.ExperimentError as exc:
+                raise Refused(409, str(exc), admin=who) from None
+            detail = f"{' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}" + (", auto-serve" if exp.auto_serve else "")
+            audit.record(self.r, who.name, "experiment_start", f"experiment:{exp.id}", detail)
+
+        await self.call(start)
+        return self.done("/admin/experiments")
+
+    async def stop_experiment(self, request: Request) -> Response:
+        who, form = await self.gate.admin_form(request)
+        if not _checked(form, "confirm"):
+            raise Refused(400, "Tick the box to confirm stopping the experiment.", admin=who)
+
+        def stop() -> None:
+            try:
+                exp = experiments.stop(self.r, self.settings.prompt_id)
+            except experiments.ExperimentError as exc:
+                raise Refused(409, str(exc), admin=who) from None
+            audit.record(self.r, who.name, "experiment_stop", f"experiment:{exp.id}", "ended without a decision")
+
+        await self.call(stop)
+        return self.done("/admin/experiments")
+
+    async def static(self, name: str) -> FileResponse:
+        if name not in STATIC:
+            raise Refused(404, "Not found.")
+        return FileResponse(HERE / "static" / name, media_type=STATIC[name], headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+    async def not_found(self, rest: str) -> Response:
+        raise Refused(404, "No such console page.")
+
+    async def slash(self) -> RedirectResponse:
+        return RedirectResponse("/admin", status_code=307)
+
+    def routes(self) -> list[APIRoute]:
+        def html(path: str, handler: Callable[..., Any], method: str = "GET") -> APIRoute:
+            return APIRoute(path, handler, methods=[method], response_class=HTMLResponse)
+
+        return [
+            html("/admin", self.overview),
+            APIRoute("/admin/", self.slash, methods=["GET"], include_in_schema=False),
+            html("/admin/review", self.review_page),
+            html("/admin/review/mark", self.mark_reviewed, "POST"),
+            html("/admin/review/thread/{thread_id}", self.conversation),
+            html("/admin/models", self.models),
+            html("/admin/models/promote", self.promote, "POST"),
+            html("/admin/models/rollback", self.rollback, "POST"),
+            html("/admin/runs", self.runs),
+            html("/admin/runs/now", self.run_now, "POST"),
+            APIRoute("/admin/runs/progress.json", self.progress_json, methods=["GET"]),
+            html("/admin/datasets", self.datasets),
+            APIRoute("/admin/datasets/{version}/{split}.jsonl", self.download_jsonl, methods=["GET"], response_class=StreamingResponse),
+            APIRoute("/admin/datasets/{version}/{split}.parquet", self.download_parquet, methods=["GET"], response_class=FileResponse),
+            html("/admin/experiments", self.experiments),
+            html("/admin/experiments/start", self.start_experiment, "POST"),
+            html("/admin/experiments/stop", self.stop_experiment, "POST"),
+            APIRoute("/admin/static/{name}", self.static, methods=["GET"], include_in_schema=False),
+            # Last: any other /admin address is not Chainlit's single-page app either.
+            APIRoute("/admin/{rest:path}", self.not_found, methods=["GET"], include_in_schema=False),
+        ]
