@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import secrets
 import sys
 import time
 import uuid
+from collections.abc import Collection
+from pathlib import PurePath
+from typing import Any, Literal, cast
+from weakref import WeakValueDictionary
 
 import chainlit as cl
 from chainlit.auth import get_token_from_cookies
 from chainlit.context import init_ws_context
+from chainlit.data import get_data_layer
 from chainlit.server import app as http_app
 from chainlit.server import sio
 from chainlit.session import WebsocketSession
+from chainlit.step import StepDict
 from fastapi import Request, Response
 from langchain_core.messages import UsageMetadata, convert_to_openai_messages
 from starlette.datastructures import Headers
 
-from bot import api, edge
+from bot import api, branding, console, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from
@@ -62,23 +69,126 @@ USERS = settings.users()
 SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."
 
 
-# Offered after a thumbs down given in the UI (which has no field for them).
+STOPPED = "\n\n_Stopped: this partial answer is not kept, so it can't be rated or regenerated._"
+CUT_OFF = "\n\n_Cut off by the error below: this partial answer is not kept._"
+Toast = Literal["info", "success", "warning", "error"]
+
+
+async def toast(message: str, kind: Toast = "error") -> None:
+    """A short notice in the corner of the page: for refusals of a click, nothing to keep."""
+    await cl.context.emitter.send_toast(message, kind)
+
+
+async def notice(content: str, *, error: bool = False) -> None:
+    """A message from the app that is not an answer (an error, a note). Sent as a system message:
+    Chainlit puts the thumbs on the last *assistant* message of a run, and a thumb on something
+    that is not a stored answer could only fail."""
+    message = cl.ErrorMessage(content=content) if error else cl.Message(content=content)
+    message.type = "system_message"
+    await message.send()
+
+
+def answers() -> dict[str, str]:
+    """The answers of this conversation on the page: exchange id -> message id. What the reason
+    toggles may act on (another user's exchange id is not in it)."""
+    shown: dict[str, str] | None = cl.user_session.get("answers")
+    if shown is None:
+        shown = {}
+        cl.user_session.set("answers", shown)
+    return shown
+
+
+# --- reasons for a thumbs down ---------------------------------------------------------------------
+# After a 👎 the answer gets one toggle per reason (✓ when picked); each click sends the full list
+# with the rating. Chainlit's thumbs know value and comment only: the page is told the reasons too
+# (show_rating), so the thumbs send them back with their next click instead of dropping them.
+
 DOWN_REASONS = {reason.value: label for reason, label in ratings.DOWN_REASONS.items()}
+REASON_TIP = "What was wrong? Pick all that apply; click again to unpick."
+_reason_locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+
+def reason_lock(exchange_id: str) -> asyncio.Lock:
+    """One change at a time to an answer's reasons (two quick clicks must not lose one)."""
+    lock = _reason_locks.get(exchange_id)
+    if lock is None:
+        lock = _reason_locks[exchange_id] = asyncio.Lock()
+    return lock
+
+
+def reason_buttons(exchange_id: str, picked: Collection[str]) -> list[cl.Action]:
+    """The toggles of one answer; ids fixed per (reason, answer), so a page can drop old ones."""
+    payloads = {key: {"exchange_id": exchange_id, "reason": key} for key in DOWN_REASONS}
+    return [
+        cl.Action(name="reason", id=f"reason-{key}-{exchange_id}", payload=payloads[key], label=f"✓ {label}" if key in picked else label, tooltip=REASON_TIP)
+        for key, label in DOWN_REASONS.items()
+    ]
+
+
+async def show_reasons(exchange_id: str, message_id: str, picked: Collection[str] | None) -> None:
+    """The reason toggles on the answer, ✓ on `picked`; none when `picked` is None (not rated down)."""
+    for old in reason_buttons(exchange_id, ()):
+        await old.remove()  # by id; the page appends an action sent twice
+    for action in reason_buttons(exchange_id, picked) if picked is not None else []:
+        await action.send(for_id=message_id)
+
+
+async def show_rating(exchange_id: str, value: int, comment: str | None, reasons: list[str]) -> None:
+    """The rating as the page's thumbs hold it (on the run step): what they send back next time."""
+    feedback = {"id": exchange_id, "forId": exchange_id, "value": value, "comment": comment, "reasons": reasons}
+    await cl.context.emitter.update_step(cast(StepDict, {"id": exchange_id, "feedback": feedback}))
 
 
 async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput) -> None:
-    """After a thumbs down without reasons, offer reason buttons in the rater's own session."""
-    session = WebsocketSession.get_by_id(session_id) if session_id and rating.value == 0 and not rating.reasons else None
+    """After a thumb from the page, in the rater's own session: the reason toggles on an answer
+    rated down (✓ on its reasons), none on one rated up."""
+    session = WebsocketSession.get_by_id(session_id) if session_id else None
     if session is None or session.user is None or session.user.identifier != user or session.thread_id != thread_id:
         return
     init_ws_context(session)
-    actions = [cl.Action(name="reason", payload={"exchange_id": exchange_id, "reason": k}, label=v) for k, v in DOWN_REASONS.items()]
-    # Transient: a question left unanswered is not part of the conversation when it is resumed.
-    await cl.Message(content="Thanks! What was wrong with that answer?", actions=actions, author="Feedback", metadata={"transient": True}).send()
+    message_id = answers().get(exchange_id)
+    if message_id is None:
+        return
+    async with reason_lock(exchange_id):
+        if rating.value == 0:
+            await show_reasons(exchange_id, message_id, await reasons_now(exchange_id, [r.value for r in rating.reasons]))
+            return
+        await show_reasons(exchange_id, message_id, None)
+        kept = [r for r in rating.reasons if r.value not in DOWN_REASONS]
+        if len(kept) < len(rating.reasons):
+            # The thumbs sent back the reasons of the 👎 this 👍 replaces: they don't go with it.
+            await drop_down_reasons(user, thread_id, exchange_id, rating, kept)
 
 
+async def reasons_now(exchange_id: str, sent: list[str]) -> list[str] | None:
+    """The reasons of the answer's 👎 as stored now (a later click wins over the one that called);
+    None when it is no longer rated down. What was `sent` while Redis can't tell."""
+    if store.spool.has_pending():
+        return sent
+    try:
+        current = await ratings.get(redis, exchange_id)
+    except OUTAGE:
+        return sent
+    return current["reasons"] if current is not None and current["value"] == 0 else None
+
+
+async def drop_down_reasons(user: str, thread_id: str, exchange_id: str, sent: ratings.RatingInput, kept: list[ratings.Reason]) -> None:
+    try:
+        current = await ratings.get(redis, exchange_id)
+        if store.spool.has_pending() or current is None or (current["value"], current["reasons"]) != (1, [r.value for r in sent.reasons]):
+            return  # changed since (or not readable now): leave it to the next click
+        fixed = ratings.RatingInput(value=1, comment=sent.comment, reasons=kept)
+        await store.rate(user=user, thread_id=thread_id, exchange_id=exchange_id, rating=fixed)
+    except (ratings.RatingError, *OUTAGE) as exc:
+        log.warning("reasons of a 👎 left on the 👍 of %s: %s", exchange_id, exc)
+        return
+    await show_rating(exchange_id, 1, sent.comment, [r.value for r in kept])
+
+
+branding.install(http_app)
 guards = edge.install(http_app, sio, redis, settings, USERS if settings.auth_mode == "password" else None)
 api.install(http_app, store, Limiter(redis, "ratings", settings.ratings_per_minute), on_rated=ask_reasons)
+console.install(http_app, settings)
 
 
 @cl.on_logout
@@ -94,30 +204,39 @@ async def logout(request: Request, response: Response) -> dict[str, bool]:
 
 
 @cl.action_callback("reason")
-async def add_reason(action: cl.Action) -> None:
-    """Add the clicked reason to the rating (the user's own, checked by the rating script)."""
+async def toggle_reason(action: cl.Action) -> None:
+    """Pick or unpick a reason of the user's 👎; the rating is stored with the full list."""
     user = cl.user_session.get("user")
     exchange_id = str(action.payload.get("exchange_id", ""))
-    if not keys.valid_id(exchange_id):
+    reason = str(action.payload.get("reason", ""))
+    message_id = answers().get(exchange_id)
+    if user is None or message_id is None or reason not in DOWN_REASONS:
+        await toast("This answer is not in this conversation: its reasons can't be changed here.")
         return
     if store.spool.has_pending():
-        # The rating may still be in the spool: adding to what Redis holds could undo the click.
-        await cl.ErrorMessage(content="Storage is catching up right now: please pick the reason again in a moment.").send()
+        # The rating may still be in the spool: changing what Redis holds could undo a click.
+        await toast("Storage is catching up right now: please pick the reason again in a moment.")
         return
-    try:
-        current = await ratings.get(redis, exchange_id)
-    except OUTAGE:
-        await cl.ErrorMessage(content="Storage is unavailable right now: the reason was not saved.").send()
-        return
-    if user is None or current is None or action.payload.get("reason") not in DOWN_REASONS:
-        return
-    rating = ratings.RatingInput(value=current["value"], comment=current["comment"] or None, reasons=[*current["reasons"], action.payload["reason"]])
-    try:
-        await store.rate(user=user.identifier, thread_id=cl.context.session.thread_id, exchange_id=exchange_id, rating=rating)
-    except ratings.RatingError as exc:
-        await cl.ErrorMessage(content=str(exc)).send()
-        return
-    await cl.Message(content="", id=action.forId).remove()
+    async with reason_lock(exchange_id):
+        try:
+            current = await ratings.get(redis, exchange_id)
+        except OUTAGE:
+            await toast("Storage is unavailable right now: the reason was not saved.")
+            return
+        if current is None or current["value"] != 0:
+            await show_reasons(exchange_id, message_id, None)
+            await toast("Reasons go with a thumbs down: rate the answer 👎 first.", "info")
+            return
+        had = current["reasons"]
+        picked = [r for r in had if r != reason] if reason in had else [*had, reason]
+        rating = ratings.RatingInput(value=0, comment=current["comment"] or None, reasons=[ratings.Reason(r) for r in picked])
+        try:
+            await store.rate(user=user.identifier, thread_id=cl.context.session.thread_id, exchange_id=exchange_id, rating=rating)
+        except ratings.RatingError as exc:
+            await toast(str(exc))
+            return
+        await show_reasons(exchange_id, message_id, picked)
+        await show_rating(exchange_id, 0, rating.comment, picked)
 
 
 @cl.data_layer
@@ -196,11 +315,85 @@ async def model_in_service() -> tuple[str, str]:
 
 
 def regenerate_button(exchange_id: str) -> cl.Action:
-    return cl.Action(name="regenerate", payload={"exchange_id": exchange_id}, label="Regenerate", icon="refresh-cw")
+    return cl.Action(name="regenerate", payload={"exchange_id": exchange_id}, label="Regenerate", icon="refresh-cw", tooltip="Answer this question again")
 
 
-async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str]], prompt_ref: tuple[str, str], experiment: str | None) -> exchanges.Exchange | None:
-    """Stream the model's answer to `prompt` into a new message and store the exchange.
+async def offer_regenerate(exchange_id: str, message_id: str) -> None:
+    """Regenerate on this answer, taken off the answer that had it: only the latest answer can be
+    regenerated, so only the latest shows the button."""
+    before: cl.Action | None = cl.user_session.get("regenerate")
+    if before is not None:
+        await before.remove()
+    button = regenerate_button(exchange_id)
+    await button.send(for_id=message_id)
+    cl.user_session.set("regenerate", button)
+
+
+def model_label(model: str, version: str) -> str:
+    """A model as the page names it: the registry version, or the configured model's short name."""
+    if version != registry.BASE:
+        return version
+    return f"{PurePath(model).name or model} (base model)"
+
+
+def answer_info(record: exchanges.Exchange, earlier: list[dict[str, Any]]) -> cl.CustomElement:
+    """Shown under an answer (bot/ui/public/elements/AnswerInfo.jsx): which model and prompt
+    version wrote it, and the earlier answers to the same question, collapsed."""
+    written = f"Written by model {record.model} (version {record.model_version}) with prompt {record.prompt_id}@{record.prompt_version}"
+    props = {"model": model_label(record.model, record.model_version), "prompt": f"{record.prompt_id}@{record.prompt_version}", "written": written, "earlier": earlier}
+    return cl.CustomElement(name="AnswerInfo", props=props, display="inline")
+
+
+async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
+    """The answers given so far to exactly this prompt (the one in view included), oldest first,
+    each with its rating: what a regenerated answer shows as its earlier answers."""
+    try:
+        stored = await exchanges.for_thread(redis, old.thread_id)
+        same = [e for e in stored if e.prompt_message_id == old.prompt_message_id and e.messages == old.messages]
+        async with redis.pipeline(transaction=False) as pipe:
+            for e in same:
+                pipe.hget(keys.rating(e.id), "value")
+            values = await pipe.execute()
+    except OUTAGE as exc:
+        log.warning("earlier answers of %s not shown (Redis unreachable: %s)", old.id, exc)
+        return []
+    return [
+        {"text": e.completion, "model": model_label(e.model, e.model_version), "prompt": f"{e.prompt_id}@{e.prompt_version}", "rating": None if v is None else int(v)}
+        for e, v in zip(same, values, strict=True)
+    ]
+
+
+async def keep_partial(reply: cl.Message, note: str) -> None:
+    """What was streamed before a stop or a failure stays in view, as a system message: it is not
+    a stored answer, so it gets no thumbs (Chainlit puts them on a run's last assistant message)."""
+    if not reply.streaming:
+        return  # nothing was streamed: no message on the page
+    if not reply.content.strip():
+        await reply.remove()
+        return
+    reply.type = "system_message"
+    reply.content += note
+    reply.metadata = {"partial": True}
+    await reply.send()
+
+
+async def send_info(reply: cl.Message, info: cl.CustomElement) -> None:
+    """The answer's info element, stored before the handler returns (Chainlit would store it in a
+    task of its own, which may run after the answer is already reported done)."""
+    await info.send(for_id=reply.id, persist=False)
+    layer = get_data_layer()
+    if layer is not None:
+        try:
+            await layer.create_element(info)
+        except OUTAGE as exc:
+            log.warning("answer info of %s not stored (Redis unreachable: %s)", reply.id, exc)
+
+
+async def answer(
+    run_id: str, prompt_message_id: str, prompt: list[dict[str, str]], prompt_ref: tuple[str, str], experiment: str | None, earlier: list[dict[str, Any]] | None = None
+) -> exchanges.Exchange | None:
+    """Stream the model's answer to `prompt` into a new message and store the exchange; `earlier`:
+    the answers it replaces (Regenerate), shown collapsed under it.
 
     Returns None when the model failed (the user sees why) or the user pressed stop.
     """
@@ -230,13 +423,14 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
             error = chat.EMPTY_ANSWER
     except asyncio.CancelledError:
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
-        await reply.send()
+        await keep_partial(reply, STOPPED)
         raise
     except Exception as exc:  # openai raises many types; explain() maps the known ones
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
     if error is not None:
-        await cl.ErrorMessage(content=str(error)).send()
+        await keep_partial(reply, CUT_OFF)
+        await notice(str(error), error=True)
         return None
 
     user = cl.user_session.get("user")
@@ -259,10 +453,15 @@ async def answer(run_id: str, prompt_message_id: str, prompt: list[dict[str, str
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     reply.metadata = {"exchange_id": record.id, "prompt_version": "@".join(prompt_ref), "model": model_name, "model_version": model_version}
-    reply.actions = [regenerate_button(record.id)]
     await reply.send()
-    if await store.save_exchange(record) == "spool":
-        await cl.Message(content=SPOOLED, author="Storage").send()
+    stored = await store.save_exchange(record)  # before the buttons that need it
+    answers()[record.id] = reply.id
+    await offer_regenerate(record.id, reply.id)
+    await send_info(reply, answer_info(record, earlier or []))
+    if stored == "spool":
+        note = cl.Message(content=SPOOLED, author="Storage")
+        note.parent_id = None  # outside the run: the thumbs stay on the answer (a run's last assistant message)
+        await note.send()
     return record
 
 
@@ -271,6 +470,24 @@ async def start() -> None:
     cl.user_session.set("turns", [])
     cl.user_session.set("prompt_version", None)  # chosen at the first message: the version served then
     cl.user_session.set("experiment", None)
+
+
+@cl.set_chat_profiles
+async def chat_profiles(user: cl.User | None, language: str | None = None) -> list[cl.ChatProfile]:
+    """One profile, never offered as a choice (Chainlit shows the picker from two on): it puts the
+    product's icon and welcome on the welcome screen of a new conversation."""
+    return [cl.ChatProfile(name=branding.NAME, markdown_description=branding.WELCOME, icon=branding.ICON, default=True)]
+
+
+@cl.set_starters
+async def starters(user: cl.User | None, language: str | None = None) -> list[cl.Starter]:
+    """The starter questions of the prompt version a new conversation gets now (the one served;
+    in a prompt experiment each conversation draws its arm at its first message)."""
+    try:
+        spec = await spec_of(await prompts.served_version(redis, settings.prompt_id) or shipped.version)
+    except OUTAGE:
+        spec = shipped
+    return [cl.Starter(label=s.label, message=s.message) for s in spec.starters]
 
 
 async def conversation_spec() -> prompts.PromptSpec:
@@ -317,15 +534,28 @@ async def resume(thread: cl.types.ThreadDict) -> None:
     cl.user_session.set("prompt_version", own[-1].prompt_version if own else None)  # its arm, in an experiment
     cl.user_session.set("experiment", own[-1].experiment if own else None)
     cl.user_session.set("turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in shown])
+    on_page = {e.id: e.message_id for e in shown if e.message_id}
+    cl.user_session.set("answers", on_page)
+    # Chainlit doesn't store action buttons: Regenerate on the latest answer, the reason toggles on
+    # the answers rated down.
     if shown and shown[-1].message_id:
-        # Chainlit doesn't store action buttons: offer Regenerate on the latest answer again.
-        await regenerate_button(shown[-1].id).send(for_id=shown[-1].message_id)
+        await offer_regenerate(shown[-1].id, shown[-1].message_id)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for exchange_id in on_page:
+                pipe.hmget(keys.rating(exchange_id), "value", "reasons")
+            rated = await pipe.execute()
+    except OUTAGE:
+        return
+    for (exchange_id, message_id), (value, reasons) in zip(on_page.items(), rated, strict=True):
+        if value == "0":
+            await show_reasons(exchange_id, message_id, json.loads(reasons or "[]"))
 
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     if len(message.content) > settings.max_message_chars:
-        await cl.ErrorMessage(content=f"Your message has {len(message.content)} characters; the limit is {settings.max_message_chars}.").send()
+        await notice(f"Your message has {len(message.content)} characters; the limit is {settings.max_message_chars}.", error=True)
         return
     history = drop_from(turns(), message.id)
     spec = await conversation_spec()
@@ -345,18 +575,20 @@ async def regenerate(action: cl.Action) -> None:
     old = await exchanges.load(redis, exchange_id) if keys.valid_id(exchange_id) else None
     user = cl.user_session.get("user")
     if old is None or user is None or old.user != user.identifier or old.thread_id != cl.context.session.thread_id:
-        await cl.ErrorMessage(content="This answer can't be regenerated here.").send()
+        await toast("This answer can't be regenerated here.")
         return
     if not history or history[-1].message_id != old.prompt_message_id:
-        await cl.ErrorMessage(content="Only the latest answer can be regenerated.").send()
+        await toast("Only the latest answer can be regenerated.")
         return
     retry = await guards.messages.hit(user.identifier)
     if retry is not None:
-        await cl.ErrorMessage(content=f"Too many messages: try again in {retry} s.").send()
+        await toast(f"Too many messages: try again in {retry} s.")
         return
+    earlier = await earlier_answers(old)
     async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
-        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], (old.prompt_id, old.prompt_version), old.experiment)
+        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], (old.prompt_id, old.prompt_version), old.experiment, earlier)
     if record is not None:
         await cl.Message(content="", id=old.message_id).remove()  # soft delete: see the data layer
+        answers().pop(old.id, None)
         history[-1] = Turn(old.prompt_message_id, history[-1].question, record.completion)
         cl.user_session.set("turns", history)

@@ -5,6 +5,11 @@ so every write here checks that the thread belongs to the user of the current se
 steps are soft-deleted: an edited or regenerated answer stays, hidden, as the rejected side of a
 preference pair. Per-user thread lists are read whole for search and filters: fine for the
 hundreds of threads one person has, not meant for analytics.
+
+Search (the history's search box) finds its words in a thread's name or in the questions and
+answers shown in it (the newest SEARCH_CONTENT_THREADS threads are read for that); `rated:up` and
+`rated:down` among the words keep the threads with such a rating (the box is the only filter the
+history offers).
 """
 
 from __future__ import annotations
@@ -33,6 +38,27 @@ from feedback.store import OUTAGE, Store
 from feedback.thread import iso
 
 log = logging.getLogger(__name__)
+
+
+SEARCH_CONTENT_THREADS = 500
+RATED_WORDS = {"rated:up": "1", "rated:down": "0"}
+
+
+def parse_search(text: str | None) -> tuple[str, set[str]]:
+    """(the text to find, casefolded; the rating values asked for with rated:up / rated:down)."""
+    words = (text or "").split()
+    wanted = {RATED_WORDS[w.casefold()] for w in words if w.casefold() in RATED_WORDS}
+    return " ".join(w for w in words if w.casefold() not in RATED_WORDS).casefold(), wanted
+
+
+def shown_text(raw: str | None, deleted: str | None) -> str:
+    """What a stored step shows to search in: the text of a question or an answer in view."""
+    if not raw or deleted == "1":
+        return ""
+    step = json.loads(raw)
+    if step.get("type") not in ("user_message", "assistant_message") or (step.get("metadata") or {}).get("transient"):
+        return ""
+    return str(step.get("output") or "").casefold()
 
 
 UPDATE_IF_EXISTS = lua("update_thread")
@@ -180,10 +206,12 @@ class RedisDataLayer(BaseDataLayer):
                 continue
             step: StepDict = json.loads(raw)
             if (step.get("metadata") or {}).get("transient"):
-                continue  # e.g. the reasons question after a thumbs down
+                continue  # e.g. the reasons question an earlier version asked after a thumbs down
             if rated:  # ratings are keyed by the run step, like Chainlit's feedback
                 value = cast("Literal[0, 1]", int(rated["value"]))
-                step["feedback"] = FeedbackDict(id=sid, forId=sid, value=value, comment=rated.get("comment") or None)
+                feedback = FeedbackDict(id=sid, forId=sid, value=value, comment=rated.get("comment") or None)
+                # The reasons too (not a Chainlit field): the page's thumbs send back what they hold.
+                step["feedback"] = cast(FeedbackDict, {**feedback, "reasons": json.loads(rated.get("reasons") or "[]")})
             thread["steps"].append(step)
         thread["elements"] = [json.loads(e) for e in rows[2 * n :] if e]
         return thread
@@ -198,16 +226,14 @@ class RedisDataLayer(BaseDataLayer):
             for tid in ids:
                 pipe.hvals(keys.thread_ratings(tid))
             rows = await pipe.execute()
-        threads = []
-        search = (filters.search or "").casefold()
-        for data, values in zip(rows[: len(ids)], rows[len(ids) :], strict=True):
-            if not data:
-                continue
-            if search and search not in (data.get("name") or "").casefold():
-                continue
-            if filters.feedback is not None and str(filters.feedback) not in values:
-                continue
-            threads.append(self._thread_dict(data))
+        search, rated = parse_search(filters.search)
+        if filters.feedback is not None:
+            rated.add(str(filters.feedback))
+        kept = [data for data, values in zip(rows[: len(ids)], rows[len(ids) :], strict=True) if data and rated <= set(values)]
+        if search:
+            by_content = await self._threads_saying(search, [d["id"] for d in kept[:SEARCH_CONTENT_THREADS] if search not in (d.get("name") or "").casefold()])
+            kept = [d for d in kept if search in (d.get("name") or "").casefold() or d["id"] in by_content]
+        threads = [self._thread_dict(data) for data in kept]
         start = 0
         if pagination.cursor:
             start = next((i + 1 for i, t in enumerate(threads) if t["id"] == pagination.cursor), len(threads))
@@ -220,6 +246,26 @@ class RedisDataLayer(BaseDataLayer):
             ),
             data=page,
         )
+
+    async def _threads_saying(self, text: str, thread_ids: list[str]) -> set[str]:
+        """The threads among `thread_ids` with `text` (casefolded) in a question or answer shown."""
+        if not thread_ids:
+            return set()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for tid in thread_ids:
+                pipe.zrange(keys.thread_steps(tid), 0, -1)
+            step_ids = cast("list[list[str]]", await pipe.execute())
+        async with self.r.pipeline(transaction=False) as pipe:
+            for sids in step_ids:
+                for sid in sids:
+                    pipe.hmget(keys.step(sid), "data", "deleted")
+            rows = iter(await pipe.execute())
+        found = set()
+        for tid, sids in zip(thread_ids, step_ids, strict=True):
+            texts = [shown_text(*next(rows)) for _ in sids]  # consume the thread's rows whatever matches
+            if any(text in t for t in texts):
+                found.add(tid)
+        return found
 
     async def delete_thread(self, thread_id: str) -> None:
         """Delete the thread with everything in it (feedback.thread.delete)."""

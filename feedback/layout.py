@@ -9,7 +9,7 @@
       models/           one folder per trained model version (adapter/, merged/)
       chainlit/         the Chainlit app's working folder (.chainlit/config.toml, chainlit.md)
       logs/             the services' logs, retrain.log of the scheduled runs
-      secrets/          generated on first start: admin-password, chainlit-auth-secret
+      secrets/          generated on first start: admin-password, sim-password, chainlit-auth-secret
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ class DataLayout:
     @property
     def admin_password(self) -> Path:
         return self.root / "secrets" / "admin-password"
+
+    @property
+    def sim_password(self) -> Path:
+        """The simulated users' (sim-1...) shared password, when `chatbot up` generated the users."""
+        return self.root / "secrets" / "sim-password"
 
     @property
     def auth_secret(self) -> Path:

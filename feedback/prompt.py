@@ -1,7 +1,8 @@
 """Prompt versions: the spec record, validated, published into Redis where every app process
 reads it, and the version served to new conversations.
 
-A spec (system prompt, guidelines, few-shot examples) is immutable once published: the same
+A spec (system prompt, guidelines, few-shot examples, and the starter questions the chat offers
+on its welcome screen) is immutable once published: the same
 id@version with other content is refused, so every stored answer's prompt_version points at the
 exact text that produced it. The shipped files (bot/prompts/<id>/<version>.yaml) are published
 when the app starts; `chatbot prompt publish FILE` adds versions at run time, and `chatbot prompt
@@ -28,6 +29,8 @@ MAX_SPEC_BYTES = 64_000  # a prompt, not a document: every answer sends it to th
 MAX_SYSTEM_CHARS = 16_000
 MAX_ITEM_CHARS = 4_000
 MAX_ITEMS = 50
+MAX_STARTERS = 6  # the welcome screen shows them side by side
+MAX_STARTER_LABEL_CHARS = 80
 
 
 class PromptSpecError(InvalidInput):
@@ -41,6 +44,22 @@ class Example(BaseModel):
     assistant: str = Field(min_length=1, max_length=MAX_ITEM_CHARS)
 
 
+class Starter(BaseModel):
+    """A question offered on the welcome screen: the button's label and the message it sends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(min_length=1, max_length=MAX_STARTER_LABEL_CHARS)
+    message: str = Field(min_length=1, max_length=MAX_ITEM_CHARS)
+
+    @field_validator("label", "message")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
 class PromptSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,6 +69,9 @@ class PromptSpec(BaseModel):
     system: str = Field(min_length=1, max_length=MAX_SYSTEM_CHARS)
     guidelines: tuple[str, ...] = Field((), max_length=MAX_ITEMS)
     examples: tuple[Example, ...] = Field((), max_length=MAX_ITEMS)
+    # Optional; not part of the prompt sent to the model. Absent from to_json() when empty, so
+    # versions published before starters existed keep their exact published content.
+    starters: tuple[Starter, ...] = Field((), max_length=MAX_STARTERS)
 
     @field_validator("version")
     @classmethod
@@ -69,6 +91,14 @@ class PromptSpec(BaseModel):
             raise ValueError(f"each guideline is 1 to {MAX_ITEM_CHARS} characters")
         return v
 
+    @field_validator("starters")
+    @classmethod
+    def _distinct_labels(cls, v: tuple[Starter, ...]) -> tuple[Starter, ...]:
+        labels = [s.label.strip().casefold() for s in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError("each starter needs its own label")
+        return v
+
     @property
     def ref(self) -> str:
         return f"{self.id}@{self.version}"
@@ -81,7 +111,7 @@ class PromptSpec(BaseModel):
         return f"{self.system.strip()}\n\nGuidelines:\n{rules}"
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(exclude=None if self.starters else {"starters"})
 
     def prefix_messages(self) -> list[dict[str, str]]:
         """The fixed part of every prompt as OpenAI chat messages: the system prompt and the
@@ -93,7 +123,7 @@ class PromptSpec(BaseModel):
 def parse(data: object, where: str) -> PromptSpec:
     """A spec from its parsed YAML or JSON; PromptSpecError naming `where` and what is wrong."""
     if not isinstance(data, dict):
-        raise PromptSpecError(f"{where}: a prompt spec is a mapping with id, version, system, guidelines, examples")
+        raise PromptSpecError(f"{where}: a prompt spec is a mapping with id, version, system, guidelines, examples, starters")
     try:
         spec = PromptSpec.model_validate(data)
     except ValidationError as exc:

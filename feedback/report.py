@@ -12,10 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from feedback import keys
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -106,27 +110,73 @@ def over_time(rows: Iterable[Rated], by: str, bucket_s: float) -> dict[str, list
     return {g: [_approval(str(start), xs) for start, xs in sorted(b.items())] for g, b in buckets.items()}
 
 
-def plot(rows: list[Rated], path: Path, bucket_s: float) -> Path:
-    """A PNG: approval with 95% intervals per model version (left) and prompt version (right)."""
+# Time buckets the plot may use: the smallest that gives at most MAX_BUCKETS over the data's span.
+BUCKETS_S = (3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
+MAX_BUCKETS = 40
+
+
+def auto_bucket_s(rows: Iterable[Rated]) -> float:
+    """A bucket fitting the data's span: hours for a day of ratings, days for weeks, weeks or
+    months beyond."""
+    times = [x.created_at for x in rows]
+    span = max(times) - min(times) if times else 0.0
+    return float(next((b for b in BUCKETS_S if span / b <= MAX_BUCKETS), BUCKETS_S[-1]))
+
+
+def bucket_label(bucket_s: float) -> str:
+    days, hours = bucket_s / 86400, bucket_s / 3600
+    return f"{days:g} d" if days >= 1 and days == int(days) else f"{hours:g} h"
+
+
+def time_limits(rows: Iterable[Rated], bucket_s: float) -> tuple[datetime, datetime]:
+    """The x axis: the data's span (bucket starts to bucket ends), padded a little on both sides,
+    at least an hour wide. Matplotlib's own limits for a single date span years."""
+    starts = [x.created_at // bucket_s * bucket_s for x in rows]
+    low, high = min(starts), max(starts) + bucket_s
+    pad = max((high - low) * 0.03, 300.0)
+    if high - low + 2 * pad < 3600:
+        pad = (3600 - (high - low)) / 2
+    return datetime.fromtimestamp(low - pad), datetime.fromtimestamp(high + pad)
+
+
+def figure(rows: list[Rated], bucket_s: float | None = None) -> Figure:
+    """Approval with 95% intervals per model version (left) and prompt version (right), one point
+    per time bucket (at its middle); `bucket_s` None: auto_bucket_s."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    bucket = bucket_s or auto_bucket_s(rows)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, by, title in ((axes[0], "model_version", "per model version"), (axes[1], "prompt_version", "per prompt version")):
-        for group, points in over_time(rows, by, bucket_s).items():
-            xs = [datetime.fromtimestamp(float(p.group)) for p in points]
+        for group, points in over_time(rows, by, bucket).items():
+            xs = [datetime.fromtimestamp(float(p.group) + bucket / 2) for p in points]
             ys = [p.rate for p in points]
             err = [[p.rate - p.low for p in points], [p.high - p.rate for p in points]]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{group} (n={sum(p.rated for p in points)})")
+        if rows:
+            ax.set_xlim(*time_limits(rows, bucket))
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.set_title(f"Approval {title}")
-        ax.set_xlabel(f"time ({bucket_s / 3600:g} h buckets)")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.set_xlabel(f"time ({bucket_label(bucket)} buckets)")
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     axes[0].set_ylabel("thumbs up / rated (95% CI)")
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[Rated], path: Path, bucket_s: float | None = None) -> Path:
+    """figure() written to a PNG file."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows, bucket_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

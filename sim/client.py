@@ -26,6 +26,9 @@ class Reply:
     tokens: list[str] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     refused: str | None = None  # the server refused the message (an error toast); nothing was stored
+    actions: list[dict[str, Any]] = field(default_factory=list)  # action buttons the server added
+    removed_actions: list[str] = field(default_factory=list)  # ids of the buttons it took away
+    elements: list[dict[str, Any]] = field(default_factory=list)  # elements (e.g. under an answer)
     first_token_s: float | None = None
     total_s: float = 0.0
 
@@ -50,7 +53,8 @@ class ChatClient:
         self.thread_id: str | None = None
         self.sio = socketio.AsyncClient(reconnection=False)
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        for name in ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error", "toast"):
+        events = ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error", "toast", "action", "remove_action", "element")
+        for name in events:
             self.sio.on(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Callable[..., Awaitable[None]]:
@@ -141,6 +145,8 @@ class ChatClient:
                 reply.messages.append(data)
             elif name == "toast" and data.get("type") == "error":
                 reply.refused = str(data.get("message"))
+            elif name in ("action", "remove_action", "element"):
+                _collect(reply, name, data)
             elif name == "task_end":
                 reply.total_s = time.perf_counter() - started
                 return reply
@@ -183,15 +189,29 @@ class ChatClient:
             return await http.request("DELETE", "/project/thread", json={"threadId": thread_id})
 
     async def next_message(self, text_prefix: str, timeout_s: float = 10) -> dict[str, Any]:
-        """Wait for a message the server pushes outside a user turn (e.g. after a rating)."""
+        """Wait for a message the server pushes outside a user turn."""
+        return await self.next_event("new_message", lambda data: str(data.get("output", "")).startswith(text_prefix), timeout_s)
+
+    async def next_event(self, event: str, matches: Callable[[Any], bool] = lambda _: True, timeout_s: float = 10) -> Any:
+        """Wait for an event the server pushes outside a user turn (e.g. the reason buttons it adds
+        to an answer after a thumbs down); earlier events are dropped."""
         deadline = time.perf_counter() + timeout_s
         while True:
             name, data = await asyncio.wait_for(self._events.get(), max(deadline - time.perf_counter(), 0.001))
-            if name == "new_message" and str(data.get("output", "")).startswith(text_prefix):
+            if name == event and matches(data):
                 return data
 
+    async def offered(self, action: str, count: int, matches: Callable[[dict[str, Any]], bool] = lambda _: True, timeout_s: float = 10) -> list[dict[str, Any]]:
+        """The next `count` action buttons named `action` the server adds (that `matches` accepts)."""
+        deadline = time.perf_counter() + timeout_s
+        found: list[dict[str, Any]] = []
+        while len(found) < count:
+            found.append(await self.next_event("action", lambda a: a.get("name") == action and matches(a), max(deadline - time.perf_counter(), 0.001)))
+        return found
+
     async def action(self, name: str, payload: dict[str, Any], for_id: str = "", timeout_s: float = 60, answers: bool = True) -> Reply:
-        """Click an action button; when it `answers` (e.g. regenerate), collect the new answer."""
+        """Click an action button; when it `answers` (e.g. regenerate), collect the new answer (or
+        the error message, or the refusal toast, that came instead)."""
         while not self._events.empty():
             self._events.get_nowait()
         reply = Reply()
@@ -211,9 +231,15 @@ class ChatClient:
                 reply.tokens.append(data["token"])
             elif name_ in ("new_message", "update_message"):
                 reply.messages.append(data)
-                if data.get("type") == "assistant_message" and not data.get("streaming"):
+                if (data.get("type") == "assistant_message" or data.get("isError")) and not data.get("streaming"):
                     reply.total_s = time.perf_counter() - started
                     return reply
+            elif name_ == "toast" and data.get("type") == "error":
+                reply.refused = str(data.get("message"))
+                reply.total_s = time.perf_counter() - started
+                return reply
+            elif name_ in ("action", "remove_action", "element"):
+                _collect(reply, name_, data)
 
     async def stop(self) -> None:
         """The stop button."""
@@ -222,6 +248,15 @@ class ChatClient:
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()
+
+
+def _collect(reply: Reply, event: str, data: dict[str, Any]) -> None:
+    if event == "action":
+        reply.actions.append(data)
+    elif event == "remove_action":
+        reply.removed_actions.append(str(data.get("id")))
+    else:
+        reply.elements.append(data)
 
 
 def retry_after(refusal: str | None) -> float | None:

@@ -2,7 +2,7 @@
 
 Everything goes through `sim.client.ChatClient`, i.e. the app's public interfaces: `POST /login`,
 socket.io (`client_message`), `PUT /feedback` (the thumbs), `POST /project/action` (the reason
-buttons offered after a thumbs down, and Regenerate). Nothing here reads or writes Redis or calls
+toggles the app puts on an answer after a thumbs down, and Regenerate). Nothing here reads or writes Redis or calls
 the app's functions: what the retraining job later finds is exactly what such users leave.
 
     simulate(...)  n conversations of t turns, questions drawn from a pool, each answer handled
@@ -27,10 +27,11 @@ from typing import Any
 import httpx
 import socketio
 
+from feedback import rating as ratings
 from sim.client import ChatClient, Reply
 from sim.rater import Decision, RaterPolicy, style_of
 
-REASONS_PROMPT = "Thanks! What was wrong"  # what the app asks after a thumbs down (bot/app.py)
+REASON_ACTION = "reason"  # the toggles the app adds to an answer rated down (bot/app.py)
 
 
 class AnswerError(RuntimeError):
@@ -54,7 +55,7 @@ class SimStats:
     comments: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
-    missing_reason_prompts: int = 0  # thumbs down after which the app offered no reason buttons
+    missing_reason_prompts: int = 0  # thumbs down after which the app offered no reason toggles
     styles: dict[str, int] = field(default_factory=dict)  # styles of the first answers
     model_versions: dict[str, int] = field(default_factory=dict)  # which versions answered
     seconds: float = 0.0
@@ -119,7 +120,7 @@ class _Logins:
 
 
 async def _rate(client: ChatClient, exchange_id: str, decision: Decision, stats: SimStats, like: bool) -> None:
-    """Click the thumb (and, after a thumbs down, the reason button the app offers)."""
+    """Click the thumb (and, after a thumbs down, the reason toggles the app puts on the answer)."""
     r = await client.rate(exchange_id, decision.value, comment=decision.comment)
     if r.status_code != 200:
         raise AnswerError(f"rating refused: HTTP {r.status_code} {r.text[:200]}")
@@ -130,15 +131,17 @@ async def _rate(client: ChatClient, exchange_id: str, decision: Decision, stats:
         stats.liked += 1
         return
     stats.disliked += 1
-    # The UI sends no reasons with the thumb: the app asks for them in the chat, inside the request.
+    # The UI sends no reasons with the thumb: the app then adds a toggle per reason to the answer.
     try:
-        prompt = await client.next_message(REASONS_PROMPT, timeout_s=10)
+        offered = await client.offered(REASON_ACTION, len(ratings.DOWN_REASONS), lambda a: a.get("payload", {}).get("exchange_id") == exchange_id, timeout_s=10)
     except TimeoutError:
         stats.missing_reason_prompts += 1
         return
+    toggles = {a["payload"]["reason"]: a for a in offered}
     for reason in decision.reasons:
-        await client.action("reason", {"exchange_id": exchange_id, "reason": reason}, for_id=str(prompt["id"]), answers=False)
-        stats.reasons += 1
+        if reason in toggles:
+            await client.action(REASON_ACTION, toggles[reason]["payload"], for_id=str(toggles[reason]["forId"]), answers=False)
+            stats.reasons += 1
 
 
 async def _conversation(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from playwright.sync_api import Browser, BrowserContext
 
 from launcher import redis_server
 from launcher.process import ServiceGroup
@@ -69,3 +70,27 @@ def default_model_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("default-data")
     default_model.ensure(data / "default-model")
     return data
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium through Playwright (browser tests are skipped where it is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    from support.browser import ARGS, CHROMIUM
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
+    """Browser contexts opened by a test (one per user: separate cookies), closed at its end."""
+    opened: list[BrowserContext] = []
+    yield opened
+    for ctx in opened:
+        ctx.close()

@@ -5,116 +5,22 @@ What the user sees is asserted on the page, what was stored is asserted in Redis
 by Playwright's auto-waiting assertions and by waiting for the HTTP answer a click causes (the
 server writes Redis before it answers), never by sleeping.
 
-Selectors, and why they hold: ids the Chainlit UI sets on purpose (`#email`, `#password`,
-`#chat-input`, `#chat-submit`, `#submit-feedback`, `#thread-<id>`, `#step-<id>`), the
-`data-step-type` attribute of each message, the `positive-feedback-on/off` and
-`negative-feedback-on/off` classes that are the only state the thumbs buttons expose (Chainlit's own
-end-to-end tests select on them), ARIA roles (`dialog`, `textbox`) and the action's label.
+Selectors and the helpers that use them: support/browser.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from feedback import keys
+from support.browser import answer_to, log_in, only_exchange, rate, send, thumb
 from support.services import AppServer, RedisServer
-from support.session import USERS
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright  # noqa: E402
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
-
-expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
-    """Browser contexts opened by a test (one per user: separate cookies), closed at its end."""
-    opened: list[BrowserContext] = []
-    yield opened
-    for ctx in opened:
-        ctx.close()
-
-
-def log_in(browser: Browser, contexts: list[BrowserContext], app: AppServer, user: str) -> Page:
-    """A fresh browser profile; log in through the login page; wait until the chat is ready."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    ctx.set_default_timeout(TIMEOUT_MS)
-    contexts.append(ctx)
-    page = ctx.new_page()
-    page.goto(f"{app.url}/login")
-    page.locator("#email").fill(user)
-    page.locator("#password").fill(USERS[user])
-    page.locator("form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-    expect(page.locator("#chat-input")).to_be_visible()
-    return page
-
-
-def answer_to(page: Page, text: str) -> Locator:
-    return page.locator('[data-step-type="assistant_message"]', has_text=f"You said: {text}")
-
-
-def send(page: Page, text: str) -> Locator:
-    """Type a message, send it, and wait until its answer has finished streaming."""
-    page.locator("#chat-input").fill(text)
-    submit = page.locator("#chat-submit")
-    expect(submit).to_be_enabled()  # enabled once there is text and the socket is connected
-    submit.click()
-    expect(page.locator('[data-step-type="user_message"]', has_text=text)).to_be_visible()
-    answer = answer_to(page, text)
-    expect(answer).to_be_visible()
-    # The message buttons are only rendered once the answer stopped streaming.
-    expect(answer.locator(".positive-feedback-off")).to_be_enabled()
-    return answer
-
-
-def thumb(answer: Locator, value: int, state: str) -> Locator:
-    return answer.locator(f".{'positive' if value == 1 else 'negative'}-feedback-{state}")
-
-
-def rate(page: Page, answer: Locator, value: int, comment: str | None = None) -> dict[str, Any]:
-    """Click a thumb, type a comment in the dialog it opens, submit; returns the server's answer."""
-    thumb(answer, value, "off").click()
-    dialog = page.get_by_role("dialog")
-    expect(dialog).to_be_visible()
-    if comment is not None:
-        dialog.get_by_role("textbox").fill(comment)
-    with page.expect_response(lambda r: r.url.endswith("/feedback") and r.request.method == "PUT") as response:
-        dialog.locator("#submit-feedback").click()
-    assert response.value.status == 200, response.value.text()
-    expect(dialog).to_be_hidden()
-    expect(thumb(answer, value, "on")).to_be_visible()
-    expect(thumb(answer, 1 - value, "off")).to_be_visible()
-    return response.value.json()
-
-
-def only_exchange(redis_db: RedisServer) -> tuple[str, dict[str, str]]:
-    found = cast("list[str]", redis_db.client.keys(keys.exchange(keys.ANY)))
-    assert len(found) == 1, found
-    exchange_id = found[0].removeprefix(keys.exchange(keys.ANY).removesuffix("*"))
-    return exchange_id, cast("dict[str, str]", redis_db.client.hgetall(found[0]))
 
 
 def test_rate_then_find_the_thread_and_rating_in_the_history(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
@@ -168,13 +74,11 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
     rate(page, first, 0, "too terse")
     assert redis_db.client.hget(keys.rating(first_id), "value") == "0"
 
-    # A thumbs down is followed by reason buttons; a click adds the reason and removes the question.
-    question = page.locator('[data-step-type="assistant_message"]', has_text="What was wrong with that answer?")
-    expect(question).to_be_visible()
+    # A thumbs down puts reason toggles on the answer itself; a click picks one (✓) and stores it.
     with page.expect_response(lambda r: r.url.endswith("/project/action")) as response:
-        question.get_by_role("button", name="Unhelpful").click()
+        first.get_by_role("button", name="Unhelpful", exact=True).click()
     assert response.value.status == 200, response.value.text()
-    expect(question).to_have_count(0)
+    expect(first.get_by_role("button", name="✓ Unhelpful", exact=True)).to_be_visible()
     assert json.loads(cast(str, redis_db.client.hget(keys.rating(first_id), "reasons"))) == ["unhelpful"]
 
     redis_db.client.set(keys.active_model(), "echo-v2")  # the retry is answered by another model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import cast
@@ -10,7 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from bot.prompt import render, template, trim_history
-from feedback.prompt import PromptSpecError, available_versions, load_spec
+from feedback.prompt import PromptSpec, PromptSpecError, available_versions, load_spec, parse
 from feedback.settings import Settings
 
 PROMPTS = Settings().prompts_dir
@@ -111,3 +112,38 @@ def test_the_prefix_as_chat_messages_is_what_the_app_renders() -> None:
     for v in available_versions(PROMPTS, "assistant"):
         spec = load_spec(PROMPTS, "assistant", v)
         assert convert_to_openai_messages(list(prefix(spec))) == spec.prefix_messages()
+
+
+STARTER = {"label": "Try me", "message": "What can you do?"}
+
+
+@pytest.mark.parametrize(
+    ("starters", "error"),
+    [
+        ([{"label": "Only a label"}], "starters.0.message: Field required"),
+        ([{**STARTER, "icon": "x.png"}], "starters.0.icon: Extra inputs are not permitted"),
+        ([{**STARTER, "label": "   "}], "starters.0.label: Value error, must not be blank"),
+        ([{**STARTER, "label": "x" * 81}], "starters.0.label: String should have at most 80"),
+        ([STARTER, {**STARTER, "label": "try ME"}], "each starter needs its own label"),
+        ([{**STARTER, "label": f"s{i}"} for i in range(7)], "starters: Tuple should have at most 6"),
+        ("What can you do?", "starters: Input should be a valid tuple"),
+    ],
+)
+def test_malformed_starters_are_reported(starters: object, error: str) -> None:
+    with pytest.raises(PromptSpecError, match=re.escape(error)):
+        parse({"id": "demo", "version": "1.0.0", "system": "x", "starters": starters}, "demo.yaml")
+
+
+def test_starters_are_optional_and_leave_published_content_as_it_was() -> None:
+    """A spec without starters serializes exactly as before starters existed: versions published
+    then are not 'other content' now (publishing refuses a changed version)."""
+    plain = parse({"id": "demo", "version": "1.0.0", "system": "x"}, "demo.yaml")
+    assert plain.starters == () and "starters" not in json.loads(plain.to_json())
+    assert PromptSpec.model_validate_json(plain.to_json()) == plain
+    offered = parse({"id": "demo", "version": "1.0.1", "system": "x", "starters": [STARTER]}, "demo.yaml")
+    assert PromptSpec.model_validate_json(offered.to_json()) == offered and offered.starters[0].message == "What can you do?"
+    assert offered.prefix_messages() == plain.prefix_messages()  # never sent to the model
+    newest = load_spec(PROMPTS, "assistant")
+    assert newest.starters, "the newest shipped version offers starters on the welcome screen"
+    released = load_spec(PROMPTS, "assistant", "1.1.0")
+    assert json.loads(released.to_json()).keys() == {"id", "version", "description", "system", "guidelines", "examples"}

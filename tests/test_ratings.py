@@ -11,7 +11,6 @@ import pytest
 
 from feedback import keys
 from feedback.event import RatingEvent
-from launcher.process import wait_until
 from sim.client import ChatClient
 from support.services import AppServer, RedisServer
 from support.session import USERS, final_message, logged_in, run_id
@@ -59,26 +58,29 @@ async def test_rate_upsert_and_unrate_with_events(alice: ChatClient, redis_db: R
 
 async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db: RedisServer) -> None:
     reply = await alice.send("explain")
-    rid = run_id(reply)
+    rid, answer = run_id(reply), final_message(reply)["id"]
     assert (await alice.rate(rid, 0, comment="meh")).status_code == 200  # the UI sends no reasons
-    prompt = await alice.next_message("Thanks! What was wrong")
-    # The question is stored, but transient: a resumed thread doesn't show it, answered or not.
-    wait_until(lambda: redis_db.client.exists(keys.step(prompt["id"])) == 1, 10, what="the question's step")
+    # A toggle per reason, on the rated answer itself: nothing is added to the conversation.
+    offered = await alice.offered("reason", 5, lambda a: a["payload"]["exchange_id"] == rid)
+    assert {a["forId"] for a in offered} == {answer}
+    assert [a["label"] for a in offered] == ["Wrong", "Unhelpful", "Too long", "Unsafe", "Off topic"]
+    for reason in ("too_long", "wrong", "too_long"):  # several reasons; a second click unpicks
+        await alice.action("reason", {"exchange_id": rid, "reason": reason}, for_id=answer, answers=False)
+    rating = redis_db.client.hgetall(keys.rating(rid))
+    assert rating["value"] == "0" and rating["comment"] == "meh" and json.loads(rating["reasons"]) == ["wrong"]
+    assert [e.action for e in events(redis_db)] == ["rate"] * 4
     assert alice.thread_id is not None
     thread = (await alice.get_thread(alice.thread_id)).json()
     assert [s["output"] for s in thread["steps"] if s["type"] == "assistant_message"] == ["You said: explain"]
-    await alice.action("reason", {"exchange_id": rid, "reason": "too_long"}, for_id=prompt["id"], answers=False)
-    rating = redis_db.client.hgetall(keys.rating(rid))
-    assert rating["value"] == "0" and rating["comment"] == "meh" and json.loads(rating["reasons"]) == ["too_long"]
-    assert [e.action for e in events(redis_db)] == ["rate", "rate"]
-    # Bob can't add reasons to Alice's rating even with her exchange id.
+    assert [s["feedback"]["reasons"] for s in thread["steps"] if s.get("feedback")] == [["wrong"]]  # the page sends them back
+    # Bob can't change Alice's reasons even with her exchange id.
     bob = await logged_in(alice.base_url, "bob")
     try:
         await bob.send("hello")
         await bob.action("reason", {"exchange_id": rid, "reason": "unsafe"}, answers=False)
     finally:
         await bob.close()
-    assert json.loads(cast(str, redis_db.client.hget(keys.rating(rid), "reasons"))) == ["too_long"]
+    assert json.loads(cast(str, redis_db.client.hget(keys.rating(rid), "reasons"))) == ["wrong"]
 
 
 async def test_history_lists_searches_filters_resumes_and_deletes(app_server: AppServer, redis_db: RedisServer) -> None:

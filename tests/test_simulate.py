@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from feedback import keys
-from support.services import AppServer, RedisServer, run_cli
+from feedback.layout import DataLayout
+from launcher.process import ServiceGroup
+from sim import accounts
+from support.services import AppServer, RedisServer, app_env, run_cli, start_app
 from support.session import USERS
 
 
@@ -50,3 +54,30 @@ def test_simulate_rates_real_answers_by_their_properties(app_server: AppServer, 
     assert (short["rated"], short["liked"], short["regenerated"], short["errors"]) == (6, 6, 0, 0), short
     detailed = json.loads(run_cli("simulate", "--prefer", "detailed", *common, env=env, timeout=120).stdout)
     assert (detailed["rated"], detailed["liked"], detailed["regenerated"], detailed["errors"]) == (12, 0, 6, 0), detailed
+
+
+def test_simulate_chats_as_simulated_users_by_default(own_services: ServiceGroup, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
+    """Without --user/--users, simulate logs in as sim-1, sim-2, ... (the users `chatbot up` creates
+    next to admin, their password in DATA_DIR/secrets): a real user's history gets nothing."""
+    data = tmp_path / "data"
+    sim_password = "sim-pw-" + "s" * 16
+    layout = DataLayout(data)
+    layout.sim_password.parent.mkdir(parents=True)
+    layout.sim_password.write_text(sim_password + "\n")
+    users = ",".join([*(f"{u}:{p}" for u, p in USERS.items()), accounts.auth_users_entries(sim_password)])  # as `chatbot up` would set it
+    app = start_app(own_services, app_env(redis_db.url, f"{standin}/v1", tmp_path / "app", AUTH_USERS=users), tmp_path / "app")
+    env = {k: v for k, v in os.environ.items() if k != "AUTH_USERS"} | {"REDIS_URL": redis_db.url, "DATA_DIR": str(data)}
+    done = run_cli("simulate", "--demo", "--prefer", "concise", "--url", app.url, "--conversations", "4", "--rate-probability", "1", env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["conversations"] == 4
+    threads = {u: redis_db.client.zcard(keys.user_threads(u)) for u in [*accounts.names(), *USERS, "admin"]}
+    assert threads == {"sim-1": 1, "sim-2": 1, "sim-3": 1, "sim-4": 1, "alice": 0, "bob": 0, "admin": 0}
+
+    # No simulated users anywhere: refused, saying how to get some (never a fallback to admin).
+    env["DATA_DIR"] = str(tmp_path / "empty")
+    none = run_cli("simulate", "--prefer", "short", "--url", app.url, env=env)
+    assert none.returncode == 2 and "No simulated users" in none.stderr and "sim-1" in none.stderr and "--users" in none.stderr
+    env["AUTH_USERS"] = "alice:alice-pw"  # users named, none of them simulated
+    assert run_cli("simulate", "--prefer", "short", "--url", app.url, env=env).returncode == 2
+    # Simulated users in AUTH_USERS are the ones used (the generated ones are `chatbot up`'s).
+    assert accounts.find({"alice": "alice-pw", "sim-9": sim_password}, layout.sim_password) == {"sim-9": sim_password}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import typer
@@ -12,15 +13,31 @@ from launcher.cli.common import console, refused, registry_redis
 app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
 
 
+def wide_console() -> Console:
+    """Standard output for tables: the terminal's width, or, written to a file or a pipe (where rich
+    would assume 80 columns), 200: ids whole, lines one per row, easy to grep."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 @app.command("list")
 def model_list() -> None:
-    """Model versions, oldest first, with their status and evaluation numbers."""
+    """Model versions, oldest first, with their status, evaluation numbers and the gate's decision."""
     from rich.table import Column, Table
 
     from feedback import registry
 
     _, r = registry_redis()
-    table = Table(Column("version", no_wrap=True), "status", "parent", "method", "dataset", "candidate acc", "service acc", "created")  # ids: never cut
+    table = Table(
+        Column("version", no_wrap=True),  # what promote takes: never cut
+        "status",
+        Column("parent", overflow="fold"),
+        "method",
+        Column("dataset", overflow="fold"),
+        Column("cand. acc", justify="right"),
+        Column("service acc", justify="right"),
+        Column("created", no_wrap=True),
+        Column("decision", ratio=1, min_width=24, overflow="fold"),  # why it was rejected or promoted: wrapped, never cut
+    )
     for v in registry.versions(r):
         acc = [v.metrics.get(k, {}).get("accuracy") for k in ("candidate", "service")]
         table.add_row(
@@ -31,10 +48,23 @@ def model_list() -> None:
             v.dataset_version or "",
             *[f"{a:.3f}" if isinstance(a, float) else "" for a in acc],
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
+            decision_text(v.decision),
         )
-    Console().print(table)
+    out = wide_console()
+    out.print(table)
     active = registry.active(r)
-    Console().print(f"in service: {active.id if active else 'base model'}")
+    out.print(f"in service: {active.id if active else 'base model'}")
+
+
+def decision_text(decision: dict[str, object]) -> str:
+    """The gate's decision as a line: its reason, and against which version (with what margin)."""
+    if not decision:
+        return ""
+    reason = str(decision.get("reason") or ("promoted" if decision.get("promote") else "rejected"))
+    against = decision.get("compared_with")
+    margin = decision.get("margin")
+    details = ", ".join(x for x in (f"vs {against}" if against else "", f"margin {margin}" if margin not in (None, "") else "") if x)
+    return f"{reason} ({details})" if details else reason
 
 
 @app.command("promote")

@@ -6,14 +6,16 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from launcher.cli.common import console, registry_redis
+from launcher.cli.model import wide_console
 
 
 def report(
     png: Path = typer.Option(None, help="Also write a plot of approval over time to this PNG file."),
-    bucket_hours: float = typer.Option(24.0, help="Time bucket of the plot, in hours."),
+    bucket_hours: float = typer.Option(
+        None, min=0.01, help="Time bucket of the plot, in hours (default: fits the data's span: 1 h for a day of ratings, days for weeks, weeks or months beyond)."
+    ),
 ) -> None:
     """Approval rate per model version and per prompt version, with 95% intervals and counts."""
     from rich.table import Table
@@ -25,6 +27,7 @@ def report(
     if not rows:
         console.print("No rated answers yet.")
         raise typer.Exit(0)
+    out = wide_console()
     for by, title in (("model_version", "model version"), ("prompt_version", "prompt version"), ("cell", "prompt version x model version")):
         table = Table(title=f"Approval per {title}")
         table.add_column(title, no_wrap=True)  # ids are what `chatbot model promote` takes: never cut
@@ -40,10 +43,10 @@ def report(
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(a.first)),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(a.last)),
             )
-        Console().print(table)
+        out.print(table)
     if png is not None:
         try:
-            rep.plot(rows, png, bucket_hours * 3600)
+            rep.plot(rows, png, bucket_hours * 3600 if bucket_hours else None)
         except ImportError:
             console.print("[red]The plot needs matplotlib: pip install 'feedbackbot[report]'[/red]")
             raise typer.Exit(1) from None

@@ -23,7 +23,10 @@ def simulate(
         False, "--demo", help="Rate the demo model's answers (`up --demo`): --prefer names a demo style, and the questions are the demo corpus's."
     ),
     url: str = typer.Option("http://127.0.0.1:8000", help="The running app."),
-    user: str = typer.Option("admin", help="User to chat as (see --users for several)."),
+    user: str = typer.Option(
+        None,
+        help="One user to chat as (default: the simulated users sim-1, sim-2, ... that `chatbot up` creates, taking turns: simulated chats stay out of real users' histories).",
+    ),
     password: str = typer.Option(
         None, help="Its password (default: from AUTH_USERS, else for admin the one `chatbot up` wrote in DATA_DIR/secrets/admin-password)."
     ),
@@ -51,6 +54,7 @@ def simulate(
     import httpx
 
     from feedback.settings import parse_users
+    from sim import accounts as sim_accounts
     from sim.rater import RaterPolicy
     from sim.simulate import LoginError, check_logins
     from sim.simulate import simulate as run_simulation
@@ -62,13 +66,22 @@ def simulate(
         except ValueError as exc:
             console.print(f"[red]--users: {exc}[/red]")
             raise typer.Exit(2) from None
-    else:
+    elif user:
         secret = settings.layout.admin_password
         found = password or settings.users().get(user) or (secret.read_text().strip() if user == "admin" and secret.exists() else None)
         if not found:
             console.print(f"[red]No password for {user}: give --password (or --users), or run `chatbot up` first (it writes {secret}).[/red]")
             raise typer.Exit(2)
         accounts = {user: found}
+    else:
+        accounts = sim_accounts.find(settings.users(), settings.layout.sim_password)
+        if not accounts:
+            example = sim_accounts.auth_users_entries("<password>", 2)
+            console.print(
+                f"[red]No simulated users: `chatbot up` creates {', '.join(sim_accounts.names())} (password in {settings.layout.sim_password}) "
+                f"when it generates the users; with AUTH_USERS set, add some there ({example}) or pass --users.[/red]"
+            )
+            raise typer.Exit(2)
     from sim import preference as preferences
 
     try:

@@ -1,7 +1,8 @@
 """`chatbot up`: everything the product needs, started in order, watched, and stopped together.
 
 plan         settings -> what to start (embedded Redis? local model? secrets, ports)
-services     one small function each: Redis, the model server, the web UI
+services     one small function each: Redis (and the console's aggregates, built once), the
+             model server, the web UI
 watch        the schedule's retraining runs, and a stop when any service dies
 """
 
@@ -50,6 +51,7 @@ def up(
     try:
         with group:
             _start_redis(group, plan)
+            _build_stats(plan)
             _start_model(group, plan)
             _start_web(group, plan)
             _watch(group, plan)
@@ -88,9 +90,12 @@ def _plan(settings: Settings, host: str | None, port: int | None, demo: bool) ->
         settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(layout.demo_model)})
     plan = Plan(settings, host or settings.host, port or settings.port, demo, dict(os.environ, DATA_DIR=str(layout.root)))
     if settings.auth_mode == "password" and not settings.users():
+        from sim import accounts as sim_accounts
+
         password = _secret_file(layout.admin_password, secrets.token_urlsafe(12))
-        plan.env["AUTH_USERS"] = f"admin:{password}"
-        plan.login_hint = f"log in as admin / {password} (set AUTH_USERS to choose users)"
+        sim_password = _secret_file(layout.sim_password, secrets.token_urlsafe(12))
+        plan.env["AUTH_USERS"] = f"admin:{password}," + sim_accounts.auth_users_entries(sim_password)
+        plan.login_hint = f"log in as admin / {password} (set AUTH_USERS to choose users; sim-1..sim-{sim_accounts.COUNT} are for `chatbot simulate`)"
     if not settings.chainlit_auth_secret:
         plan.env["CHAINLIT_AUTH_SECRET"] = _secret_file(layout.auth_secret, secrets.token_urlsafe(48))
     for taken, what in ((plan.port, "PORT"), (settings.local_model_port if settings.llm_base_url is None else None, "LOCAL_MODEL_PORT")):
@@ -111,6 +116,28 @@ def _start_redis(group: ServiceGroup, plan: Plan) -> None:
         redis_server.start(group, layout.redis, layout.redis_socket)
     plan.env["REDIS_URL"] = f"unix://{layout.redis_socket}"
     console.print(f"[green]✓[/green] Redis (embedded, AOF) at {layout.redis}")
+
+
+def _build_stats(plan: Plan) -> None:
+    """The console's approval counts and review queue, counted once from the stored ratings when
+    they were never built (data written before them): before the web app, so no rating is written
+    meanwhile. An unreachable Redis is left for the web app to report."""
+    import redis
+
+    from feedback import stats
+    from feedback.connection import connect_sync
+
+    r = connect_sync(plan.env.get("REDIS_URL") or plan.settings.effective_redis_url)
+    try:
+        if stats.built(r):
+            return
+        with console.status("Counting the stored ratings for the console..."):
+            counted = stats.rebuild(r)
+        console.print(f"[green]✓[/green] Console aggregates built from {counted} stored rating(s)")
+    except redis.RedisError as exc:
+        console.print(f"[yellow]Could not build the console aggregates ({exc}); run `chatbot stats rebuild` later.[/yellow]")
+    finally:
+        r.close()
 
 
 def _start_model(group: ServiceGroup, plan: Plan) -> None:
@@ -151,7 +178,10 @@ def _watch(group: ServiceGroup, plan: Plan) -> None:
     settings = plan.settings
     watch = ExperimentWatch(plan.env.get("REDIS_URL") or settings.effective_redis_url, settings.prompt_id, settings.experiment_look_s)
     options = ["--demo"] if plan.demo else []  # the demo model's retraining recipe
-    schedule = RetrainSchedule(settings.retrain_interval_s, settings.min_new_ratings, plan.env, settings.layout.retrain_log, options)
+    schedule = RetrainSchedule(
+        settings.retrain_interval_s, settings.min_new_ratings, plan.env, settings.layout.retrain_log, options,
+        redis_url=plan.env.get("REDIS_URL") or settings.effective_redis_url,
+    )  # fmt: skip
     if settings.retrain_interval_s:
         console.print(f"Retraining checked every {settings.retrain_interval_s} s (needs {settings.min_new_ratings} new ratings); log: {schedule.log_path}")
     console.print("Press Ctrl-C to stop.")
