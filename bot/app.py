@@ -63,7 +63,7 @@ if settings.chainlit_auth_secret:
     # Chainlit reads its JWT secret from the process environment only.
     os.environ.setdefault("CHAINLIT_AUTH_SECRET", settings.chainlit_auth_secret.get_secret_value())
 
-redis = connect(settings.effective_redis_url)
+redis = connect(settings.effective_redis_url, cluster=settings.redis_cluster)
 store = Store(redis, Spool(settings.spool_path))
 USERS = settings.users()
 SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
 
     # Redis: a URL (redis://, rediss://, unix://); unset = embedded Redis under data_dir.
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis Cluster: use the cluster clients (they find the rest).
+    redis_cluster: bool = False
 
     # Model: any OpenAI-compatible endpoint; unset = `chatbot up` serves the model locally.
     llm_base_url: str | None = None

@@ -19,12 +19,14 @@ import redis
 
 from feedback import keys
 from feedback.report import wilson
+from feedback.scripts import lua
 
 HOUR = 3600
 BUCKETS = (HOUR, 24 * HOUR, 7 * 24 * HOUR, 30 * 24 * HOUR)  # what `approval` picks from
 MAX_BUCKETS = 60  # points on a chart: auto picks the smallest bucket giving at most this many
 FORMAT = "1"  # keys.stats_version: bump when the aggregates' format changes (then `up` rebuilds)
 REBUILD_TTL_S = 3600  # a crashed rebuild's temporary keys expire
+REPLACE = lua("replace_stats")
 
 By = Literal["model_version", "prompt_version"]
 
@@ -164,13 +166,5 @@ def rebuild(r: redis.Redis, batch: int = 5000) -> int:
     for tmp in (tmp_counts, tmp_queue):
         pipe.expire(tmp, REBUILD_TTL_S)
     pipe.execute()
-    with r.pipeline(transaction=True) as tx:
-        for tmp, real, filled in ((tmp_counts, keys.approval_counts(), bool(counts)), (tmp_queue, keys.review_queue(), bool(queue))):
-            if filled:
-                tx.rename(tmp, real)
-                tx.persist(real)  # RENAME carries the temporary key's expiry over
-            else:
-                tx.delete(real)
-        tx.set(keys.stats_version(), FORMAT)
-        tx.execute()
+    r.eval(REPLACE, 5, tmp_counts, keys.approval_counts(), tmp_queue, keys.review_queue(), keys.stats_version(), FORMAT)
     return counted

@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 
 
 class ExperimentWatch:
-    def __init__(self, redis_url: str, prompt_id: str, interval_s: float = 60.0) -> None:
+    def __init__(self, redis_url: str, prompt_id: str, interval_s: float = 60.0, cluster: bool = False) -> None:
         self.redis_url = redis_url
+        self.cluster = cluster
         self.prompt_id = prompt_id
         self.interval_s = interval_s
         self.next_at = time.monotonic() + interval_s
@@ -32,7 +33,7 @@ class ExperimentWatch:
         from feedback.connection import connect_sync
 
         try:
-            r = connect_sync(self.redis_url)
+            r = connect_sync(self.redis_url, cluster=self.cluster)
             try:
                 report = experiments.status(r, self.prompt_id)
             except experiments.ExperimentError:  # none running: nothing to look at

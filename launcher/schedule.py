@@ -27,7 +27,14 @@ REQUEST_RETRY_S = 30.0
 
 class RetrainSchedule:
     def __init__(
-        self, interval_s: int, min_new_ratings: int, env: dict[str, str], log_path: Path, options: Sequence[str] = (), redis_url: str | None = None
+        self,
+        interval_s: int,
+        min_new_ratings: int,
+        env: dict[str, str],
+        log_path: Path,
+        options: Sequence[str] = (),
+        redis_url: str | None = None,
+        cluster: bool = False,
     ) -> None:
         """redis_url: where run requests are looked for (default: the env's REDIS_URL; none: never)."""
         self.interval_s = interval_s
@@ -36,6 +43,7 @@ class RetrainSchedule:
         self.env = env
         self.log_path = log_path
         self.redis_url = redis_url or env.get("REDIS_URL")
+        self.cluster = cluster
         self.next_at = time.monotonic() + interval_s
         self.proc: subprocess.Popen[bytes] | None = None
         self._redis: redis.Redis | None = None
@@ -68,7 +76,7 @@ class RetrainSchedule:
 
         try:
             if self._redis is None:
-                self._redis = connect_sync(self.redis_url, timeout_s=2.0)
+                self._redis = connect_sync(self.redis_url, timeout_s=2.0, cluster=self.cluster)
             request = progress.take_request(self._redis)
         except Exception as exc:  # Redis restarting, unreachable: `up` goes on
             log.warning("could not look for a retraining request (%s); looking again in %.0f s", exc, REQUEST_RETRY_S)

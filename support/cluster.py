@@ -79,6 +79,7 @@ def start_cluster(group: ServiceGroup, folder: Path, masters: int = 3, replicas:
         node_dir.mkdir(parents=True)
         argv = [
             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            "--cluster-port", str(free_port()),  # the bus port: port + 10000 may be taken or past 65535
             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
             "--appendonly", "yes", "--save", "", "--dir", str(node_dir),
         ]  # fmt: skip

@@ -269,10 +269,23 @@ class Collected:
         return row
 
 
+def _data_node(r: redis.Redis) -> redis.Redis:
+    """On Redis Cluster, a plain client of the master serving the product's slot (every key shares
+    the tag {fb}): the reader pipelines packed script calls on one connection, which the cluster
+    client does not offer. Elsewhere `r` itself."""
+    from redis.cluster import RedisCluster
+
+    if not isinstance(r, RedisCluster):
+        return r
+    node = r.get_node_from_key(keys.events())
+    return node.redis_connection or redis.Redis(host=node.host, port=node.port, decode_responses=True)
+
+
 def collect(r: redis.Redis, since: str | None, full: bool = False, batch: int = 5000) -> Collected:
     """The exchanges touched by rating events after `since` (exclusive), or every rated exchange
     when `full` (or when there is no watermark yet). `r` must decode responses (as
     feedback.connection.connect_sync does) and stay open while the rows are read."""
+    r = _data_node(r)
     if full or since is None:
         # The watermark is read before the listing: a rating written meanwhile is read again next
         # time (harmless: the last rating wins), never lost.

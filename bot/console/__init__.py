@@ -28,7 +28,7 @@ def install(app: FastAPI, settings: Settings, r: redis.Redis | None = None) -> C
 
     `r`: a blocking Redis client (decoded responses); by default one for REDIS_URL. Its calls run
     in worker threads, never on the event loop."""
-    console = Console(app, settings, r if r is not None else connect_sync(settings.effective_redis_url))
+    console = Console(app, settings, r if r is not None else connect_sync(settings.effective_redis_url, cluster=settings.redis_cluster))
     app.add_exception_handler(Refused, console.refused)
     app.router.routes[0:0] = console.routes()
     return console

@@ -34,7 +34,7 @@ def registry_redis() -> tuple[Settings, redis.Redis]:
     from feedback.connection import connect_sync
 
     settings = settings_or_exit()
-    r = connect_sync(settings.effective_redis_url)
+    r = connect_sync(settings.effective_redis_url, cluster=settings.redis_cluster)
     try:
         r.ping()
     except redis.RedisError as exc:

@@ -127,7 +127,7 @@ def _build_stats(plan: Plan) -> None:
     from feedback import stats
     from feedback.connection import connect_sync
 
-    r = connect_sync(plan.env.get("REDIS_URL") or plan.settings.effective_redis_url)
+    r = connect_sync(plan.env.get("REDIS_URL") or plan.settings.effective_redis_url, cluster=plan.settings.redis_cluster)
     try:
         if stats.built(r):
             return
@@ -176,11 +176,12 @@ def _watch(group: ServiceGroup, plan: Plan) -> None:
     from launcher.schedule import RetrainSchedule
 
     settings = plan.settings
-    watch = ExperimentWatch(plan.env.get("REDIS_URL") or settings.effective_redis_url, settings.prompt_id, settings.experiment_look_s)
+    redis_url = plan.env.get("REDIS_URL") or settings.effective_redis_url
+    watch = ExperimentWatch(redis_url, settings.prompt_id, settings.experiment_look_s, cluster=settings.redis_cluster)
     options = ["--demo"] if plan.demo else []  # the demo model's retraining recipe
     schedule = RetrainSchedule(
         settings.retrain_interval_s, settings.min_new_ratings, plan.env, settings.layout.retrain_log, options,
-        redis_url=plan.env.get("REDIS_URL") or settings.effective_redis_url,
+        redis_url=redis_url, cluster=settings.redis_cluster,
     )  # fmt: skip
     if settings.retrain_interval_s:
         console.print(f"Retraining checked every {settings.retrain_interval_s} s (needs {settings.min_new_ratings} new ratings); log: {schedule.log_path}")
