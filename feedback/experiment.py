@@ -166,6 +166,18 @@ class Report:
     by_model: dict[str, dict[str, ArmCounts]] = field(default_factory=dict)  # arm -> model version -> counts (uncapped)
 
 
+def verdict(exp: Experiment, d: Decision) -> str:
+    """Where an experiment stands, in words (the CLI's status and the console say it alike)."""
+    lo, hi = d.interval
+    if d.status == "winner":
+        return f"Winner: {d.winner} (better than {d.rival} by {lo:+.1%} to {hi:+.1%}, p = {d.p_value:.3f})."
+    if d.status == "no_difference":
+        return f"No difference found after {exp.max_rated} rated answers per arm (difference within {lo:+.1%} to {hi:+.1%})."
+    if d.status == "running":
+        return f"Running: {d.leader} leads {d.rival} by {lo:+.1%} to {hi:+.1%} (p = {d.p_value:.3f}, alpha {exp.alpha})."
+    return f"Not enough data yet: every arm needs {exp.min_rated} rated answers."
+
+
 def status(r: redis.Redis, prompt_id: str, experiment_id: str | None = None) -> Report:
     """Look: count the ratings, fold them into the test, and end the experiment when it is decided
     (serving the winner with auto_serve). Looking as often as one likes keeps the error rate."""

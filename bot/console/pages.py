@@ -124,20 +124,8 @@ def flat_metrics(data: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return out
 
 
-def verdict_of(exp: experiments.Experiment, d: Decision) -> str:
-    """An experiment's decision in words (as `chatbot prompt experiment status` says it)."""
-    lo, hi = d.interval
-    if d.status == "winner":
-        return f"Winner: {d.winner} (better than {d.rival} by {lo:+.1%} to {hi:+.1%}, p = {d.p_value:.3f})."
-    if d.status == "no_difference":
-        return f"No difference found after {exp.max_rated} rated answers per arm (difference within {lo:+.1%} to {hi:+.1%})."
-    if d.status == "running":
-        return f"Running: {d.leader} leads {d.rival} by {lo:+.1%} to {hi:+.1%} (p = {d.p_value:.3f}, alpha {exp.alpha})."
-    return f"Not enough data yet: every arm needs {exp.min_rated} rated answers."
-
-
 def verdict(rep: experiments.Report) -> str:
-    return verdict_of(rep.experiment, rep.decision)
+    return experiments.verdict(rep.experiment, rep.decision)
 
 
 def last_decision(exp: experiments.Experiment) -> Decision | None:
@@ -361,7 +349,7 @@ class Console:
             decision = last_decision(exp) if exp is not None else None
             if exp is not None and decision is not None and exp.status == "decided" and now - (exp.ended_at or 0) < RECENT_DECISION_S:
                 served = " (served automatically)" if exp.auto_serve and decision.winner else ""
-                attention.append(f"Prompt experiment {exp.id} reached a decision {when(exp.ended_at)}: {verdict_of(exp, decision)}{served}")
+                attention.append(f"Prompt experiment {exp.id} reached a decision {when(exp.ended_at)}: {experiments.verdict(exp, decision)}{served}")
         prog = _progress(progress.read(r))
         if prog and prog["active"] and prog["updated"] and now - prog["updated"] > max(600, s.retrain_lock_ttl_s):
             attention.append(f"Retraining run {prog['run']} has reported nothing since {when(prog['updated'])}: it may have crashed.")

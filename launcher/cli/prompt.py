@@ -119,13 +119,7 @@ def experiment_status(experiment_id: str = typer.Option(None, "--id", help="A pa
         share = [f"{exp.weights.get(arm, 1 / len(exp.arms)):.0%}"] if exp.policy == "adaptive" else []
         table.add_row(arm, str(c.rated), str(c.liked), f"{c.approval:.1%}" if c.rated else "", *share)
     Console().print(table)
-    verdict = {
-        "not_enough_data": f"not enough data yet: every arm needs {exp.min_rated} rated answers",
-        "running": f"running: {d.leader} leads {d.rival} by {d.interval[0]:+.1%} to {d.interval[1]:+.1%} (p = {d.p_value:.3f}, alpha {exp.alpha})",
-        "winner": f"winner: {d.winner} (better than {d.rival} by {d.interval[0]:+.1%} to {d.interval[1]:+.1%}, p = {d.p_value:.3f})",
-        "no_difference": f"no difference found after {exp.max_rated} rated answers per arm (difference within {d.interval[0]:+.1%} to {d.interval[1]:+.1%})",
-    }[d.status]
-    Console().print(verdict)
+    Console().print(experiments.verdict(exp, d))
     if report.other_model_answers:
         Console().print(f"{report.other_model_answers} rated answers from a model other than {exp.model_version} (in service at the start) were not counted")
     if report.capped:
