@@ -56,6 +56,14 @@ class Cluster:
     def keys_per_master(self) -> dict[str, int]:
         return {n.address: int(n.client().dbsize()) for n in self.masters()}
 
+    def replicas_in_sync(self) -> bool:
+        """Every live replica's link to its master is up (a replica that never synced can't fail over)."""
+        try:
+            infos = [n.client().info("replication") for n in self.nodes if n.proc.poll() is None]
+        except redis.RedisError:
+            return False
+        return all(i.get("master_link_status") == "up" for i in infos if i["role"] == "slave")
+
     def kill(self, node: ClusterNode) -> None:
         """Stop a node at once (SIGKILL): no shutdown, no last write to disk."""
         os.killpg(node.proc.pid, signal.SIGKILL)
@@ -82,6 +90,7 @@ def start_cluster(group: ServiceGroup, folder: Path, masters: int = 3, replicas:
             "--cluster-port", str(free_port()),  # the bus port: port + 10000 may be taken or past 65535
             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
             "--appendonly", "yes", "--save", "", "--dir", str(node_dir),
+            "--repl-diskless-sync-delay", "0",  # replicas in sync at once (5 s by default): one that never synced can't take over
         ]  # fmt: skip
         proc = group.start(f"redis-cluster-{port}", argv)
         node = ClusterNode(port, proc)
@@ -93,4 +102,5 @@ def start_cluster(group: ServiceGroup, folder: Path, masters: int = 3, replicas:
         raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     wait_until(cluster.state_ok, 30, what="the cluster to serve every slot")
     wait_until(lambda: len(cluster.masters()) == masters, 30, what="the masters")
+    wait_until(cluster.replicas_in_sync, 30, what="the replicas' first sync")
     return cluster
