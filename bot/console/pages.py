@@ -138,10 +138,6 @@ def last_decision(exp: experiments.Experiment) -> Decision | None:
         return None
 
 
-def _wilson(liked: int, n: int) -> tuple[float, float]:
-    return wilson(liked, n)
-
-
 # --- input ------------------------------------------------------------------------------------------
 
 
@@ -232,7 +228,7 @@ class Console:
         self.gate = Gate(app, settings)
         self.spool = Spool(settings.spool_path)
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True), auto_reload=False)
-        self.env.filters.update(when=when, duration=duration, size=size, flat_metrics=flat_metrics, verdict=verdict, wilson=_wilson)
+        self.env.filters.update(when=when, duration=duration, size=size, flat_metrics=flat_metrics, verdict=verdict, wilson=wilson)
 
     # -- plumbing
 
