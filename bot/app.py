@@ -35,8 +35,8 @@ from starlette.datastructures import Headers
 from bot import api, branding, console, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
-from bot.history import Turn, as_messages, drop_from
-from bot.prompt import render
+from bot.history import Turn, as_messages, drop_from, refs
+from bot.prompt import prefix, render
 from feedback import exchange as exchanges
 from feedback import experiment as experiments
 from feedback import keys, registry
@@ -44,6 +44,7 @@ from feedback import prompt as prompts
 from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.limiter import Limiter
+from feedback.replication import ReplicaWait
 from feedback.settings import SettingsError, load_settings
 from feedback.spool import Spool
 from feedback.store import OUTAGE, Store
@@ -64,7 +65,7 @@ if settings.chainlit_auth_secret:
     os.environ.setdefault("CHAINLIT_AUTH_SECRET", settings.chainlit_auth_secret.get_secret_value())
 
 redis = connect(settings.effective_redis_url, cluster=settings.redis_cluster)
-store = Store(redis, Spool(settings.spool_path))
+store = Store(redis, Spool(settings.spool_path), settings.unrated_exchange_ttl_s, ReplicaWait.from_settings(settings))
 USERS = settings.users()
 SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."
 
@@ -390,10 +391,17 @@ async def send_info(reply: cl.Message, info: cl.CustomElement) -> None:
 
 
 async def answer(
-    run_id: str, prompt_message_id: str, prompt: list[dict[str, str]], prompt_ref: tuple[str, str], experiment: str | None, earlier: list[dict[str, Any]] | None = None
+    run_id: str,
+    prompt_message_id: str,
+    prompt: list[dict[str, str]],
+    stored_as: tuple[int, list[Turn]],
+    prompt_ref: tuple[str, str],
+    experiment: str | None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> exchanges.Exchange | None:
     """Stream the model's answer to `prompt` into a new message and store the exchange; `earlier`:
-    the answers it replaces (Regenerate), shown collapsed under it.
+    the answers it replaces (Regenerate), shown collapsed under it. `stored_as`: how many of the
+    prompt's messages are its fixed part, and the earlier turns it may repeat (stored once).
 
     Returns None when the model failed (the user sees why) or the user pressed stop.
     """
@@ -441,6 +449,8 @@ async def answer(
         message_id=reply.id,
         prompt_message_id=prompt_message_id,
         messages=[exchanges.PromptMessage(**m) for m in prompt],
+        prefix_size=stored_as[0],
+        turns=refs(stored_as[1]),
         completion=reply.content,
         prompt_id=prompt_ref[0],
         prompt_version=prompt_ref[1],
@@ -533,7 +543,7 @@ async def resume(thread: cl.types.ThreadDict) -> None:
     own = [e for e in shown if e.prompt_id == settings.prompt_id]
     cl.user_session.set("prompt_version", own[-1].prompt_version if own else None)  # its arm, in an experiment
     cl.user_session.set("experiment", own[-1].experiment if own else None)
-    cl.user_session.set("turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion) for e in shown])
+    cl.user_session.set("turns", [Turn(e.prompt_message_id, e.messages[-1].content, e.completion, e.id) for e in shown])
     on_page = {e.id: e.message_id for e in shown if e.message_id}
     cl.user_session.set("answers", on_page)
     # Chainlit doesn't store action buttons: Regenerate on the latest answer, the reason toggles on
@@ -561,9 +571,10 @@ async def on_message(message: cl.Message) -> None:
     spec = await conversation_spec()
     prompt = render(spec, as_messages(history), message.content, settings.history_max_tokens)
     run = cl.context.current_step
-    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt), (spec.id, spec.version), cl.user_session.get("experiment"))
+    stored_as = (len(prefix(spec)), history)
+    record = await answer(run.id if run else uuid.uuid4().hex, message.id, convert_to_openai_messages(prompt), stored_as, (spec.id, spec.version), cl.user_session.get("experiment"))
     if record is not None:
-        history.append(Turn(message.id, message.content, record.completion))
+        history.append(Turn(message.id, message.content, record.completion, record.id))
     cl.user_session.set("turns", history)
 
 
@@ -586,9 +597,10 @@ async def regenerate(action: cl.Action) -> None:
         return
     earlier = await earlier_answers(old)
     async with cl.Step(name="regenerate", type="run", parent_id=old.prompt_message_id) as run:
-        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], (old.prompt_id, old.prompt_version), old.experiment, earlier)
+        stored_as = (old.prefix_size, history[:-1])
+        record = await answer(run.id, old.prompt_message_id, [m.model_dump() for m in old.messages], stored_as, (old.prompt_id, old.prompt_version), old.experiment, earlier)
     if record is not None:
         await cl.Message(content="", id=old.message_id).remove()  # soft delete: see the data layer
         answers().pop(old.id, None)
-        history[-1] = Turn(old.prompt_message_id, history[-1].question, record.completion)
+        history[-1] = Turn(old.prompt_message_id, history[-1].question, record.completion, record.id)
         cl.user_session.set("turns", history)

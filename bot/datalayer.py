@@ -29,6 +29,7 @@ from chainlit.types import Feedback, FeedbackDict, PageInfo, PaginatedResponse, 
 from chainlit.user import PersistedUser, User
 from redis.asyncio import Redis
 
+from bot.stored_form import pack_element, pack_step, unpack_element, unpack_step
 from feedback import keys
 from feedback import rating as ratings
 from feedback import thread as threads
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 
 SEARCH_CONTENT_THREADS = 500
+# The app's session state that Chainlit would save with the thread but that resuming rebuilds from
+# the stored answers (bot/app.py: resume): a copy growing with every answer, never read.
+NOT_PERSISTED = frozenset({"turns", "answers"})
 RATED_WORDS = {"rated:up": "1", "rated:down": "0"}
 
 
@@ -55,7 +59,7 @@ def shown_text(raw: str | None, deleted: str | None) -> str:
     """What a stored step shows to search in: the text of a question or an answer in view."""
     if not raw or deleted == "1":
         return ""
-    step = json.loads(raw)
+    step = unpack_step(raw)
     if step.get("type") not in ("user_message", "assistant_message") or (step.get("metadata") or {}).get("transient"):
         return ""
     return str(step.get("output") or "").casefold()
@@ -72,7 +76,7 @@ def step_call(user: str, thread_id: str, step: dict[str, Any], now: float) -> tu
     step.pop("feedback", None)  # ratings live in their own keys
     favorite = "1" if (step.get("metadata") or {}).get("favorite") else "0"
     keys_ = [keys.thread(thread_id), keys.step(step["id"]), keys.thread_steps(thread_id), keys.user_threads(user), keys.user_favorites(user)]
-    return keys_, [user, thread_id, step["id"], json.dumps(step, default=str), _epoch(step.get("createdAt")), now, iso(now), favorite]
+    return keys_, [user, thread_id, step["id"], pack_step(step), _epoch(step.get("createdAt")), now, iso(now), favorite]
 
 
 class OwnershipError(LoopError, PermissionError):
@@ -167,7 +171,8 @@ class RedisDataLayer(BaseDataLayer):
             fields["tags"] = json.dumps(tags)
         if metadata is not None:
             current = json.loads(cast("str | None", await self.r.hget(keys.thread(thread_id), "metadata")) or "{}")
-            fields["metadata"] = json.dumps({**current, **metadata}, default=str)
+            kept = {k: v for k, v in metadata.items() if k not in NOT_PERSISTED}
+            fields["metadata"] = json.dumps({**current, **kept}, default=str, separators=(",", ":"))
         # Only if the thread still exists: a late update must not resurrect a deleted thread.
         pairs = [x for kv in fields.items() for x in kv]
         await self.r.eval(UPDATE_IF_EXISTS, 2, keys.thread(thread_id), keys.user_threads(owner), time.time(), *pairs)
@@ -204,7 +209,7 @@ class RedisDataLayer(BaseDataLayer):
         for sid, (raw, deleted), rated in zip(step_ids, rows[:n], rows[n : 2 * n], strict=True):
             if not raw or deleted == "1":
                 continue
-            step: StepDict = json.loads(raw)
+            step = cast(StepDict, unpack_step(raw))
             if (step.get("metadata") or {}).get("transient"):
                 continue  # e.g. the reasons question an earlier version asked after a thumbs down
             if rated:  # ratings are keyed by the run step, like Chainlit's feedback
@@ -213,7 +218,7 @@ class RedisDataLayer(BaseDataLayer):
                 # The reasons too (not a Chainlit field): the page's thumbs send back what they hold.
                 step["feedback"] = cast(FeedbackDict, {**feedback, "reasons": json.loads(rated.get("reasons") or "[]")})
             thread["steps"].append(step)
-        thread["elements"] = [json.loads(e) for e in rows[2 * n :] if e]
+        thread["elements"] = [cast(ElementDict, unpack_element(e)) for e in rows[2 * n :] if e]
         return thread
 
     async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
@@ -307,7 +312,7 @@ class RedisDataLayer(BaseDataLayer):
         raw = cast("str | None", await self.r.hget(keys.step(step_id), "data"))
         if not raw:
             return
-        step = json.loads(raw)
+        step = unpack_step(raw)
         await self._check_step_write(step.get("threadId"))
         await self.r.hset(keys.step(step_id), "deleted", "1")
         # A removed answer message (edit, regenerate): hide its exchange, keep it for training.
@@ -322,7 +327,7 @@ class RedisDataLayer(BaseDataLayer):
             for sid in ids:
                 pipe.hget(keys.step(sid), "data")
             rows = await pipe.execute()
-        return [json.loads(raw) for raw in rows if raw]
+        return [cast(StepDict, unpack_step(raw)) for raw in rows if raw]
 
     # --- elements -------------------------------------------------------------------------------
 
@@ -331,7 +336,7 @@ class RedisDataLayer(BaseDataLayer):
         await self._check_step_write(element.thread_id)
         data = element.to_dict()
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.set(keys.element(element.id), json.dumps(data, default=str))
+            pipe.set(keys.element(element.id), pack_element(dict(data)))
             pipe.sadd(keys.thread_elements(element.thread_id), element.id)
             await pipe.execute()
 
@@ -339,7 +344,7 @@ class RedisDataLayer(BaseDataLayer):
         raw = cast("str | None", await self.r.get(keys.element(element_id)))
         if not raw:
             return None
-        data: ElementDict = json.loads(raw)
+        data = cast(ElementDict, unpack_element(raw))
         return data if data.get("threadId") == thread_id else None
 
     @queue_until_user_message()  # nothing is stored before the first user message
@@ -347,7 +352,7 @@ class RedisDataLayer(BaseDataLayer):
         raw = cast("str | None", await self.r.get(keys.element(element_id)))
         if not raw:
             return
-        owner_thread = json.loads(raw).get("threadId")
+        owner_thread = str(unpack_element(raw).get("threadId") or "")  # none: refused below
         if thread_id and owner_thread != thread_id:
             raise OwnershipError(f"element {element_id} is not in thread {thread_id}")
         await self._check_step_write(owner_thread)

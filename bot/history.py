@@ -6,12 +6,20 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from feedback.exchange import TurnRef
+
 
 @dataclass
 class Turn:
     message_id: str
     question: str
     answer: str
+    exchange_id: str  # the stored answer: a later prompt repeating this turn refers to it
+
+
+def refs(turns: list[Turn]) -> list[TurnRef]:
+    """The turns as a stored exchange may refer to them (feedback.exchange)."""
+    return [TurnRef(exchange_id=t.exchange_id, question=t.question, answer=t.answer) for t in turns]
 
 
 def as_messages(turns: list[Turn]) -> list[BaseMessage]:

@@ -255,20 +255,34 @@ def user_favorites(user_id: str) -> str:
 def exchange(exchange_id: str) -> str:
     """HASH: one assistant answer, keyed by the id of the run step that produced it (Chainlit's
     Feedback.forId points at that run step): thread_id, user, message_id, prompt_message_id (the
-    user message answered), messages (JSON, exactly as sent), completion, prompt_id,
-    prompt_version, model, model_version, experiment (when in one), created_at, latency_ms, first_token_ms, input_tokens, output_tokens, deleted ("1": hidden).
+    user message answered), the prompt exactly as sent, compactly (prefix: the digest of its
+    fixed part, prompt_prefix(); history: JSON list of earlier turns, each the id of the answer
+    holding it or a literal message; question; older records: messages, all as JSON), completion,
+    prompt_id, prompt_version, model, model_version, experiment (when in one), created_at,
+    latency_ms, first_token_ms, input_tokens, output_tokens, deleted ("1": hidden). Unrated, it
+    expires UNRATED_EXCHANGE_TTL_DAYS after its thread's latest answer; the rating script keeps it
+    and what it refers to.
 
-    Writer: bot (with its thread and alternatives indexes, atomically). Reader: rating path,
-    data layer, job.
+    Writer: bot (with its thread index, atomically). Reader: rating path,
+    data layer, job (all through feedback.exchange.Rebuild or its parts).
     """
     return f"{PREFIX}:exchange:{_id(exchange_id)}"
 
 
-def alternatives(user_message_id: str) -> str:
-    """LIST: exchange ids answering the same user message, oldest first: the first answer, then
-    each regenerated or edited alternative (rated differently, they make a preference pair).
+def prompt_prefix(digest: str) -> str:
+    """STRING: the fixed part of a prompt (system prompt, guidelines, few-shot examples) as JSON
+    messages, stored once per content (digest: feedback.exchange.digest) and referred to by every
+    exchange whose prompt starts with it. Never changed or deleted. Writer: bot (SET NX, before
+    the exchange). Reader: every reader of exchanges (feedback.exchange.Rebuild, collect).
+    """
+    return f"{PREFIX}:prefix:{_id(digest)}"
 
-    Writer: bot (with the exchange). Reader: job (DPO pairs).
+
+def alternatives(user_message_id: str) -> str:
+    """LIST: exchange ids answering the same user message. No longer written (an answer's
+    alternatives are its thread's answers with the same prompt_message_id; the job pairs answers
+    by their exact prompt); older data's lists are deleted with their thread. Writer: none (was:
+    bot). Reader: thread deletion.
     """
     return f"{PREFIX}:alternatives:{_id(user_message_id)}"
 

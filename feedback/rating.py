@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 from feedback import keys
 from feedback.errors import InvalidInput
 from feedback.exchange import OP_TTL_S
+from feedback.replication import ReplicaWait, run_script, warn_if_short
 from feedback.scripts import lua
 
 MAX_COMMENT_CHARS = 2000
@@ -107,13 +108,25 @@ async def apply(
     exchange_id: str,
     rating: RatingInput | None,
     ts: float | None = None,
+    wait: ReplicaWait | None = None,
 ) -> str:
     """Rate (or un-rate, rating=None) an exchange. Returns the event id ('' when nothing changed).
+
+    With `wait` (REDIS_WAIT_REPLICAS), returns once that many replicas have the write, or after
+    its timeout: then the rating is saved on the master all the same, and a warning says it is
+    not yet replicated (feedback/replication.py).
 
     Raises RatingError when the exchange is unknown, in another thread, or someone else's.
     """
     keys_, args = rate_call(op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts)
-    outcome, event_id = await _script(r, RATE_SCRIPT)(keys=keys_, args=args)
+    if wait is None:
+        outcome, event_id = await _script(r, RATE_SCRIPT)(keys=keys_, args=args)
+    else:
+        (outcome, event_id), acked = await run_script(r, _script(r, RATE_SCRIPT), keys_, args, wait)
+        if outcome == "duplicate":
+            acked = 0  # applied by an earlier attempt (a retry after a lost reply, a replayed spool line): this WAIT proves nothing about it
+        if outcome not in _REFUSALS:
+            warn_if_short(wait, acked, f"rating op {op_id} of exchange {exchange_id}")
     if outcome in _REFUSALS:
         raise RatingError(*_REFUSALS[outcome])
     return str(event_id)

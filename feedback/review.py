@@ -15,6 +15,7 @@ from typing import cast
 
 import redis
 
+from feedback import exchange as exchanges
 from feedback import keys
 from feedback.exchange import Exchange
 from feedback.rating import StoredRating, from_hash
@@ -48,11 +49,7 @@ class Turn:
 
 
 def question_of(exchange: Exchange) -> str:
-    return _last_user_message([m.model_dump() for m in exchange.messages])
-
-
-def _last_user_message(messages: list[dict[str, str]]) -> str:
-    return next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    return next((m.content for m in reversed(exchange.messages) if m.role == "user"), "")
 
 
 @dataclass(frozen=True)
@@ -139,14 +136,14 @@ def _items(r: redis.Redis, chosen: list[_Candidate]) -> list[ReviewItem]:
     """The chosen candidates with what a reviewer reads: question, answer, comment."""
     pipe = r.pipeline(transaction=False)
     for c in chosen:
-        pipe.hmget(keys.exchange(c.exchange_id), "messages", "completion")
+        pipe.hmget(keys.exchange(c.exchange_id), exchanges.QUESTION_FIELD, exchanges.LEGACY_FIELD, "completion")
         pipe.hget(keys.rating(c.exchange_id), "comment")
     rows = pipe.execute() if chosen else []
     items = []
-    for c, (messages, completion), comment in zip(chosen, rows[::2], rows[1::2], strict=True):
-        if messages is None:
+    for c, (question_field, legacy, completion), comment in zip(chosen, rows[::2], rows[1::2], strict=True):
+        if completion is None:
             continue  # deleted since
-        question = _last_user_message(json.loads(messages))
+        question = exchanges.question_of({exchanges.QUESTION_FIELD: question_field, exchanges.LEGACY_FIELD: legacy})
         item = ReviewItem(
             c.exchange_id, c.thread_id, c.user, question, completion or "", comment or "", c.reasons,
             c.prompt_version, c.model_version, c.rated_at, c.reviewed_by, c.reviewed_at,
@@ -180,4 +177,5 @@ def conversation(r: redis.Redis, thread_id: str) -> list[Turn]:
         pipe.hgetall(keys.exchange(exchange_id))
         pipe.hgetall(keys.rating(exchange_id))
     rows = pipe.execute()
-    return [Turn(Exchange.from_hash(ex), from_hash(rt)) for ex, rt in zip(rows[::2], rows[1::2], strict=True) if ex]
+    ratings = {ex["id"]: from_hash(rt) for ex, rt in zip(rows[::2], rows[1::2], strict=True) if ex}
+    return [Turn(e, ratings[e.id]) for e in exchanges.rebuild_sync(r, rows[::2])]

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # REDIS_URL names one node of a Redis Cluster: use the cluster clients (they find the rest).
     redis_cluster: bool = False
+    # After each rating write, wait until this many replicas have it (WAIT on the writing
+    # connection, feedback/replication.py); 0 = don't wait (Redis replicates asynchronously).
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
+    # How long a rating write waits for them; a shortfall is logged, the rating stays saved. Kept
+    # under the clients' 2 s socket timeout (feedback/connection.py), which would cut the WAIT off.
+    redis_wait_timeout_ms: int = Field(100, ge=1, le=1000)
 
     # Model: any OpenAI-compatible endpoint; unset = `chatbot up` serves the model locally.
     llm_base_url: str | None = None
@@ -66,6 +72,9 @@ class Settings(BaseSettings):
     history_max_tokens: int = Field(2000, ge=0, le=1_000_000)
     # Longest user message accepted, in characters.
     max_message_chars: int = Field(8000, ge=1, le=1_000_000)
+    # Answers nobody rated are deleted from Redis this many days after their conversation's latest
+    # answer (0: kept for good); rated ones are kept, with the earlier turns their prompts refer to.
+    unrated_exchange_ttl_days: float = Field(30.0, ge=0, le=36500)
 
     # Retraining schedule of `chatbot up`: every retrain_interval_s (0 = off), when at least
     # min_new_ratings ratings came in since the last successful run.
@@ -149,6 +158,10 @@ class Settings(BaseSettings):
     def origins(self) -> frozenset[str]:
         """ALLOWED_ORIGINS as a set (the app's own origin is always allowed)."""
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def unrated_exchange_ttl_s(self) -> int:
+        return round(self.unrated_exchange_ttl_days * 86400)
 
     @property
     def effective_redis_url(self) -> str:

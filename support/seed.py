@@ -112,7 +112,8 @@ async def seed_exchange(
 ) -> str:
     """Store one answer (system prompt, earlier (question, answer) turns, the question) and, unless
     value is None, rate it. Returns the exchange id. Pass the prompt_message_id of an earlier
-    exchange to store a regenerated alternative of it."""
+    exchange to store a regenerated alternative of it. Stored as the app stores it: the system
+    prompt as the fixed part, an earlier turn equal to an answer of the thread as its id."""
     messages = [{"role": "system", "content": system}]
     for q, a in history:
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
@@ -129,6 +130,8 @@ async def seed_exchange(
         model=model,
         model_version=model_version,
         created_at=created_at if created_at is not None else time.time(),
+        prefix_size=1,
+        turns=[exchanges.TurnRef(exchange_id=e.id, question=e.messages[-1].content, answer=e.completion) for e in await exchanges.for_thread(r, thread)],
     )
     assert await exchanges.save(r, ex, op_id=new_id())
     if value is not None:
@@ -196,13 +199,14 @@ def bulk_seed(
     pipe = r.pipeline(transaction=False)
     thread = ""
     history: list[exchanges.PromptMessage] = []
+    turns: list[exchanges.TurnRef] = []
     user = ""
     base = [exchanges.PromptMessage(role="system", content=system)]
     for q, a in examples:
         base += [exchanges.PromptMessage(role="user", content=q), exchanges.PromptMessage(role="assistant", content=a)]
     for i in range(n):
         if i % turns_per_thread == 0:
-            thread, user, history = new_id(), f"user{rng.randrange(users)}", []
+            thread, user, history, turns = new_id(), f"user{rng.randrange(users)}", [], []
         question = _words(rng, rng.randint(8, 40)) + "?"
         if rng.random() < pii_share:
             question += f" Reach me at u{i}@example.com or +1 415-555-{rng.randrange(10000):04d}."
@@ -213,17 +217,20 @@ def bulk_seed(
             id=ex_id, thread_id=thread, user=user, prompt_message_id=msg_id,
             messages=[*base, *history, exchanges.PromptMessage(role="user", content=question)],
             completion=answer, prompt_id="assistant", prompt_version=rng.choice(["1.0.0", "1.1.0"]),
-            model="echo", created_at=ts, latency_ms=120.0,
+            model="echo", created_at=ts, latency_ms=120.0, prefix_size=len(base), turns=turns,
         )
         for step_id in (msg_id, ex_id, new_id()):  # user message, run step, assistant message
             step_keys, step_args = step_call(user, thread, {"id": step_id, "threadId": thread, "type": "seeded"}, ts)
             step(keys=step_keys, args=step_args, client=pipe)
+        if i % turns_per_thread == 0 and (prefix := exchanges.prefix_write(ex)) is not None:
+            pipe.set(*prefix, nx=True)
         save_keys, save_args = exchanges.save_call(ex, new_id())
         save(keys=save_keys, args=save_args, client=pipe)
         value = int(rng.random() < 0.6)
         rate_keys, rate_args = ratings.rate_call(op_id=new_id(), user=user, thread_id=thread, exchange_id=ex_id, rating=ratings.RatingInput(value=value), ts=ts + 1)
         rate(keys=rate_keys, args=rate_args, client=pipe)
         history += [exchanges.PromptMessage(role="user", content=question), exchanges.PromptMessage(role="assistant", content=answer)]
+        turns.append(exchanges.TurnRef(exchange_id=ex_id, question=question, answer=answer))
         ids.append(ex_id)
         if len(pipe) >= batch * 5:
             pipe.execute()

@@ -16,6 +16,7 @@ from typing import cast
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from feedback import exchange as exchanges
 from feedback import keys
 from support.browser import answer_to, log_in, only_exchange, rate, send, thumb
 from support.services import AppServer, RedisServer
@@ -91,16 +92,18 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
     expect(second).to_have_count(1)
     expect(thumb(second, 1, "off")).to_be_enabled()
     expect(thumb(second, 0, "off")).to_be_visible()
-    second_id = cast("str | None", redis_db.client.lindex(keys.alternatives(first_exchange["prompt_message_id"]), -1))
-    assert second_id is not None
+    answers = exchanges.for_thread_sync(redis_db.client, first_exchange["thread_id"])
+    same = [e.id for e in answers if e.prompt_message_id == first_exchange["prompt_message_id"]]
+    second_id = same[-1]
     assert second_id != first_id
     assert rate(page, second, 1)["feedbackId"] == second_id
 
     # Both answers to the same user message, rated both ways: a preference pair for DPO.
-    assert redis_db.client.lrange(keys.alternatives(first_exchange["prompt_message_id"]), 0, -1) == [first_id, second_id]
-    a, b = (redis_db.client.hgetall(keys.exchange(i)) for i in (first_id, second_id))
-    assert (a["model"], b["model"]) == ("echo", "echo-v2")
-    assert a["messages"] == b["messages"] and a["deleted"] == "1" and b["deleted"] == "0"
+    assert same == [first_id, second_id]
+    a, b = (exchanges.load_sync(redis_db.client, i) for i in (first_id, second_id))
+    assert a is not None and b is not None
+    assert (a.model, b.model) == ("echo", "echo-v2")
+    assert a.messages == b.messages and a.deleted and not b.deleted
     assert [redis_db.client.hget(keys.rating(i), "value") for i in (first_id, second_id)] == ["0", "1"]
     assert redis_db.client.hget(keys.rating(first_id), "comment") == "too terse"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from feedback import exchange as exchanges
 from feedback import keys
 from feedback import prompt as prompts
 from feedback.settings import Settings
@@ -36,8 +37,12 @@ async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app
     assert stored["output_tokens"] == "4"  # usage reported by the model server is recorded
     assert float(stored["latency_ms"]) > 0 and float(stored["first_token_ms"]) > 0
     assert stored["thread_id"] == client.thread_id
-    messages = json.loads(stored["messages"])
-    # The exact prompt: system prompt with guidelines, the few-shot pairs, then the user's message.
+    # Stored compactly: the fixed part once per content, referred to by its digest...
+    assert "messages" not in stored and redis_db.client.exists(keys.prompt_prefix(str(stored["prefix"])))
+    record = exchanges.load_sync(redis_db.client, final["metadata"]["exchange_id"])
+    assert record is not None
+    messages = [m.model_dump() for m in record.messages]
+    # ...and rebuilt exactly: the system prompt: system prompt with guidelines, the few-shot pairs, then the user's message.
     assert messages[0]["role"] == "system" and "Guidelines:" in messages[0]["content"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert messages[-1] == {"role": "user", "content": "hello there"}
@@ -55,6 +60,11 @@ async def test_history_is_sent_on_the_next_turn(app_server: AppServer, redis_db:
         await client.close()
     sent = httpx.get(f"{standin}/requests").json()[-1]["messages"]
     assert [m["content"] for m in sent[-3:]] == ["first question", "You said: first question", "second question"]
+    # The second answer's prompt refers to the first answer for the earlier turn (not a copy), and
+    # reads back as exactly what the model received.
+    first, second = exchanges.for_thread_sync(redis_db.client, client.thread_id or "")
+    assert json.loads(redis_db.client.hget(keys.exchange(second.id), "history") or "[]") == [first.id]
+    assert [m.model_dump() for m in second.messages] == [{"role": m["role"], "content": m["content"]} for m in sent]
 
 
 async def test_active_model_switches_without_restart(app_server: AppServer, redis_db: RedisServer) -> None:

@@ -76,7 +76,7 @@ def test_login_page_and_welcome_show_the_product_and_its_starters(browser: Brows
     expect(answer.locator(".positive-feedback-off")).to_be_enabled()
     expect(answer.locator(".answer-versions")).to_have_text(f"echo (base model) · prompt {NEWEST.ref}")
     _, exchange = only_exchange(redis_db)
-    assert exchange["prompt_version"] == NEWEST.version and json.loads(exchange["messages"])[-1]["content"] == first.message
+    assert exchange["prompt_version"] == NEWEST.version and exchange["question"] == first.message
 
 
 def test_several_reasons_are_picked_on_the_rated_answer_and_kept(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:

@@ -29,8 +29,10 @@ async def r(redis_db: RedisServer) -> AsyncIterator[Redis]:
 def by_hmget(redis_db: RedisServer, ids: list[str]) -> list[RatedExchange | None]:
     """The reference: each row read field by field, as the reader did before packing."""
     reference = collect(redis_db.client, None)
-    reader = _Reader()
-    return [reference._read_fields(i, reader) for i in ids]
+    reader = _Reader({})
+    rows = [reference._read_fields(i, reader) for i in ids]
+    assert not reader.rebuild(redis_db.client)
+    return rows
 
 
 async def test_packed_rows_equal_field_by_field_reads(r: Redis, redis_db: RedisServer) -> None:

@@ -41,6 +41,7 @@ def test_key_strings_are_pinned() -> None:
     assert keys.element("e") == "{fb}:element:e"
     assert keys.exchange("x") == "{fb}:exchange:x"
     assert keys.alternatives("m") == "{fb}:alternatives:m"
+    assert keys.prompt_prefix("d") == "{fb}:prefix:d"
     assert keys.rating("x") == "{fb}:rating:x"
     assert keys.events() == "{fb}:events"
     assert keys.applied_op("o") == "{fb}:op:o"

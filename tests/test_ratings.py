@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 
+from feedback import exchange as exchanges
 from feedback import keys
 from feedback.event import RatingEvent
 from sim.client import ChatClient
@@ -155,10 +156,12 @@ async def test_regenerate_keeps_both_answers_as_a_pair(alice: ChatClient, redis_
     # Both answers to the same user message, the first hidden but kept, rated both ways: a pair.
     user_message_id = cast("str | None", redis_db.client.hget(keys.exchange(first_id), "prompt_message_id"))
     assert user_message_id is not None
-    assert redis_db.client.lrange(keys.alternatives(user_message_id), 0, -1) == [first_id, second_id]
-    a, b = (redis_db.client.hgetall(keys.exchange(i)) for i in (first_id, second_id))
-    assert a["messages"] == b["messages"]  # exactly the same prompt
-    assert a["deleted"] == "1" and b["deleted"] == "0"
+    same = [e.id for e in exchanges.for_thread_sync(redis_db.client, alice.thread_id or "") if e.prompt_message_id == user_message_id]
+    assert same == [first_id, second_id]
+    a, b = (exchanges.load_sync(redis_db.client, i) for i in (first_id, second_id))
+    assert a is not None and b is not None
+    assert a.messages == b.messages  # exactly the same prompt
+    assert a.deleted and not b.deleted
     assert redis_db.client.hget(keys.rating(first_id), "value") == "0"
     assert redis_db.client.hget(keys.rating(second_id), "value") == "1"
 
@@ -177,7 +180,7 @@ async def test_edit_keeps_the_earlier_answer_as_an_alternative(alice: ChatClient
     edited = await alice.edit(prompt_id, "edited question")
     edited_id = run_id(edited)
     assert edited.text == "You said: edited question"
-    assert redis_db.client.lrange(keys.alternatives(prompt_id), 0, -1) == [first_id, edited_id]
+    assert [e.id for e in exchanges.for_thread_sync(redis_db.client, alice.thread_id or "") if e.prompt_message_id == prompt_id] == [first_id, edited_id]
     assert redis_db.client.hget(keys.exchange(first_id), "deleted") == "1"
     assert redis_db.client.hget(keys.step(final_message(first)["id"]), "deleted") == "1"  # soft-deleted, not gone
 

@@ -22,6 +22,7 @@ import jwt
 import pytest
 import socketio
 
+from feedback import exchange as exchanges
 from feedback import keys
 from launcher.process import ServiceGroup, free_port
 from sim.client import ChatClient, Reply
@@ -276,9 +277,10 @@ async def test_a_forged_message_id_joins_no_one_elses_answers(alice: ChatClient,
     mine = await alice.send("alice asks", message_id=mid)
     theirs = await bob.send("bob reuses her message id", message_id=mid)
     assert theirs.text  # bob still gets an answer in his own thread...
-    assert redis_db.client.lrange(keys.alternatives(mid), 0, -1) == [run_id(mine)]  # ...that joins nothing of hers
+    hers = exchanges.for_thread_sync(redis_db.client, alice.thread_id or "")
+    assert [e.id for e in hers] == [run_id(mine)] and hers[0].completion == "You said: alice asks"  # ...that joins nothing of hers
     assert (await bob.delete_thread(bob.thread_id or "")).status_code == 200
-    assert redis_db.client.lrange(keys.alternatives(mid), 0, -1) == [run_id(mine)]
+    assert [e.id for e in exchanges.for_thread_sync(redis_db.client, alice.thread_id or "")] == [run_id(mine)]
     assert redis_db.client.exists(keys.exchange(run_id(mine)))
 
 

@@ -13,10 +13,13 @@ million rows are never all in memory at once: their texts alone would take more 
 Ids come grouped by thread, so a thread's turns (each of whose prompts repeats the earlier turns)
 are processed together. Rows are plain slotted dataclasses: no pydantic validation per row.
 
+Prompts stored compactly (feedback.exchange: a fixed part by digest, earlier turns as answer ids) are
+rebuilt per batch from the rows themselves, a cache of fixed parts and one read of what is missing.
+
 Reading speed: the client's per-reply-item work (redis-py packing each command, the parser
 building one Python object per field) was half of a full build's CPU. A Lua script
 (`PACKED_ROWS`) therefore HMGETs an exchange and its rating server-side and returns the row as ONE
-string, the 14 fields joined by NUL after a presence mask: one command per `SCRIPT_ROWS` rows and
+string, its fields joined by NUL after a presence mask: one command per `SCRIPT_ROWS` rows and
 one reply item per row, split in C by `str.split`. A field that contains a NUL itself (possible
 only in free text) shows up as a wrong part count and that row is read again with plain HMGETs.
 The next batch's script calls are sent before the current batch is parsed and consumed, so Redis
@@ -40,7 +43,7 @@ from redis.connection import AbstractConnection
 
 from feedback import keys
 from feedback.event import RatingEvent
-from feedback.exchange import Exchange
+from feedback.exchange import LEGACY_FIELD, PROMPT_FIELDS, QUESTION_FIELD, Exchange, question_of
 from feedback.rating import StoredRating
 from feedback.scripts import lua
 
@@ -52,11 +55,14 @@ _Event = tuple[str, dict[str, str]]  # (stream id, fields) as a decoding client 
 # The hash fields read per row: HMGET gets a third of HGETALL's reply items, and parsing reply
 # items is most of the read time with redis-py's pure-Python parser. Bytes: redis-py packs them
 # without encoding each one again (8% of the read time).
-EXCHANGE_FIELDS = tuple(f.encode() for f in ("thread_id", "user", "messages", "completion", "prompt_message_id", "prompt_id", "prompt_version", "model", "model_version", "created_at"))
+EXCHANGE_FIELDS = tuple(
+    f.encode()
+    for f in ("thread_id", "user", *PROMPT_FIELDS, "completion", "prompt_message_id", "prompt_id", "prompt_version", "model", "model_version", "created_at")
+)
 RATING_FIELDS = tuple(f.encode() for f in ("value", "comment", "reasons", "updated_at"))
 # Field names are the records' own (feedback.exchange.Exchange, feedback.rating.StoredRating): a
 # rename there fails here, at import, not as rows silently missing a field.
-assert {f.decode() for f in EXCHANGE_FIELDS} <= set(Exchange.model_fields), "EXCHANGE_FIELDS names a field Exchange lacks"
+assert {f.decode() for f in EXCHANGE_FIELDS} <= {*Exchange.model_fields, *PROMPT_FIELDS}, "EXCHANGE_FIELDS names a field Exchange lacks"
 assert {f.decode() for f in RATING_FIELDS} <= set(StoredRating.__annotations__), "RATING_FIELDS names a field StoredRating lacks"
 _N_FIELDS = len(EXCHANGE_FIELDS) + len(RATING_FIELDS)
 _ALL_PRESENT = "1" * _N_FIELDS
@@ -111,6 +117,7 @@ class Collected:
     skipped: set[str] = field(default_factory=set)
     listing: bool = False
     _rated: list[RatedExchange] | None = field(default=None, repr=False)
+    _prefixes: dict[str, list[dict[str, str]]] = field(default_factory=dict, repr=False)  # fixed parts by digest
 
     def batches(self) -> Iterator[list[RatedExchange]]:
         """The rated exchanges in their current state, `batch` at a time."""
@@ -231,7 +238,7 @@ class Collected:
         return len(calls), conn.pack_commands(calls)
 
     def _parse(self, ids: list[str], packed: list[str]) -> list[RatedExchange]:
-        reader = _Reader()
+        reader = _Reader(self._prefixes)
         rows = []
         for exchange_id, row_text in zip(ids, packed, strict=False):
             if not row_text:
@@ -251,6 +258,11 @@ class Collected:
                 self.skipped.add(exchange_id)
             else:
                 rows.append(row)
+        assert self.redis is not None
+        unreadable = reader.rebuild(self.redis)
+        if unreadable:
+            self.skipped |= unreadable
+            rows = [r for r in rows if r.exchange_id not in unreadable]
         return rows
 
     def _read_fields(self, exchange_id: str, reader: _Reader) -> RatedExchange | None:
@@ -266,7 +278,7 @@ class Collected:
         row = reader.row(exchange_id, [None, *ex, *rt])
         if row is None:
             self.skipped.add(exchange_id)
-        return row
+        return row  # its prompt is rebuilt with the batch's
 
 
 def _data_node(r: redis.Redis) -> redis.Redis:
@@ -374,26 +386,31 @@ _NO_REASONS: tuple[str, ...] = ()
 
 class _Reader:
     """Turns raw hash fields into rows; within a batch, each distinct message is kept once (a
-    thread's later prompts repeat its earlier turns, every prompt repeats the system prompt)."""
+    thread's later prompts repeat its earlier turns, every prompt repeats the system prompt).
+    Prompts stored compactly (feedback.exchange) are rebuilt once the whole batch is read: the
+    earlier answers they refer to are mostly rows of the same batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefixes: dict[str, list[dict[str, str]]]) -> None:
         self.messages: dict[tuple[str, str], dict[str, str]] = {}  # (role, content) -> message
+        self.prefixes = prefixes  # digest -> the fixed part's messages (kept across batches)
+        self.answers: dict[str, tuple[dict[str, str], dict[str, str]]] = {}  # exchange id -> (question, answer)
+        self.compact: list[tuple[RatedExchange, str | None, str | None, dict[str, str]]] = []  # rows to rebuild
 
     def row(self, exchange_id: str, fields: list[str | None]) -> RatedExchange | None:
         """`fields`: anything (the packed row's mask), then EXCHANGE_FIELDS and RATING_FIELDS in
         order, None where missing."""
-        _, thread_id, user, messages, completion, prompt_message_id, prompt_id, prompt_version, model, model_version, created_at, value, comment, reasons, rated_at = fields
+        _, thread_id, user, prefix, history, question, legacy, completion, prompt_message_id, prompt_id, prompt_version, model, model_version, created_at, value, comment, reasons, rated_at = fields
         try:
             if (  # one test per required field, not a call: this runs once per row
-                thread_id is None or user is None or messages is None or completion is None or prompt_message_id is None or prompt_id is None
-                or prompt_version is None or model is None or created_at is None or value is None or rated_at is None
+                thread_id is None or user is None or (question is None and legacy is None) or completion is None or prompt_message_id is None
+                or prompt_id is None or prompt_version is None or model is None or created_at is None or value is None or rated_at is None
             ):  # fmt: skip
                 raise KeyError("missing field")
-            return RatedExchange(
+            row = RatedExchange(
                 exchange_id,
                 sys.intern(thread_id),
                 sys.intern(user),
-                self._messages(messages),
+                self._messages(legacy) if legacy is not None else [],
                 completion,
                 prompt_message_id,
                 sys.intern(prompt_id),
@@ -409,15 +426,61 @@ class _Reader:
         except (KeyError, ValueError, TypeError) as exc:  # a record this code did not write
             log.warning("skipping malformed exchange %s: %s: %s", exchange_id, type(exc).__name__, exc)
             return None
+        if legacy is None:
+            asked = self._message("user", cast(str, question))
+            self.compact.append((row, prefix, history, asked))
+        else:
+            asked = self._message("user", question_of({LEGACY_FIELD: legacy}))
+        self.answers[exchange_id] = (asked, self._message("assistant", completion))
+        return row
+
+    def rebuild(self, r: SyncRedis) -> set[str]:
+        """Fill in the compact rows' messages (reading the fixed parts and earlier answers not
+        seen yet); returns the ids of rows that can't be rebuilt (a part is gone)."""
+        if not self.compact:
+            return set()
+        parsed = [(row, prefix, orjson.loads(history) if history else (), asked) for row, prefix, history, asked in self.compact]
+        digests = sorted({p for _, p, _, _ in parsed if p is not None and p not in self.prefixes})
+        refs = sorted({h for _, _, items, _ in parsed for h in items if isinstance(h, str) and h not in self.answers})
+        if digests or refs:
+            pipe = r.pipeline(transaction=False)
+            for d in digests:
+                pipe.get(keys.prompt_prefix(d))
+            for ref in refs:
+                pipe.hmget(keys.exchange(ref), QUESTION_FIELD, LEGACY_FIELD, "completion")
+            replies = pipe.execute()
+            for d, raw in zip(digests, replies, strict=False):
+                if raw is not None:
+                    self.prefixes[d] = [self._message(m["role"], m["content"]) for m in orjson.loads(raw)]
+            for ref, (question, legacy, completion) in zip(refs, replies[len(digests) :], strict=False):
+                if completion is not None:
+                    asked = self._message("user", question_of({QUESTION_FIELD: question, LEGACY_FIELD: legacy}))
+                    self.answers[ref] = (asked, self._message("assistant", completion))
+        unreadable = set()
+        for row, prefix, items, asked in parsed:
+            try:
+                messages = list(self.prefixes[prefix]) if prefix is not None else []
+                for item in items:
+                    if isinstance(item, str):
+                        messages += self.answers[item]
+                    else:
+                        messages.append(self._message(item["role"], item["content"]))
+            except KeyError as exc:
+                log.warning("skipping exchange %s: a part of its prompt is gone: %s", row.exchange_id, exc)
+                unreadable.add(row.exchange_id)
+                continue
+            messages.append(asked)
+            row.messages = messages
+        self.compact = []
+        return unreadable
+
+    def _message(self, role: str, content: str) -> dict[str, str]:
+        key = (role, content)
+        shared = self.messages.get(key)
+        if shared is None:
+            shared = self.messages[key] = {"role": role, "content": content}
+        return shared
 
     def _messages(self, raw: str) -> list[dict[str, str]]:
-        out = []
-        known = self.messages
-        for m in orjson.loads(raw):
-            key = (m["role"], m["content"])
-            shared = known.get(key)
-            if shared is None:
-                shared = known[key] = {"role": key[0], "content": key[1]}
-            out.append(shared)
-        return out
+        return [self._message(m["role"], m["content"]) for m in orjson.loads(raw)]
 

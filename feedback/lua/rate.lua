@@ -21,6 +21,22 @@ if ARGV[4] == '' then
   id = redis.call('XADD', KEYS[4], '*', 'action', 'unrate', 'exchange', ARGV[8], 'thread', ARGV[3],
                   'user', ARGV[2], 'ts', ARGV[7])
 else
+  -- A rated answer is kept (unrated ones may expire), with the earlier answers its prompt refers
+  -- to, and theirs (its thread's: this slot), so it and they can always be rebuilt. Only the
+  -- first rating does the work: what is kept already had it done.
+  local base = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[8])
+  local todo = {KEYS[1]}
+  while #todo > 0 do
+    local key = table.remove(todo)
+    if redis.call('PERSIST', key) == 1 then
+      local history = redis.call('HGET', key, 'history')
+      if history then
+        for _, item in ipairs(cjson.decode(history)) do
+          if type(item) == 'string' then todo[#todo + 1] = base .. item end
+        end
+      end
+    end
+  end
   redis.call('HSET', KEYS[2], 'value', ARGV[4], 'comment', ARGV[5], 'reasons', ARGV[6],
              'user', ARGV[2], 'updated_at', ARGV[7])
   redis.call('HSET', KEYS[3], ARGV[8], ARGV[4])
