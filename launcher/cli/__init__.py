@@ -10,6 +10,7 @@ commands so that --help is fast.
     dataset     launcher/cli/dataset.py     prune dataset versions
     spool       launcher/cli/spool.py       writes kept while Redis was down
     stats       launcher/cli/stats.py       rebuild the console's approval counts and review queue
+    migrate     launcher/cli/migrate.py     rewrite stored data in a newer layout
     demo-model  launcher/cli/demo_model.py  build the offline demo model
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from launcher.cli import dataset, demo_model, model, prompt, report, retrain, simulate, spool, stats, up
+from launcher.cli import dataset, demo_model, migrate, model, prompt, report, retrain, simulate, spool, stats, up
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -37,3 +38,4 @@ app.add_typer(model.app, name="model")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(prompt.app, name="prompt")
 app.add_typer(stats.app, name="stats")
+app.add_typer(migrate.app, name="migrate")
