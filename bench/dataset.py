@@ -133,6 +133,9 @@ class _MemorySampler:
 
 
 def _raw_dump(r: redis.Redis) -> dict[str, Any]:
+    from training.collect import _data_node
+
+    r = _data_node(r)  # on a cluster: the master serving the product's slot, as the build reads
     rows = 0
     cursor = 0
     while True:
@@ -214,7 +217,10 @@ def child(spec: dict[str, Any]) -> None:
 
     # The job's client (decoded replies); a longer timeout than its 5 s only so that a loaded
     # machine can't abort a measurement: it changes nothing on the fast path.
-    r = connect_sync(f"unix://{spec['socket']}?db={spec['db']}", timeout_s=120)
+    if spec.get("urls"):  # --cluster: one cluster per total
+        r = connect_sync(spec["urls"][str(spec["db"])], timeout_s=120, cluster=True)
+    else:
+        r = connect_sync(f"unix://{spec['socket']}?db={spec['db']}", timeout_s=120)
     sampler = _MemorySampler()
     try:
         if spec["task"] == "raw":
@@ -248,17 +254,21 @@ def start_redis(group: ServiceGroup, data_dir: Path, socket: Path, aof: bool) ->
 
 
 def redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
+    from training.collect import _data_node
+
+    info = _data_node(r).info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def seed(r: redis.Redis, n: int, offset: int, label: str) -> float:
     """bulk_seed n rated exchanges in chunks, printing progress; returns the seconds taken."""
+    from training.collect import _data_node
+
     t0 = time.perf_counter()
     done = 0
     while done < n:
         k = min(SEED_CHUNK, n - done)
-        bulk_seed(r, k, seed=offset + done, start_ts=START_TS + offset + done)
+        bulk_seed(_data_node(r), k, seed=offset + done, start_ts=START_TS + offset + done)  # cluster pipelines don't load scripts
         done += k
         if n >= SEED_CHUNK:
             dt = time.perf_counter() - t0
@@ -299,20 +309,34 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sock = work / "redis" / "redis.sock"
     big, small = {"db": 0, "rows": args.rows, "name": "big"}, {"db": 1, "rows": args.small_rows, "name": "small"}
     with ServiceGroup(work / "logs") as group:
-        try:
-            start_redis(group, work / "redis", sock, args.aof)
-        except StartupError:
-            print(group.log_tail("redis"), file=sys.stderr)
-            raise
-        clients = {d["db"]: redis.Redis(unix_socket_path=str(sock), db=d["db"]) for d in (big, small)}
+        if args.cluster:
+            # Two clusters (one per total, as db 0 and db 1 on one node), 3 masters each, no
+            # replicas: the build reads from the master serving the {fb} slot.
+            from redis.cluster import RedisCluster
+
+            from support.cluster import start_cluster
+
+            clusters = {d["db"]: start_cluster(group, work / f"cluster-{d['db']}", replicas=0) for d in (big, small)}
+            clients = {db: cast(redis.Redis, RedisCluster.from_url(c.url)) for db, c in clusters.items()}
+            figures["redis"] = f"Redis {redis.Redis(port=clusters[0].nodes[0].port).info('server')['redis_version']} cluster, 3 masters, no replicas, AOF everysec, loopback"
+            base: dict[str, Any] = {"urls": {str(db): c.url for db, c in clusters.items()}}
+        else:
+            try:
+                start_redis(group, work / "redis", sock, args.aof)
+            except StartupError:
+                print(group.log_tail("redis"), file=sys.stderr)
+                raise
+            clients = {d["db"]: redis.Redis(unix_socket_path=str(sock), db=d["db"]) for d in (big, small)}
+            base = {"socket": str(sock)}
         r0 = clients[0]
         print(f"Redis up; seeding {args.rows:,} rated exchanges (db 0) and {args.small_rows:,} (db 1)...", file=sys.stderr, flush=True)
         seeding = {"big_s": seed(clients[0], args.rows, 0, "db 0"), "small_s": seed(clients[1], args.small_rows, 0, "db 1")}
-        mem = r0.info("memory")
+        from training.collect import _data_node
+
+        mem = _data_node(r0).info("memory")
         seeding.update(rows_per_s=args.rows / seeding["big_s"], redis_used_memory_bytes=int(mem["used_memory"]))
         figures["seeding"] = seeding
         print(f"  seeded in {seeding['big_s']:.0f} s + {seeding['small_s']:.0f} s; Redis holds {mem['used_memory_human']}", file=sys.stderr, flush=True)
-        base = {"socket": str(sock)}
 
         # (a) and (b), taking turns.
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "build": []}
@@ -516,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-rounds", type=int, default=5, help="bench.train_speed --rounds; 0 skips it (default 5)")
     parser.add_argument("--load", action="store_true", help="also time dataset.load() (materializing the DatasetDict) after the last full build")
     parser.add_argument("--aof", action="store_true", help="run Redis with the product's AOF settings (default: no persistence)")
+    parser.add_argument("--cluster", action="store_true", help="on Redis Clusters of 3 masters (redis-server on PATH) instead of the embedded Redis")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
