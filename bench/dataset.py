@@ -44,7 +44,7 @@ Exit status: 0 when every target is met, 1 when one is missed, 2 when the setup 
 
 Run from the repository root:
 
-    python -m bench.dataset [--rows 1000000] [--new 1000] [--rounds 2] [--json figures.json]
+    python -m bench.dataset [--rows 1000000] [--new 1000] [--rounds 2] [--cluster] [--json figures.json]
 """
 
 from __future__ import annotations
