@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,7 +49,7 @@ class Store:
 
     async def rate(self, *, user: str, thread_id: str, exchange_id: str, rating: ratings.RatingInput | None) -> Stored:
         """Rate (rating=None: un-rate). Raises RatingError for unknown ids or someone else's answer."""
-        op_id = uuid.uuid4().hex
+        op_id = os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, in a third of the time (every click's path)
         ts = time.time()  # when the user clicked, even if applied later from the spool
         return await self._write(
             lambda: ratings.apply(self.redis, op_id=op_id, user=user, thread_id=thread_id, exchange_id=exchange_id, rating=rating, ts=ts, wait=self.wait),
