@@ -15,7 +15,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from pathlib import PurePath
 from typing import Any, Literal, cast
 from weakref import WeakValueDictionary
@@ -47,7 +47,7 @@ from feedback.limiter import Limiter
 from feedback.replication import ReplicaWait
 from feedback.settings import SettingsError, load_settings
 from feedback.spool import Spool
-from feedback.store import OUTAGE, Store
+from feedback.store import OUTAGE, Store, Stored
 
 log = logging.getLogger("bot")
 
@@ -364,10 +364,34 @@ async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
     ]
 
 
-async def keep_partial(reply: cl.Message, note: str) -> None:
+_finishing: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
+FINISH_WAIT_S = 5.0  # the longest a stream's end waits for the turn (a turn is a task of its own)
+
+
+def finish_after_turn(rest: AsyncIterator[Any]) -> None:
+    """Consume the rest of a model stream whose answer is complete once the turn is over: the
+    end of the HTTP response, and LangChain merging the chunks and closing its run (0.6-0.8 ms of
+    CPU in bench.ttft, that would otherwise come before Chainlit reports the turn done)."""
+    turn = asyncio.current_task()  # Chainlit runs each message, edit or action in a task of its own
+
+    async def drain() -> None:
+        if turn is not None:
+            await asyncio.wait([turn], timeout=FINISH_WAIT_S)
+        try:
+            async for _ in rest:
+                pass
+        except Exception as exc:  # the answer is complete and stored: only worth a line in the log
+            log.warning("model stream failed after its answer was complete: %r", exc)
+
+    task = asyncio.create_task(drain())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
+async def keep_partial(reply: cl.Message | None, note: str) -> None:
     """What was streamed before a stop or a failure stays in view, as a system message: it is not
     a stored answer, so it gets no thumbs (Chainlit puts them on a run's last assistant message)."""
-    if not reply.streaming:
+    if reply is None or not reply.streaming:
         return  # nothing was streamed: no message on the page
     if not reply.content.strip():
         await reply.remove()
@@ -380,14 +404,28 @@ async def keep_partial(reply: cl.Message, note: str) -> None:
 
 async def send_info(reply: cl.Message, info: cl.CustomElement) -> None:
     """The answer's info element, stored before the handler returns (Chainlit would store it in a
-    task of its own, which may run after the answer is already reported done)."""
-    await info.send(for_id=reply.id, persist=False)
+    task of its own, which may run after the answer is already reported done).
+
+    Sent as its dict, not with `Element.send`: that would first write the props to a file of the
+    session (three thread-pool hops per answer) that nothing reads; the page renders a custom
+    element from the props the event carries, and a reload from the stored element's props."""
+    info.for_id = reply.id
+    await cl.context.emitter.send_element(info.to_dict())
     layer = get_data_layer()
     if layer is not None:
         try:
             await layer.create_element(info)
         except OUTAGE as exc:
             log.warning("answer info of %s not stored (Redis unreachable: %s)", reply.id, exc)
+
+
+async def keep_exchange(record: exchanges.Exchange, reply: cl.Message) -> Stored:
+    """Store the exchange, then offer Regenerate on it: the button must not come before the
+    exchange it regenerates is stored."""
+    stored = await store.save_exchange(record)
+    answers()[record.id] = reply.id
+    await offer_regenerate(record.id, reply.id)
+    return stored
 
 
 async def answer(
@@ -405,6 +443,10 @@ async def answer(
 
     Returns None when the model failed (the user sees why) or the user pressed stop.
     """
+    # Chainlit's Message() blocks its thread for a millisecond (a time.sleep in its constructor):
+    # the answer's message is built in a worker thread (with this context: its thread and run)
+    # while the model lookup and the request go on, not on the event loop before them.
+    making_reply = asyncio.ensure_future(asyncio.to_thread(cl.Message, content=""))
     model_name, model_version = await model_in_service()
     llm = chat.chat_model(
         settings.effective_llm_base_url,
@@ -414,20 +456,27 @@ async def answer(
         settings.llm_max_tokens,
         settings.llm_temperature,
     )
-    reply = cl.Message(content="")
+    reply: cl.Message | None = None  # from the first token on
     started = time.perf_counter()
     first_token_ms: float | None = None
     usage: UsageMetadata | None = None
     error: chat.ModelError | None = None
+    stream = llm.astream(prompt)
+    finished = False
     try:
-        async for chunk in llm.astream(prompt):
+        async for chunk in stream:
             if chunk.usage_metadata:  # the last chunk, when the server reports usage
                 usage = chunk.usage_metadata
             if chunk.text:
-                if first_token_ms is None:
+                if reply is None:
                     first_token_ms = (time.perf_counter() - started) * 1000
+                    reply = await making_reply
                 await reply.stream_token(chunk.text)
-        if not reply.content.strip():
+            finished = finished or bool(chunk.response_metadata.get("finish_reason"))
+            if finished and usage is not None:
+                finish_after_turn(stream)  # the answer is complete: the rest is bookkeeping
+                break
+        if reply is None or not reply.content.strip():
             error = chat.EMPTY_ANSWER
     except asyncio.CancelledError:
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
@@ -436,9 +485,9 @@ async def answer(
     except Exception as exc:  # openai raises many types; explain() maps the known ones
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
-    if error is not None:
+    if error is not None or reply is None:
         await keep_partial(reply, CUT_OFF)
-        await notice(str(error), error=True)
+        await notice(str(error or chat.EMPTY_ANSWER), error=True)
         return None
 
     user = cl.user_session.get("user")
@@ -464,10 +513,9 @@ async def answer(
     )
     reply.metadata = {"exchange_id": record.id, "prompt_version": "@".join(prompt_ref), "model": model_name, "model_version": model_version}
     await reply.send()
-    stored = await store.save_exchange(record)  # before the buttons that need it
-    answers()[record.id] = reply.id
-    await offer_regenerate(record.id, reply.id)
-    await send_info(reply, answer_info(record, earlier or []))
+    # Chainlit reports the turn done when this handler returns: it waits for the two independent
+    # writes together, not one after the other (the exchange then Regenerate, and the info element).
+    stored, _ = await asyncio.gather(keep_exchange(record, reply), send_info(reply, answer_info(record, earlier or [])))
     if stored == "spool":
         note = cl.Message(content=SPOOLED, author="Storage")
         note.parent_id = None  # outside the run: the thumbs stay on the answer (a run's last assistant message)
