@@ -27,6 +27,7 @@ from typing import Any, cast
 
 import redis
 
+from bot import answer_info as answer_infos
 from bot.stored_form import unpack_element, unpack_step
 from feedback import exchange as exchanges
 from feedback import keys
@@ -61,7 +62,8 @@ def measure(r: redis.Redis) -> Counter[str]:
 def copy_as_before(src: redis.Redis, dst: redis.Redis, src_raw: redis.Redis, dst_raw: redis.Redis) -> int:
     """Copy every key into `dst` (a Redis with the default hash encoding limits) in the form the
     code before the compact storage wrote: answers with every prompt message literally in their
-    `messages` field and `deleted` "0", a list of the answers to each user message, steps and elements as Chainlit's whole dicts (run steps
+    `messages` field and `deleted` "0", a list of the answers to each user message, the answer's
+    info line as an element (bot/answer_info.py, derived now), steps and elements as Chainlit's whole dicts (run steps
     with their input, the question). Returns how many answers."""
     answers = 0
     alternatives: list[tuple[float, str, str]] = []
@@ -77,13 +79,17 @@ def copy_as_before(src: redis.Redis, dst: redis.Redis, src_raw: redis.Redis, dst
             fields.setdefault("deleted", "0")
             dst.hset(key, mapping=fields)  # type: ignore[arg-type]
             alternatives.append((record.created_at, record.prompt_message_id, record.id))
+            if record.message_id and not record.deleted:  # the line under it, then stored as an element
+                info = answer_infos.element(record, [], {})  # (no regenerated answers here: no earlier ones)
+                dst.set(keys.element(info["id"]), json.dumps(info, default=str))
+                dst.sadd(keys.thread_elements(record.thread_id), info["id"])
             answers += 1
         elif kind == "step":
             fields = cast("dict[str, str]", src.hgetall(key))
-            step = unpack_step(fields["data"])
+            step = unpack_step(fields["data"], key.rsplit(":", 1)[1], fields.get("threadId"))
             if step.get("type") == "run" and step.get("parentId"):
                 parent = src.hget(keys.step(step["parentId"]), "data")
-                step["input"] = unpack_step(cast(str, parent)).get("output", "") if parent else ""
+                step["input"] = json.loads(cast(str, parent)).get("output", "") if parent else ""
             fields["data"] = json.dumps(step, default=str)
             dst.hset(key, mapping=fields)  # type: ignore[arg-type]
         elif kind == "element":

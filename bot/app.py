@@ -16,14 +16,12 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection
-from pathlib import PurePath
 from typing import Any, Literal, cast
 from weakref import WeakValueDictionary
 
 import chainlit as cl
 from chainlit.auth import get_token_from_cookies
 from chainlit.context import init_ws_context
-from chainlit.data import get_data_layer
 from chainlit.server import app as http_app
 from chainlit.server import sio
 from chainlit.session import WebsocketSession
@@ -32,6 +30,7 @@ from fastapi import Request, Response
 from langchain_core.messages import UsageMetadata, convert_to_openai_messages
 from starlette.datastructures import Headers
 
+from bot import answer_info as answer_infos
 from bot import api, branding, console, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
@@ -330,19 +329,10 @@ async def offer_regenerate(exchange_id: str, message_id: str) -> None:
     cl.user_session.set("regenerate", button)
 
 
-def model_label(model: str, version: str) -> str:
-    """A model as the page names it: the registry version, or the configured model's short name."""
-    if version != registry.BASE:
-        return version
-    return f"{PurePath(model).name or model} (base model)"
-
-
 def answer_info(record: exchanges.Exchange, earlier: list[dict[str, Any]]) -> cl.CustomElement:
-    """Shown under an answer (bot/ui/public/elements/AnswerInfo.jsx): which model and prompt
-    version wrote it, and the earlier answers to the same question, collapsed."""
-    written = f"Written by model {record.model} (version {record.model_version}) with prompt {record.prompt_id}@{record.prompt_version}"
-    props = {"model": model_label(record.model, record.model_version), "prompt": f"{record.prompt_id}@{record.prompt_version}", "written": written, "earlier": earlier}
-    return cl.CustomElement(name="AnswerInfo", props=props, display="inline")
+    """Shown under an answer (bot/answer_info.py): which model and prompt version wrote it, and the
+    earlier answers to the same question, collapsed."""
+    return cl.CustomElement(name=answer_infos.NAME, props=answer_infos.props(record, earlier), display="inline")
 
 
 async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
@@ -350,7 +340,7 @@ async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
     each with its rating: what a regenerated answer shows as its earlier answers."""
     try:
         stored = await exchanges.for_thread(redis, old.thread_id)
-        same = [e for e in stored if e.prompt_message_id == old.prompt_message_id and e.messages == old.messages]
+        same = [*answer_infos.same_prompt(old, stored), old]
         async with redis.pipeline(transaction=False) as pipe:
             for e in same:
                 pipe.hget(keys.rating(e.id), "value")
@@ -358,10 +348,7 @@ async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
     except OUTAGE as exc:
         log.warning("earlier answers of %s not shown (Redis unreachable: %s)", old.id, exc)
         return []
-    return [
-        {"text": e.completion, "model": model_label(e.model, e.model_version), "prompt": f"{e.prompt_id}@{e.prompt_version}", "rating": None if v is None else int(v)}
-        for e, v in zip(same, values, strict=True)
-    ]
+    return answer_infos.earlier_props(same, {e.id: None if v is None else int(v) for e, v in zip(same, values, strict=True)})
 
 
 _finishing: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
@@ -403,20 +390,14 @@ async def keep_partial(reply: cl.Message | None, note: str) -> None:
 
 
 async def send_info(reply: cl.Message, info: cl.CustomElement) -> None:
-    """The answer's info element, stored before the handler returns (Chainlit would store it in a
-    task of its own, which may run after the answer is already reported done).
+    """The answer's info element, shown with it and not stored: a thread read back gets it from
+    the stored answers (bot/answer_info.py, the data layer's get_thread).
 
     Sent as its dict, not with `Element.send`: that would first write the props to a file of the
     session (three thread-pool hops per answer) that nothing reads; the page renders a custom
-    element from the props the event carries, and a reload from the stored element's props."""
+    element from the props the event carries."""
     info.for_id = reply.id
     await cl.context.emitter.send_element(info.to_dict())
-    layer = get_data_layer()
-    if layer is not None:
-        try:
-            await layer.create_element(info)
-        except OUTAGE as exc:
-            log.warning("answer info of %s not stored (Redis unreachable: %s)", reply.id, exc)
 
 
 async def keep_exchange(record: exchanges.Exchange, reply: cl.Message) -> Stored:

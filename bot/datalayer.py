@@ -29,7 +29,9 @@ from chainlit.types import Feedback, FeedbackDict, PageInfo, PaginatedResponse, 
 from chainlit.user import PersistedUser, User
 from redis.asyncio import Redis
 
+from bot import answer_info as answer_infos
 from bot.stored_form import pack_element, pack_step, unpack_element, unpack_step
+from feedback import exchange as exchanges
 from feedback import keys
 from feedback import rating as ratings
 from feedback import thread as threads
@@ -59,7 +61,7 @@ def shown_text(raw: str | None, deleted: str | None) -> str:
     """What a stored step shows to search in: the text of a question or an answer in view."""
     if not raw or deleted == "1":
         return ""
-    step = unpack_step(raw)
+    step = json.loads(raw)  # (only its type, metadata and output: no need to unpack it whole)
     if step.get("type") not in ("user_message", "assistant_message") or (step.get("metadata") or {}).get("transient"):
         return ""
     return str(step.get("output") or "").casefold()
@@ -206,10 +208,11 @@ class RedisDataLayer(BaseDataLayer):
                 pipe.get(keys.element(eid))
             rows = await pipe.execute()
         n = len(step_ids)
+        ratings_by_id = {sid: int(rated["value"]) for sid, rated in zip(step_ids, rows[n : 2 * n], strict=True) if rated}
         for sid, (raw, deleted), rated in zip(step_ids, rows[:n], rows[n : 2 * n], strict=True):
             if not raw or deleted == "1":
                 continue
-            step = cast(StepDict, unpack_step(raw))
+            step = cast(StepDict, unpack_step(raw, sid, thread_id))
             if (step.get("metadata") or {}).get("transient"):
                 continue  # e.g. the reasons question an earlier version asked after a thumbs down
             if rated:  # ratings are keyed by the run step, like Chainlit's feedback
@@ -219,7 +222,20 @@ class RedisDataLayer(BaseDataLayer):
                 step["feedback"] = cast(FeedbackDict, {**feedback, "reasons": json.loads(rated.get("reasons") or "[]")})
             thread["steps"].append(step)
         thread["elements"] = [cast(ElementDict, unpack_element(e)) for e in rows[2 * n :] if e]
+        await self._add_answer_infos(thread, ratings_by_id)
         return thread
+
+    async def _add_answer_infos(self, thread: ThreadDict, ratings_by_id: dict[str, int]) -> None:
+        """The line under each answer shown (bot/answer_info.py), from the thread's stored answers
+        and their current ratings; an answer whose line was stored as an element (threads written
+        before) keeps that one."""
+        shown = {s["id"] for s in thread["steps"] if s.get("type") == "assistant_message"}
+        elements = thread["elements"] = thread.get("elements") or []
+        stored = {e.get("forId") for e in elements if e.get("name") == answer_infos.NAME}
+        answers = await exchanges.for_thread(self.r, thread["id"])
+        for record in answers:
+            if record.message_id in shown and record.message_id not in stored and not record.deleted:
+                elements.append(cast(ElementDict, answer_infos.element(record, answers, ratings_by_id)))
 
     async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
         if not filters.userId:
@@ -309,10 +325,10 @@ class RedisDataLayer(BaseDataLayer):
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_step(self, step_id: str) -> None:
-        raw = cast("str | None", await self.r.hget(keys.step(step_id), "data"))
+        raw, owner_thread = cast("list[str | None]", await self.r.hmget(keys.step(step_id), "data", "threadId"))
         if not raw:
             return
-        step = unpack_step(raw)
+        step = unpack_step(raw, step_id, owner_thread)
         await self._check_step_write(step.get("threadId"))
         await self.r.hset(keys.step(step_id), "deleted", "1")
         # A removed answer message (edit, regenerate): hide its exchange, keep it for training.
@@ -322,12 +338,12 @@ class RedisDataLayer(BaseDataLayer):
                 await self.r.hset(keys.exchange(run_id), "deleted", "1")
 
     async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
-        ids = cast("set[str]", await self.r.smembers(keys.user_favorites(user_id)))
+        ids = list(cast("set[str]", await self.r.smembers(keys.user_favorites(user_id))))
         async with self.r.pipeline(transaction=False) as pipe:
             for sid in ids:
-                pipe.hget(keys.step(sid), "data")
+                pipe.hmget(keys.step(sid), "data", "threadId")
             rows = await pipe.execute()
-        return [cast(StepDict, unpack_step(raw)) for raw in rows if raw]
+        return [cast(StepDict, unpack_step(raw, sid, tid)) for sid, (raw, tid) in zip(ids, rows, strict=True) if raw]
 
     # --- elements -------------------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""The line under an answer (bot/ui/public/elements/AnswerInfo.jsx): which model and prompt version
+wrote it, and, after Regenerate, the earlier answers to the same prompt with their ratings.
+
+Derived from the stored answers, never stored itself: the app sends it with a new answer, and the
+data layer adds it to a thread read back (a reload, a resumed conversation) from the thread's
+answers and their current ratings. Threads stored before kept it as an element: those are shown
+as they were.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+
+from feedback import registry
+from feedback.exchange import Exchange
+
+NAME = "AnswerInfo"
+_IDS = uuid.UUID("5b0c6f0e-2f5d-4c57-9a39-7d1f0e3b8a21")  # namespace of the derived elements' ids
+
+
+def model_label(model: str, version: str) -> str:
+    """A model as the page names it: the registry version, or the configured model's short name."""
+    if version != registry.BASE:
+        return version
+    return f"{PurePath(model).name or model} (base model)"
+
+
+def same_prompt(record: Exchange, thread: list[Exchange]) -> list[Exchange]:
+    """The answers of `thread` to exactly the prompt `record` answered, written before it."""
+    return [e for e in thread if e.id != record.id and e.prompt_message_id == record.prompt_message_id and e.messages == record.messages and e.created_at < record.created_at]
+
+
+def earlier_props(earlier: list[Exchange], ratings: Mapping[str, int | None]) -> list[dict[str, Any]]:
+    return [
+        {"text": e.completion, "model": model_label(e.model, e.model_version), "prompt": f"{e.prompt_id}@{e.prompt_version}", "rating": ratings.get(e.id)}
+        for e in earlier
+    ]
+
+
+def props(record: Exchange, earlier: list[dict[str, Any]]) -> dict[str, Any]:
+    written = f"Written by model {record.model} (version {record.model_version}) with prompt {record.prompt_id}@{record.prompt_version}"
+    return {"model": model_label(record.model, record.model_version), "prompt": f"{record.prompt_id}@{record.prompt_version}", "written": written, "earlier": earlier}
+
+
+def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int | None]) -> dict[str, Any]:
+    """The element as Chainlit's page reads it with a thread (an ElementDict), for the answer's
+    message (`record.message_id`)."""
+    return {
+        "id": str(uuid.uuid5(_IDS, record.id)),
+        "threadId": record.thread_id,
+        "type": "custom",
+        "name": NAME,
+        "display": "inline",
+        "props": props(record, earlier_props(same_prompt(record, thread), ratings)),
+        "forId": record.message_id,
+        "mime": "application/json",
+        "chainlitKey": None,
+        "url": None,
+        "objectKey": None,
+        "size": None,
+        "page": None,
+        "autoPlay": None,
+        "playerConfig": None,
+        "language": None,
+    }
