@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from bot.stored_form import ELEMENT_DEFAULTS
 from feedback import registry
 from feedback.exchange import Exchange
 
@@ -49,6 +50,7 @@ def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int 
     """The element as Chainlit's page reads it with a thread (an ElementDict), for the answer's
     message (`record.message_id`)."""
     return {
+        **ELEMENT_DEFAULTS,
         "id": str(uuid.uuid5(_IDS, record.id)),
         "threadId": record.thread_id,
         "type": "custom",
@@ -58,11 +60,4 @@ def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int 
         "forId": record.message_id,
         "mime": "application/json",
         "chainlitKey": None,
-        "url": None,
-        "objectKey": None,
-        "size": None,
-        "page": None,
-        "autoPlay": None,
-        "playerConfig": None,
-        "language": None,
     }
