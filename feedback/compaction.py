@@ -66,11 +66,7 @@ def compact(r: redis.Redis, on_progress: Callable[[Compaction], None] | None = N
 
 
 def _thread(r: redis.Redis, thread_id: str, specs: dict[tuple[str, str], list[dict[str, str]] | None], done: Compaction) -> None:
-    ids = cast("list[str]", r.zrange(keys.thread_exchanges(thread_id), 0, -1))
-    pipe = r.pipeline(transaction=False)
-    for exchange_id in ids:
-        pipe.hgetall(keys.exchange(exchange_id))
-    rows = [cast("dict[str, str]", row) for row in pipe.execute() if row]
+    rows = exchanges.thread_rows_sync(r, thread_id)
     done.answers += len(rows)
     turns = sorted(((float(row.get("created_at") or 0), exchanges.TurnRef(exchange_id=row["id"], question=exchanges.question_of(row), answer=row.get("completion", ""))) for row in rows if "id" in row), key=lambda t: t[0])
     answers = {t.exchange_id: (t.question, t.answer) for _, t in turns}
@@ -94,7 +90,7 @@ def _thread(r: redis.Redis, thread_id: str, specs: dict[tuple[str, str], list[di
             done.kept += 1
             continue
         if prefixes:
-            r.set(keys.prompt_prefix(fields[exchanges.PREFIX_FIELD]), json.dumps(messages[:prefix_size], ensure_ascii=False, separators=(",", ":")), nx=True)
+            r.set(*exchanges.prefix_entry(messages[:prefix_size]), nx=True)
         flat = [x for kv in fields.items() for x in kv]
         if r.eval(COMPACT_SCRIPT, 1, keys.exchange(row["id"]), hashlib.sha1(legacy.encode()).hexdigest(), *flat) == 1:
             done.converted += 1

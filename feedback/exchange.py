@@ -83,9 +83,9 @@ class Exchange(BaseModel):
     turns: list[TurnRef] = Field(default_factory=list)
 
     def prefix(self) -> list[dict[str, str]]:
-        """The fixed part of the prompt as stored once (empty when none is marked)."""
-        n = self.prefix_size if 0 < self.prefix_size < len(self.messages) else 0
-        return [m.model_dump() for m in self.messages[:n]]
+        """The fixed part of the prompt as stored once (empty when none is stored)."""
+        messages = [m.model_dump() for m in self.messages]
+        return messages[: _fixed_size(messages, self.prefix_size)]
 
     def to_hash(self) -> dict[str, str]:
         data = self.model_dump(exclude_none=True, exclude={"messages", "prefix_size", "turns", "deleted"})
@@ -97,23 +97,30 @@ class Exchange(BaseModel):
             fields["deleted"] = "1"
         return {**fields, **prompt_fields([m.model_dump() for m in self.messages], self.prefix_size, self.turns, self.id)}
 
-    def refs(self) -> list[str]:
-        """The answers this one's stored prompt refers to."""
-        return refs_of(self.to_hash())
-
 
 def prompt_fields(messages: list[dict[str, str]], prefix_size: int, turns: list[TurnRef], own_id: str) -> dict[str, str]:
     """The stored fields of a prompt: the digest of its first `prefix_size` messages, its history
     (a turn equal to one of `turns` as that answer's id) and its question."""
-    if not messages or messages[-1]["role"] != "user":  # not a turn of a chat: kept as sent
+    if not _chat_turn(messages):  # kept as sent
         return {LEGACY_FIELD: _json(messages)}
-    n = prefix_size if 0 < prefix_size < len(messages) else 0
+    n = _fixed_size(messages, prefix_size)
     fields = {PREFIX_FIELD: digest(messages[:n])} if n else {}
     history = _history(messages[n:-1], {(t.question, t.answer): t.exchange_id for t in turns if t.exchange_id != own_id})
     if history:
         fields[HISTORY_FIELD] = _json(history)
     fields[QUESTION_FIELD] = messages[-1]["content"]
     return fields
+
+
+def _chat_turn(messages: list[dict[str, str]]) -> bool:
+    """Messages that end with the user's: only those are stored compactly."""
+    return bool(messages) and messages[-1]["role"] == "user"
+
+
+def _fixed_size(messages: list[dict[str, str]], prefix_size: int) -> int:
+    """How many of `messages` are stored as the fixed part: `prefix_size`, where the messages are a
+    chat turn with something after it; else none."""
+    return prefix_size if _chat_turn(messages) and 0 < prefix_size < len(messages) else 0
 
 
 def _json(value: object) -> str:
@@ -197,6 +204,27 @@ def from_hash(data: Mapping[str, str], prefixes: Mapping[str, list[dict[str, str
 _PREFIXES: dict[str, list[dict[str, str]]] = {}
 
 
+def queue_parts(pipe: Any, digests: list[str], refs: list[str]) -> None:
+    """The reads of the parts prompts refer to, on a pipeline (sync or async): a GET per fixed
+    part, an HMGET per answer (its question, its older literal messages, its completion)."""
+    for d in digests:
+        pipe.get(keys.prompt_prefix(d))
+    for ref in refs:
+        pipe.hmget(keys.exchange(ref), QUESTION_FIELD, LEGACY_FIELD, "completion")
+
+
+def read_parts(digests: list[str], refs: list[str], replies: list[Any]) -> tuple[dict[str, list[dict[str, str]]], dict[str, tuple[str, str]]]:
+    """The replies of `queue_parts`: the fixed parts' messages by digest, and (question,
+    completion) by answer id; what is gone is left out."""
+    prefixes = {d: json.loads(raw) for d, raw in zip(digests, replies, strict=False) if raw is not None}
+    answers = {
+        ref: (question_of({QUESTION_FIELD: question, LEGACY_FIELD: legacy}), completion)
+        for ref, (question, legacy, completion) in zip(refs, replies[len(digests) :], strict=False)
+        if completion is not None
+    }
+    return prefixes, answers
+
+
 class Rebuild:
     """Stored exchanges (HGETALL replies) to Exchange records: what else must be read (the fixed
     parts not known yet, the answers referred to that are not among the rows), then the records.
@@ -209,21 +237,14 @@ class Rebuild:
         self.refs = sorted({ref for row in self.rows for ref in refs_of(row) if ref not in self.answers})
 
     def queue(self, pipe: Any) -> None:
-        """The reads on a pipeline (sync or async): GET per missing prefix, HMGET per answer."""
-        for d in self.prefixes:
-            pipe.get(keys.prompt_prefix(d))
-        for ref in self.refs:
-            pipe.hmget(keys.exchange(ref), QUESTION_FIELD, LEGACY_FIELD, "completion")
+        queue_parts(pipe, self.prefixes, self.refs)
 
     def records(self, replies: list[Any]) -> list[Exchange]:
         """The rows as records, given the pipeline's replies; a row whose parts are gone (or that
         this code can't read) is left out, with a warning."""
-        for d, raw in zip(self.prefixes, replies, strict=False):
-            if raw is not None:
-                _PREFIXES[d] = json.loads(raw)
-        for ref, (question, legacy, completion) in zip(self.refs, replies[len(self.prefixes) :], strict=False):
-            if completion is not None:
-                self.answers[ref] = (question_of({QUESTION_FIELD: question, LEGACY_FIELD: legacy}), completion)
+        prefixes, answers = read_parts(self.prefixes, self.refs, replies)
+        _PREFIXES.update(prefixes)
+        self.answers.update(answers)
         out = []
         for row in self.rows:
             try:
@@ -276,12 +297,15 @@ def save_call(exchange: Exchange, op_id: str, ttl_s: int = 0) -> tuple[list[str]
     return keys_, args
 
 
-def prefix_write(exchange: Exchange) -> tuple[str, str] | None:
-    """(key, value) of the exchange's fixed part, written once per content (SET NX) before it."""
-    prefix = exchange.prefix()
-    if not prefix or not exchange.messages or exchange.messages[-1].role != "user":
-        return None
+def prefix_entry(prefix: list[dict[str, str]]) -> tuple[str, str]:
+    """(key, value) of a fixed part, written once per content (SET NX) before what refers to it."""
     return keys.prompt_prefix(digest(prefix)), _json(prefix)
+
+
+def prefix_write(exchange: Exchange) -> tuple[str, str] | None:
+    """`prefix_entry` of the exchange's fixed part; None when it stores none."""
+    prefix = exchange.prefix()
+    return prefix_entry(prefix) if prefix else None
 
 
 async def save(r: Redis, exchange: Exchange, op_id: str, ttl_s: int = 0) -> bool:
@@ -327,10 +351,15 @@ def load_sync(r: sync_redis.Redis, exchange_id: str) -> Exchange | None:
     return found[0] if found else None
 
 
-def for_thread_sync(r: sync_redis.Redis, thread_id: str) -> list[Exchange]:
-    """`for_thread` for blocking callers."""
+def thread_rows_sync(r: sync_redis.Redis, thread_id: str) -> list[dict[str, str]]:
+    """A thread's stored exchanges as they are (HGETALL replies), oldest first; gone ones left out."""
     ids = cast(list[str], r.zrange(keys.thread_exchanges(thread_id), 0, -1))
     pipe = r.pipeline(transaction=False)
     for exchange_id in ids:
         pipe.hgetall(keys.exchange(exchange_id))
-    return rebuild_sync(r, pipe.execute())
+    return [row for row in pipe.execute() if row]
+
+
+def for_thread_sync(r: sync_redis.Redis, thread_id: str) -> list[Exchange]:
+    """`for_thread` for blocking callers."""
+    return rebuild_sync(r, thread_rows_sync(r, thread_id))

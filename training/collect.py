@@ -43,7 +43,7 @@ from redis.connection import AbstractConnection
 
 from feedback import keys
 from feedback.event import RatingEvent
-from feedback.exchange import LEGACY_FIELD, PROMPT_FIELDS, QUESTION_FIELD, Exchange, question_of
+from feedback.exchange import LEGACY_FIELD, PROMPT_FIELDS, Exchange, question_of, queue_parts, read_parts
 from feedback.rating import StoredRating
 from feedback.scripts import lua
 
@@ -444,18 +444,12 @@ class _Reader:
         refs = sorted({h for _, _, items, _ in parsed for h in items if isinstance(h, str) and h not in self.answers})
         if digests or refs:
             pipe = r.pipeline(transaction=False)
-            for d in digests:
-                pipe.get(keys.prompt_prefix(d))
-            for ref in refs:
-                pipe.hmget(keys.exchange(ref), QUESTION_FIELD, LEGACY_FIELD, "completion")
-            replies = pipe.execute()
-            for d, raw in zip(digests, replies, strict=False):
-                if raw is not None:
-                    self.prefixes[d] = [self._message(m["role"], m["content"]) for m in orjson.loads(raw)]
-            for ref, (question, legacy, completion) in zip(refs, replies[len(digests) :], strict=False):
-                if completion is not None:
-                    asked = self._message("user", question_of({QUESTION_FIELD: question, LEGACY_FIELD: legacy}))
-                    self.answers[ref] = (asked, self._message("assistant", completion))
+            queue_parts(pipe, digests, refs)
+            prefixes, answers = read_parts(digests, refs, pipe.execute())
+            for d, messages in prefixes.items():
+                self.prefixes[d] = [self._message(m["role"], m["content"]) for m in messages]
+            for ref, (question, completion) in answers.items():
+                self.answers[ref] = (self._message("user", question), self._message("assistant", completion))
         unreadable = set()
         for row, prefix, items, asked in parsed:
             try:
