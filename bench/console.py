@@ -31,7 +31,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+import redis
 
 from bench.dataset import seed, start_redis
 from feedback import keys, registry, review, stats
@@ -52,6 +54,11 @@ def median_s(fn: Callable[[], Any], rounds: int) -> float:
     return statistics.median(times)
 
 
+def aggregates(r: redis.Redis) -> list[tuple[dict[str, str], list[tuple[str, float]]]]:
+    """Every bucket's approval counts and review queue, as they are."""
+    return [(r.hgetall(keys.approval_counts(b)), r.zrange(keys.review_queue(b), 0, -1, withscores=True)) for b in range(keys.BUCKETS)]  # type: ignore[misc]
+
+
 def run(answers: int, rounds: int, work: Path) -> int:
     sock = work / "redis" / "redis.sock"
     with ServiceGroup(work / "logs") as group:
@@ -63,11 +70,11 @@ def run(answers: int, rounds: int, work: Path) -> int:
         r = connect_sync(f"unix://{sock}", timeout_s=60)
         print(f"Redis up; seeding {answers:,} rated answers...", file=sys.stderr, flush=True)
         seed_s = seed(r, answers, 0, "answers")
-        kept = (r.hgetall(keys.approval_counts()), r.zrange(keys.review_queue(), 0, -1, withscores=True))
+        kept = aggregates(r)
         t0 = time.perf_counter()
         counted = stats.rebuild(r)
         rebuild_s = time.perf_counter() - t0
-        if counted != answers or (r.hgetall(keys.approval_counts()), r.zrange(keys.review_queue(), 0, -1, withscores=True)) != kept:
+        if counted != answers or aggregates(r) != kept:
             print(f"rebuild counted {counted} ratings of {answers}, or disagrees with the aggregates the writes kept", file=sys.stderr)
             return 2
 
@@ -83,12 +90,12 @@ def run(answers: int, rounds: int, work: Path) -> int:
             for part in parts.values():
                 part()
 
-        one = cast(str, r.zrange(keys.review_queue(), 0, 0)[0])
-        hgetall_s = median_s(lambda: r.hgetall(keys.exchange(one)), HGETALL_ROUNDS)
+        one = review.queue(r, limit=1)[0]
+        hgetall_s = median_s(lambda: r.hgetall(keys.exchange(one.thread_id, one.exchange_id)), HGETALL_ROUNDS)
         total_s = median_s(overview, rounds)
         each = {name: median_s(part, rounds) for name, part in parts.items()}
         series = stats.approval(r, "model_version")
-        fields, queued = r.hlen(keys.approval_counts()), r.zcard(keys.review_queue())
+        fields, queued = sum(r.hlen(keys.approval_counts(b)) for b in range(keys.BUCKETS)), review.size(r)
         r.close()
 
     print(f"\n{answers:,} rated answers (seeded in {seed_s:.0f} s); stats.rebuild: {counted:,} ratings in {rebuild_s:.2f} s")

@@ -9,7 +9,7 @@ on the product's AOF settings: it only slows the seeding, reads never touch it):
              rating index, rating event, thread, steps), threads of 4 turns whose prompts carry
              the earlier turns and a ~1 KB system prompt, 200 users, 5% of questions with PII
 
-    (a) raw  SCAN {fb}:rating:* (COUNT 5000) and, per SCAN page, one pipeline of HGETALL of each
+    (a) raw  SCAN {fb.*}:rating:* (COUNT 5000; every master of a cluster) and, per SCAN page, one pipeline of HGETALL of each
              rating and of its exchange: the cheapest way to get every rated row out of Redis
     (b) ours training.collect.collect(full=True) + training.dataset.build (RetrainConfig
              defaults: PII scrubbing on; progress off): ids listed from the thread rating
@@ -133,22 +133,23 @@ class _MemorySampler:
 
 
 def _raw_dump(r: redis.Redis) -> dict[str, Any]:
-    from training.collect import _data_node
+    from training.collect import masters
 
-    r = _data_node(r)  # on a cluster: the master serving the product's slot, as the build reads
     rows = 0
-    cursor = 0
-    while True:
-        cursor, found = cast("tuple[int, list[str]]", r.scan(cursor, match=keys.rating(keys.ANY), count=5000))  # a decoded client
-        if found:
-            pipe = r.pipeline(transaction=False)
-            for key in found:
-                pipe.hgetall(key)
-                pipe.hgetall(keys.exchange(key.rsplit(":", 1)[1]))
-            pipe.execute()
-            rows += len(found)
-        if cursor == 0:
-            return {"rows": rows}
+    for node in masters(r):  # on a cluster: every master, each read directly, as the build reads
+        cursor = 0
+        while True:
+            cursor, found = cast("tuple[int, list[str]]", node.scan(cursor, match=keys.rating(keys.ANY, keys.ANY), count=5000))  # a decoded client
+            if found:
+                pipe = node.pipeline(transaction=False)
+                for key in found:
+                    pipe.hgetall(key)
+                    pipe.hgetall(key.replace(":rating:", ":exchange:", 1))  # the answer's key: same tag, same id
+                pipe.execute()
+                rows += len(found)
+            if cursor == 0:
+                break
+    return {"rows": rows}
 
 
 def _build(r: redis.Redis, spec: dict[str, Any], sampler: _MemorySampler) -> dict[str, Any]:
@@ -254,21 +255,19 @@ def start_redis(group: ServiceGroup, data_dir: Path, socket: Path, aof: bool) ->
 
 
 def redis_cpu(r: redis.Redis) -> float:
-    from training.collect import _data_node
+    from training.collect import masters
 
-    info = _data_node(r).info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    infos = [node.info("cpu") for node in masters(r)]  # on a cluster: every master's
+    return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in infos)
 
 
 def seed(r: redis.Redis, n: int, offset: int, label: str) -> float:
     """bulk_seed n rated exchanges in chunks, printing progress; returns the seconds taken."""
-    from training.collect import _data_node
-
     t0 = time.perf_counter()
     done = 0
     while done < n:
         k = min(SEED_CHUNK, n - done)
-        bulk_seed(_data_node(r), k, seed=offset + done, start_ts=START_TS + offset + done)  # cluster pipelines don't load scripts
+        bulk_seed(r, k, seed=offset + done, start_ts=START_TS + offset + done)
         done += k
         if n >= SEED_CHUNK:
             dt = time.perf_counter() - t0
@@ -331,12 +330,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         r0 = clients[0]
         print(f"Redis up; seeding {args.rows:,} rated exchanges (db 0) and {args.small_rows:,} (db 1)...", file=sys.stderr, flush=True)
         seeding = {"big_s": seed(clients[0], args.rows, 0, "db 0"), "small_s": seed(clients[1], args.small_rows, 0, "db 1")}
-        from training.collect import _data_node
+        from training.collect import masters
 
-        mem = _data_node(r0).info("memory")
-        seeding.update(rows_per_s=args.rows / seeding["big_s"], redis_used_memory_bytes=int(mem["used_memory"]))
+        used = sum(int(node.info("memory")["used_memory"]) for node in masters(r0))
+        seeding.update(rows_per_s=args.rows / seeding["big_s"], redis_used_memory_bytes=used)
         figures["seeding"] = seeding
-        print(f"  seeded in {seeding['big_s']:.0f} s + {seeding['small_s']:.0f} s; Redis holds {mem['used_memory_human']}", file=sys.stderr, flush=True)
+        print(f"  seeded in {seeding['big_s']:.0f} s + {seeding['small_s']:.0f} s; Redis holds {used / 2**20:.0f} MiB", file=sys.stderr, flush=True)
 
         # (a) and (b), taking turns.
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "build": []}

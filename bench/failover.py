@@ -5,9 +5,10 @@ the master but not yet on its replica is gone when the replica takes over).
 In one run: a cluster of three masters with a replica each (support/cluster.py, loopback ports),
 --answers exchanges in 20 threads, then ratings written one after another for --seconds through
 feedback.rating.apply on the cluster client (REDIS_CLUSTER's client), the master serving the
-product's slot killed with SIGKILL after --kill-after seconds. After the cluster has failed over:
-acknowledged ratings vs their rating events kept (each acknowledged rating appended exactly one),
-and the seconds from the kill to the first acknowledged write. With --wait-replicas N each rating
+first thread's bucket (a third of the data) killed with SIGKILL after --kill-after seconds. After
+the cluster has failed over: acknowledged ratings vs their rating events kept (each acknowledged
+rating appended exactly one), and the seconds from the kill to the first acknowledged write into
+a thread that master served. With --wait-replicas N each rating
 waits for N replicas (REDIS_WAIT_REPLICAS, feedback/replication.py; --wait-timeout-ms): the
 ratings whose wait was not met are counted.
 
@@ -32,6 +33,7 @@ from typing import cast
 import redis
 from redis.asyncio import Redis
 
+from feedback import event as stream
 from feedback import keys
 from feedback import rating as ratings
 from feedback.connection import connect
@@ -67,10 +69,15 @@ async def seed_answers(r: Redis, answers: int) -> dict[str, str]:
     return out
 
 
-def slot_master(cluster: Cluster) -> ClusterNode:
-    """The node that serves the product's slot ({fb}: every key) now."""
-    master = cluster.client().get_node_from_key(keys.events())
+def slot_master(cluster: Cluster, thread_id: str) -> ClusterNode:
+    """The master that serves the thread's bucket (its answers, ratings and events) now."""
+    master = cluster.client().get_node_from_key(keys.thread(thread_id))
     return next(n for n in cluster.nodes if n.port == master.port)
+
+
+def victim_threads(cluster: Cluster, victim: ClusterNode, load: RatingLoad) -> set[str]:
+    """The load's threads whose bucket `victim` serves (their writes stop while it fails over)."""
+    return {t for t in set(load.answers.values()) if slot_master(cluster, t) is victim}
 
 
 def replica_of(cluster: Cluster, master: ClusterNode) -> ClusterNode:
@@ -194,13 +201,14 @@ class Audit:
     strays: int  # rating events that no write of the load made
 
 
-def audit(load: RatingLoad, node: redis.Redis) -> Audit:
-    """Check every write of `load` against the events stream and the rating hashes, read from
-    `node` (the master serving the slot, read directly)."""
+def audit(load: RatingLoad, r: redis.Redis) -> Audit:
+    """Check every write of `load` against the events streams and the rating hashes, read through
+    `r` (a cluster client: each bucket from the master serving it now)."""
     events: dict[str, list[str]] = {}
-    for event_id, fields in cast(list[tuple[str, dict[str, str]]], node.xrange(keys.events())):
-        if fields.get("action") == "rate":
-            events.setdefault(fields["ts"], []).append(event_id)
+    for _, entries in stream.read_after(r, None):
+        for event_id, fields in entries:
+            if fields.get("action") == "rate":
+                events.setdefault(fields["ts"], []).append(event_id)
     by_ts = {a.ts: a for a in load.attempts}
     lost, doubled = [], []
     kept = refused_applied = 0
@@ -220,7 +228,7 @@ def audit(load: RatingLoad, node: redis.Redis) -> Audit:
             last_acked[a.exchange_id] = a
     stale = []
     for exchange_id, a in last_acked.items():
-        stored = cast(dict[str, str], node.hgetall(keys.rating(exchange_id)))
+        stored = cast(dict[str, str], r.hgetall(keys.rating(load.answers[exchange_id], exchange_id)))
         holder = load.attempts[int(stored["comment"][1:])] if stored.get("comment", "").startswith("#") else None
         # The hash holds the last acknowledged write, or a later one that was refused but applied.
         ok = holder is not None and (holder is a or (holder.seq > a.seq and not holder.acked)) and stored["value"] == str(holder.value)
@@ -236,8 +244,8 @@ async def run(answers: int, seconds: float, kill_after: float, wait: ReplicaWait
         cluster = start_cluster(group, folder / "nodes")
         r = connect(cluster.url, cluster=True, timeout_s=1.0)
         load = RatingLoad(r, await seed_answers(r, answers), wait)
-        victim = slot_master(cluster)
-        promoted = replica_of(cluster, victim)
+        victim = slot_master(cluster, "t0")
+        on_victim = victim_threads(cluster, victim, load)
         shortfalls = Shortfalls()
         logging.getLogger("feedback.replication").addHandler(shortfalls)
         task = asyncio.create_task(load.run())
@@ -247,10 +255,10 @@ async def run(answers: int, seconds: float, kill_after: float, wait: ReplicaWait
         load.stop()
         await task
         await r.aclose()
-        after = load.acked_after(killed_at)
+        after = [a for a in load.acked_after(killed_at) if load.answers[a.exchange_id] in on_victim]
         resumed_s = min((a.ended for a in after), default=float("nan")) - killed_at
         wait_until(lambda: len(cluster.masters()) == 3 and cluster.state_ok(), 60, what="the failover")
-        found = audit(load, promoted.client())
+        found = audit(load, cast(redis.Redis, cluster.client()))  # (the same commands)
         print(f"ratings acknowledged {len(load.acked):,}, rating events kept {found.kept:,}: lost {len(found.lost)}")
         print(f"writes refused while failing over: {len(load.refused)}; first acknowledged write {resumed_s:.1f} s after the kill")
         if found.doubled or found.stale or found.strays or found.refused_applied:

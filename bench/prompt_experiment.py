@@ -72,7 +72,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             print(f"{done:5d} conversations: " + ", ".join(f"{a} {c[a].liked}/{c[a].rated}" for a in exp.arms) + f"; {report.decision.status} (p={report.decision.p_value:.3f})", flush=True)
         seconds = time.perf_counter() - started
         client = await logged_in(app.url, "alice")  # a new conversation after the decision
-        next_version = r.hget(keys.exchange(run_id(await client.send("hello"))), "prompt_version")
+        answered = await client.send("hello")
+        next_version = r.hget(keys.exchange(str(client.thread_id), run_id(answered)), "prompt_version")
         await client.close()
         assignments = r.hgetall(keys.experiment_assignments(exp.id))
         return {

@@ -185,7 +185,7 @@ async def path_cost(redis_url: str, spool_path: Path, ops: int, warmup: int) -> 
         names = list(PATHS)
         blocks = math.ceil(ops / BLOCK)
         warmup_blocks = math.ceil(warmup / BLOCK)
-        events_before = await r.xlen(keys.events())
+        events_before = await _events(r)
         for b in range(warmup_blocks + blocks):
             shift = b % len(names)
             for name in names[shift:] + names[:shift]:
@@ -200,7 +200,7 @@ async def path_cost(redis_url: str, spool_path: Path, ops: int, warmup: int) -> 
                 if b >= warmup_blocks:
                     out.wall_ns += time.perf_counter_ns() - block_start
         # Every write went to Redis and appended exactly one event.
-        written = await r.xlen(keys.events()) - events_before
+        written = await _events(r) - events_before
         expected = 2 * (warmup_blocks * BLOCK + ops)
         if stored != Counter(redis=warmup_blocks * BLOCK + ops) or written != expected:
             raise BenchError(f"part 1: Store.rate returned {dict(stored)}; {written} events appended, {expected} expected")
@@ -299,10 +299,16 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
             rater.prompts_expected += (value == 0) * len(ratings.DOWN_REASONS)
 
 
+async def _events(r: Redis) -> int:
+    """Rating events in all the buckets' streams."""
+    return sum([await r.xlen(keys.events(b)) for b in range(keys.BUCKETS)])
+
+
 async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
     """Compare what Redis holds with what the app acknowledged."""
     acked = sum(x.acked for x in raters)
-    stream = [RatingEvent.from_fields(fields) for _, fields in cast("list[tuple[str, dict[str, str]]]", await r.xrange(keys.events()))]
+    entries = [e for b in range(keys.BUCKETS) for e in cast("list[tuple[str, dict[str, str]]]", await r.xrange(keys.events(b)))]
+    stream = [RatingEvent.from_fields(fields) for _, fields in entries]
     actions = Counter(e.action for e in stream)
     per_answer = Counter(e.exchange for e in stream if e.action == "rate")
     per_user = Counter(e.user for e in stream if e.action == "rate")
@@ -312,7 +318,7 @@ async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
     for x in raters:
         for thread_id, run_id in x.answers:
             expected = x.last.get(run_id)
-            stored = await r.hgetall(keys.rating(run_id))
+            stored = await r.hgetall(keys.rating(thread_id, run_id))
             indexed = await r.hget(keys.thread_ratings(thread_id), run_id)
             if expected is None:
                 if stored or indexed is not None:
@@ -323,7 +329,7 @@ async def verify(r: Redis, raters: list[Rater]) -> dict[str, Any]:
             if got != want:
                 mismatched.append(f"{run_id}: stored {got[:1] + got[2:]}, last acknowledged {want[:1] + want[2:]} (comments equal: {got[1] == want[1]})")
     rating_keys = 0
-    async for _ in r.scan_iter(match=keys.rating(keys.ANY), count=1000):
+    async for _ in r.scan_iter(match=keys.rating(keys.ANY, keys.ANY), count=1000):
         rating_keys += 1
     answers = sum(len(x.answers) for x in raters)
     rated = sum(1 for x in raters for _, run_id in x.answers if run_id in x.last)

@@ -44,12 +44,24 @@ WORDS = "the a model answer rating user prompt thread retrain data store cluster
 
 
 def family(key: str) -> str:
-    """The key's kind: its first part after the hash tag ({fb}:exchange:<id> -> exchange)."""
+    """The key's kind: its first part after the hash tag ({fb.3.303}:exchange:<id> -> exchange)."""
     parts = key.split(":")
     kind = parts[1] if len(parts) > 1 else key
     if kind in ("thread", "user") and len(parts) > 3:
         return f"{kind}:{parts[3]}"
     return kind
+
+
+_PER_BUCKET = ("events", "stats:approval", "review:down")
+
+
+def before_name(key: str) -> str:
+    """The key's name in the first layout, where every key carried {fb} (keys.legacy); a bucket's
+    own keys (events, counts, review queue) keep their bucket apart, as `:<tag>`."""
+    tag, _, rest = key.partition(":")
+    if tag == keys.PREFIX:
+        return key
+    return f"{keys.PREFIX}:{rest}" + (f":{tag}" if rest in _PER_BUCKET else "")
 
 
 def measure(r: redis.Redis) -> Counter[str]:
@@ -72,34 +84,34 @@ def copy_as_before(src: redis.Redis, dst: redis.Redis, src_raw: redis.Redis, dst
         if kind == "prefix":
             continue  # the old layout had none
         if kind == "exchange":
-            record = exchanges.load_sync(src, key.rsplit(":", 1)[1])
+            record = exchanges.load_sync(src, cast(str, src.hget(key, "thread_id")), key.rsplit(":", 1)[1])
             assert record is not None, key
             fields = {k: v for k, v in cast("dict[str, str]", src.hgetall(key)).items() if k not in exchanges.PROMPT_FIELDS}
             fields[exchanges.LEGACY_FIELD] = json.dumps([m.model_dump() for m in record.messages])
             fields.setdefault("deleted", "0")
-            dst.hset(key, mapping=fields)  # type: ignore[arg-type]
+            dst.hset(before_name(key), mapping=fields)  # type: ignore[arg-type]
             alternatives.append((record.created_at, record.prompt_message_id, record.id))
             if record.message_id and not record.deleted:  # the line under it, then stored as an element
                 info = answer_infos.element(record, [], {})  # (no regenerated answers here: no earlier ones)
-                dst.set(keys.element(info["id"]), json.dumps(info, default=str))
-                dst.sadd(keys.thread_elements(record.thread_id), info["id"])
+                dst.set(keys.legacy("element", info["id"]), json.dumps(info, default=str))
+                dst.sadd(keys.legacy("thread_elements", record.thread_id), info["id"])
             answers += 1
         elif kind == "step":
             fields = cast("dict[str, str]", src.hgetall(key))
             step = unpack_step(fields["data"], key.rsplit(":", 1)[1], fields.get("threadId"))
             if step.get("type") == "run" and step.get("parentId"):
-                parent = src.hget(keys.step(step["parentId"]), "data")
+                parent = src.hget(keys.step(fields["threadId"], step["parentId"]), "data")
                 step["input"] = json.loads(cast(str, parent)).get("output", "") if parent else ""
             fields["data"] = json.dumps(step, default=str)
-            dst.hset(key, mapping=fields)  # type: ignore[arg-type]
+            dst.hset(before_name(key), mapping=fields)  # type: ignore[arg-type]
         elif kind == "element":
-            dst.set(key, json.dumps(unpack_element(cast(str, src.get(key))), default=str))
+            dst.set(before_name(key), json.dumps(unpack_element(cast(str, src.get(key))), default=str))
         else:
             dump = src_raw.dump(key)
             if dump is not None:
-                dst_raw.restore(key, 0, dump)
+                dst_raw.restore(before_name(key), 0, dump, replace=True)
     for _, message_id, exchange_id in sorted(alternatives):  # the list the earlier code kept per user message
-        dst.rpush(keys.alternatives(message_id), exchange_id)
+        dst.rpush(keys.legacy("alternatives", message_id), exchange_id)
     return answers
 
 

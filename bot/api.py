@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 from chainlit.auth import get_current_user
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -84,7 +84,7 @@ async def _thread_of(store: Store, user: str, exchange_id: str) -> str | None:
     if spooled:
         return spooled
     try:
-        return cast("str | None", await store.redis.hget(keys.exchange(exchange_id), "thread_id"))
+        return await ratings.thread_of(store.redis, user, exchange_id)
     except OUTAGE:
         raise HTTPException(status_code=503, detail="Storage is unavailable right now; try again in a moment.") from None
 

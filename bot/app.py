@@ -151,7 +151,7 @@ async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchang
         return
     async with reason_lock(exchange_id):
         if rating.value == 0:
-            await show_reasons(exchange_id, message_id, await reasons_now(exchange_id, [r.value for r in rating.reasons]))
+            await show_reasons(exchange_id, message_id, await reasons_now(thread_id, exchange_id, [r.value for r in rating.reasons]))
             return
         await show_reasons(exchange_id, message_id, None)
         kept = [r for r in rating.reasons if r.value not in DOWN_REASONS]
@@ -160,13 +160,13 @@ async def ask_reasons(session_id: str | None, user: str, thread_id: str, exchang
             await drop_down_reasons(user, thread_id, exchange_id, rating, kept)
 
 
-async def reasons_now(exchange_id: str, sent: list[str]) -> list[str] | None:
+async def reasons_now(thread_id: str, exchange_id: str, sent: list[str]) -> list[str] | None:
     """The reasons of the answer's 👎 as stored now (a later click wins over the one that called);
     None when it is no longer rated down. What was `sent` while Redis can't tell."""
     if store.spool.has_pending():
         return sent
     try:
-        current = await ratings.get(redis, exchange_id)
+        current = await ratings.get(redis, thread_id, exchange_id)
     except OUTAGE:
         return sent
     return current["reasons"] if current is not None and current["value"] == 0 else None
@@ -174,7 +174,7 @@ async def reasons_now(exchange_id: str, sent: list[str]) -> list[str] | None:
 
 async def drop_down_reasons(user: str, thread_id: str, exchange_id: str, sent: ratings.RatingInput, kept: list[ratings.Reason]) -> None:
     try:
-        current = await ratings.get(redis, exchange_id)
+        current = await ratings.get(redis, thread_id, exchange_id)
         if store.spool.has_pending() or current is None or (current["value"], current["reasons"]) != (1, [r.value for r in sent.reasons]):
             return  # changed since (or not readable now): leave it to the next click
         fixed = ratings.RatingInput(value=1, comment=sent.comment, reasons=kept)
@@ -219,7 +219,7 @@ async def toggle_reason(action: cl.Action) -> None:
         return
     async with reason_lock(exchange_id):
         try:
-            current = await ratings.get(redis, exchange_id)
+            current = await ratings.get(redis, cl.context.session.thread_id, exchange_id)
         except OUTAGE:
             await toast("Storage is unavailable right now: the reason was not saved.")
             return
@@ -343,7 +343,7 @@ async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
         same = [*answer_infos.same_prompt(old, stored), old]
         async with redis.pipeline(transaction=False) as pipe:
             for e in same:
-                pipe.hget(keys.rating(e.id), "value")
+                pipe.hget(keys.rating(old.thread_id, e.id), "value")
             values = await pipe.execute()
     except OUTAGE as exc:
         log.warning("earlier answers of %s not shown (Redis unreachable: %s)", old.id, exc)
@@ -582,7 +582,7 @@ async def resume(thread: cl.types.ThreadDict) -> None:
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for exchange_id in on_page:
-                pipe.hmget(keys.rating(exchange_id), "value", "reasons")
+                pipe.hmget(keys.rating(thread["id"], exchange_id), "value", "reasons")
             rated = await pipe.execute()
     except OUTAGE:
         return
@@ -612,7 +612,7 @@ async def regenerate(action: cl.Action) -> None:
     """Answer the same prompt again; the earlier answer is hidden but kept as an alternative."""
     history = turns()
     exchange_id = str(action.payload.get("exchange_id", ""))
-    old = await exchanges.load(redis, exchange_id) if keys.valid_id(exchange_id) else None
+    old = await exchanges.load(redis, cl.context.session.thread_id, exchange_id) if keys.valid_id(exchange_id) else None
     user = cl.user_session.get("user")
     if old is None or user is None or old.user != user.identifier or old.thread_id != cl.context.session.thread_id:
         await toast("This answer can't be regenerated here.")

@@ -36,7 +36,7 @@ from feedback import keys
 from feedback import rating as ratings
 from feedback import thread as threads
 from feedback.errors import LoopError
-from feedback.scripts import lua
+from feedback.scripts import lua, run_after
 from feedback.store import OUTAGE, Store
 from feedback.thread import iso
 
@@ -77,7 +77,7 @@ def step_call(user: str, thread_id: str, step: dict[str, Any], now: float) -> tu
     pipelines the same)."""
     step.pop("feedback", None)  # ratings live in their own keys
     favorite = "1" if (step.get("metadata") or {}).get("favorite") else "0"
-    keys_ = [keys.thread(thread_id), keys.step(step["id"]), keys.thread_steps(thread_id), keys.user_threads(user), keys.user_favorites(user)]
+    keys_ = [keys.thread(thread_id), keys.step(thread_id, step["id"]), keys.thread_steps(thread_id), keys.thread_favorites(thread_id)]
     return keys_, [user, thread_id, step["id"], pack_step(step), _epoch(step.get("createdAt")), now, iso(now), favorite]
 
 
@@ -92,6 +92,14 @@ def _epoch(stamp: str | None) -> float:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return time.time()
+
+
+def _session_thread() -> str | None:
+    """The thread of the socket session that triggered this call, if any."""
+    try:
+        return cast("str | None", context.session.thread_id)
+    except Exception:  # chainlit raises its own error when there is no context
+        return None
 
 
 def _session_user() -> str | None:
@@ -137,7 +145,10 @@ class RedisDataLayer(BaseDataLayer):
         if not user_id:
             return
         now = time.time()
-        owner = await self._claim_script(keys=[keys.thread(thread_id), keys.user_threads(user_id)], args=[thread_id, user_id, iso(now), now])
+        # Listed beside the claim (another slot): an id listed for a thread that turns out to be
+        # someone else's is not shown (list_threads checks the owner) and dropped.
+        listing = keys.user_threads(user_id)
+        owner = await run_after(self.r, self._claim_script, [keys.thread(thread_id)], [thread_id, user_id, iso(now)], lambda p: p.zadd(listing, {thread_id: now}, nx=True))
         if owner != user_id:
             raise OwnershipError(f"thread {thread_id} belongs to another user")
 
@@ -177,7 +188,8 @@ class RedisDataLayer(BaseDataLayer):
             fields["metadata"] = json.dumps({**current, **kept}, default=str, separators=(",", ":"))
         # Only if the thread still exists: a late update must not resurrect a deleted thread.
         pairs = [x for kv in fields.items() for x in kv]
-        await self.r.eval(UPDATE_IF_EXISTS, 2, keys.thread(thread_id), keys.user_threads(owner), time.time(), *pairs)
+        if await self.r.eval(UPDATE_IF_EXISTS, 1, keys.thread(thread_id), *pairs) == owner:
+            await self.r.zadd(keys.user_threads(owner), {thread_id: time.time()}, xx=True)
 
     def _thread_dict(self, data: dict[str, str]) -> ThreadDict:
         return ThreadDict(
@@ -201,11 +213,11 @@ class RedisDataLayer(BaseDataLayer):
         element_ids = cast("set[str]", await self.r.smembers(keys.thread_elements(thread_id)))
         async with self.r.pipeline(transaction=False) as pipe:
             for sid in step_ids:
-                pipe.hmget(keys.step(sid), "data", "deleted")
+                pipe.hmget(keys.step(thread_id, sid), "data", "deleted")
             for sid in step_ids:
-                pipe.hgetall(keys.rating(sid))
+                pipe.hgetall(keys.rating(thread_id, sid))
             for eid in element_ids:
-                pipe.get(keys.element(eid))
+                pipe.get(keys.element(thread_id, eid))
             rows = await pipe.execute()
         n = len(step_ids)
         ratings_by_id = {sid: int(rated["value"]) for sid, rated in zip(step_ids, rows[n : 2 * n], strict=True) if rated}
@@ -250,7 +262,10 @@ class RedisDataLayer(BaseDataLayer):
         search, rated = parse_search(filters.search)
         if filters.feedback is not None:
             rated.add(str(filters.feedback))
-        kept = [data for data, values in zip(rows[: len(ids)], rows[len(ids) :], strict=True) if data and rated <= set(values)]
+        owned = [data.get("userId") == filters.userId for data in rows[: len(ids)]]
+        if not all(owned):  # listed beside a write that was refused, or left by a deletion: dropped
+            await self.r.zrem(keys.user_threads(filters.userId), *(tid for tid, mine in zip(ids, owned, strict=True) if not mine))
+        kept = [data for data, values, mine in zip(rows[: len(ids)], rows[len(ids) :], owned, strict=True) if mine and rated <= set(values)]
         if search:
             by_content = await self._threads_saying(search, [d["id"] for d in kept[:SEARCH_CONTENT_THREADS] if search not in (d.get("name") or "").casefold()])
             kept = [d for d in kept if search in (d.get("name") or "").casefold() or d["id"] in by_content]
@@ -277,9 +292,9 @@ class RedisDataLayer(BaseDataLayer):
                 pipe.zrange(keys.thread_steps(tid), 0, -1)
             step_ids = cast("list[list[str]]", await pipe.execute())
         async with self.r.pipeline(transaction=False) as pipe:
-            for sids in step_ids:
+            for tid, sids in zip(thread_ids, step_ids, strict=True):
                 for sid in sids:
-                    pipe.hmget(keys.step(sid), "data", "deleted")
+                    pipe.hmget(keys.step(tid, sid), "data", "deleted")
             rows = iter(await pipe.execute())
         found = set()
         for tid, sids in zip(thread_ids, step_ids, strict=True):
@@ -318,32 +333,45 @@ class RedisDataLayer(BaseDataLayer):
         user, thread_id = _session_user(), step.get("threadId")
         if not thread_id or not user:
             raise OwnershipError("steps are written by a logged-in session, into a thread")
-        keys_, args = step_call(user, thread_id, step, time.time())
-        outcome = await self._step_script(keys=keys_, args=args)
+        now = time.time()
+        keys_, args = step_call(user, thread_id, step, now)
+        listing = keys.user_threads(user)  # beside the script (another slot; see _claim_thread)
+        outcome = await run_after(self.r, self._step_script, keys_, args, lambda p: p.zadd(listing, {thread_id: now}))
         if outcome != "ok":
             raise OwnershipError(f"step {step['id']}: {outcome}")
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_step(self, step_id: str) -> None:
-        raw, owner_thread = cast("list[str | None]", await self.r.hmget(keys.step(step_id), "data", "threadId"))
+        # Chainlit deletes a step from the session of the thread it is in.
+        thread_id = _session_thread()
+        if not thread_id or not keys.valid_id(step_id):
+            return
+        raw = cast("str | None", await self.r.hget(keys.step(thread_id, step_id), "data"))
         if not raw:
             return
-        step = unpack_step(raw, step_id, owner_thread)
-        await self._check_step_write(step.get("threadId"))
-        await self.r.hset(keys.step(step_id), "deleted", "1")
+        step = unpack_step(raw, step_id, thread_id)
+        await self._check_step_write(thread_id)
+        await self.r.hset(keys.step(thread_id, step_id), "deleted", "1")
         # A removed answer message (edit, regenerate): hide its exchange, keep it for training.
         run_id = step.get("parentId")
         if step.get("type") == "assistant_message" and run_id:
-            if cast("str | None", await self.r.hget(keys.exchange(run_id), "message_id")) == step_id:
-                await self.r.hset(keys.exchange(run_id), "deleted", "1")
+            if cast("str | None", await self.r.hget(keys.exchange(thread_id, run_id), "message_id")) == step_id:
+                await self.r.hset(keys.exchange(thread_id, run_id), "deleted", "1")
 
     async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
-        ids = list(cast("set[str]", await self.r.smembers(keys.user_favorites(user_id))))
+        """The steps marked favorite in the user's own threads."""
+        thread_ids = cast("list[str]", await self.r.zrevrange(keys.user_threads(user_id), 0, -1))
         async with self.r.pipeline(transaction=False) as pipe:
-            for sid in ids:
-                pipe.hmget(keys.step(sid), "data", "threadId")
+            for tid in thread_ids:
+                pipe.hget(keys.thread(tid), "userId")
+                pipe.smembers(keys.thread_favorites(tid))
+            replies = await pipe.execute()
+        found = [(tid, sid) for tid, owner, sids in zip(thread_ids, replies[::2], replies[1::2], strict=True) if owner == user_id for sid in sids]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for tid, sid in found:
+                pipe.hget(keys.step(tid, sid), "data")
             rows = await pipe.execute()
-        return [cast(StepDict, unpack_step(raw, sid, tid)) for sid, (raw, tid) in zip(ids, rows, strict=True) if raw]
+        return [cast(StepDict, unpack_step(raw, sid, tid)) for (tid, sid), raw in zip(found, rows, strict=True) if raw]
 
     # --- elements -------------------------------------------------------------------------------
 
@@ -352,12 +380,12 @@ class RedisDataLayer(BaseDataLayer):
         await self._check_step_write(element.thread_id)
         data = element.to_dict()
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.set(keys.element(element.id), pack_element(dict(data)))
+            pipe.set(keys.element(element.thread_id, element.id), pack_element(dict(data)))
             pipe.sadd(keys.thread_elements(element.thread_id), element.id)
             await pipe.execute()
 
     async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
-        raw = cast("str | None", await self.r.get(keys.element(element_id)))
+        raw = cast("str | None", await self.r.get(keys.element(thread_id, element_id)))
         if not raw:
             return None
         data = cast(ElementDict, unpack_element(raw))
@@ -365,16 +393,18 @@ class RedisDataLayer(BaseDataLayer):
 
     @queue_until_user_message()  # nothing is stored before the first user message
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
-        raw = cast("str | None", await self.r.get(keys.element(element_id)))
+        thread_id = thread_id or _session_thread()
+        if not thread_id:
+            return
+        raw = cast("str | None", await self.r.get(keys.element(thread_id, element_id)))
         if not raw:
             return
-        owner_thread = str(unpack_element(raw).get("threadId") or "")  # none: refused below
-        if thread_id and owner_thread != thread_id:
+        if str(unpack_element(raw).get("threadId") or "") != thread_id:
             raise OwnershipError(f"element {element_id} is not in thread {thread_id}")
-        await self._check_step_write(owner_thread)
+        await self._check_step_write(thread_id)
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.element(element_id))
-            pipe.srem(keys.thread_elements(owner_thread), element_id)
+            pipe.delete(keys.element(thread_id, element_id))
+            pipe.srem(keys.thread_elements(thread_id), element_id)
             await pipe.execute()
 
     # --- feedback -------------------------------------------------------------------------------
@@ -391,7 +421,7 @@ class RedisDataLayer(BaseDataLayer):
 
     async def delete_feedback(self, feedback_id: str) -> bool:
         user = _session_user()
-        thread_id = cast("str | None", await self.r.hget(keys.exchange(feedback_id), "thread_id"))
+        thread_id = await ratings.thread_of(self.r, user, feedback_id) if user else None
         if not user or not thread_id:
             return False
         await self.store.rate(user=user, thread_id=thread_id, exchange_id=feedback_id, rating=None)

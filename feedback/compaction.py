@@ -30,7 +30,6 @@ from feedback.prompt import PromptSpec
 from feedback.scripts import lua
 
 COMPACT_SCRIPT = lua("compact_exchange")
-_PLACEHOLDER = "ID0"
 
 
 class CompactionError(LoopError):
@@ -52,11 +51,10 @@ def compact(r: redis.Redis, on_progress: Callable[[Compaction], None] | None = N
     """Compact every thread's answers; `r` decodes responses. Raises CompactionError when a
     rewritten answer does not read back exactly as before."""
     done = Compaction()
-    head, tail = keys.thread_exchanges(_PLACEHOLDER).split(_PLACEHOLDER)
     specs: dict[tuple[str, str], list[dict[str, str]] | None] = {}
     for index_key in cast("list[str]", list(r.scan_iter(match=keys.thread_exchanges(keys.ANY), count=500))):
-        thread_id = index_key[len(head) : len(index_key) - len(tail)]
-        if not keys.valid_id(thread_id):
+        thread_id = keys.thread_in(index_key)
+        if thread_id is None:
             continue  # not a key the product wrote
         _thread(r, thread_id, specs, done)
         done.threads += 1
@@ -92,7 +90,7 @@ def _thread(r: redis.Redis, thread_id: str, specs: dict[tuple[str, str], list[di
         if prefixes:
             r.set(*exchanges.prefix_entry(messages[:prefix_size]), nx=True)
         flat = [x for kv in fields.items() for x in kv]
-        if r.eval(COMPACT_SCRIPT, 1, keys.exchange(row["id"]), hashlib.sha1(legacy.encode()).hexdigest(), *flat) == 1:
+        if r.eval(COMPACT_SCRIPT, 1, keys.exchange(thread_id, row["id"]), hashlib.sha1(legacy.encode()).hexdigest(), *flat) == 1:
             done.converted += 1
             done.bytes_before += len(legacy.encode())
             done.bytes_after += sum(len(v.encode()) for v in fields.values())

@@ -204,22 +204,25 @@ def from_hash(data: Mapping[str, str], prefixes: Mapping[str, list[dict[str, str
 _PREFIXES: dict[str, list[dict[str, str]]] = {}
 
 
-def queue_parts(pipe: Any, digests: list[str], refs: list[str]) -> None:
+Ref = tuple[str, str]  # (thread id, answer id): an earlier answer a prompt refers to
+
+
+def queue_parts(pipe: Any, digests: list[str], refs: list[Ref]) -> None:
     """The reads of the parts prompts refer to, on a pipeline (sync or async): a GET per fixed
     part, an HMGET per answer (its question, its older literal messages, its completion)."""
     for d in digests:
         pipe.get(keys.prompt_prefix(d))
-    for ref in refs:
-        pipe.hmget(keys.exchange(ref), QUESTION_FIELD, LEGACY_FIELD, "completion")
+    for thread_id, ref in refs:
+        pipe.hmget(keys.exchange(thread_id, ref), QUESTION_FIELD, LEGACY_FIELD, "completion")
 
 
-def read_parts(digests: list[str], refs: list[str], replies: list[Any]) -> tuple[dict[str, list[dict[str, str]]], dict[str, tuple[str, str]]]:
+def read_parts(digests: list[str], refs: list[Ref], replies: list[Any]) -> tuple[dict[str, list[dict[str, str]]], dict[str, tuple[str, str]]]:
     """The replies of `queue_parts`: the fixed parts' messages by digest, and (question,
     completion) by answer id; what is gone is left out."""
     prefixes = {d: json.loads(raw) for d, raw in zip(digests, replies, strict=False) if raw is not None}
     answers = {
         ref: (question_of({QUESTION_FIELD: question, LEGACY_FIELD: legacy}), completion)
-        for ref, (question, legacy, completion) in zip(refs, replies[len(digests) :], strict=False)
+        for (_, ref), (question, legacy, completion) in zip(refs, replies[len(digests) :], strict=False)
         if completion is not None
     }
     return prefixes, answers
@@ -234,7 +237,7 @@ class Rebuild:
         self.rows = [row for row in rows if row]
         self.answers: dict[str, tuple[str, str]] = {row["id"]: (question_of(row), row.get("completion", "")) for row in self.rows if "id" in row}
         self.prefixes = [d for d in {row[PREFIX_FIELD] for row in self.rows if PREFIX_FIELD in row} if d not in _PREFIXES]
-        self.refs = sorted({ref for row in self.rows for ref in refs_of(row) if ref not in self.answers})
+        self.refs = sorted({(row.get("thread_id", ""), ref) for row in self.rows for ref in refs_of(row) if ref not in self.answers})
 
     def queue(self, pipe: Any) -> None:
         queue_parts(pipe, self.prefixes, self.refs)
@@ -283,13 +286,13 @@ def save_call(exchange: Exchange, op_id: str, ttl_s: int = 0) -> tuple[list[str]
     data = exchange.to_hash()
     fields = [x for kv in data.items() for x in kv]
     refs = refs_of(data)
+    thread_id = exchange.thread_id
     keys_ = [
-        keys.exchange(exchange.id),
-        keys.thread_exchanges(exchange.thread_id),
-        keys.applied_op(op_id),
-        keys.thread(exchange.thread_id),
-        keys.user_threads(exchange.user),
-        *(keys.exchange(ref) for ref in refs),
+        keys.exchange(thread_id, exchange.id),
+        keys.thread_exchanges(thread_id),
+        keys.applied_op(thread_id, op_id),
+        keys.thread(thread_id),
+        *(keys.exchange(thread_id, ref) for ref in refs),
     ]
     created = iso(exchange.created_at)
     question = exchange.messages[-1].content[:200] if exchange.messages else ""
@@ -316,9 +319,12 @@ async def save(r: Redis, exchange: Exchange, op_id: str, ttl_s: int = 0) -> bool
     """
     keys_, args = save_call(exchange, op_id, ttl_s)
     prefix = prefix_write(exchange)
-    async with r.pipeline(transaction=False) as pipe:  # one round trip
+    async with r.pipeline(transaction=False) as pipe:  # one round trip (on a cluster: one per node)
         if prefix is not None:  # the fixed part before anything refers to it
             pipe.set(*prefix, nx=True)
+        # A replayed answer may be the first write into its thread: listed for its user (NX: a
+        # listed thread keeps its place; on another slot, so not inside the script).
+        pipe.zadd(keys.user_threads(exchange.user), {exchange.thread_id: exchange.created_at}, nx=True)
         pipe.eval(SAVE_SCRIPT, len(keys_), *keys_, *args)
         applied = (await pipe.execute())[-1]
     if applied == -1:
@@ -327,8 +333,8 @@ async def save(r: Redis, exchange: Exchange, op_id: str, ttl_s: int = 0) -> bool
     return bool(applied == 1)
 
 
-async def load(r: Redis, exchange_id: str) -> Exchange | None:
-    data = cast(dict[str, str], await r.hgetall(keys.exchange(exchange_id)))
+async def load(r: Redis, thread_id: str, exchange_id: str) -> Exchange | None:
+    data = cast(dict[str, str], await r.hgetall(keys.exchange(thread_id, exchange_id)))
     if not data:
         return None
     found = await rebuild(r, [data])
@@ -339,14 +345,14 @@ async def for_thread(r: Redis, thread_id: str) -> list[Exchange]:
     ids = cast(list[str], await r.zrange(keys.thread_exchanges(thread_id), 0, -1))
     async with r.pipeline(transaction=False) as pipe:
         for exchange_id in ids:
-            pipe.hgetall(keys.exchange(exchange_id))
+            pipe.hgetall(keys.exchange(thread_id, exchange_id))
         rows = await pipe.execute()
     return await rebuild(r, rows)
 
 
-def load_sync(r: sync_redis.Redis, exchange_id: str) -> Exchange | None:
+def load_sync(r: sync_redis.Redis, thread_id: str, exchange_id: str) -> Exchange | None:
     """`load` for blocking callers (the CLI, the job, tools)."""
-    data = cast(dict[str, str], r.hgetall(keys.exchange(exchange_id)))
+    data = cast(dict[str, str], r.hgetall(keys.exchange(thread_id, exchange_id)))
     found = rebuild_sync(r, [data]) if data else []
     return found[0] if found else None
 
@@ -356,7 +362,7 @@ def thread_rows_sync(r: sync_redis.Redis, thread_id: str) -> list[dict[str, str]
     ids = cast(list[str], r.zrange(keys.thread_exchanges(thread_id), 0, -1))
     pipe = r.pipeline(transaction=False)
     for exchange_id in ids:
-        pipe.hgetall(keys.exchange(exchange_id))
+        pipe.hgetall(keys.exchange(thread_id, exchange_id))
     return [row for row in pipe.execute() if row]
 
 

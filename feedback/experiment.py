@@ -209,11 +209,11 @@ def _count(r: redis.Redis, exp: Experiment) -> Report:
     pipe = r.pipeline(transaction=False)
     for thread in threads:
         pipe.zrange(keys.thread_exchanges(thread), 0, -1)
-    answer_ids = [e for ids in pipe.execute() for e in ids]
+    answers = [(thread, e) for thread, ids in zip(threads, pipe.execute(), strict=True) for e in ids]
     pipe = r.pipeline(transaction=False)
-    for e in answer_ids:
-        pipe.hmget(keys.exchange(e), "experiment", "prompt_version", "model_version", "user", "created_at")
-        pipe.hget(keys.rating(e), "value")
+    for thread, e in answers:
+        pipe.hmget(keys.exchange(thread, e), "experiment", "prompt_version", "model_version", "user", "created_at")
+        pipe.hget(keys.rating(thread, e), "value")
     replies = pipe.execute()
     rows = []
     for (experiment, arm, model, user, created), value in zip(replies[::2], replies[1::2], strict=True):

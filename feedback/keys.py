@@ -1,8 +1,15 @@
 """Every Redis key the product uses, each with its type, writer and reader.
 
-All keys carry the hash tag ``{fb}``: they live in one hash slot, so the multi-key transactions
-and Lua scripts below (a rating and its event, an exchange and its indexes) work unchanged on
-Redis Cluster. `tests/test_keys.py` pins these strings: changing one is a data migration.
+Keys spread over Redis Cluster by bucket. A thread and everything in it (its steps, elements,
+answers, ratings, the op ids of writes into it) carry the hash tag of its thread's bucket, one of
+`BUCKETS` tags `{fb.<k>.<n>}` (`tag`): the k-th lies in the k-th 64th of the slot space, so a
+cluster's masters each serve their share of the buckets. So do the things a rating script updates
+with the rating: the rating events, the approval counts and the review queue are one per bucket.
+A user's record and thread list carry their user's bucket. What is global (the model registry,
+the retraining job's state, prompts, experiments, the audit, limits) keeps the tag `{fb}`. Every
+multi-key script or transaction touches one tag, so one slot. `tests/test_keys.py` pins these
+strings: changing one is a data migration (`chatbot migrate spread` moved the keys of the first
+layout, which put everything on `{fb}`: `legacy`).
 
 Writers: "bot" is the chat process (bot/app.py), "data layer" its Chainlit persistence
 (bot/datalayer.py), "job" the retraining job (training/).
@@ -11,10 +18,15 @@ Writers: "bot" is the chat process (bot/app.py), "data layer" its Chainlit persi
 from __future__ import annotations
 
 import re
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from feedback.errors import InvalidInput
 
 PREFIX = "{fb}"
+BUCKETS = 64  # a stored format: changing it is a data migration
+_SLOTS_PER_BUCKET = REDIS_CLUSTER_HASH_SLOTS // BUCKETS
 
 # What may be part of a key. Nothing else can: no ':' (another key's suffix), no '{' '}' (another
 # hash slot), no '*' or spaces. Ids are Chainlit's uuids and our own hex or dated ids; user names
@@ -57,6 +69,38 @@ def _user(value: str) -> str:
     return value
 
 
+def bucket(thread_id: str) -> int:
+    """The bucket of a thread (or a user name): where its slot lies in the slot space."""
+    return key_slot(thread_id.encode()) // _SLOTS_PER_BUCKET
+
+
+@cache
+def _bucket_tags() -> tuple[str, ...]:
+    """`{fb.<k>.<n>}` with n the first number putting the tag's slot in the k-th bucket (n <= 353)."""
+    found = []
+    for k in range(BUCKETS):
+        n = 0
+        while key_slot(f"fb.{k}.{n}".encode()) // _SLOTS_PER_BUCKET != k:
+            n += 1
+        found.append(f"{{fb.{k}.{n}}}")
+    return tuple(found)
+
+
+def bucket_tag(index: int) -> str:
+    """The hash tag of bucket `index` (0 <= index < BUCKETS)."""
+    if not (isinstance(index, int) and 0 <= index < BUCKETS):
+        raise KeyPartError(f"invalid bucket {index!r}: expected 0-{BUCKETS - 1}")
+    return _bucket_tags()[index]
+
+
+def _thread_tag(thread_id: str) -> str:
+    return "{fb.*}" if thread_id is ANY else _bucket_tags()[bucket(_id(thread_id))]
+
+
+def _user_tag(user: str) -> str:
+    return "{fb.*}" if user is ANY else _bucket_tags()[bucket(_user(user))]
+
+
 # --- Model registry -----------------------------------------------------------------------------
 
 
@@ -97,8 +141,10 @@ def retrain_lock() -> str:
 
 
 def retrain_watermark() -> str:
-    """STRING: id of the last rating event included by a successful retraining run; moves only
-    after success. Writer: job (with the registry update, atomically). Reader: job, scheduler.
+    """STRING: where the last successful retraining run stopped reading each bucket's rating
+    events (feedback.watermark: JSON {bucket: stream id}; a plain stream id, as the first layout
+    wrote it, stands for every bucket); moves only after success. Writer: job (with the registry
+    update, atomically). Reader: job, scheduler.
     """
     return f"{PREFIX}:retrain:watermark"
 
@@ -137,13 +183,14 @@ def retrain_request() -> str:
 # --- Operator console: aggregates, review queue, audit ---------------------------------------------
 
 
-def approval_counts() -> str:
-    """HASH: current ratings counted per hour of the rated answer, prompt version, model version and
-    value; field "<hour start, epoch s>|<prompt version>|<model version>|<0 or 1>" -> count. Kept
-    in step with every rate, unrate and thread deletion, in the same script. Writer: rating script,
-    thread deletion, stats rebuild. Reader: console overview (no scan of the answers).
+def approval_counts(index: int) -> str:
+    """HASH: current ratings of bucket `index`'s threads counted per hour of the rated answer,
+    prompt version, model version and value; field "<hour start, epoch s>|<prompt version>|<model
+    version>|<0 or 1>" -> count. Kept in step with every rate, unrate and thread deletion, in the
+    same script. Writer: rating script, thread deletion, stats rebuild. Reader: console overview
+    (the buckets summed: no scan of the answers).
     """
-    return f"{PREFIX}:stats:approval"
+    return f"{bucket_tag(index)}:stats:approval"
 
 
 def stats_version() -> str:
@@ -153,25 +200,37 @@ def stats_version() -> str:
     return f"{PREFIX}:stats:version"
 
 
-def approval_counts_rebuilding(rebuild_id: str) -> str:
-    """HASH: approval_counts() as one stats rebuild writes it before renaming it over the real key
-    (expires after an hour if the rebuild dies). Writer/reader: stats rebuild.
+def approval_counts_rebuilding(index: int, rebuild_id: str) -> str:
+    """HASH: approval_counts(index) as one stats rebuild writes it before renaming it over the
+    real key (expires after an hour if the rebuild dies). Writer/reader: stats rebuild.
     """
-    return f"{approval_counts()}:rebuild:{_id(rebuild_id)}"
+    return f"{approval_counts(index)}:rebuild:{_id(rebuild_id)}"
 
 
-def review_queue_rebuilding(rebuild_id: str) -> str:
-    """ZSET: review_queue() as one stats rebuild writes it before renaming it over the real key
-    (expires after an hour if the rebuild dies). Writer/reader: stats rebuild.
+def review_queue_rebuilding(index: int, rebuild_id: str) -> str:
+    """ZSET: review_queue(index) as one stats rebuild writes it before renaming it over the real
+    key (expires after an hour if the rebuild dies). Writer/reader: stats rebuild.
     """
-    return f"{review_queue()}:rebuild:{_id(rebuild_id)}"
+    return f"{review_queue(index)}:rebuild:{_id(rebuild_id)}"
 
 
-def review_queue() -> str:
-    """ZSET: answers whose current rating is a thumbs down, scored by the rating's time. Writer:
-    rating script, thread deletion, stats rebuild. Reader: console review queue.
+def review_queue(index: int) -> str:
+    """ZSET: bucket `index`'s answers whose current rating is a thumbs down (review_member),
+    scored by the rating's time. Writer: rating script, thread deletion, stats rebuild. Reader: console review
+    queue (the buckets merged by score).
     """
-    return f"{PREFIX}:review:down"
+    return f"{bucket_tag(index)}:review:down"
+
+
+def review_member(thread_id: str, exchange_id: str) -> str:
+    """An answer in a review queue: "<thread id>/<exchange id>" (rate.lua writes the same)."""
+    return f"{_id(thread_id)}/{_id(exchange_id)}"
+
+
+def parse_review_member(value: str) -> tuple[str, str] | None:
+    """(thread id, exchange id) of a queue member (or a form's "thread/answer"); None if malformed."""
+    thread_id, _, exchange_id = value.partition("/")
+    return (thread_id, exchange_id) if valid_id(thread_id) and valid_id(exchange_id) else None
 
 
 def reviewed() -> str:
@@ -192,16 +251,22 @@ def audit() -> str:
 
 
 def user(identifier: str) -> str:
-    """HASH: a user: id, identifier, createdAt, metadata (JSON). Writer/reader: data layer."""
-    return f"{PREFIX}:user:{_user(identifier)}"
+    """HASH: a user: id, identifier, createdAt, metadata (JSON). On the user's bucket.
+
+    Writer/reader: data layer.
+    """
+    return f"{_user_tag(identifier)}:user:{_user(identifier)}"
 
 
 def user_threads(user_id: str) -> str:
-    """ZSET: a user's thread ids scored by last update (epoch s), for the history sidebar.
+    """ZSET: a user's thread ids scored by last update (epoch s), for the history sidebar. On the
+    user's bucket, so written beside (not inside) the scripts that write a thread: an id listed
+    for a thread that is not the user's (a refused write) is not shown, and dropped.
 
-    Writer: data layer (update_thread, create_step). Reader: data layer (list_threads).
+    Writer: data layer (update_thread, create_step), bot (an answer replayed into a new thread).
+    Reader: data layer (list_threads), console, migration.
     """
-    return f"{PREFIX}:user:{_user(user_id)}:threads"
+    return f"{_user_tag(user_id)}:user:{_user(user_id)}:threads"
 
 
 def thread(thread_id: str) -> str:
@@ -209,17 +274,17 @@ def thread(thread_id: str) -> str:
 
     Writer/reader: data layer.
     """
-    return f"{PREFIX}:thread:{_id(thread_id)}"
+    return f"{_thread_tag(thread_id)}:thread:{_id(thread_id)}"
 
 
 def thread_steps(thread_id: str) -> str:
     """ZSET: step ids of a thread scored by creation time (epoch s). Writer/reader: data layer."""
-    return f"{PREFIX}:thread:{_id(thread_id)}:steps"
+    return f"{thread(thread_id)}:steps"
 
 
 def thread_elements(thread_id: str) -> str:
     """SET: element ids of a thread. Writer/reader: data layer."""
-    return f"{PREFIX}:thread:{_id(thread_id)}:elements"
+    return f"{thread(thread_id)}:elements"
 
 
 def thread_exchanges(thread_id: str) -> str:
@@ -227,46 +292,49 @@ def thread_exchanges(thread_id: str) -> str:
 
     Writer: bot (with the exchange, atomically). Reader: data layer, job.
     """
-    return f"{PREFIX}:thread:{_id(thread_id)}:exchanges"
+    return f"{thread(thread_id)}:exchanges"
 
 
-def step(step_id: str) -> str:
-    """HASH: a Chainlit step: data (the step dict as JSON), threadId, deleted ("1" when soft-deleted:
-    an edited or regenerated answer stays, hidden, as the other side of a preference pair).
+def thread_favorites(thread_id: str) -> str:
+    """SET: ids of the thread's steps its user marked as favorite (a user's favorites: those of
+    their threads). Writer: data layer (with the step). Reader: data layer.
+    """
+    return f"{thread(thread_id)}:favorites"
+
+
+def step(thread_id: str, step_id: str) -> str:
+    """HASH: a Chainlit step of the thread: data (the step dict as JSON, bot/stored_form.py),
+    threadId, deleted ("1" when soft-deleted: an edited or regenerated answer stays, hidden, as
+    the other side of a preference pair).
 
     Writer/reader: data layer.
     """
-    return f"{PREFIX}:step:{_id(step_id)}"
+    return f"{_thread_tag(thread_id)}:step:{_id(step_id)}"
 
 
-def element(element_id: str) -> str:
-    """STRING: a Chainlit element dict as JSON. Writer/reader: data layer."""
-    return f"{PREFIX}:element:{_id(element_id)}"
-
-
-def user_favorites(user_id: str) -> str:
-    """SET: step ids a user marked as favorite. Writer/reader: data layer."""
-    return f"{PREFIX}:user:{_user(user_id)}:favorites"
+def element(thread_id: str, element_id: str) -> str:
+    """STRING: a Chainlit element dict of the thread as JSON. Writer/reader: data layer."""
+    return f"{_thread_tag(thread_id)}:element:{_id(element_id)}"
 
 
 # --- Exchanges and ratings (the training data) ---------------------------------------------------
 
 
-def exchange(exchange_id: str) -> str:
-    """HASH: one assistant answer, keyed by the id of the run step that produced it (Chainlit's
-    Feedback.forId points at that run step): thread_id, user, message_id, prompt_message_id (the
-    user message answered), the prompt exactly as sent, compactly (prefix: the digest of its
-    fixed part, prompt_prefix(); history: JSON list of earlier turns, each the id of the answer
-    holding it or a literal message; question; older records: messages, all as JSON), completion,
-    prompt_id, prompt_version, model, model_version, experiment (when in one), created_at,
-    latency_ms, first_token_ms, input_tokens, output_tokens, deleted ("1": hidden). Unrated, it
-    expires UNRATED_EXCHANGE_TTL_DAYS after its thread's latest answer; the rating script keeps it
-    and what it refers to.
+def exchange(thread_id: str, exchange_id: str) -> str:
+    """HASH: one assistant answer in the thread, keyed by the id of the run step that produced it
+    (Chainlit's Feedback.forId points at that run step): thread_id, user, message_id,
+    prompt_message_id (the user message answered), the prompt exactly as sent, compactly (prefix:
+    the digest of its fixed part, prompt_prefix(); history: JSON list of earlier turns, each the
+    id of the answer of this thread holding it or a literal message; question; older records:
+    messages, all as JSON), completion, prompt_id, prompt_version, model, model_version,
+    experiment (when in one), created_at, latency_ms, first_token_ms, input_tokens,
+    output_tokens, deleted ("1": hidden). Unrated, it expires UNRATED_EXCHANGE_TTL_DAYS after its
+    thread's latest answer; the rating script keeps it and what it refers to.
 
     Writer: bot (with its thread index, atomically). Reader: rating path,
     data layer, job (all through feedback.exchange.Rebuild or its parts).
     """
-    return f"{PREFIX}:exchange:{_id(exchange_id)}"
+    return f"{_thread_tag(thread_id)}:exchange:{_id(exchange_id)}"
 
 
 def prompt_prefix(digest: str) -> str:
@@ -278,42 +346,79 @@ def prompt_prefix(digest: str) -> str:
     return f"{PREFIX}:prefix:{_id(digest)}"
 
 
-def alternatives(user_message_id: str) -> str:
-    """LIST: exchange ids answering the same user message. No longer written (an answer's
-    alternatives are its thread's answers with the same prompt_message_id; the job pairs answers
-    by their exact prompt); older data's lists are deleted with their thread. Writer: none (was:
-    bot). Reader: thread deletion.
+def rating(thread_id: str, exchange_id: str) -> str:
+    """HASH: the current rating of an exchange of the thread: value (0/1), comment, reasons
+    (JSON), user, updated_at. Absent when unrated. Writer: rating script. Reader: data layer, job.
     """
-    return f"{PREFIX}:alternatives:{_id(user_message_id)}"
-
-
-def rating(exchange_id: str) -> str:
-    """HASH: the current rating of an exchange: value (0/1), comment, reasons (JSON), user,
-    updated_at. Absent when unrated. Writer: rating script. Reader: data layer, job.
-    """
-    return f"{PREFIX}:rating:{_id(exchange_id)}"
+    return f"{_thread_tag(thread_id)}:rating:{_id(exchange_id)}"
 
 
 def thread_ratings(thread_id: str) -> str:
-    """HASH: exchange id -> rating value, for the history's feedback filter.
-
-    Writer: rating script. Reader: data layer (list_threads).
+    """HASH: exchange id -> rating value, for the history's feedback filter and the job's full
+    listing. Writer: rating script. Reader: data layer (list_threads), job.
     """
-    return f"{PREFIX}:thread:{_id(thread_id)}:ratings"
+    return f"{thread(thread_id)}:ratings"
 
 
-def events() -> str:
-    """STREAM: append-only log of rating changes (rate, unrate, delete) with exchange id, user,
-    value, ts. Writer: rating script, thread deletion. Reader: job (its watermark is a stream id).
+def thread_in(key: str) -> str | None:
+    """The thread id in a key that thread() or a thread_... builder made (what SCAN lists)."""
+    parts = key.split(":")
+    return parts[2] if len(parts) >= 3 and parts[1] == "thread" and valid_id(parts[2]) else None
+
+
+def events(index: int) -> str:
+    """STREAM: append-only log of the rating changes (rate, unrate, delete) in bucket `index`'s
+    threads, with exchange id, thread, user, value, ts. Writer: rating script, thread deletion.
+    Reader: job (its watermark holds a stream id per bucket).
     """
-    return f"{PREFIX}:events"
+    return f"{bucket_tag(index)}:events"
 
 
-def applied_op(op_id: str) -> str:
-    """STRING (expires): marks a write as applied, so replaying the local spool after a Redis
-    outage never applies a write twice. Writer/reader: the Lua scripts in feedback/.
+def applied_op(thread_id: str, op_id: str) -> str:
+    """STRING (expires): marks a write into the thread as applied, so replaying the local spool
+    after a Redis outage never applies a write twice. Writer/reader: the Lua scripts in feedback/.
     """
-    return f"{PREFIX}:op:{_id(op_id)}"
+    return f"{_thread_tag(thread_id)}:op:{_id(op_id)}"
+
+
+def layout() -> str:
+    """STRING: the key layout the data is in: "spread" once `chatbot migrate spread` moved the
+    first layout's keys (or there were none). Writer: migration. Reader: `chatbot up`, migration.
+    """
+    return f"{PREFIX}:layout"
+
+
+# --- The first layout (everything on {fb}): read by `chatbot migrate spread` only ------------------
+
+_LEGACY = {
+    "thread": "thread:{}",
+    "thread_steps": "thread:{}:steps",
+    "thread_elements": "thread:{}:elements",
+    "thread_exchanges": "thread:{}:exchanges",
+    "thread_ratings": "thread:{}:ratings",
+    "step": "step:{}",
+    "element": "element:{}",
+    "exchange": "exchange:{}",
+    "rating": "rating:{}",
+    "alternatives": "alternatives:{}",
+    "user": "user:{}",
+    "user_threads": "user:{}:threads",
+    "user_favorites": "user:{}:favorites",
+    "events": "events",
+    "approval_counts": "stats:approval",
+    "review_queue": "review:down",
+}
+
+
+def legacy(kind: str, part: str = "") -> str:
+    """STRING, HASH, LIST, SET, ZSET or STREAM: a key of the first layout, where every key carried
+    `{fb}` (kind: the builder above that replaced it; alternatives: LIST of the exchange ids
+    answering one user message, no longer kept). Writer: none (was: everything). Reader: migration.
+    """
+    template = _LEGACY[kind]
+    if "{}" in template:
+        template = template.format(_user(part) if kind.startswith("user") else _id(part))
+    return f"{PREFIX}:{template}"
 
 
 # --- Prompt versions ----------------------------------------------------------------------------------

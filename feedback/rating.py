@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import Any, Literal, TypedDict, cast
 from weakref import WeakKeyDictionary
 
+import redis as sync_redis
 from pydantic import BaseModel, Field, field_validator
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -193,7 +194,8 @@ async def _execute(r: Redis, command: tuple[str | int, ...]) -> Any:
 
 # Keys and arguments that are the same on every call, and the reasons as JSON (what json.dumps
 # writes for the list: `["wrong", "too_long"]`), built once.
-_EVENTS, _APPROVAL, _REVIEW = keys.events(), keys.approval_counts(), keys.review_queue()
+# Per bucket: the event stream, approval counts and review queue of a thread's bucket.
+_BUCKET_KEYS = [(keys.events(b), keys.approval_counts(b), keys.review_queue(b)) for b in range(keys.BUCKETS)]
 _REASON_JSON = {reason: json.dumps(reason.value) for reason in Reason}
 
 
@@ -206,14 +208,15 @@ def rate_call(
     *, op_id: str, user: str, thread_id: str, exchange_id: str, rating: RatingInput | None, ts: float | None = None
 ) -> tuple[list[str], list[str | int]]:
     """(keys, args) of RATE_SCRIPT: what `apply` runs (and bulk seeding pipelines)."""
+    events, approval, review = _BUCKET_KEYS[keys.bucket(thread_id)]
     keys_ = [
-        keys.exchange(exchange_id),
-        keys.rating(exchange_id),
+        keys.exchange(thread_id, exchange_id),
+        keys.rating(thread_id, exchange_id),
         keys.thread_ratings(thread_id),
-        _EVENTS,
-        keys.applied_op(op_id),
-        _APPROVAL,
-        _REVIEW,
+        events,
+        keys.applied_op(thread_id, op_id),
+        approval,
+        review,
     ]
     if rating is None:
         value = comment = reasons = ""
@@ -232,9 +235,47 @@ class StoredRating(TypedDict):
     updated_at: str
 
 
-async def get(r: Redis, exchange_id: str) -> StoredRating | None:
+async def get(r: Redis, thread_id: str, exchange_id: str) -> StoredRating | None:
     """The current rating of an exchange: value, comment, reasons, user, updated_at."""
-    return from_hash(cast(dict[str, str], await r.hgetall(keys.rating(exchange_id))))
+    return from_hash(cast(dict[str, str], await r.hgetall(keys.rating(thread_id, exchange_id))))
+
+
+async def thread_of(r: Redis, user: str, exchange_id: str) -> str | None:
+    """The thread of one of `user`'s answers, from its id alone (an un-rate sends no thread):
+    looked up in the user's own threads, newest first, in one round trip (a rated answer is in
+    its thread's rating index, any answer in its answer index). None when none of theirs has it."""
+    if not keys.valid_id(exchange_id):
+        return None
+    thread_ids = cast(list[str], await r.zrevrange(keys.user_threads(user), 0, -1))
+    async with r.pipeline(transaction=False) as pipe:
+        for tid in thread_ids:
+            pipe.hexists(keys.thread_ratings(tid), exchange_id)
+            pipe.zscore(keys.thread_exchanges(tid), exchange_id)
+        replies = await pipe.execute()
+    return next((tid for tid, rated, score in zip(thread_ids, replies[::2], replies[1::2], strict=True) if rated or score is not None), None)
+
+
+def rated_sync(r: sync_redis.Redis, batch: int = 5000) -> Iterator[list[tuple[str, str, str]]]:
+    """Every rated answer, as (thread id, exchange id, value), from the threads' rating indexes
+    (SCAN: every master of a cluster), about `batch` at a time. `r` decodes responses."""
+    threads: list[str] = []
+
+    def read() -> list[tuple[str, str, str]]:
+        pipe = r.pipeline(transaction=False)
+        for tid in threads:
+            pipe.hgetall(keys.thread_ratings(tid))
+        found = [(tid, e, v) for tid, index in zip(threads, pipe.execute(), strict=True) for e, v in index.items()]
+        threads.clear()
+        return found
+
+    for key in r.scan_iter(match=keys.thread_ratings(keys.ANY), count=batch):
+        thread_id = keys.thread_in(cast(str, key))
+        if thread_id is not None:
+            threads.append(thread_id)
+        if len(threads) >= batch // 4:
+            yield read()
+    if threads:
+        yield read()
 
 
 def from_hash(data: dict[str, str]) -> StoredRating | None:

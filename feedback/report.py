@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from feedback import keys
+from feedback import rating as ratings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,30 +62,16 @@ def wilson(liked: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def rated_answers(r: redis.Redis, batch: int = 5000) -> list[Rated]:
-    """Every rated answer with its versions: SCAN of the rating keys, pipelined reads."""
+    """Every rated answer with its versions: the rating indexes listed (SCAN), pipelined reads."""
     out: list[Rated] = []
-    pattern = keys.rating(keys.ANY)
-    prefix = pattern.removesuffix("*")
-    ids: list[str] = []
-
-    def flush() -> None:
+    for rated in ratings.rated_sync(r, batch):
         pipe = r.pipeline(transaction=False)
-        for i in ids:
-            pipe.hget(keys.rating(i), "value")
-            pipe.hmget(keys.exchange(i), "model_version", "prompt_id", "prompt_version", "created_at")
-        rows = pipe.execute()
-        for value, (model_version, prompt_id, prompt_version, created_at) in zip(rows[::2], rows[1::2], strict=True):
-            if value is None or created_at is None:
-                continue  # un-rated or deleted between the scan and the read
+        for thread_id, exchange_id, _ in rated:
+            pipe.hmget(keys.exchange(thread_id, exchange_id), "model_version", "prompt_id", "prompt_version", "created_at")
+        for (_, _, value), (model_version, prompt_id, prompt_version, created_at) in zip(rated, pipe.execute(), strict=True):
+            if created_at is None:
+                continue  # deleted between the listing and the read
             out.append(Rated(model_version or "base", f"{prompt_id}@{prompt_version}", float(created_at), int(value)))
-        ids.clear()
-
-    for key in r.scan_iter(match=pattern, count=batch):
-        ids.append(key[len(prefix) :])
-        if len(ids) >= batch:
-            flush()
-    if ids:
-        flush()
     return out
 
 

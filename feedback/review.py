@@ -1,8 +1,9 @@
 """The review queue: thumbs-down answers for operators to read, newest first, with their question,
 comment and reasons, marked reviewed once read; and a rated conversation as a whole.
 
-`keys.review_queue()` holds every answer whose current rating is a thumbs down, scored by the
-rating's time (kept by the rating script and thread deletion); filters are applied here, on
+`keys.review_queue(bucket)` holds every answer of the bucket's threads whose current rating is a
+thumbs down (as `member`), scored by the rating's time (kept by the rating script and thread
+deletion); the queue shown is the buckets' queues merged by score. Filters are applied here, on
 bounded pages of it, so that no request reads the whole queue. `r` decodes responses.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -18,9 +20,11 @@ import redis
 from feedback import exchange as exchanges
 from feedback import keys
 from feedback.exchange import Exchange
+from feedback.keys import parse_review_member as parse_member
+from feedback.keys import review_member as member
 from feedback.rating import StoredRating, from_hash
 
-PAGE = 200  # candidates read per round trip
+PAGE = 200  # candidates read per round trip (and at most per bucket)
 MAX_PAGES = 20  # then what matched is returned: a filter matching little costs bounded work
 
 
@@ -46,6 +50,41 @@ class Turn:
 
     exchange: Exchange
     rating: StoredRating | None
+
+
+def _merged(r: redis.Redis, high: str, low: str, size: int) -> Iterator[list[tuple[str, float]]]:
+    """The buckets' queues merged, newest first, `size` members a page: each bucket is read
+    `size` at a time, only when what was read of it may come next."""
+    read: dict[int, list[tuple[str, float]]] = {b: [] for b in range(keys.BUCKETS)}
+    offsets = dict.fromkeys(range(keys.BUCKETS), 0)
+    done: set[int] = set()
+    while True:
+        low_on = [b for b in range(keys.BUCKETS) if b not in done and len(read[b]) < size]
+        if low_on:
+            pipe = r.pipeline(transaction=False)
+            for b in low_on:
+                pipe.zrevrangebyscore(keys.review_queue(b), high, low, start=offsets[b], num=size, withscores=True)
+            for b, got in zip(low_on, pipe.execute(), strict=True):
+                got = cast("list[tuple[str, float]]", got)
+                offsets[b] += len(got)
+                read[b] += got
+                if len(got) < size:
+                    done.add(b)
+        page = sorted((m for b in read for m in read[b]), key=lambda m: -m[1])[:size]
+        if not page:
+            return
+        taken = set(page)
+        for b in read:
+            read[b] = [m for m in read[b] if m not in taken]
+        yield page
+
+
+def size(r: redis.Redis) -> int:
+    """How many answers the queue holds (every bucket's)."""
+    pipe = r.pipeline(transaction=False)
+    for b in range(keys.BUCKETS):
+        pipe.zcard(keys.review_queue(b))
+    return sum(pipe.execute())
 
 
 def question_of(exchange: Exchange) -> str:
@@ -90,15 +129,10 @@ def queue(
     found: list[_Candidate] = []
     high = "+inf" if until is None else repr(float(until))
     low = "-inf" if since is None else repr(float(since))
-    position = 0
-    for _ in range(MAX_PAGES):
-        if len(found) >= wanted:
-            break
-        size = PAGE if position else max(1, min(PAGE, wanted))  # unfiltered, one page is exactly what is shown
-        page = cast("list[tuple[str, float]]", r.zrevrangebyscore(keys.review_queue(), high, low, start=position, num=size, withscores=True))
-        position += len(page)
+    size = max(1, min(PAGE, wanted))  # unfiltered, one page is exactly what is shown
+    for pages, page in enumerate(_merged(r, high, low, size)):
         found += [c for c in _candidates(r, page) if _passes(c, reason, prompt_version, model_version, user, reviewed)]
-        if len(page) < size:
+        if len(found) >= wanted or pages + 1 >= MAX_PAGES:
             break
     return _items(r, found[offset:wanted])
 
@@ -106,15 +140,19 @@ def queue(
 def _candidates(r: redis.Redis, page: list[tuple[str, float]]) -> list[_Candidate]:
     if not page:
         return []
+    refs = [(parse_member(m), rated_at) for m, rated_at in page]
+    listed = [(ref, rated_at) for ref, rated_at in refs if ref is not None]  # (members this code did not write: left out)
+    if not listed:
+        return []
     pipe = r.pipeline(transaction=False)
-    for exchange_id, _ in page:
-        pipe.hmget(keys.exchange(exchange_id), "thread_id", "user", "prompt_version", "model_version")
-        pipe.hget(keys.rating(exchange_id), "reasons")
-    pipe.hmget(keys.reviewed(), [exchange_id for exchange_id, _ in page])
+    for (thread_id, exchange_id), _ in listed:
+        pipe.hmget(keys.exchange(thread_id, exchange_id), "thread_id", "user", "prompt_version", "model_version")
+        pipe.hget(keys.rating(thread_id, exchange_id), "reasons")
+    pipe.hmget(keys.reviewed(), [exchange_id for (_, exchange_id), _ in listed])
     rows = pipe.execute()
     marks = cast("list[str | None]", rows.pop())
     out = []
-    for (exchange_id, rated_at), (thread_id, owner, pv, mv), reasons, done in zip(page, rows[::2], rows[1::2], marks, strict=True):
+    for ((_, exchange_id), rated_at), (thread_id, owner, pv, mv), reasons, done in zip(listed, rows[::2], rows[1::2], marks, strict=True):
         if thread_id is None or reasons is None:
             continue  # deleted or re-rated between the queue read and this one
         mark = json.loads(done) if done else {}
@@ -136,8 +174,8 @@ def _items(r: redis.Redis, chosen: list[_Candidate]) -> list[ReviewItem]:
     """The chosen candidates with what a reviewer reads: question, answer, comment."""
     pipe = r.pipeline(transaction=False)
     for c in chosen:
-        pipe.hmget(keys.exchange(c.exchange_id), exchanges.QUESTION_FIELD, exchanges.LEGACY_FIELD, "completion")
-        pipe.hget(keys.rating(c.exchange_id), "comment")
+        pipe.hmget(keys.exchange(c.thread_id, c.exchange_id), exchanges.QUESTION_FIELD, exchanges.LEGACY_FIELD, "completion")
+        pipe.hget(keys.rating(c.thread_id, c.exchange_id), "comment")
     rows = pipe.execute() if chosen else []
     items = []
     for c, (question_field, legacy, completion), comment in zip(chosen, rows[::2], rows[1::2], strict=True):
@@ -152,16 +190,19 @@ def _items(r: redis.Redis, chosen: list[_Candidate]) -> list[ReviewItem]:
     return items
 
 
-def mark_reviewed(r: redis.Redis, exchange_ids: list[str], by: str) -> int:
-    """Mark answers of the queue reviewed by `by` (now); returns how many were newly marked. Ids
-    not in the queue (re-rated up, deleted) are left out. KeyPartError for an invalid id."""
-    for exchange_id in exchange_ids:
-        if not keys.valid_id(exchange_id):
-            raise keys.KeyPartError(f"invalid id {exchange_id[:80]!r}")
-    if not exchange_ids:
+def mark_reviewed(r: redis.Redis, answers: list[tuple[str, str]], by: str) -> int:
+    """Mark answers (thread id, exchange id) of the queue reviewed by `by` (now); returns how many
+    were newly marked. Answers not in the queue (re-rated up, deleted) are left out. KeyPartError
+    for an invalid id."""
+    for thread_id, exchange_id in answers:
+        if not (keys.valid_id(thread_id) and keys.valid_id(exchange_id)):
+            raise keys.KeyPartError(f"invalid answer {thread_id[:80]!r}/{exchange_id[:80]!r}")
+    if not answers:
         return 0
-    scores = r.zmscore(keys.review_queue(), exchange_ids)
-    queued = [e for e, score in zip(exchange_ids, scores, strict=True) if score is not None]
+    pipe = r.pipeline(transaction=False)
+    for thread_id, exchange_id in answers:
+        pipe.zscore(keys.review_queue(keys.bucket(thread_id)), member(thread_id, exchange_id))
+    queued = [e for (_, e), score in zip(answers, pipe.execute(), strict=True) if score is not None]
     if not queued:
         return 0
     mark = json.dumps({"by": by, "at": time.time()})
@@ -174,8 +215,8 @@ def conversation(r: redis.Redis, thread_id: str) -> list[Turn]:
     ids = cast("list[str]", r.zrange(keys.thread_exchanges(thread_id), 0, -1))
     pipe = r.pipeline(transaction=False)
     for exchange_id in ids:
-        pipe.hgetall(keys.exchange(exchange_id))
-        pipe.hgetall(keys.rating(exchange_id))
+        pipe.hgetall(keys.exchange(thread_id, exchange_id))
+        pipe.hgetall(keys.rating(thread_id, exchange_id))
     rows = pipe.execute()
     ratings = {ex["id"]: from_hash(rt) for ex, rt in zip(rows[::2], rows[1::2], strict=True) if ex}
     return [Turn(e, ratings[e.id]) for e in exchanges.rebuild_sync(r, rows[::2])]

@@ -8,8 +8,14 @@ front; `{NAME}` placeholders are filled from keyword arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _INCLUDE = "-- @include "
 
@@ -28,3 +34,21 @@ def lua(name: str, **fill: str) -> str:
     for key, value in fill.items():
         text = text.replace("{" + key + "}", value)
     return text
+
+
+async def run_after(r: Redis, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], queue: Callable[[Any], object]) -> Any:
+    """The commands `queue` puts on a pipeline, then `script`, in one round trip (on a cluster,
+    one per node: the commands may be on other slots than the script); the script's reply. Their
+    writes must be harmless whatever the script answers. A server that lost its script cache
+    (a restart) has the script loaded, and it runs again."""
+    async with r.pipeline(transaction=False) as pipe:
+        queue(pipe)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+    reply = replies[-1]
+    if isinstance(reply, NoScriptError):
+        reply = await script(keys=list(keys), args=list(args))
+    for item in (*replies[:-1], reply):
+        if isinstance(item, Exception):
+            raise item
+    return reply

@@ -1,9 +1,9 @@
 """Approval over time for the operator console, from the aggregates the writers keep.
 
-`keys.approval_counts()` counts the current ratings per hour of the rated answer, prompt version,
-model version and value; the rating script and thread deletion move the counts in the same atomic
-step as the rating (feedback/lua/approval.lua). The overview reads that one hash, whatever the
-number of answers; `rebuild` recounts it (and the review queue) from the stored ratings: the
+`keys.approval_counts(bucket)` counts the current ratings of a bucket's threads per hour of the
+rated answer, prompt version, model version and value; the rating script and thread deletion move
+the counts in the same atomic step as the rating (feedback/lua/approval.lua). The overview reads
+the buckets' hashes (one round trip), whatever the number of answers; `rebuild` recounts it (and the review queue) from the stored ratings: the
 migration for data written before the aggregates, and a repair.
 """
 
@@ -17,7 +17,8 @@ from typing import Literal, cast
 
 import redis
 
-from feedback import keys
+from feedback import keys, review
+from feedback import rating as ratings
 from feedback.report import wilson
 from feedback.scripts import lua
 
@@ -86,12 +87,18 @@ def approval(r: redis.Redis, by: By, bucket_s: int | None = None) -> Series:
     """Approval per `by` and time bucket (None: auto_bucket over the data's span), from the one
     counts hash: a few thousand fields for a year of hourly cells, read in one round trip.
     `r` decodes responses (feedback.connection.connect_sync)."""
-    counts = cast("dict[str, str]", r.hgetall(keys.approval_counts()))
+    pipe = r.pipeline(transaction=False)
+    for b in range(keys.BUCKETS):
+        pipe.hgetall(keys.approval_counts(b))
+    counts: dict[str, int] = defaultdict(int)
+    for bucket_counts in cast("list[dict[str, str]]", pipe.execute()):
+        for field, raw in bucket_counts.items():
+            counts[field] += int(raw)
     cells: list[tuple[int, str, int, int]] = []  # hour, group, value, count
-    for field, raw in counts.items():
+    for field, n in counts.items():
         hour, prompt_version, model_version, value = parse_field(field)
-        if int(raw) > 0:
-            cells.append((hour, prompt_version if by == "prompt_version" else model_version, value, int(raw)))
+        if n > 0:
+            cells.append((hour, prompt_version if by == "prompt_version" else model_version, value, n))
     if bucket_s is None:
         bucket_s = auto_bucket(min(c[0] for c in cells), max(c[0] for c in cells)) if cells else HOUR
     if bucket_s <= 0:
@@ -123,48 +130,38 @@ def rebuild(r: redis.Redis, batch: int = 5000) -> int:
     the real keys and renamed over them in one transaction; then mark them built. Idempotent.
     Returns the ratings counted. Run it while no ratings are written (`chatbot up` runs it before
     the web app starts): a rating changed during the scan may be counted as it was."""
-    counts: dict[str, int] = defaultdict(int)
-    queue: dict[str, float] = {}
-    pattern = keys.rating(keys.ANY)
-    prefix = pattern.removesuffix("*")
-    ids: list[str] = []
+    counts: list[dict[str, int]] = [defaultdict(int) for _ in range(keys.BUCKETS)]
+    queues: list[dict[str, float]] = [{} for _ in range(keys.BUCKETS)]
     counted = 0
-
-    def flush() -> None:
-        nonlocal counted
+    for rated in ratings.rated_sync(r, batch):
         pipe = r.pipeline(transaction=False)
-        for i in ids:
-            pipe.hmget(keys.rating(i), "value", "updated_at")
-            pipe.hmget(keys.exchange(i), "created_at", "prompt_version", "model_version")
+        for thread_id, exchange_id, _ in rated:
+            pipe.hmget(keys.rating(thread_id, exchange_id), "value", "updated_at")
+            pipe.hmget(keys.exchange(thread_id, exchange_id), "created_at", "prompt_version", "model_version")
         rows = pipe.execute()
-        for exchange_id, (value, updated_at), (created_at, prompt_version, model_version) in zip(ids, rows[::2], rows[1::2], strict=True):
+        for (thread_id, exchange_id, _), (value, updated_at), (created_at, prompt_version, model_version) in zip(rated, rows[::2], rows[1::2], strict=True):
             if value is None:
-                continue  # un-rated between the scan and the read
-            counts[cell(created_at, prompt_version, model_version) + value] += 1
+                continue  # un-rated between the listing and the read
+            b = keys.bucket(thread_id)
+            counts[b][cell(created_at, prompt_version, model_version) + value] += 1
             if value == "0":
-                queue[exchange_id] = float(updated_at or 0)
+                queues[b][review.member(thread_id, exchange_id)] = float(updated_at or 0)
             counted += 1
-        ids.clear()
 
-    for key in r.scan_iter(match=pattern, count=batch):
-        ids.append(cast(str, key)[len(prefix) :])
-        if len(ids) >= batch:
-            flush()
-    if ids:
-        flush()
-
-    # Temporary keys in the same hash slot ({fb}), unique per rebuild, expiring if it crashes.
+    # Per bucket, temporary keys in its slot, unique per rebuild, expiring if it crashes.
     rebuild_id = uuid.uuid4().hex
-    tmp_counts, tmp_queue = keys.approval_counts_rebuilding(rebuild_id), keys.review_queue_rebuilding(rebuild_id)
-    pipe = r.pipeline(transaction=False)
-    items = list(counts.items())
-    for start in range(0, len(items), batch):
-        pipe.hset(tmp_counts, mapping=dict(items[start : start + batch]))
-    members = list(queue.items())
-    for start in range(0, len(members), batch):
-        pipe.zadd(tmp_queue, dict(members[start : start + batch]))
-    for tmp in (tmp_counts, tmp_queue):
-        pipe.expire(tmp, REBUILD_TTL_S)
-    pipe.execute()
-    r.eval(REPLACE, 5, tmp_counts, keys.approval_counts(), tmp_queue, keys.review_queue(), keys.stats_version(), FORMAT)
+    for b in range(keys.BUCKETS):
+        tmp_counts, tmp_queue = keys.approval_counts_rebuilding(b, rebuild_id), keys.review_queue_rebuilding(b, rebuild_id)
+        pipe = r.pipeline(transaction=False)
+        items = list(counts[b].items())
+        for start in range(0, len(items), batch):
+            pipe.hset(tmp_counts, mapping=dict(items[start : start + batch]))
+        members = list(queues[b].items())
+        for start in range(0, len(members), batch):
+            pipe.zadd(tmp_queue, dict(members[start : start + batch]))
+        for tmp in (tmp_counts, tmp_queue):
+            pipe.expire(tmp, REBUILD_TTL_S)
+        pipe.execute()
+        r.eval(REPLACE, 4, tmp_counts, keys.approval_counts(b), tmp_queue, keys.review_queue(b))
+    r.set(keys.stats_version(), FORMAT)
     return counted

@@ -81,7 +81,7 @@ def rate(page: Page, answer: Locator, value: int, comment: str | None = None) ->
 
 
 def only_exchange(redis_db: RedisServer) -> tuple[str, dict[str, str]]:
-    found = cast("list[str]", redis_db.client.keys(keys.exchange(keys.ANY)))
+    found = cast("list[str]", redis_db.client.keys(keys.exchange(keys.ANY, keys.ANY)))
     assert len(found) == 1, found
-    exchange_id = found[0].removeprefix(keys.exchange(keys.ANY).removesuffix("*"))
+    exchange_id = found[0].rsplit(":", 1)[1]
     return exchange_id, cast("dict[str, str]", redis_db.client.hgetall(found[0]))

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from bot.datalayer import WRITE_STEP, step_call
 from feedback import exchange as exchanges
+from feedback import keys
 from feedback import rating as ratings
 from feedback.connection import connect
 
@@ -195,7 +196,9 @@ def bulk_seed(
     `turns_per_thread` turns whose prompts carry the earlier turns, like the app's. Returns the ids."""
     rng = random.Random(seed)
     ids: list[str] = []
-    save, step, rate = (r.register_script(src) for src in (exchanges.SAVE_SCRIPT, WRITE_STEP, ratings.RATE_SCRIPT))
+    # Loaded first (on a cluster, on every master), then EVALSHA: a cluster pipeline routes each
+    # call by its keys, but does not load scripts.
+    save, step, rate = (r.script_load(src) for src in (exchanges.SAVE_SCRIPT, WRITE_STEP, ratings.RATE_SCRIPT))
     pipe = r.pipeline(transaction=False)
     thread = ""
     history: list[exchanges.PromptMessage] = []
@@ -221,14 +224,16 @@ def bulk_seed(
         )
         for step_id in (msg_id, ex_id, new_id()):  # user message, run step, assistant message
             step_keys, step_args = step_call(user, thread, {"id": step_id, "threadId": thread, "type": "seeded"}, ts)
-            step(keys=step_keys, args=step_args, client=pipe)
-        if i % turns_per_thread == 0 and (prefix := exchanges.prefix_write(ex)) is not None:
-            pipe.set(*prefix, nx=True)
+            pipe.evalsha(step, len(step_keys), *step_keys, *step_args)
+        if i % turns_per_thread == 0:
+            pipe.zadd(keys.user_threads(user), {thread: ts})  # the thread list (the user's slot), as the data layer does
+            if (prefix := exchanges.prefix_write(ex)) is not None:
+                pipe.set(*prefix, nx=True)
         save_keys, save_args = exchanges.save_call(ex, new_id())
-        save(keys=save_keys, args=save_args, client=pipe)
+        pipe.evalsha(save, len(save_keys), *save_keys, *save_args)
         value = int(rng.random() < 0.6)
         rate_keys, rate_args = ratings.rate_call(op_id=new_id(), user=user, thread_id=thread, exchange_id=ex_id, rating=ratings.RatingInput(value=value), ts=ts + 1)
-        rate(keys=rate_keys, args=rate_args, client=pipe)
+        pipe.evalsha(rate, len(rate_keys), *rate_keys, *rate_args)
         history += [exchanges.PromptMessage(role="user", content=question), exchanges.PromptMessage(role="assistant", content=answer)]
         turns.append(exchanges.TurnRef(exchange_id=ex_id, question=question, answer=answer))
         ids.append(ex_id)

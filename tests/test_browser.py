@@ -32,9 +32,9 @@ def test_rate_then_find_the_thread_and_rating_in_the_history(browser: Browser, c
     exchange_id, exchange = only_exchange(redis_db)
     assert exchange["user"] == "alice" and exchange["completion"] == "You said: hello from a browser"
     assert rate(page, answer, 1, "short and right")["feedbackId"] == exchange_id  # the run step id
-    rating = redis_db.client.hgetall(keys.rating(exchange_id))
-    assert rating["value"] == "1" and rating["comment"] == "short and right" and rating["user"] == "alice"
     thread_id = exchange["thread_id"]
+    rating = redis_db.client.hgetall(keys.rating(thread_id, exchange_id))
+    assert rating["value"] == "1" and rating["comment"] == "short and right" and rating["user"] == "alice"
     assert redis_db.client.hgetall(keys.thread_ratings(thread_id)) == {exchange_id: "1"}
 
     # The browser is at the thread's address: a reload resumes it from the history in Redis.
@@ -51,7 +51,7 @@ def test_rate_then_find_the_thread_and_rating_in_the_history(browser: Browser, c
     entry.get_by_role("link").click()
     expect(page).to_have_url(f"{app_server.url}/thread/{thread_id}")
     shows_rated_thread(page, "hello from a browser", "short and right")
-    assert redis_db.client.hgetall(keys.rating(exchange_id)) == rating  # looking changed nothing
+    assert redis_db.client.hgetall(keys.rating(thread_id, exchange_id)) == rating  # looking changed nothing
 
 
 def shows_rated_thread(page: Page, question: str, comment: str) -> None:
@@ -72,15 +72,16 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
     page = log_in(browser, contexts, app_server, "alice")
     first = send(page, "pick one")
     first_id, first_exchange = only_exchange(redis_db)
+    thread_id = first_exchange["thread_id"]
     rate(page, first, 0, "too terse")
-    assert redis_db.client.hget(keys.rating(first_id), "value") == "0"
+    assert redis_db.client.hget(keys.rating(thread_id, first_id), "value") == "0"
 
     # A thumbs down puts reason toggles on the answer itself; a click picks one (✓) and stores it.
     with page.expect_response(lambda r: r.url.endswith("/project/action")) as response:
         first.get_by_role("button", name="Unhelpful", exact=True).click()
     assert response.value.status == 200, response.value.text()
     expect(first.get_by_role("button", name="✓ Unhelpful", exact=True)).to_be_visible()
-    assert json.loads(cast(str, redis_db.client.hget(keys.rating(first_id), "reasons"))) == ["unhelpful"]
+    assert json.loads(cast(str, redis_db.client.hget(keys.rating(thread_id, first_id), "reasons"))) == ["unhelpful"]
 
     redis_db.client.set(keys.active_model(), "echo-v2")  # the retry is answered by another model
     with page.expect_response(lambda r: r.url.endswith("/project/action")) as response:
@@ -92,7 +93,7 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
     expect(second).to_have_count(1)
     expect(thumb(second, 1, "off")).to_be_enabled()
     expect(thumb(second, 0, "off")).to_be_visible()
-    answers = exchanges.for_thread_sync(redis_db.client, first_exchange["thread_id"])
+    answers = exchanges.for_thread_sync(redis_db.client, thread_id)
     same = [e.id for e in answers if e.prompt_message_id == first_exchange["prompt_message_id"]]
     second_id = same[-1]
     assert second_id != first_id
@@ -100,12 +101,12 @@ def test_regenerate_after_thumbs_down_stores_a_rated_pair(browser: Browser, cont
 
     # Both answers to the same user message, rated both ways: a preference pair for DPO.
     assert same == [first_id, second_id]
-    a, b = (exchanges.load_sync(redis_db.client, i) for i in (first_id, second_id))
+    a, b = (exchanges.load_sync(redis_db.client, thread_id, i) for i in (first_id, second_id))
     assert a is not None and b is not None
     assert (a.model, b.model) == ("echo", "echo-v2")
     assert a.messages == b.messages and a.deleted and not b.deleted
-    assert [redis_db.client.hget(keys.rating(i), "value") for i in (first_id, second_id)] == ["0", "1"]
-    assert redis_db.client.hget(keys.rating(first_id), "comment") == "too terse"
+    assert [redis_db.client.hget(keys.rating(thread_id, i), "value") for i in (first_id, second_id)] == ["0", "1"]
+    assert redis_db.client.hget(keys.rating(thread_id, first_id), "comment") == "too terse"
 
     # Resumed, the thread shows the answer in service only, with its thumb up.
     page.reload()
@@ -121,8 +122,8 @@ def test_another_user_can_neither_open_nor_rate_the_thread(browser: Browser, con
     rate(alice, send(alice, "my private note"), 1, "mine")
     exchange_id, exchange = only_exchange(redis_db)
     thread_id = exchange["thread_id"]
-    rating = redis_db.client.hgetall(keys.rating(exchange_id))
-    events = redis_db.client.xlen(keys.events())
+    rating = redis_db.client.hgetall(keys.rating(thread_id, exchange_id))
+    events = redis_db.client.xlen(keys.events(keys.bucket(thread_id)))
 
     bob = log_in(browser, contexts, app_server, "bob")
     expect(bob.get_by_text("No threads found")).to_be_visible()  # alice's thread is not in his history
@@ -140,8 +141,8 @@ def test_another_user_can_neither_open_nor_rate_the_thread(browser: Browser, con
     r = bob.request.put(f"{app_server.url}/feedback", data={"feedback": feedback, "sessionId": "x"})
     assert r.status == 403 and "your own" in r.json()["detail"], r.text()
     r = bob.request.delete(f"{app_server.url}/feedback", data={"feedbackId": exchange_id})
-    assert r.status == 403, r.text()
+    assert r.status == 404 and r.json()["detail"] == "No answer with this id.", r.text()  # an un-rate looks in his own threads only
     r = bob.request.get(f"{app_server.url}/project/thread/{thread_id}")
     assert r.status == 401 and "my private note" not in r.text(), r.text()  # Chainlit's author check
-    assert redis_db.client.hgetall(keys.rating(exchange_id)) == rating
-    assert redis_db.client.xlen(keys.events()) == events
+    assert redis_db.client.hgetall(keys.rating(thread_id, exchange_id)) == rating
+    assert redis_db.client.xlen(keys.events(keys.bucket(thread_id))) == events

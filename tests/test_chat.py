@@ -30,7 +30,8 @@ async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app
     assert final is not None and final["output"] == "You said: hello there"
     assert final["metadata"]["prompt_version"] == "assistant@1.1.1"  # newest version by default
 
-    stored = redis_db.client.hgetall(keys.exchange(final["metadata"]["exchange_id"]))
+    assert client.thread_id is not None
+    stored = redis_db.client.hgetall(keys.exchange(client.thread_id, final["metadata"]["exchange_id"]))
     assert stored["prompt_id"] == "assistant" and stored["prompt_version"] == "1.1.1"
     assert stored["model"] == "echo" and stored["user"] == "alice"
     assert stored["completion"] == "You said: hello there"
@@ -39,7 +40,7 @@ async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app
     assert stored["thread_id"] == client.thread_id
     # Stored compactly: the fixed part once per content, referred to by its digest...
     assert "messages" not in stored and redis_db.client.exists(keys.prompt_prefix(str(stored["prefix"])))
-    record = exchanges.load_sync(redis_db.client, final["metadata"]["exchange_id"])
+    record = exchanges.load_sync(redis_db.client, client.thread_id, final["metadata"]["exchange_id"])
     assert record is not None
     messages = [m.model_dump() for m in record.messages]
     # ...and rebuilt exactly: the system prompt: system prompt with guidelines, the few-shot pairs, then the user's message.
@@ -63,7 +64,7 @@ async def test_history_is_sent_on_the_next_turn(app_server: AppServer, redis_db:
     # The second answer's prompt refers to the first answer for the earlier turn (not a copy), and
     # reads back as exactly what the model received.
     first, second = exchanges.for_thread_sync(redis_db.client, client.thread_id or "")
-    assert json.loads(redis_db.client.hget(keys.exchange(second.id), "history") or "[]") == [first.id]
+    assert json.loads(redis_db.client.hget(keys.exchange(second.thread_id, second.id), "history") or "[]") == [first.id]
     assert [m.model_dump() for m in second.messages] == [{"role": m["role"], "content": m["content"]} for m in sent]
 
 
@@ -165,7 +166,8 @@ async def test_header_auth_behind_a_proxy(own_services, redis_db: RedisServer, s
     finally:
         await client.close()
     assert reply.text == "You said: via the proxy"
-    assert redis_db.client.hget(keys.exchange(final_message(reply)["metadata"]["exchange_id"]), "user") == "carol"
+    assert client.thread_id is not None
+    assert redis_db.client.hget(keys.exchange(client.thread_id, final_message(reply)["metadata"]["exchange_id"]), "user") == "carol"
 
 
 async def test_regenerate_moves_to_the_newest_answer(app_server: AppServer, redis_db: RedisServer) -> None:

@@ -28,12 +28,12 @@ pytestmark = pytest.mark.browser
 NEWEST = prompts.load_spec(Settings().prompts_dir, "assistant")  # what a new conversation gets
 
 
-def rating_of(redis_db: RedisServer, exchange_id: str) -> dict[str, str]:
-    return cast("dict[str, str]", redis_db.client.hgetall(keys.rating(exchange_id)))
+def rating_of(redis_db: RedisServer, thread_id: str, exchange_id: str) -> dict[str, str]:
+    return cast("dict[str, str]", redis_db.client.hgetall(keys.rating(thread_id, exchange_id)))
 
 
-def reasons_of(redis_db: RedisServer, exchange_id: str) -> list[str]:
-    return cast("list[str]", json.loads(rating_of(redis_db, exchange_id).get("reasons") or "[]"))
+def reasons_of(redis_db: RedisServer, thread_id: str, exchange_id: str) -> list[str]:
+    return cast("list[str]", json.loads(rating_of(redis_db, thread_id, exchange_id).get("reasons") or "[]"))
 
 
 def click_action(page: Page, button: Locator) -> None:
@@ -82,7 +82,8 @@ def test_login_page_and_welcome_show_the_product_and_its_starters(browser: Brows
 def test_several_reasons_are_picked_on_the_rated_answer_and_kept(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
     page = log_in(browser, contexts, app_server, "alice")
     answer = send(page, "judge me")
-    exchange_id, _ = only_exchange(redis_db)
+    exchange_id, exchange = only_exchange(redis_db)
+    thread_id = exchange["thread_id"]
     expect(answer.get_by_role("button", name="Wrong", exact=True)).to_have_count(0)  # not before a 👎
     rate(page, answer, 0, "not great")
 
@@ -94,12 +95,12 @@ def test_several_reasons_are_picked_on_the_rated_answer_and_kept(browser: Browse
     expect(answer.get_by_role("button", name="✓ Wrong", exact=True)).to_be_visible()
     click_action(page, answer.get_by_role("button", name="Too long", exact=True))
     expect(answer.get_by_role("button", name="✓ Too long", exact=True)).to_be_visible()
-    assert reasons_of(redis_db, exchange_id) == ["wrong", "too_long"]
+    assert reasons_of(redis_db, thread_id, exchange_id) == ["wrong", "too_long"]
     click_action(page, answer.get_by_role("button", name="✓ Wrong", exact=True))  # unpick
     expect(answer.get_by_role("button", name="Wrong", exact=True)).to_be_visible()
     expect(answer.get_by_role("button", name="✓ Too long", exact=True)).to_be_visible()
-    assert reasons_of(redis_db, exchange_id) == ["too_long"]
-    assert rating_of(redis_db, exchange_id)["comment"] == "not great" and rating_of(redis_db, exchange_id)["value"] == "0"
+    assert reasons_of(redis_db, thread_id, exchange_id) == ["too_long"]
+    assert rating_of(redis_db, thread_id, exchange_id)["comment"] == "not great" and rating_of(redis_db, thread_id, exchange_id)["value"] == "0"
 
     # Reloaded, the thread shows them again; editing the comment keeps them (the page sends them).
     page.reload()
@@ -113,15 +114,15 @@ def test_several_reasons_are_picked_on_the_rated_answer_and_kept(browser: Browse
     with page.expect_response(lambda r: r.url.endswith("/feedback") and r.request.method == "PUT") as response:
         dialog.locator("#submit-feedback").click()
     assert response.value.status == 200, response.value.text()
-    assert rating_of(redis_db, exchange_id)["comment"] == "too long, really"
-    assert reasons_of(redis_db, exchange_id) == ["too_long"]
+    assert rating_of(redis_db, thread_id, exchange_id)["comment"] == "too long, really"
+    assert reasons_of(redis_db, thread_id, exchange_id) == ["too_long"]
 
     # A thumbs up takes the toggles away, and the reasons of the 👎 don't stay with the 👍.
     rate(page, answer, 1)
     expect(answer.get_by_role("button", name="✓ Too long", exact=True)).to_have_count(0)
     expect(answer.get_by_role("button", name="Wrong", exact=True)).to_have_count(0)
     # (The page sent the 👎's reasons back with the 👍; the app drops them right after.)
-    wait_until(lambda: reasons_of(redis_db, exchange_id) == [] and rating_of(redis_db, exchange_id)["value"] == "1", TIMEOUT_MS / 1000, what="the 👍 without the 👎's reasons")
+    wait_until(lambda: reasons_of(redis_db, thread_id, exchange_id) == [] and rating_of(redis_db, thread_id, exchange_id)["value"] == "1", TIMEOUT_MS / 1000, what="the 👍 without the 👎's reasons")
 
 
 def test_no_thumbs_on_errors_nor_stopped_answers(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
@@ -142,7 +143,7 @@ def test_no_thumbs_on_errors_nor_stopped_answers(browser: Browser, contexts: lis
     expect(partial).to_be_visible()
     expect(partial).to_contain_text("tok0 tok1")
     expect(page.locator(".positive-feedback-off, .negative-feedback-off")).to_have_count(0)
-    assert redis_db.client.keys(keys.exchange(keys.ANY)) == []  # neither was stored as an answer
+    assert redis_db.client.keys(keys.exchange(keys.ANY, keys.ANY)) == []  # neither was stored as an answer
 
     # Reloaded: still no thumbs; the next real answer gets them.
     page.reload()

@@ -1,8 +1,8 @@
 """The product on a real Redis Cluster (three masters, a replica each, started here on loopback
-ports) with REDIS_CLUSTER: the app chats, stores, rates with ownership and resumes through the
-cluster clients; the store's scripts, the console's aggregates, collect and a retraining run work
-unchanged. Every key shares the tag {fb}, so all of it lives in one slot on one master: spreading
-the data over the masters is the next step (docs/scale.md)."""
+ports) with REDIS_CLUSTER: the keys spread over the masters by bucket (feedback/keys.py), each
+master holding its share; the app chats, stores, rates with ownership and resumes through the
+cluster clients; the store's scripts, the console's aggregates, collect and a retraining run read
+and write every master."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from demo.tiny import build_tiny_model
-from feedback import keys, registry, stats
+from feedback import keys, registry, review, stats
 from feedback import rating as ratings
 from feedback.connection import connect, connect_sync
 from feedback.settings import Settings
@@ -67,7 +67,7 @@ def test_store_scripts_aggregates_collect_and_a_retraining_run(clean: Cluster, t
     asyncio.run(foreign_rating())
     series = stats.approval(c, "model_version")
     assert (series.totals["base"].liked, series.totals["base"].n) == (18, 36)
-    assert c.zcard(keys.review_queue()) == 18
+    assert review.size(c) == 18 and len(review.queue(c, limit=50)) == 18
     assert sum(len(b) for b in collect.collect(c, None, full=True).batches()) == 36
 
     model = build_tiny_model(tmp_path / "tiny").resolve()
@@ -77,6 +77,23 @@ def test_store_scripts_aggregates_collect_and_a_retraining_run(clean: Cluster, t
     assert registry.get(c, str(outcome.version_id)).dataset_version == outcome.dataset_version
     assert c.get(keys.retrain_dataset()) == outcome.dataset_version
     assert stats.rebuild(c) == 36 and stats.approval(c, "model_version").totals["base"].n == 36
+
+
+def test_the_keys_spread_over_the_masters(clean: Cluster) -> None:
+    """A few thousand rated answers (the app's scripts, pipelined): each master holds 20-50% of the
+    keys, and the readers (the job's full and incremental collect, the console) see all of them."""
+    c = connect_sync(clean.url, cluster=True)
+    ids = seed.bulk_seed(c, 3000, users=100, turns_per_thread=3)
+    held = clean.keys_per_master()
+    shares = {node: n / sum(held.values()) for node, n in held.items()}
+    print(f"keys per master: {held}")
+    assert len(shares) == 3 and all(0.2 <= share <= 0.5 for share in shares.values()), held
+    full = collect.collect(c, None, full=True)
+    assert sorted(row.exchange_id for batch in full.batches() for row in batch) == sorted(ids)
+    assert full.watermark is not None and collect.collect(c, full.watermark).ids == []  # nothing new since
+    assert stats.approval(c, "model_version").totals["base"].n == 3000
+    down = {e for batch in ratings.rated_sync(c) for _, e, value in batch if value == "0"}
+    assert review.size(c) == len(down) and {i.exchange_id for i in review.queue(c, limit=len(down) + 10)} == down
 
 
 async def test_the_app_chats_rates_and_resumes_on_the_cluster(services: ServiceGroup, clean: Cluster, standin: str, tmp_path: Path) -> None:
@@ -89,8 +106,9 @@ async def test_the_app_chats_rates_and_resumes_on_the_cluster(services: ServiceG
         rated = await alice.rate(answer, 0, "meh", ["wrong"])
         assert rated.status_code == 200 and rated.json()["stored"] == "redis", rated.text
         c = connect_sync(clean.url, cluster=True)
-        assert c.hgetall(keys.rating(answer))["reasons"] == '["wrong"]'
-        assert c.hget(keys.exchange(answer), "completion") == "You said: hello over a cluster"
+        thread_id = str(alice.thread_id)
+        assert c.hgetall(keys.rating(thread_id, answer))["reasons"] == '["wrong"]'
+        assert c.hget(keys.exchange(thread_id, answer), "completion") == "You said: hello over a cluster"
         thread = await alice.get_thread(str(alice.thread_id))
         assert thread.status_code == 200 and any(s.get("output") == "You said: hello over a cluster" for s in thread.json()["steps"])
     finally:

@@ -69,14 +69,14 @@ async def test_every_reader_rebuilds_the_exact_prompts(r: Redis, redis_db: Redis
     c = redis_db.client
     for thread, written in threads.items():
         # Stored compactly: one fixed part for all, earlier turns by reference where they are equal.
-        later = c.hgetall(keys.exchange(written[-1].id))
+        later = c.hgetall(keys.exchange(thread, written[-1].id))
         assert "messages" not in later and later["prefix"] == exchanges.digest([SYSTEM, *EXAMPLES])
         assert all(isinstance(h, str) or "(edited)" in h["content"] or h["role"] == "user" for h in json.loads(later.get("history", "[]")))
         # The app's readers, the console's and the CLI's give back what was sent.
         assert [sent(e) for e in await exchanges.for_thread(r, thread)] == [sent(e) for e in written]
         assert [sent(e) for e in exchanges.for_thread_sync(c, thread)] == [sent(e) for e in written]
         assert [sent(t.exchange) for t in review.conversation(c, thread)] == [sent(e) for e in written]
-        loaded = await exchanges.load(r, written[-1].id)
+        loaded = await exchanges.load(r, thread, written[-1].id)
         assert loaded is not None and sent(loaded) == sent(written[-1]) and loaded.prefix_size == 3
     assert len(c.keys(keys.prompt_prefix(keys.ANY))) == 1
     # The retraining job's reader, batch by batch (small batches: references across batches).
@@ -91,12 +91,12 @@ async def test_older_records_with_literal_messages_are_still_read(r: Redis, redi
     first = answer_to("t1", [SYSTEM, {"role": "user", "content": "one"}], "1", [], prefix_size=1)
     # As the code before the compact form wrote it: every message in the "messages" field.
     fields = {k: v for k, v in first.to_hash().items() if k not in exchanges.PROMPT_FIELDS}
-    redis_db.client.hset(keys.exchange(first.id), mapping={**fields, "messages": json.dumps(sent(first))})  # type: ignore[dict-item]
+    redis_db.client.hset(keys.exchange("t1", first.id), mapping={**fields, "messages": json.dumps(sent(first))})  # type: ignore[dict-item]
     redis_db.client.zadd(keys.thread_exchanges("t1"), {first.id: first.created_at})
     second = answer_to("t1", [SYSTEM, {"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}, {"role": "user", "content": "two"}], "2",
                        [exchanges.TurnRef(exchange_id=first.id, question="one", answer="1")], prefix_size=1)  # fmt: skip
     assert await exchanges.save(r, second, uuid.uuid4().hex)
-    assert json.loads(redis_db.client.hget(keys.exchange(second.id), "history") or "") == [first.id]  # refers to the old record
+    assert json.loads(redis_db.client.hget(keys.exchange("t1", second.id), "history") or "") == [first.id]  # refers to the old record
     assert [sent(e) for e in await exchanges.for_thread(r, "t1")] == [sent(first), sent(second)]
     for e in (first, second):
         await rate(r, e.id, thread="t1", user="alice", value=0)
@@ -111,8 +111,8 @@ async def test_a_reference_to_an_answer_that_is_not_there_is_stored_literally(r:
         ex = answer_to("mine", [SYSTEM, *EXAMPLES, *turn, {"role": "user", "content": "next"}], "ok", refs)
         assert await exchanges.save(r, ex, uuid.uuid4().hex)
         # Another thread's answer (or one not stored) is never referred to: the turn is literal.
-        assert json.loads(redis_db.client.hget(keys.exchange(ex.id), "history") or "") == turn
-        loaded = await exchanges.load(r, ex.id)
+        assert json.loads(redis_db.client.hget(keys.exchange("mine", ex.id), "history") or "") == turn
+        loaded = await exchanges.load(r, "mine", ex.id)
         assert loaded is not None and sent(loaded) == sent(ex)
 
 
@@ -131,30 +131,30 @@ async def test_unrated_answers_expire_and_rated_ones_keep_what_they_refer_to(r: 
     c = redis_db.client
     day = 86400
     written = await converse(r, "t1", random.Random(5), 6, ttl_s=30 * day)
-    assert all(29 * day < c.ttl(keys.exchange(e.id)) <= 30 * day for e in written)
-    c.expire(keys.exchange(written[0].id), 5)
+    assert all(29 * day < c.ttl(keys.exchange("t1", e.id)) <= 30 * day for e in written)
+    c.expire(keys.exchange("t1", written[0].id), 5)
     written += await converse(r, "t1", random.Random(6), 1, ttl_s=30 * day)
-    assert c.ttl(keys.exchange(written[0].id)) > 29 * day  # a new answer in the thread renews them all
+    assert c.ttl(keys.exchange("t1", written[0].id)) > 29 * day  # a new answer in the thread renews them all
     last = written[-2]  # the first conversation's last answer
-    referred = exchanges.refs_of(cast("dict[str, str]", c.hgetall(keys.exchange(last.id))))
+    referred = exchanges.refs_of(cast("dict[str, str]", c.hgetall(keys.exchange("t1", last.id))))
     assert referred  # the last prompt repeats earlier turns by reference
     needed, todo = set(), list(referred)  # what it refers to, and what those refer to
     while todo:
         needed.add(e := todo.pop())
-        todo += exchanges.refs_of(cast("dict[str, str]", c.hgetall(keys.exchange(e))))
+        todo += exchanges.refs_of(cast("dict[str, str]", c.hgetall(keys.exchange("t1", e))))
     await rate(r, last.id, thread="t1", user="alice", value=1)
     # The rated answer is kept, and so is every answer needed to rebuild it and them; the others
     # still expire.
-    assert c.ttl(keys.exchange(last.id)) == -1
-    assert all(c.ttl(keys.exchange(e)) == -1 for e in needed)
-    assert all(c.ttl(keys.exchange(e.id)) > 0 for e in written if e.id not in {last.id, *needed})
+    assert c.ttl(keys.exchange("t1", last.id)) == -1
+    assert all(c.ttl(keys.exchange("t1", e)) == -1 for e in needed)
+    assert all(c.ttl(keys.exchange("t1", e.id)) > 0 for e in written if e.id not in {last.id, *needed})
     # A later answer with a shorter lifetime never shortens a kept one.
     later = answer_to("t1", [SYSTEM, *EXAMPLES, {"role": "user", "content": last.messages[-1].content}, {"role": "assistant", "content": last.completion}, {"role": "user", "content": "more"}],
                       "fine", [exchanges.TurnRef(exchange_id=last.id, question=last.messages[-1].content, answer=last.completion)])  # fmt: skip
     assert await exchanges.save(r, later, uuid.uuid4().hex, 60)
-    assert c.ttl(keys.exchange(last.id)) == -1 and 0 < c.ttl(keys.exchange(later.id)) <= 60
+    assert c.ttl(keys.exchange("t1", last.id)) == -1 and 0 < c.ttl(keys.exchange("t1", later.id)) <= 60
     # Once an unrated one is gone, the thread still reads (without it).
     gone = [e for e in written if e.id not in {last.id, *needed}]
     assert gone
-    c.delete(*(keys.exchange(e.id) for e in gone))  # what expiry does
+    c.delete(*(keys.exchange("t1", e.id) for e in gone))  # what expiry does
     assert [e.id for e in await exchanges.for_thread(r, "t1")] == [e.id for e in [*written, later] if e not in gone]

@@ -438,7 +438,7 @@ def test_promoting_from_the_console_changes_the_model_of_the_next_answer(console
 
     answer = in_thread(chat(console.url, "hello again"))
     assert answer["metadata"]["model_version"] == "m-0100"
-    assert r.hget(keys.exchange(answer["metadata"]["exchange_id"]), "model") == "echo-next"
+    assert r.hget(keys.exchange(answer["threadId"], answer["metadata"]["exchange_id"]), "model") == "echo-next"
     entry = audit.recent(r, target="model:")[0]
     assert (entry.who, entry.action, entry.target) == ("alice", "promote", "model:m-0100")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,8 +31,9 @@ async def layer(redis_db: RedisServer, tmp_path: Path) -> AsyncIterator[RedisDat
     await dl.close()
 
 
-def as_user(name: str | None) -> None:
-    init_http_context(user=User(identifier=name) if name else None)
+def as_user(name: str | None, thread_id: str | None = None) -> None:
+    """A session of `name` (None: logged out), in `thread_id` (Chainlit deletes a step from its thread's session)."""
+    init_http_context(thread_id=thread_id, user=User(identifier=name) if name else None)
 
 
 def step(step_id: str, thread_id: str, **extra: object) -> dict:
@@ -48,7 +50,7 @@ async def test_users(layer: RedisDataLayer) -> None:
 
 
 async def test_steps_update_soft_delete_and_favorites(layer: RedisDataLayer, redis_db: RedisServer) -> None:
-    as_user("alice")
+    as_user("alice", "t1")
     await layer.update_thread("t1", name="first", user_id="alice")
     await layer.create_step(step("s1", "t1", output="draft"))
     await layer.update_step(step("s1", "t1", output="final", metadata={"favorite": True}))
@@ -61,16 +63,16 @@ async def test_steps_update_soft_delete_and_favorites(layer: RedisDataLayer, red
     await layer.delete_step("s1")
     thread = await layer.get_thread("t1")
     assert thread is not None and thread["steps"] == []
-    assert redis_db.client.hget(keys.step("s1"), "deleted") == "1"  # hidden, not gone
+    assert redis_db.client.hget(keys.step("t1", "s1"), "deleted") == "1"  # hidden, not gone
     assert await layer.get_thread_author("t1") == "alice"
     assert await layer.get_thread_author("nope") == ""
 
 
 async def test_writes_into_someone_elses_thread_are_refused(layer: RedisDataLayer, redis_db: RedisServer) -> None:
-    as_user("alice")
+    as_user("alice", "t1")
     await layer.update_thread("t1", name="alice's", user_id="alice")
     await layer.create_step(step("s1", "t1"))
-    as_user("bob")
+    as_user("bob", "t1")  # a session of bob's that claims alice's thread
     with pytest.raises(OwnershipError):
         await layer.create_step(step("s2", "t1"))
     with pytest.raises(OwnershipError):
@@ -85,7 +87,7 @@ async def test_writes_into_someone_elses_thread_are_refused(layer: RedisDataLaye
     thread = await layer.get_thread("t1")
     assert thread is not None and [s["output"] for s in thread["steps"]] == ["hi"]
     assert redis_db.client.hget(keys.thread("t1"), "name") == "alice's"
-    assert not redis_db.client.exists(keys.step("s2"), keys.step("s3"))
+    assert not redis_db.client.exists(keys.step("t1", "s2"), keys.step("t1", "s3"))
 
 
 async def test_elements(layer: RedisDataLayer) -> None:
@@ -99,8 +101,12 @@ async def test_elements(layer: RedisDataLayer) -> None:
     thread = await layer.get_thread("t1")
     assert thread is not None and thread["elements"] is not None
     assert [e["id"] for e in thread["elements"]] == [element.id]
+    # Through another thread: its bucket's key holds no such element, or (a thread of t1's bucket) it is not that thread's.
+    elsewhere, beside = (next(f"other-{n}" for n in itertools.count() if (keys.bucket(f"other-{n}") == keys.bucket("t1")) == same) for same in (False, True))
+    await layer.delete_element(element.id, elsewhere)
     with pytest.raises(OwnershipError):
-        await layer.delete_element(element.id, "other-thread")
+        await layer.delete_element(element.id, beside)
+    assert await layer.get_element("t1", element.id) is not None
     await layer.delete_element(element.id, "t1")
     assert await layer.get_element("t1", element.id) is None
 
@@ -118,9 +124,8 @@ async def test_feedback_from_a_session_and_thread_listing(layer: RedisDataLayer)
     as_user("bob")
     with pytest.raises(RatingError):
         await layer.upsert_feedback(Feedback(forId="run1", threadId="t1", value=1))
-    with pytest.raises(RatingError):
-        await layer.delete_feedback("run1")
-    assert (await layer.r.hget(keys.rating("run1"), "value")) == "0"
+    assert await layer.delete_feedback("run1") is False  # not an answer of his threads
+    assert (await layer.r.hget(keys.rating("t1", "run1"), "value")) == "0"
     as_user("alice")
     assert await layer.delete_feedback("run1") is True
     page = await layer.list_threads(Pagination(first=10), ThreadFilter(userId="alice", feedback=0))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import cast
 
 import redis
 
-from feedback import keys
+from feedback import event, keys
 from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.spool import Spool
@@ -59,16 +58,17 @@ async def test_acknowledged_ratings_survive_kill_9(own_services: ServiceGroup, t
     try:
         with c.pipeline(transaction=False) as pipe:
             for i in range(N):
-                pipe.hgetall(keys.rating(f"ex{i:04d}"))
+                pipe.hgetall(keys.rating(f"th{i % 7}", f"ex{i:04d}"))
             stored = pipe.execute()
         for i, row in enumerate(stored):
             assert row.get("value") == str(i % 2) and row.get("comment") == f"c{i}", f"rating {i} lost: {row}"
         assert sum(len(c.hgetall(keys.thread_ratings(f"th{t}"))) for t in range(7)) == N
         assert sum(c.zcard(keys.thread_exchanges(f"th{t}")) for t in range(7)) == N
 
-        events = cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))
-        assert len(events) == N
-        assert [f["exchange"] for _, f in events] == [f"ex{i:04d}" for i in range(N)]
-        assert all(f["action"] == "rate" and f["value"] == str(i % 2) for i, (_, f) in enumerate(events))
+        assert event.count(c) == N
+        logged = [f for _, entries in event.read_after(c, None) for _, f in entries]  # each bucket's in order
+        for t in range(7):
+            assert [f["exchange"] for f in logged if f["thread"] == f"th{t}"] == [f"ex{i:04d}" for i in range(t, N, 7)]
+        assert all(f["action"] == "rate" and f["value"] == str(int(f["exchange"][2:]) % 2) for f in logged)
     finally:
         c.close()

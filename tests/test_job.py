@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from demo.tiny import build_tiny_model
+from feedback import event as events
 from feedback import keys, registry
 from feedback import rating as ratings
 from feedback import run as runs
@@ -55,7 +56,7 @@ def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Setting
 def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Settings, redis_db: RedisServer) -> None:
     seed_ratings(redis_db.url)
     c = redis_db.client
-    last_event = cast("list[tuple[str, dict[str, str]]]", c.xrevrange(keys.events(), count=1))[0][0]
+    last_events = events.latest(c)  # each bucket's last event
 
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False)
 
@@ -69,8 +70,8 @@ def test_run_trains_evaluates_promotes_and_moves_the_watermark(settings: Setting
     assert (c.get(keys.active_model()), c.get(keys.active_version())) == (version.served_name, version.id)
     assert version.adapter_path is not None
     assert Path(version.served_name, "config.json").exists() and Path(version.adapter_path, "adapter_config.json").exists()
-    assert c.get(keys.retrain_watermark()) == last_event
-    assert [e for e, _ in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))] == [last_event]  # what the run read is trimmed
+    assert events.positions(cast("str | None", c.get(keys.retrain_watermark()))) == last_events
+    assert {b: [e for e, _ in entries] for b, entries in events.read_after(c, None)} == {b: [e] for b, e in last_events.items()}  # what the run read is trimmed
     assert not c.exists(keys.retrain_lock())
     recorded = runs.recent(c)
     assert [(run.status, run.version_id, run.dataset_version) for run in recorded] == [("promoted", version.id, outcome.dataset_version)]
@@ -114,13 +115,13 @@ def test_the_trigger_counts_answers_not_clicks(settings: Settings, redis_db: Red
 
     async def flip() -> None:
         r = connect(redis_db.url)
-        ex = cast("dict[str, str]", redis_db.client.hgetall(keys.exchange(ids[0])))
+        ex = cast("dict[str, str]", redis_db.client.hgetall(keys.exchange("th-0", ids[0])))  # answer 0 is in thread th-0
         for i in range(50):
             await ratings.apply(r, op_id=f"flip{i}", user=ex["user"], thread_id=ex["thread_id"], exchange_id=ids[0], rating=ratings.RatingInput(value=i % 2))
         await r.aclose()
 
     asyncio.run(flip())
-    assert redis_db.client.xlen(keys.events()) == 53
+    assert events.count(redis_db.client) == 53
     assert job.new_ratings(redis_db.client) == 3
     outcome = job.run(redis_db.client, settings, RetrainConfig(min_new_ratings=4, **FAST), progress=False)
     assert outcome.status == "skipped" and outcome.reason.startswith("3 new ratings")
@@ -292,11 +293,13 @@ async def test_after_promotion_the_next_answer_comes_from_the_new_version(
         assert outcome.version_id is not None
 
         after = await client.send("hello again")
+        thread_id = client.thread_id
     finally:
         await client.close()
     final = final_message(after)
     assert final["metadata"]["model_version"] == outcome.version_id
-    stored = redis_db.client.hgetall(keys.exchange(final["metadata"]["exchange_id"]))
+    assert thread_id is not None
+    stored = redis_db.client.hgetall(keys.exchange(thread_id, final["metadata"]["exchange_id"]))
     assert stored["model_version"] == outcome.version_id
     assert stored["model"] == registry.get(redis_db.client, outcome.version_id).served_name
 

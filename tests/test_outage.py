@@ -59,8 +59,14 @@ def warnings(reply: Reply) -> list[dict[str, Any]]:
     return [m for m in reply.messages if m.get("name") == "Storage"]
 
 
-def events(c: redis.Redis) -> list[tuple[str, str, str | None]]:
-    return [(f["action"], f["exchange"], f.get("value")) for _, f in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))]
+def events(c: redis.Redis, thread: str) -> list[tuple[str, str, str | None]]:
+    """The rating events of the thread's bucket."""
+    return [(f["action"], f["exchange"], f.get("value")) for _, f in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events(keys.bucket(thread))))]
+
+
+def op_thread(op: dict[str, Any]) -> str:
+    """The thread a spooled write goes into."""
+    return str(op["exchange"]["thread_id"] if op["op"] == "exchange" else op["thread_id"])
 
 
 
@@ -129,26 +135,27 @@ async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_se
 
         # The exchanges are there, in the order they were made.
         assert alice.thread_id is not None and bob.thread_id is not None
-        assert c.zrange(keys.thread_exchanges(alice.thread_id), 0, -1) == [pre, *down]
+        alices, bobs_thread = alice.thread_id, bob.thread_id
+        assert c.zrange(keys.thread_exchanges(alices), 0, -1) == [pre, *down]
         for eid, text in zip(down, texts, strict=True):
-            stored = c.hgetall(keys.exchange(eid))
+            stored = c.hgetall(keys.exchange(alices, eid))
             assert stored["completion"] == f"You said: {text}" and stored["user"] == "alice"
-        assert c.hget(keys.exchange(bob_id), "user") == "bob"
-        assert c.zrange(keys.thread_exchanges(bob.thread_id), 0, -1) == [bob_id]
+        assert c.hget(keys.exchange(bobs_thread, bob_id), "user") == "bob"
+        assert c.zrange(keys.thread_exchanges(bobs_thread), 0, -1) == [bob_id]
         # Chainlit could not store Bob's thread while Redis was down; the replayed answer creates
         # it, so he sees it in his history and can delete it.
         listed = (await bob.list_threads()).json()["data"]
-        assert [(t["id"], t["name"]) for t in listed] == [(bob.thread_id, "bob while down")]
-        assert (await bob.delete_thread(bob.thread_id)).status_code == 200
-        assert not c.exists(keys.exchange(bob_id))
+        assert [(t["id"], t["name"]) for t in listed] == [(bobs_thread, "bob while down")]
+        assert (await bob.delete_thread(bobs_thread)).status_code == 200
+        assert not c.exists(keys.exchange(bobs_thread, bob_id))
         # The ratings, the last click winning.
-        assert c.hget(keys.rating(down[0]), "value") == "1"
-        assert c.hget(keys.rating(down[1]), "value") == "0"
-        assert not c.exists(keys.rating(down[2]))
-        assert c.hget(keys.rating(pre), "value") == "0"
-        assert c.hgetall(keys.thread_ratings(alice.thread_id)) == {pre: "0", down[0]: "1", down[1]: "0"}
+        assert c.hget(keys.rating(alices, down[0]), "value") == "1"
+        assert c.hget(keys.rating(alices, down[1]), "value") == "0"
+        assert not c.exists(keys.rating(alices, down[2]))
+        assert c.hget(keys.rating(alices, pre), "value") == "0"
+        assert c.hgetall(keys.thread_ratings(alices)) == {pre: "0", down[0]: "1", down[1]: "0"}
         # Each change exactly once, in click order, stamped with the time of the click.
-        assert events(c) == [
+        assert events(c, alices) == [
             ("rate", pre, "1"),
             ("rate", down[0], "1"),
             ("rate", down[1], "1"),
@@ -157,18 +164,18 @@ async def test_chat_goes_on_while_redis_is_down_and_the_spool_is_replayed(own_se
             ("unrate", down[2], None),
             ("rate", pre, "0"),
         ]
-        stamps = [float(f["ts"]) for _, f in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events()))][1:]
+        stamps = [float(f["ts"]) for _, f in cast("list[tuple[str, dict[str, str]]]", c.xrange(keys.events(keys.bucket(alices))))][1:]
         assert stamps == [round(op["ts"], 6) for op in spooled if op["op"] == "rate"]
-        assert all(c.exists(keys.applied_op(op["id"])) for op in spooled)
+        assert all(c.exists(keys.applied_op(op_thread(op), op["id"])) for op in spooled)
 
         # And the app serves normally again.
         after = await alice.send("after the outage")
         assert after.text == "You said: after the outage" and not warnings(after)
         post = exchange_id(after)
-        assert c.exists(keys.exchange(post))
+        assert c.exists(keys.exchange(alices, post))
         r = await alice.rate(post, 1)
         assert r.status_code == 200 and r.json()["stored"] == "redis", r.text
-        assert events(c)[-1] == ("rate", post, "1")
+        assert events(c, alices)[-1] == ("rate", post, "1")
         r = await alice.rate(down[0], None)  # the un-rate that needs the thread works again
         assert r.status_code == 200 and r.json()["stored"] == "redis", r.text
         assert not spool.exists()
@@ -187,10 +194,10 @@ def snapshot(c: redis.Redis) -> dict[str, Any]:
     """Everything the writes touch, except the op markers."""
     return {
         "exchanges": c.zrange(keys.thread_exchanges("th"), 0, -1),
-        "answers": [c.hget(keys.exchange(f"ex{i:04d}"), "prompt_message_id") for i in range(2)],
-        "ratings": [c.hgetall(keys.rating(f"ex{i:04d}")) for i in range(2)],
+        "answers": [c.hget(keys.exchange("th", f"ex{i:04d}"), "prompt_message_id") for i in range(2)],
+        "ratings": [c.hgetall(keys.rating("th", f"ex{i:04d}")) for i in range(2)],
         "thread_ratings": c.hgetall(keys.thread_ratings("th")),
-        "events": events(c),
+        "events": events(c, "th"),
     }
 
 
@@ -265,16 +272,16 @@ async def test_a_write_redis_refuses_is_dead_lettered_and_the_rest_replays(own_s
         assert await store.rate(user="alice", thread_id="th", exchange_id="ex0002", rating=None) == "spool"
 
         redis_server.start(own_services, redis_dir, sock)
-        c.set(keys.rating("ex0001"), "not a hash")  # the second rating will meet WRONGTYPE
-        before = c.xlen(keys.events())
+        c.set(keys.rating("th", "ex0001"), "not a hash")  # the second rating will meet WRONGTYPE
+        before = c.xlen(keys.events(keys.bucket("th")))
         # The app was killed meanwhile: a new process finds the spool on disk and replays it.
         store = Store(r, Spool(path))
         assert await store.replay() == 8  # every line consumed: none blocks the others
         assert not path.exists()
         assert c.zrange(keys.thread_exchanges("th"), 0, -1) == ["ex0000", "ex0001", "ex0002"]
-        assert c.hget(keys.rating("ex0000"), "value") == "1"
-        assert c.hgetall(keys.rating("ex0002")) == {}  # rated then un-rated, in order
-        assert events(c)[before:] == [("rate", "ex0000", "1"), ("rate", "ex0002", "1"), ("unrate", "ex0002", None)]
+        assert c.hget(keys.rating("th", "ex0000"), "value") == "1"
+        assert c.hgetall(keys.rating("th", "ex0002")) == {}  # rated then un-rated, in order
+        assert events(c, "th")[before:] == [("rate", "ex0000", "1"), ("rate", "ex0002", "1"), ("unrate", "ex0002", None)]
 
         dead = store.spool.dead()
         assert [d.get("op", {}).get("exchange_id") for d in dead] == ["ex0001", None]
@@ -283,13 +290,13 @@ async def test_a_write_redis_refuses_is_dead_lettered_and_the_rest_replays(own_s
         assert shown.returncode == 1, shown.stderr
         assert "dead letters: 2" in shown.stdout and "WRONGTYPE" in shown.stdout
 
-        c.delete(keys.rating("ex0001"))  # the operator fixes the cause, then requeues
+        c.delete(keys.rating("th", "ex0001"))  # the operator fixes the cause, then requeues
         requeued = run_cli("spool", "--requeue", env=env)
         assert "requeued 1" in requeued.stdout, requeued.stdout + requeued.stderr
         assert requeued.returncode == 1  # the torn line stays: it cannot be retried
         assert await store.replay() == 1  # this process sees the requeued write
-        assert c.hget(keys.rating("ex0001"), "value") == "1"
-        assert events(c)[before:][-1] == ("rate", "ex0001", "1")
+        assert c.hget(keys.rating("th", "ex0001"), "value") == "1"
+        assert events(c, "th")[before:][-1] == ("rate", "ex0001", "1")
         assert await store.replay() == 0  # applied once
         assert [d["error"] for d in store.spool.dead()] == [dead[1]["error"]]
     finally:

@@ -124,7 +124,7 @@ def test_a_thread_from_one_process_is_resumed_rated_regenerated_and_deleted_on_a
     assert rate(on_b, answer, 0, "otters sleep in holts")["feedbackId"] == first_id
     click_action(on_b, answer.get_by_role("button", name="Wrong", exact=True))
     expect(answer.get_by_role("button", name="✓ Wrong", exact=True)).to_be_visible()
-    stored = read(redis_db.url, lambda r: ratings.get(r, first_id))
+    stored = read(redis_db.url, lambda r: ratings.get(r, thread_id, first_id))
     assert stored is not None
     assert (stored["value"], stored["comment"], stored["reasons"], stored["user"]) == (0, "otters sleep in holts", ["wrong"], "alice")
 
@@ -156,7 +156,7 @@ def test_a_thread_from_one_process_is_resumed_rated_regenerated_and_deleted_on_a
     assert alternative.prompt_message_id == old.prompt_message_id and alternative.messages == old.messages
     assert [m.model_dump() for m in old.messages] == regenerated  # the regenerated prompt is the one A sent
     assert follow.messages[-1].content == follow_up and follow.messages[-2].content == alternative.completion
-    assert read(redis_db.url, lambda r: ratings.get(r, alternative.id)) is None
+    assert read(redis_db.url, lambda r: ratings.get(r, thread_id, alternative.id)) is None
 
     # A reads what B wrote: its history lists the thread, resuming it shows both questions.
     on_a.goto(a.url)
@@ -179,10 +179,10 @@ def test_a_thread_from_one_process_is_resumed_rated_regenerated_and_deleted_on_a
 
     # Gone from Redis: answers, rating; the retraining job is told to forget the rating.
     assert read(redis_db.url, lambda r: exchanges.for_thread(r, thread_id)) == []
-    assert read(redis_db.url, lambda r: ratings.get(r, first_id)) is None
-    assert read(redis_db.url, lambda r: exchanges.load(r, alternative.id)) is None
+    assert read(redis_db.url, lambda r: ratings.get(r, thread_id, first_id)) is None
+    assert read(redis_db.url, lambda r: exchanges.load(r, thread_id, alternative.id)) is None
     assert not redis_db.client.exists(keys.thread(thread_id))
-    entries = cast("list[tuple[str, dict[str, str]]]", redis_db.client.xrange(keys.events()))
+    entries = cast("list[tuple[str, dict[str, str]]]", redis_db.client.xrange(keys.events(keys.bucket(thread_id))))
     gone = RatingEvent.from_fields(entries[-1][1])
     assert (gone.action, gone.exchange, gone.thread, gone.user) == ("delete", first_id, thread_id, "alice")
 

@@ -159,18 +159,18 @@ async def test_conversations_in_the_app_get_an_arm_keep_it_and_record_it(app_ser
         client = await logged_in(app_server.url, user)
         ex_id = run_id(await client.send("hello"))
         await client.close()
-        stored = cast("dict[str, str]", c.hgetall(keys.exchange(ex_id)))
+        assert client.thread_id is not None
+        stored = cast("dict[str, str]", c.hgetall(keys.exchange(client.thread_id, ex_id)))
         assert stored["experiment"] == exp.id
         system = httpx.get(f"{standin}/requests").json()[-1]["messages"][0]["content"]
         assert system == ARMS[stored["prompt_version"]]  # the arm's prompt was sent
-        assert client.thread_id is not None
         threads[client.thread_id] = stored["prompt_version"]
     assert sorted(threads.values()) == ["5.0.0", "5.0.0", "5.1.0", "5.1.0"]
     assert c.hgetall(keys.experiment_assignments(exp.id)) == threads
 
     thread, arm = next(iter(threads.items()))  # alice's first conversation, resumed
     again = run_id(await send_in(app_server.url, "alice", thread, "and again"))
-    assert c.hmget(keys.exchange(again), "prompt_version", "experiment") == [arm, exp.id]
+    assert c.hmget(keys.exchange(thread, again), "prompt_version", "experiment") == [arm, exp.id]
 
 
 async def test_a_killed_app_loses_no_assignment(own_services: ServiceGroup, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ async def test_a_killed_app_loses_no_assignment(own_services: ServiceGroup, redi
         ex_id = run_id(await client.send("before the crash"))
         await client.close()
         assert client.thread_id is not None
-        threads[client.thread_id] = cast(str, c.hget(keys.exchange(ex_id), "prompt_version"))
+        threads[client.thread_id] = cast(str, c.hget(keys.exchange(client.thread_id, ex_id), "prompt_version"))
     assert sorted(threads.values()) == sorted(ARMS)
     proc = next(p for name, p in reversed(own_services.procs) if name == "chainlit")
     os.kill(proc.pid, signal.SIGKILL)
@@ -197,7 +197,7 @@ async def test_a_killed_app_loses_no_assignment(own_services: ServiceGroup, redi
     again = start_app(own_services, env, tmp_path / "app")  # a new process, same Redis
     for (thread, arm), user in zip(threads.items(), ("alice", "bob"), strict=True):
         ex_id = run_id(await send_in(again.url, user, thread, "after the crash"))
-        assert c.hmget(keys.exchange(ex_id), "prompt_version", "experiment") == [arm, exp.id]
+        assert c.hmget(keys.exchange(thread, ex_id), "prompt_version", "experiment") == [arm, exp.id]
 
 
 async def test_chatbot_up_looks_at_the_experiment_and_serves_the_winner(redis_db: RedisServer) -> None:

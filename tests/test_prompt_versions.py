@@ -95,7 +95,8 @@ async def test_apps_serve_a_newly_published_version_without_restart_and_threads_
     before = await logged_in(app_server.url)  # a conversation under the shipped version
     old = run_id(await before.send("hello before"))
     await before.close()
-    shipped = c.hget(keys.exchange(old), "prompt_version")
+    assert before.thread_id is not None  # the thread started before keeps its version (below)
+    shipped = c.hget(keys.exchange(before.thread_id, old), "prompt_version")
     assert shipped == prompts.available_versions(_shipped_dir(), "assistant")[-1]  # the newest shipped
 
     prompts.publish(c, prompts.parse(SPEC, "test"))
@@ -105,12 +106,12 @@ async def test_apps_serve_a_newly_published_version_without_restart_and_threads_
         client = await logged_in(url, "bob")
         new = run_id(await client.send("hello after"))
         await client.close()
-        assert c.hget(keys.exchange(new), "prompt_version") == "6.0.0"
+        assert client.thread_id is not None
+        assert c.hget(keys.exchange(client.thread_id, new), "prompt_version") == "6.0.0"
         assert (await first_system_prompt(standin)).startswith("You are Loop. Answer like a pirate.")
 
-    assert before.thread_id is not None  # the thread started before keeps its version
     again = run_id(await send_in(app_server.url, "alice", before.thread_id, "and now?"))
-    assert c.hget(keys.exchange(again), "prompt_version") == shipped
+    assert c.hget(keys.exchange(before.thread_id, again), "prompt_version") == shipped  # the thread started before keeps its version
     assert not (await first_system_prompt(standin)).startswith("You are Loop. Answer like a pirate.")
 
 

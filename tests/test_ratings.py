@@ -9,8 +9,8 @@ from typing import cast
 
 import pytest
 
+from feedback import event, keys
 from feedback import exchange as exchanges
-from feedback import keys
 from feedback.event import RatingEvent
 from sim.client import ChatClient
 from support.services import AppServer, RedisServer
@@ -18,9 +18,10 @@ from support.session import USERS, final_message, logged_in, run_id
 
 
 def events(redis_db: RedisServer) -> list[RatingEvent]:
-    """The event stream, each entry read as the job reads it: exactly the fields RatingEvent
-    defines, whichever writer wrote it (the rating script, thread deletion)."""
-    entries = [fields for _, fields in cast("list[tuple[str, dict[str, str]]]", redis_db.client.xrange(keys.events()))]
+    """The event streams (every bucket's, each in order), each entry read as the job reads it:
+    exactly the fields RatingEvent defines, whichever writer wrote it (the rating script, thread
+    deletion)."""
+    entries = [fields for _, batch in event.read_after(redis_db.client, None) for _, fields in batch]
     parsed = [RatingEvent.from_fields(f) for f in entries]
     assert [e.to_fields() for e in parsed] == entries
     return parsed
@@ -37,20 +38,22 @@ async def test_rate_upsert_and_unrate_with_events(alice: ChatClient, redis_db: R
     reply = await alice.send("rate me")
     rid = run_id(reply)
     assert final_message(reply)["metadata"]["exchange_id"] == rid  # the exchange is keyed by its run step
+    thread = alice.thread_id
+    assert thread is not None
 
     r = await alice.rate(rid, 1, comment="great", reasons=["helpful", "clear", "helpful"])
     assert r.status_code == 200, r.text
     assert r.json() == {"success": True, "feedbackId": rid, "stored": "redis"}
-    rating = redis_db.client.hgetall(keys.rating(rid))
+    rating = redis_db.client.hgetall(keys.rating(thread, rid))
     assert rating["value"] == "1" and rating["comment"] == "great" and rating["user"] == "alice"
     assert json.loads(rating["reasons"]) == ["helpful", "clear"]
 
     # The last click wins.
     assert (await alice.rate(rid, 0, comment="actually wrong", reasons=["wrong"])).status_code == 200
-    assert redis_db.client.hget(keys.rating(rid), "value") == "0"
+    assert redis_db.client.hget(keys.rating(thread, rid), "value") == "0"
     # Un-rating removes it.
     assert (await alice.rate(rid, None)).status_code == 200
-    assert not redis_db.client.exists(keys.rating(rid))
+    assert not redis_db.client.exists(keys.rating(thread, rid))
 
     log = events(redis_db)
     assert [(e.action, e.value) for e in log] == [("rate", 1), ("rate", 0), ("unrate", None)]
@@ -60,6 +63,8 @@ async def test_rate_upsert_and_unrate_with_events(alice: ChatClient, redis_db: R
 async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db: RedisServer) -> None:
     reply = await alice.send("explain")
     rid, answer = run_id(reply), final_message(reply)["id"]
+    thread = alice.thread_id
+    assert thread is not None
     assert (await alice.rate(rid, 0, comment="meh")).status_code == 200  # the UI sends no reasons
     # A toggle per reason, on the rated answer itself: nothing is added to the conversation.
     offered = await alice.offered("reason", 5, lambda a: a["payload"]["exchange_id"] == rid)
@@ -67,13 +72,12 @@ async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db:
     assert [a["label"] for a in offered] == ["Wrong", "Unhelpful", "Too long", "Unsafe", "Off topic"]
     for reason in ("too_long", "wrong", "too_long"):  # several reasons; a second click unpicks
         await alice.action("reason", {"exchange_id": rid, "reason": reason}, for_id=answer, answers=False)
-    rating = redis_db.client.hgetall(keys.rating(rid))
+    rating = redis_db.client.hgetall(keys.rating(thread, rid))
     assert rating["value"] == "0" and rating["comment"] == "meh" and json.loads(rating["reasons"]) == ["wrong"]
     assert [e.action for e in events(redis_db)] == ["rate"] * 4
-    assert alice.thread_id is not None
-    thread = (await alice.get_thread(alice.thread_id)).json()
-    assert [s["output"] for s in thread["steps"] if s["type"] == "assistant_message"] == ["You said: explain"]
-    assert [s["feedback"]["reasons"] for s in thread["steps"] if s.get("feedback")] == [["wrong"]]  # the page sends them back
+    shown = (await alice.get_thread(thread)).json()
+    assert [s["output"] for s in shown["steps"] if s["type"] == "assistant_message"] == ["You said: explain"]
+    assert [s["feedback"]["reasons"] for s in shown["steps"] if s.get("feedback")] == [["wrong"]]  # the page sends them back
     # Bob can't change Alice's reasons even with her exchange id.
     bob = await logged_in(alice.base_url, "bob")
     try:
@@ -81,7 +85,7 @@ async def test_thumbs_down_in_the_ui_offers_reasons(alice: ChatClient, redis_db:
         await bob.action("reason", {"exchange_id": rid, "reason": "unsafe"}, answers=False)
     finally:
         await bob.close()
-    assert json.loads(cast(str, redis_db.client.hget(keys.rating(rid), "reasons"))) == ["wrong"]
+    assert json.loads(cast(str, redis_db.client.hget(keys.rating(thread, rid), "reasons"))) == ["wrong"]
 
 
 async def test_history_lists_searches_filters_resumes_and_deletes(app_server: AppServer, redis_db: RedisServer) -> None:
@@ -119,7 +123,7 @@ async def test_history_lists_searches_filters_resumes_and_deletes(app_server: Ap
     assert (await second.delete_thread(first.thread_id)).status_code == 200
     assert [t["name"] for t in (await second.list_threads()).json()["data"]] == ["what about koalas"]
     assert (await second.get_thread(first.thread_id)).status_code == 404
-    assert not redis_db.client.exists(keys.exchange(run_id(liked)), keys.rating(run_id(liked)))
+    assert not redis_db.client.exists(keys.exchange(first.thread_id, run_id(liked)), keys.rating(first.thread_id, run_id(liked)))
     deleted = events(redis_db)[-1]
     assert (deleted.action, deleted.exchange, deleted.thread, deleted.user) == ("delete", run_id(liked), first.thread_id, "alice")
 
@@ -145,6 +149,8 @@ async def test_resumed_thread_keeps_its_history(app_server: AppServer, redis_db:
 async def test_regenerate_keeps_both_answers_as_a_pair(alice: ChatClient, redis_db: RedisServer) -> None:
     first = await alice.send("pick one")
     first_id = run_id(first)
+    thread = alice.thread_id
+    assert thread is not None
     assert (await alice.rate(first_id, 0, reasons=["unhelpful"])).status_code == 200
 
     redis_db.client.set(keys.active_model(), "echo-v2")  # a different model answers the retry
@@ -154,35 +160,36 @@ async def test_regenerate_keeps_both_answers_as_a_pair(alice: ChatClient, redis_
     assert (await alice.rate(second_id, 1)).status_code == 200
 
     # Both answers to the same user message, the first hidden but kept, rated both ways: a pair.
-    user_message_id = cast("str | None", redis_db.client.hget(keys.exchange(first_id), "prompt_message_id"))
+    user_message_id = cast("str | None", redis_db.client.hget(keys.exchange(thread, first_id), "prompt_message_id"))
     assert user_message_id is not None
-    same = [e.id for e in exchanges.for_thread_sync(redis_db.client, alice.thread_id or "") if e.prompt_message_id == user_message_id]
+    same = [e.id for e in exchanges.for_thread_sync(redis_db.client, thread) if e.prompt_message_id == user_message_id]
     assert same == [first_id, second_id]
-    a, b = (exchanges.load_sync(redis_db.client, i) for i in (first_id, second_id))
+    a, b = (exchanges.load_sync(redis_db.client, thread, i) for i in (first_id, second_id))
     assert a is not None and b is not None
     assert a.messages == b.messages  # exactly the same prompt
     assert a.deleted and not b.deleted
-    assert redis_db.client.hget(keys.rating(first_id), "value") == "0"
-    assert redis_db.client.hget(keys.rating(second_id), "value") == "1"
+    assert redis_db.client.hget(keys.rating(thread, first_id), "value") == "0"
+    assert redis_db.client.hget(keys.rating(thread, second_id), "value") == "1"
 
     # The history shows only the answer in service, and the next turn builds on it.
-    assert alice.thread_id is not None
-    thread = (await alice.get_thread(alice.thread_id)).json()
-    answers = [s["output"] for s in thread["steps"] if s["type"] == "assistant_message"]
-    assert answers == ["You said: pick one"] and len([s for s in thread["steps"] if s["type"] == "assistant_message"]) == 1
+    shown = (await alice.get_thread(thread)).json()
+    answers = [s["output"] for s in shown["steps"] if s["type"] == "assistant_message"]
+    assert answers == ["You said: pick one"] and len([s for s in shown["steps"] if s["type"] == "assistant_message"]) == 1
 
 
 async def test_edit_keeps_the_earlier_answer_as_an_alternative(alice: ChatClient, redis_db: RedisServer) -> None:
     first = await alice.send("original question")
     first_id = run_id(first)
-    prompt_id = cast("str | None", redis_db.client.hget(keys.exchange(first_id), "prompt_message_id"))
+    thread = alice.thread_id
+    assert thread is not None
+    prompt_id = cast("str | None", redis_db.client.hget(keys.exchange(thread, first_id), "prompt_message_id"))
     assert prompt_id is not None
     edited = await alice.edit(prompt_id, "edited question")
     edited_id = run_id(edited)
     assert edited.text == "You said: edited question"
-    assert [e.id for e in exchanges.for_thread_sync(redis_db.client, alice.thread_id or "") if e.prompt_message_id == prompt_id] == [first_id, edited_id]
-    assert redis_db.client.hget(keys.exchange(first_id), "deleted") == "1"
-    assert redis_db.client.hget(keys.step(final_message(first)["id"]), "deleted") == "1"  # soft-deleted, not gone
+    assert [e.id for e in exchanges.for_thread_sync(redis_db.client, thread) if e.prompt_message_id == prompt_id] == [first_id, edited_id]
+    assert redis_db.client.hget(keys.exchange(thread, first_id), "deleted") == "1"
+    assert redis_db.client.hget(keys.step(thread, final_message(first)["id"]), "deleted") == "1"  # soft-deleted, not gone
 
 
 # --- ownership and bad input -----------------------------------------------------------------------
@@ -199,7 +206,8 @@ async def test_another_user_cannot_read_rate_or_delete(app_server: AppServer, re
         assert (await bob.get_thread(alice.thread_id)).status_code == 401
         r = await bob.rate(rid, 0, thread_id=alice.thread_id)
         assert r.status_code == 403 and "your own" in r.json()["detail"]
-        assert (await bob.rate(rid, None)).status_code == 403
+        r = await bob.rate(rid, None)  # an un-rate names no thread: looked for in Bob's own threads only
+        assert r.status_code == 404 and "No answer" in r.json()["detail"], r.text
         assert (await bob.delete_thread(alice.thread_id)).status_code == 401
         assert (await bob.list_threads()).json()["data"] == []
         # Resuming someone else's thread over the socket is refused.
@@ -209,9 +217,9 @@ async def test_another_user_cannot_read_rate_or_delete(app_server: AppServer, re
             await intruder.connect(thread_id=alice.thread_id)
     finally:
         await bob.close()
-    assert not redis_db.client.exists(keys.rating(rid))
+    assert not redis_db.client.exists(keys.rating(alice.thread_id, rid))
     assert events(redis_db) == []
-    assert redis_db.client.exists(keys.thread(alice.thread_id), keys.exchange(rid)) == 2
+    assert redis_db.client.exists(keys.thread(alice.thread_id), keys.exchange(alice.thread_id, rid)) == 2
 
 
 @pytest.mark.parametrize(
@@ -229,12 +237,13 @@ async def test_another_user_cannot_read_rate_or_delete(app_server: AppServer, re
 )
 async def test_bad_ratings_are_refused_and_change_nothing(alice: ChatClient, redis_db: RedisServer, feedback: dict, status: int, detail: str) -> None:
     reply = await alice.send("hi")
+    assert alice.thread_id is not None
     body = {"forId": run_id(reply), "threadId": alice.thread_id, **feedback}
     async with alice.http() as http:
         r = await http.put("/feedback", json={"feedback": body, "sessionId": alice.session_id})
     assert r.status_code == status, r.text
     assert detail in json.dumps(r.json())
-    assert not redis_db.client.exists(keys.rating(run_id(reply)))
+    assert not redis_db.client.exists(keys.rating(alice.thread_id, run_id(reply)))
     assert events(redis_db) == []
 
 
@@ -263,5 +272,5 @@ async def test_oversize_message_is_refused_without_calling_the_model(alice: Chat
     reply = await alice.send("x" * 8001)
     assert reply.refused and "limit is 8000" in reply.refused
     assert reply.messages == [] and reply.tokens == []
-    stored = [k for k in cast("list[str]", redis_db.client.keys("*")) if not k.startswith(("{fb}:user:", "{fb}:limit:"))]  # the login: user record, counter
+    stored = [k for k in cast("list[str]", redis_db.client.keys("*")) if k != keys.user("alice") and not k.startswith(f"{keys.PREFIX}:limit:")]  # the login: user record, counter
     assert stored == []  # not stored, not even as Chainlit's step

@@ -42,13 +42,14 @@ CONCURRENT = 8  # writes waiting at once
 
 @dataclass
 class Setup:
-    """A master and the replica of the {fb} slot, as the product and the test reach them."""
+    """A master and the replica of bucket `bucket`'s slot, as the product and the test reach them."""
 
     url: str
     cluster: bool
     master_port: int
     replica_port: int
     replica_proc: subprocess.Popen[bytes]
+    bucket: int = 0  # the tests' threads are in it: on that master
 
     def replica(self) -> redis.Redis:
         """A direct connection to the replica (READONLY on a cluster: it serves its slots' reads)."""
@@ -78,7 +79,7 @@ def single(services: ServiceGroup, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def on_cluster(services: ServiceGroup, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     cluster: Cluster = start_cluster(services, tmp_path_factory.mktemp("cluster"))
-    master = cluster.client().get_node_from_key(keys.events())
+    master = cluster.client().get_node_from_key(keys.events(0))
     replica_port = int(redis.Redis(port=master.port, decode_responses=True).info("replication")["slave0"]["port"])
     proc = next(n.proc for n in cluster.nodes if n.port == replica_port)
     return Setup(cluster.url, True, master.port, replica_port, proc)
@@ -115,11 +116,14 @@ def poll(check: object, timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-async def rated_answer(url: str, cluster: bool, user: str = "rater") -> tuple[str, str]:
-    """One stored, unrated answer (through the app's write path); returns (exchange id, thread)."""
-    r = connect(url, cluster=cluster)
+async def rated_answer(setup: Setup, user: str = "rater") -> tuple[str, str]:
+    """One stored, unrated answer (through the app's write path) in a new thread of the setup's
+    bucket; returns (exchange id, thread)."""
+    r = connect(setup.url, cluster=setup.cluster)
     try:
         thread = f"th-{seed.new_id()}"
+        while keys.bucket(thread) != setup.bucket:
+            thread = f"th-{seed.new_id()}"
         return await seed.seed_exchange(r, thread=thread, user=user, question="q", answer="a", value=None), thread
     finally:
         await r.aclose()
@@ -138,7 +142,7 @@ def test_the_settings_make_a_wait_only_when_asked(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_a_rating_returns_once_the_replica_has_it(setup: Setup) -> None:
-    answers = [await rated_answer(setup.url, setup.cluster) for _ in range(CONCURRENT + 1)]
+    answers = [await rated_answer(setup) for _ in range(CONCURRENT + 1)]
     control_id, control_thread = answers.pop()
     r = connect(setup.url, cluster=setup.cluster)
     try:
@@ -158,7 +162,7 @@ async def test_a_rating_returns_once_the_replica_has_it(setup: Setup) -> None:
             returned_after = time.monotonic() - at
             assert event
             # Read at once from the replica itself: it has the rating as soon as the write returned.
-            assert setup.replica().hgetall(keys.rating(exchange_id))["comment"] == f"kept {exchange_id}"
+            assert setup.replica().hgetall(keys.rating(thread, exchange_id))["comment"] == f"kept {exchange_id}"
             return returned_after
 
         with setup.master().monitor() as monitor:  # MONITOR answered OK: every command from here on is reported
@@ -184,7 +188,7 @@ async def test_a_rating_returns_once_the_replica_has_it(setup: Setup) -> None:
 
 
 async def test_a_stalled_replica_costs_the_timeout_and_is_logged(setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    exchange_id, thread = await rated_answer(setup.url, setup.cluster)
+    exchange_id, thread = await rated_answer(setup)
     r = connect(setup.url, cluster=setup.cluster)
     store = Store(r, Spool(tmp_path / "spool" / "writes.jsonl"), wait=ReplicaWait(1, 200))
     try:
@@ -196,11 +200,11 @@ async def test_a_stalled_replica_costs_the_timeout_and_is_logged(setup: Setup, t
             # Saved (on the master) and reported saved, after about the timeout.
             assert stored == "redis"
             assert 0.18 <= took < 1.0, took
-            assert setup.master().hgetall(keys.rating(exchange_id))["comment"] == "late"
+            assert setup.master().hgetall(keys.rating(thread, exchange_id))["comment"] == "late"
         shortfall = [rec.getMessage() for rec in caplog.records if "not yet replicated" in rec.getMessage()]
         assert len(shortfall) == 1 and exchange_id in shortfall[0] and "0 of 1 replicas" in shortfall[0], caplog.text
         # The replica catches up once it runs again.
-        poll(lambda: setup.replica().hgetall(keys.rating(exchange_id)).get("comment") == "late")
+        poll(lambda: setup.replica().hgetall(keys.rating(thread, exchange_id)).get("comment") == "late")
     finally:
         await r.aclose()
 
@@ -208,7 +212,7 @@ async def test_a_stalled_replica_costs_the_timeout_and_is_logged(setup: Setup, t
 async def test_what_a_wait_cannot_confirm(single: Setup, caplog: pytest.LogCaptureFixture) -> None:
     """A replayed op (the script finds its op id: nothing written by this call) is reported not
     confirmed; a refused rating writes nothing and logs nothing."""
-    exchange_id, thread = await rated_answer(single.url, False)
+    exchange_id, thread = await rated_answer(single)
     r = connect(single.url)
     wait = ReplicaWait(1, 200)
     try:

@@ -72,7 +72,7 @@ async def test_a_state_change_from_another_origin_is_refused(app_server: AppServ
         # The app's own origin is served as before.
         r = await http.put("/feedback", json=body, headers={"Origin": app_server.url, "Sec-Fetch-Site": "same-origin"})
         assert r.status_code == 200
-    assert redis_db.client.hget(keys.rating(rid), "value") == "0"
+    assert redis_db.client.hget(keys.rating(alice.thread_id or "", rid), "value") == "0"
 
 
 async def test_socket_connections_from_another_origin_are_refused(app_server: AppServer, alice: ChatClient) -> None:
@@ -176,7 +176,7 @@ async def test_a_page_of_another_origin_cannot_read_or_change_a_logged_in_users_
     assert attack["socket"] == "refused", attack
     assert attack["simple"] == "sent", attack
     assert keyspace(redis_db.url) == before  # the logout was sent and refused: her token is not revoked
-    assert redis_db.client.hget(keys.rating(rid), "value") == "1"
+    assert redis_db.client.hget(keys.rating(alice.thread_id or "", rid), "value") == "1"
     async with alice.http() as http:
         assert (await http.get(f"/project/thread/{alice.thread_id}")).status_code == 200
 
@@ -281,7 +281,7 @@ async def test_a_forged_message_id_joins_no_one_elses_answers(alice: ChatClient,
     assert [e.id for e in hers] == [run_id(mine)] and hers[0].completion == "You said: alice asks"  # ...that joins nothing of hers
     assert (await bob.delete_thread(bob.thread_id or "")).status_code == 200
     assert [e.id for e in exchanges.for_thread_sync(redis_db.client, alice.thread_id or "")] == [run_id(mine)]
-    assert redis_db.client.exists(keys.exchange(run_id(mine)))
+    assert redis_db.client.exists(keys.exchange(alice.thread_id or "", run_id(mine)))
 
 
 # --- 6. Limits -----------------------------------------------------------------------------------
@@ -387,7 +387,7 @@ async def test_malformed_rating_bodies_get_a_clear_4xx(alice: ChatClient, redis_
         assert len(body) > 16 * 1024
         r = await http.put("/feedback", content=body.encode(), headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
-    assert redis_db.client.hget(keys.rating(rid), "comment") == comment + "é" * 1000
+    assert redis_db.client.hget(keys.rating(tid or "", rid), "comment") == comment + "é" * 1000
 
 
 async def test_the_socket_refuses_what_it_cannot_store(app_server: AppServer, alice: ChatClient, redis_db: RedisServer) -> None:

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from feedback import keys
+from feedback import event, keys
 from feedback.layout import DataLayout
 from launcher.process import ServiceGroup
 from sim import accounts
@@ -16,7 +16,7 @@ from support.session import USERS
 
 
 def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppServer, redis_server_: RedisServer) -> None:
-    events_before = redis_server_.client.xlen(keys.events())
+    events_before = event.count(redis_server_.client)
     accounts = ",".join(f"{u}:{p}" for u, p in USERS.items())
     env = {**os.environ, "REDIS_URL": redis_server_.url}
     done = run_cli(
@@ -30,7 +30,7 @@ def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppSer
     assert stats["conversations"] == 12 and stats["errors"] == 0, stats
     assert stats["regenerated"] == 12 and stats["answers"] == 24 and stats["rated"] == 24
     assert stats["liked"] == 0 and stats["disliked"] == 24 and stats["missing_reason_prompts"] == 0
-    assert redis_server_.client.xlen(keys.events()) - events_before >= 24  # one rating event each, at least
+    assert event.count(redis_server_.client) - events_before >= 24  # one rating event each, at least
     assert "12/12 conversations" in done.stderr
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -33,25 +33,37 @@ async def ar(redis_db: RedisServer) -> AsyncIterator[Redis]:
     await r.aclose()
 
 
-def recount(redis_db: RedisServer) -> tuple[dict[str, str], dict[str, float]]:
-    """The aggregates as they should be, counted here from the stored ratings and their answers."""
+Counts = dict[int, dict[str, str]]  # bucket -> approval counts field -> count (buckets with none left out)
+Queue = dict[int, dict[str, float]]  # bucket -> review queue member -> score (empty buckets left out)
+
+
+def recount(redis_db: RedisServer, threads: list[str]) -> tuple[Counts, Queue]:
+    """The aggregates as they should be, counted here from the stored ratings (every one in one of
+    `threads`) and their answers."""
     c = redis_db.client
-    counts: Counter[str] = Counter()
-    queue: dict[str, float] = {}
-    for key in c.scan_iter(match=keys.rating(keys.ANY)):
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    queue: Queue = defaultdict(dict)
+    for key in c.scan_iter(match=keys.rating(keys.ANY, keys.ANY)):
         exchange_id = cast(str, key).rsplit(":", 1)[1]
+        bucket_of = [t for t in threads if keys.rating(t, exchange_id) == key]  # its bucket's threads: its answer names which
+        assert bucket_of, f"rating {key} of no known thread"
+        ex = cast("dict[str, str]", c.hgetall(keys.exchange(bucket_of[0], exchange_id)))
+        thread, b = ex["thread_id"], keys.bucket(bucket_of[0])
+        assert thread in bucket_of
         rating = cast("dict[str, str]", c.hgetall(key))
-        ex = cast("dict[str, str]", c.hgetall(keys.exchange(exchange_id)))
         hour = math.floor(float(ex["created_at"]) / HOUR) * HOUR
-        counts[f"{hour}|{ex['prompt_version']}|{ex['model_version']}|{rating['value']}"] += 1
+        counts[b][f"{hour}|{ex['prompt_version']}|{ex['model_version']}|{rating['value']}"] += 1
         if rating["value"] == "0":
-            queue[exchange_id] = float(rating["updated_at"])
-    return {k: str(v) for k, v in counts.items()}, queue
+            queue[b][review.member(thread, exchange_id)] = float(rating["updated_at"])
+    return {b: {k: str(v) for k, v in cb.items()} for b, cb in counts.items()}, dict(queue)
 
 
-def aggregates(redis_db: RedisServer) -> tuple[dict[str, str], dict[str, float]]:
+def aggregates(redis_db: RedisServer) -> tuple[Counts, Queue]:
+    """What the writers keep, per bucket."""
     c = redis_db.client
-    return cast("dict[str, str]", c.hgetall(keys.approval_counts())), dict(cast("list[tuple[str, float]]", c.zrange(keys.review_queue(), 0, -1, withscores=True)))
+    counts = {b: cast("dict[str, str]", c.hgetall(keys.approval_counts(b))) for b in range(keys.BUCKETS)}
+    queue = {b: dict(cast("list[tuple[str, float]]", c.zrange(keys.review_queue(b), 0, -1, withscores=True))) for b in range(keys.BUCKETS)}
+    return {b: cb for b, cb in counts.items() if cb}, {b: qb for b, qb in queue.items() if qb}
 
 
 async def test_random_rates_unrates_and_deletions_keep_the_aggregates_equal_to_a_recount_and_to_rebuild(ar: Redis, redis_db: RedisServer) -> None:
@@ -84,7 +96,7 @@ async def test_random_rates_unrates_and_deletions_keep_the_aggregates_equal_to_a
             deleted.add(thread)
             answers = {e: tu for e, tu in answers.items() if tu[0] != thread}
         if step % 50 == 0:
-            assert aggregates(redis_db) == recount(redis_db), step
+            assert aggregates(redis_db) == recount(redis_db, threads), step
     assert deleted, "the sequence deletes threads"
 
     # A replayed write (same op id) changes nothing, nor does an identical re-rate.
@@ -95,20 +107,20 @@ async def test_random_rates_unrates_and_deletions_keep_the_aggregates_equal_to_a
         await ratings.apply(ar, op_id="replayed", user=user, thread_id=thread, exchange_id=exchange_id, rating=rating, ts=T0 + 1000)
     await seed.rate(ar, exchange_id, thread=thread, user=user, value=0, ts=T0 + 1001)
 
-    expected = recount(redis_db)
+    expected = recount(redis_db, threads)
     assert aggregates(redis_db) == expected
-    assert all(int(v) > 0 for v in expected[0].values())  # a count that reached 0 is gone
+    assert all(int(v) > 0 for cb in expected[0].values() for v in cb.values())  # a count that reached 0 is gone
     c = redis_db.client
-    assert c.zscore(keys.review_queue(), exchange_id) == T0 + 1001  # scored by the current rating's time
+    assert c.zscore(keys.review_queue(keys.bucket(thread)), review.member(thread, exchange_id)) == T0 + 1001  # scored by the current rating's time
 
     # rebuild recounts the same, from scratch, and again (idempotent).
-    c.delete(keys.approval_counts())
-    c.zadd(keys.review_queue(), {"stale": 1.0})
-    counted = len(list(c.scan_iter(match=keys.rating(keys.ANY))))
+    c.delete(*(keys.approval_counts(b) for b in range(keys.BUCKETS)))
+    c.zadd(keys.review_queue(keys.bucket(thread)), {"stale": 1.0})
+    counted = len(list(c.scan_iter(match=keys.rating(keys.ANY, keys.ANY))))
     assert not stats.built(c)
     assert stats.rebuild(c) == counted > 0
     assert aggregates(redis_db) == expected and stats.built(c)
-    assert c.ttl(keys.approval_counts()) == -1 and c.ttl(keys.review_queue()) == -1
+    assert {c.ttl(keys.approval_counts(b)) for b in expected[0]} == {c.ttl(keys.review_queue(b)) for b in expected[1]} == {-1}
     assert stats.rebuild(c) == counted
     assert aggregates(redis_db) == expected
     assert [k for k in c.scan_iter(match="*rebuild*")] == []
@@ -116,8 +128,8 @@ async def test_random_rates_unrates_and_deletions_keep_the_aggregates_equal_to_a
 
 async def test_rebuild_of_no_ratings_empties_the_aggregates(redis_db: RedisServer) -> None:
     c = redis_db.client
-    c.hset(keys.approval_counts(), "0|x|base|1", "3")
-    c.zadd(keys.review_queue(), {"gone": 1.0})
+    c.hset(keys.approval_counts(0), "0|x|base|1", "3")
+    c.zadd(keys.review_queue(keys.BUCKETS - 1), {review.member("gone", "gone"): 1.0})
     assert stats.rebuild(c) == 0
     assert aggregates(redis_db) == ({}, {}) and stats.built(c)
 
@@ -126,9 +138,11 @@ async def test_a_deleted_thread_leaves_the_counts_the_queue_and_the_reviewed_mar
     kept = await seed.seed_exchange(ar, thread="keep", user="alice", question="q", answer="a", value=0, created_at=T0)
     gone = [await seed.seed_exchange(ar, thread="gone", user="alice", question=f"q{i}", answer="a", value=i % 2, created_at=T0) for i in range(3)]
     c = redis_db.client
-    assert review.mark_reviewed(c, [kept, gone[0]], "ops") == 2
+    assert review.mark_reviewed(c, [("keep", kept), ("gone", gone[0])], "ops") == 2
     await seed.delete_thread(ar, "gone")
-    assert aggregates(redis_db) == recount(redis_db) == ({f"{math.floor(T0 / HOUR) * HOUR}|1.0.0|base|0": "1"}, {kept: float(cast(str, c.hget(keys.rating(kept), "updated_at")))})
+    b = keys.bucket("keep")
+    rated_at = float(cast(str, c.hget(keys.rating("keep", kept), "updated_at")))
+    assert aggregates(redis_db) == recount(redis_db, ["keep", "gone"]) == ({b: {f"{math.floor(T0 / HOUR) * HOUR}|1.0.0|base|0": "1"}}, {b: {review.member("keep", kept): rated_at}})
     assert list(cast("dict[str, str]", c.hgetall(keys.reviewed()))) == [kept]
 
 
@@ -224,14 +238,14 @@ async def test_review_queue_filters_pages_and_marks(ar: Redis, redis_db: RedisSe
     assert [x.exchange_id for x in review.queue(c, offset=20, limit=10)] == downs[3::-1]
 
     before = time.time()
-    assert review.mark_reviewed(c, [downs[23], downs[22], "not-in-queue"], "ops") == 2
-    assert review.mark_reviewed(c, [downs[23]], "ops") == 0  # already marked
+    assert review.mark_reviewed(c, [("t5", downs[23]), ("t4", downs[22]), ("t5", "not-in-queue")], "ops") == 2
+    assert review.mark_reviewed(c, [("t5", downs[23])], "ops") == 0  # already marked
     assert ids(reviewed=True) == [downs[23], downs[22]]
     assert ids(reviewed=False) == downs[21::-1]
     marked = review.queue(c, reviewed=True, limit=1)[0]
     assert marked.reviewed_by == "ops" and marked.reviewed_at is not None and marked.reviewed_at >= before
     with pytest.raises(keys.KeyPartError):
-        review.mark_reviewed(c, ["bad id"], "ops")
+        review.mark_reviewed(c, [("t5", "bad id")], "ops")
 
     # Bounded work: a filter matching nothing reads at most MAX_PAGES pages.
     monkeypatch.setattr(review, "PAGE", 1)

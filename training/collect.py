@@ -32,7 +32,7 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import cast
@@ -41,6 +41,7 @@ import orjson
 import redis
 from redis.connection import AbstractConnection
 
+from feedback import event as events
 from feedback import keys
 from feedback.event import RatingEvent
 from feedback.exchange import LEGACY_FIELD, PROMPT_FIELDS, Exchange, question_of, queue_parts, read_parts
@@ -50,7 +51,6 @@ from feedback.scripts import lua
 SyncRedis = redis.Redis  # (a class below has a field named `redis`)
 log = logging.getLogger(__name__)
 
-_Event = tuple[str, dict[str, str]]  # (stream id, fields) as a decoding client returns it
 
 # The hash fields read per row: HMGET gets a third of HGETALL's reply items, and parsing reply
 # items is most of the read time with redis-py's pure-Python parser. Bytes: redis-py packs them
@@ -96,15 +96,20 @@ class RatedExchange:
     rated_at: float
 
 
+Ref = tuple[str, str]  # (thread id, exchange id): where an answer is (keys.exchange)
+
+
 @dataclass
 class Collected:
-    # Exchanges rated when collected, grouped by thread. A full collection lists them while its
-    # rows are read (`listing`): complete once `batches()` has run to the end.
-    ids: list[str]
+    # Exchanges rated when collected, (thread id, exchange id), grouped by thread. A full
+    # collection lists them while its rows are read (`listing`): complete once `batches()` has run
+    # to the end.
+    ids: list[Ref]
     # Exchanges whose rating was removed, or whose thread was deleted, since `since`: builds that
     # start from an earlier dataset version must drop their rows.
     forgotten: set[str]
-    # Id of the last event read; the job stores it only after the whole run succeeded.
+    # Where the reading of each bucket's events stopped (feedback.event.watermark_of); the job
+    # stores it only after the whole run succeeded.
     watermark: str | None
     new_events: int
     since: str | None = None
@@ -139,55 +144,62 @@ class Collected:
         else:
             yield from self._read(self.ids[i : i + self.batch] for i in range(0, len(self.ids), self.batch))
 
-    def _read(self, chunks: Iterator[list[str]]) -> Iterator[list[RatedExchange]]:
+    def _read(self, chunks: Iterator[list[Ref]]) -> Iterator[list[RatedExchange]]:
         """The rows of each chunk of ids; the next chunk's script calls are sent before this
-        chunk's rows are parsed and consumed, so Redis reads them meanwhile."""
+        chunk's rows are parsed and consumed, so Redis reads them meanwhile. On a cluster, each
+        master gets the calls for its buckets on a connection of its own."""
         assert self.redis is not None
-        ids = next(chunks, None)
-        if ids is None:
+        refs = next(chunks, None)
+        if refs is None:
             return
-        conn = self.redis.connection_pool.get_connection()
+        nodes = _Nodes(self.redis)
+        conns = [client.connection_pool.get_connection() for client in nodes.clients]
         sending: _Sending | None = None
         clean = False
         try:
-            calls, packed = self._pack(conn, ids)
-            conn.send_packed_command(packed)
-            while ids is not None:
+            plan = self._plan(nodes, conns, refs)
+            for conn, _, _, packed in plan:
+                conn.send_packed_command(packed)
+            while plan:
                 if sending is not None:
                     sending.wait()
-                replies = [conn.read_response() for _ in range(calls)]
+                replies = [conn.read_response() for conn, calls, _, _ in plan for _ in range(calls)]
+                ordered = [ref for _, _, part, _ in plan for ref in part]
                 sending = None
                 following = next(chunks, None)
-                if following is not None:
-                    calls, packed = self._pack(conn, following)
-                    sending = _Sending(conn, packed)
-                yield self._parse(ids, [row for reply in replies for row in reply])
-                ids = following
+                plan = self._plan(nodes, conns, following) if following is not None else []
+                if plan:
+                    sending = _Sending([(conn, packed) for conn, _, _, packed in plan])
+                yield self._parse(ordered, [row for reply in replies for row in reply])
             clean = True
         finally:
             if sending is not None:
                 sending.wait(raise_error=False)
-            if not clean:  # replies may still be on their way: this connection can't be reused
-                conn.disconnect()
-            self.redis.connection_pool.release(conn)
+            for client, conn in zip(nodes.clients, conns, strict=True):
+                if not clean:  # replies may still be on their way: this connection can't be reused
+                    conn.disconnect()
+                client.connection_pool.release(conn)
 
-    def _listed(self, r: SyncRedis) -> Generator[list[str], None, None]:
-        """Every rated exchange id, `batch` at a time, listed by a thread (`LIST_RATED` calls on
-        another connection) while the rows are read: Redis's listing work (SCAN over every key:
-        an eighth of a full build's time) overlaps the parsing instead of preceding it."""
+    def _listed(self, r: SyncRedis) -> Generator[list[Ref], None, None]:
+        """Every rated exchange, `batch` at a time, listed by a thread (`LIST_RATED` calls on
+        another connection, master after master) while the rows are read: Redis's listing work
+        (SCAN over every key: an eighth of a full build's time) overlaps the parsing instead of
+        preceding it."""
         self.ids = []
         found: queue.SimpleQueue[list[str] | BaseException | None] = queue.SimpleQueue()
         stop = threading.Event()
+        nodes = _Nodes(r)
 
         def run() -> None:
             try:
-                cursor = "0"
-                while not stop.is_set():
-                    reply = cast(list[str], r.eval(LIST_RATED, 0, cursor, keys.thread_ratings(keys.ANY), self.batch, LIST_SCANS))
-                    cursor = reply.pop()
-                    found.put(reply)
-                    if cursor == "0":
-                        break
+                for client in nodes.clients:
+                    cursor = "0"
+                    while not stop.is_set():
+                        reply = cast(list[str], client.eval(LIST_RATED, 0, cursor, keys.thread_ratings(keys.ANY), self.batch, LIST_SCANS))
+                        cursor = reply.pop()
+                        found.put(reply)
+                        if cursor == "0":
+                            break
                 found.put(None)
             except BaseException as exc:  # re-raised by the reading side
                 found.put(exc)
@@ -195,13 +207,14 @@ class Collected:
         thread = threading.Thread(target=run, name="collect-list", daemon=True)
         thread.start()
         seen: set[str] = set()
-        pending: list[str] = []
+        pending: list[Ref] = []
         try:
             while (item := found.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                new = [i for i in item if i not in seen]  # SCAN may list a key twice (the keyspace resized meanwhile)
-                seen.update(new)
+                # Pairs: thread id, exchange id. SCAN may list a key twice (the keyspace resized meanwhile).
+                new = [(sys.intern(t), e) for t, e in zip(item[::2], item[1::2], strict=True) if e not in seen]
+                seen.update(e for _, e in new)
                 self.ids += new
                 pending += new
                 while len(pending) >= self.batch:
@@ -216,7 +229,7 @@ class Collected:
     @classmethod
     def from_rows(cls, rows: list[RatedExchange], forgotten: Iterable[str] = (), watermark: str | None = None, *, since: str | None = None) -> Collected:
         """Rows already in memory (tests, tools): a full collection unless `since` is given."""
-        return cls([r.exchange_id for r in rows], set(forgotten), watermark, len(rows), since, since is None, _rated=list(rows))
+        return cls([(r.thread_id, r.exchange_id) for r in rows], set(forgotten), watermark, len(rows), since, since is None, _rated=list(rows))
 
     @property
     def rated(self) -> list[RatedExchange]:
@@ -226,27 +239,38 @@ class Collected:
         return self._rated
 
     @staticmethod
-    def _pack(conn: AbstractConnection, ids: list[str]) -> tuple[int, list[bytes]]:
-        """The script calls reading `ids`, packed, and how many replies they get."""
-        calls = []
-        for i in range(0, len(ids), SCRIPT_ROWS):
-            chunk = ids[i : i + SCRIPT_ROWS]
-            row_keys = [k for exchange_id in chunk for k in (keys.exchange(exchange_id), keys.rating(exchange_id))]
-            # EVAL, not EVALSHA: the server caches the script by its hash anyway, and a SCRIPT
-            # FLUSH meanwhile can't fail the read (the source adds ~1 KB per call of 500 rows).
-            calls.append(("EVAL", PACKED_ROWS, len(row_keys), *row_keys))
-        return len(calls), conn.pack_commands(calls)
+    def _plan(nodes: _Nodes, conns: Sequence[AbstractConnection], refs: list[Ref]) -> list[tuple[AbstractConnection, int, list[Ref], list[bytes]]]:
+        """Per master serving some of `refs`: its connection, how many script calls read them,
+        its refs in the order their rows come back, the calls packed. A call reads rows of one
+        bucket (one slot on a cluster), at most SCRIPT_ROWS."""
+        by_bucket: dict[int, list[Ref]] = {}
+        for ref in refs:
+            by_bucket.setdefault(keys.bucket(ref[0]), []).append(ref)
+        by_node: dict[int, list[list[Ref]]] = {}
+        for b, part in by_bucket.items():
+            calls = by_node.setdefault(nodes.of_bucket(b), [])
+            calls += [part[i : i + SCRIPT_ROWS] for i in range(0, len(part), SCRIPT_ROWS)]
+        plan = []
+        for n, calls in by_node.items():
+            packed = []
+            for chunk in calls:
+                row_keys = [k for thread_id, exchange_id in chunk for k in (keys.exchange(thread_id, exchange_id), keys.rating(thread_id, exchange_id))]
+                # EVAL, not EVALSHA: the server caches the script by its hash anyway, and a SCRIPT
+                # FLUSH meanwhile can't fail the read (the source adds ~1 KB per call).
+                packed.append(("EVAL", PACKED_ROWS, len(row_keys), *row_keys))
+            plan.append((conns[n], len(calls), [ref for chunk in calls for ref in chunk], conns[n].pack_commands(packed)))
+        return plan
 
-    def _parse(self, ids: list[str], packed: list[str]) -> list[RatedExchange]:
+    def _parse(self, refs: list[Ref], packed: list[str]) -> list[RatedExchange]:
         reader = _Reader(self._prefixes)
         rows = []
-        for exchange_id, row_text in zip(ids, packed, strict=False):
+        for (thread_id, exchange_id), row_text in zip(refs, packed, strict=False):
             if not row_text:
                 self.vanished.add(exchange_id)
                 continue
             fields: list[str | None] = row_text.split("\0")  # type: ignore[assignment]
             if len(fields) != _N_FIELDS + 1:  # a field holds a NUL: read it field by field
-                row = self._read_fields(exchange_id, reader)
+                row = self._read_fields(thread_id, exchange_id, reader)
                 if row is not None:
                     rows.append(row)
                 continue
@@ -265,12 +289,12 @@ class Collected:
             rows = [r for r in rows if r.exchange_id not in unreadable]
         return rows
 
-    def _read_fields(self, exchange_id: str, reader: _Reader) -> RatedExchange | None:
+    def _read_fields(self, thread_id: str, exchange_id: str, reader: _Reader) -> RatedExchange | None:
         """One row with plain HMGETs (on another connection of the pool)."""
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.exchange(exchange_id), EXCHANGE_FIELDS)
-        pipe.hmget(keys.rating(exchange_id), RATING_FIELDS)
+        pipe.hmget(keys.exchange(thread_id, exchange_id), EXCHANGE_FIELDS)
+        pipe.hmget(keys.rating(thread_id, exchange_id), RATING_FIELDS)
         ex, rt = pipe.execute()
         if ex[0] is None or rt[0] is None:
             self.vanished.add(exchange_id)
@@ -281,63 +305,79 @@ class Collected:
         return row  # its prompt is rebuilt with the batch's
 
 
-def _data_node(r: redis.Redis) -> redis.Redis:
-    """On Redis Cluster, a plain client of the master serving the product's slot (every key shares
-    the tag {fb}): the reader pipelines packed script calls on one connection, which the cluster
-    client does not offer. Elsewhere `r` itself."""
-    from redis.cluster import RedisCluster
+class _Nodes:
+    """Where the rows are: on Redis Cluster, a plain client per master (the reader pipelines
+    packed script calls on one connection per master, which the cluster client does not offer)
+    and which master serves each bucket; elsewhere `r` itself, for every bucket."""
 
-    if not isinstance(r, RedisCluster):
-        return r
-    node = r.get_node_from_key(keys.events())
-    return node.redis_connection or redis.Redis(host=node.host, port=node.port, decode_responses=True)
+    def __init__(self, r: redis.Redis) -> None:
+        from redis.cluster import RedisCluster
+
+        self._bucket_node: list[int] = [0] * keys.BUCKETS
+        if not isinstance(r, RedisCluster):
+            self.clients: list[redis.Redis] = [r]
+            return
+        names: dict[str, int] = {}
+        self.clients = []
+        for b in range(keys.BUCKETS):
+            node = r.get_node_from_key(keys.events(b))
+            if node.name not in names:
+                names[node.name] = len(self.clients)
+                self.clients.append(node.redis_connection or redis.Redis(host=node.host, port=node.port, decode_responses=True))
+            self._bucket_node[b] = names[node.name]
+
+    def of_bucket(self, bucket: int) -> int:
+        return self._bucket_node[bucket]
+
+
+def masters(r: redis.Redis) -> list[redis.Redis]:
+    """A plain client per master of a cluster (the data is on all of them); else [r]."""
+    return _Nodes(r).clients
 
 
 def collect(r: redis.Redis, since: str | None, full: bool = False, batch: int = 5000) -> Collected:
-    """The exchanges touched by rating events after `since` (exclusive), or every rated exchange
-    when `full` (or when there is no watermark yet). `r` must decode responses (as
-    feedback.connection.connect_sync does) and stay open while the rows are read."""
-    r = _data_node(r)
+    """The exchanges touched by rating events after `since` (a watermark, exclusive), or every
+    rated exchange when `full` (or when there is no watermark yet). `r` must decode responses (as
+    feedback.connection.connect_sync does) and stay open while the rows are read; on Redis
+    Cluster, a cluster client."""
     if full or since is None:
         # The watermark is read before the listing: a rating written meanwhile is read again next
         # time (harmless: the last rating wins), never lost.
-        last = cast(list[_Event], r.xrevrange(keys.events(), count=1))
-        watermark = last[0][0] if last else None
-        return Collected([], set(), watermark, int(r.xlen(keys.events())), since, True, r, batch, listing=True)
+        watermark = events.watermark_of(events.latest(r))
+        return Collected([], set(), watermark, events.count(r), since, True, r, batch, listing=True)
     touched, watermark, new_events = _touched_since(r, since, batch)
-    ids: list[str] = []
+    ids: list[Ref] = []
     forgotten: set[str] = set()
     for chunk in _chunks(list(touched), batch):
         pipe = r.pipeline(transaction=False)
-        for exchange_id in chunk:
-            pipe.exists(keys.rating(exchange_id))
-        for exchange_id, rated in zip(chunk, pipe.execute(), strict=False):
+        for thread_id, exchange_id in chunk:
+            pipe.exists(keys.rating(thread_id, exchange_id))
+        for ref, rated in zip(chunk, pipe.execute(), strict=False):
             if rated:
-                ids.append(exchange_id)
+                ids.append(ref)
             else:
-                forgotten.add(exchange_id)
+                forgotten.add(ref[1])
     return Collected(ids, forgotten, watermark or since, new_events, since, False, r, batch)
 
 
-def _touched_since(r: redis.Redis, since: str, batch: int) -> tuple[dict[str, str], str | None, int]:
-    """{exchange id: thread id} named by events after `since`, grouped by thread; the last event
-    id; the number of events."""
+def _touched_since(r: redis.Redis, since: str, batch: int) -> tuple[list[Ref], str | None, int]:
+    """The answers named by events after the watermark `since`, grouped by thread; the new
+    watermark (None when no stream had anything new); the number of events."""
     touched: dict[str, str] = {}
-    watermark: str | None = None
+    read = events.positions(since)
     count = 0
-    start = f"({since}"
-    while events := cast(list[_Event], r.xrange(keys.events(), min=start, max="+", count=batch)):
-        for event_id, fields in events:
+    for bucket, entries in events.read_after(r, since, batch):
+        for event_id, fields in entries:
             try:
                 event = RatingEvent.from_fields(fields)
             except ValueError as exc:  # not ours: skipped, never fatal
                 log.warning("event %s skipped: %s", event_id, exc)
                 continue
             touched[event.exchange] = event.thread
-        count += len(events)
-        watermark = events[-1][0]
-        start = f"({watermark}"
-    return dict(sorted(touched.items(), key=lambda kv: kv[1])), watermark, count
+        count += len(entries)
+        read[bucket] = entries[-1][0]
+    ordered = sorted(((t, e) for e, t in touched.items() if keys.valid_id(t) and keys.valid_id(e)), key=lambda ref: ref[0])
+    return ordered, events.watermark_of(read) if count else None, count
 
 
 # One call replaces ARGV[4] SCAN round trips and a pipeline of HKEYS: on a loaded machine every
@@ -350,17 +390,18 @@ LIST_SCANS = 4  # SCAN pages per call: a call scans ~4 * batch keys (a few ms of
 class _Sending:
     """A send in a thread. A batch's request (~80 bytes of keys a row) is larger than the socket
     buffer, so sendall blocks until Redis has run most of the batch's script calls: in the main
-    thread that wait would stop the parsing it is meant to overlap. The thread only sends; the
-    main thread reads the replies after `wait()`."""
+    thread that wait would stop the parsing it is meant to overlap. The thread only sends (to
+    each master in turn); the main thread reads the replies after `wait()`."""
 
-    def __init__(self, conn: redis.connection.AbstractConnection, packed: list[bytes]) -> None:
+    def __init__(self, sends: list[tuple[AbstractConnection, list[bytes]]]) -> None:
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(conn, packed), name="collect-send", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(sends,), name="collect-send", daemon=True)
         self._thread.start()
 
-    def _run(self, conn: redis.connection.AbstractConnection, packed: list[bytes]) -> None:
+    def _run(self, sends: list[tuple[AbstractConnection, list[bytes]]]) -> None:
         try:
-            conn.send_packed_command(packed, check_health=False)  # no PING in between: replies are pending
+            for conn, packed in sends:
+                conn.send_packed_command(packed, check_health=False)  # no PING in between: replies are pending
         except BaseException as exc:  # re-raised in the main thread by wait()
             self._error = exc
 
@@ -370,8 +411,8 @@ class _Sending:
             raise self._error
 
 
-def _chunks(items: Iterator[str] | list[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def _chunks(items: Iterator[Ref] | list[Ref], size: int) -> Iterator[list[Ref]]:
+    chunk: list[Ref] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -441,7 +482,7 @@ class _Reader:
             return set()
         parsed = [(row, prefix, orjson.loads(history) if history else (), asked) for row, prefix, history, asked in self.compact]
         digests = sorted({p for _, p, _, _ in parsed if p is not None and p not in self.prefixes})
-        refs = sorted({h for _, _, items, _ in parsed for h in items if isinstance(h, str) and h not in self.answers})
+        refs = sorted({(row.thread_id, h) for row, _, items, _ in parsed for h in items if isinstance(h, str) and h not in self.answers})
         if digests or refs:
             pipe = r.pipeline(transaction=False)
             queue_parts(pipe, digests, refs)

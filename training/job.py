@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 import redis
 from redis.lock import Lock
 
+from feedback import event as events
 from feedback import keys, registry
 from feedback import progress as live
 from feedback import run as runs
@@ -71,11 +72,9 @@ def new_ratings(r: redis.Redis, batch: int = 5000) -> int:
     """Answers whose rating changed since the last successful run (what the schedule compares with
     MIN_NEW_RATINGS): distinct answers, so one user flipping a thumb 50 times counts once."""
     since = cast("str | None", r.get(keys.retrain_watermark()))
-    start = "-" if since is None else f"({since}"
     touched: set[str] = set()
-    while events := cast("list[tuple[str, dict[str, str]]]", r.xrange(keys.events(), min=start, max="+", count=batch)):
-        touched.update(_exchange_of(fields) for _, fields in events)
-        start = f"({events[-1][0]}"
+    for _, entries in events.read_after(r, since, batch):
+        touched.update(_exchange_of(fields) for _, fields in entries)
     touched.discard("")
     return len(touched)
 
@@ -299,12 +298,17 @@ def _commit(
             registry.activate(pipe, version, service, version.decision)
         if watermark is not None:
             pipe.set(keys.retrain_watermark(), watermark)
-            # Events up to the watermark are in the dataset now (a full rebuild lists the rating
-            # indexes, not the stream): the stream keeps only what is still to be read.
-            pipe.xtrim(keys.events(), minid=watermark, approximate=False)
         pipe.set(keys.retrain_dataset(), dataset_version)
 
     r.transaction(write, keys.retrain_lock())
+    if watermark is not None:
+        # Events up to the watermark are in the dataset now (a full rebuild lists the rating
+        # indexes, not the streams): the streams keep only what is still to be read. (The streams
+        # are on the buckets' slots, not in the transaction: trimming is only to save memory.)
+        try:
+            events.trim(r, watermark)
+        except redis.RedisError as exc:
+            log.warning("rating events not trimmed (they are read again, harmlessly): %s", exc)
 
 
 def _report(write: Callable[..., None], r: redis.Redis, *args: Any) -> None:

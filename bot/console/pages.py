@@ -354,7 +354,7 @@ class Console:
             "last_run": last, "next_run": self.schedule(last, requested), "charts": chart_list, "stats_built": stats.built(r),
             "volume_svg": charts.volume_chart(volume.volume, volume.bucket_s, "Rated answers per bucket"),
             "volume_bucket": charts.describe_bucket(volume.bucket_s), "volume_total": sum(p.n for p in volume.volume),
-            "volume_liked": sum(p.liked for p in volume.volume), "review_queue": int(r.zcard(keys.review_queue())),
+            "volume_liked": sum(p.liked for p in volume.volume), "review_queue": review.size(r),
             "attention": attention, "audit": audit.recent(r, count=AUDIT_SHOWN),
         }  # fmt: skip
 
@@ -468,14 +468,15 @@ class Console:
     async def mark_reviewed(self, request: Request) -> Response:
         who, form = await self.gate.admin_form(request)
         ids = [str(v) for v in form.getlist("id")]
-        if len(ids) > MAX_MARK or not all(keys.valid_id(i) for i in ids):
-            raise Refused(400, f"Mark at most {MAX_MARK} answers at a time, by their ids.", admin=who)
+        answers = [review.parse_member(i) for i in ids]
+        if len(ids) > MAX_MARK or None in answers:
+            raise Refused(400, f"Mark at most {MAX_MARK} answers at a time, each as <thread id>/<answer id>.", admin=who)
         back = str(form.get("back") or "")
         location = "/admin/review?" + review_query(dict(urllib.parse.parse_qsl(back)))
         if ids:
 
             def mark() -> None:
-                marked = review.mark_reviewed(self.r, ids, who.name)
+                marked = review.mark_reviewed(self.r, [a for a in answers if a is not None], who.name)
                 audit.record(self.r, who.name, "mark_reviewed", "review:queue", f"{marked} newly marked of {len(ids)}: {' '.join(ids[:50])}")
 
             await self.call(mark)

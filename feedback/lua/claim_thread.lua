@@ -1,3 +1,3 @@
 -- @include ensure_thread
 -- The data layer: the thread's owner, the caller when the thread is new.
-return ensure_thread(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], '')
+return ensure_thread(KEYS[1], ARGV[1], ARGV[2], ARGV[3], '')

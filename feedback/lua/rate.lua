@@ -14,6 +14,7 @@ if ex[1] ~= ARGV[2] then return {'forbidden', ''} end
 local old = call('HGET', KEYS[2], 'value')
 local new = ARGV[4] ~= '' and ARGV[4] -- false: un-rate
 local cell = old ~= new and approval_cell(ex[3], ex[4], ex[5]) -- used only when the counts move
+local member = ARGV[3] .. '/' .. ARGV[8] -- in the review queue (feedback.review.member)
 local id
 if not new then
   if not old then
@@ -22,7 +23,7 @@ if not new then
   end
   call('DEL', KEYS[2])
   call('HDEL', KEYS[3], ARGV[8])
-  approval_change(KEYS[6], KEYS[7], cell, ARGV[8], old, false, ARGV[7])
+  approval_change(KEYS[6], KEYS[7], cell, member, old, false, ARGV[7])
   id = call('XADD', KEYS[4], '*', 'action', 'unrate', 'exchange', ARGV[8], 'thread', ARGV[3],
             'user', ARGV[2], 'ts', ARGV[7])
 else
@@ -45,7 +46,7 @@ else
   call('HSET', KEYS[2], 'value', new, 'comment', ARGV[5], 'reasons', ARGV[6], 'user', ARGV[2],
        'updated_at', ARGV[7])
   call('HSET', KEYS[3], ARGV[8], new)
-  approval_change(KEYS[6], KEYS[7], cell, ARGV[8], old, new, ARGV[7])
+  approval_change(KEYS[6], KEYS[7], cell, member, old, new, ARGV[7])
   id = call('XADD', KEYS[4], '*', 'action', 'rate', 'exchange', ARGV[8], 'thread', ARGV[3],
             'user', ARGV[2], 'value', new, 'ts', ARGV[7])
 end

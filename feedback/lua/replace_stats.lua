@@ -1,7 +1,7 @@
--- feedback.stats.rebuild: put the rebuilt aggregates in place in one step. KEYS: the rebuilt
--- approval counts, the approval counts, the rebuilt review queue, the review queue, the stats
--- version; ARGV[1]: the format to record. A rebuilt key that is missing (nothing counted) empties
--- the real one. (RENAME inside a script: cluster pipelines refuse it, and it is one slot anyway.)
+-- feedback.stats.rebuild: put one bucket's rebuilt aggregates in place in one step. KEYS: the
+-- rebuilt approval counts, the approval counts, the rebuilt review queue, the review queue. A
+-- rebuilt key that is missing (nothing counted) empties the real one. (RENAME inside a script:
+-- cluster pipelines refuse it, and it is one slot anyway.)
 for i = 1, 3, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('RENAME', KEYS[i], KEYS[i + 1])
@@ -10,5 +10,4 @@ for i = 1, 3, 2 do
     redis.call('DEL', KEYS[i + 1])
   end
 end
-redis.call('SET', KEYS[5], ARGV[1])
 return 0

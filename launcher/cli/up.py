@@ -119,21 +119,29 @@ def _start_redis(group: ServiceGroup, plan: Plan) -> None:
 
 
 def _build_stats(plan: Plan) -> None:
-    """The console's approval counts and review queue, counted once from the stored ratings when
-    they were never built (data written before them): before the web app, so no rating is written
-    meanwhile. An unreachable Redis is left for the web app to report."""
+    """Data of the first key layout moved to the spread one (feedback/spread.py), and the console's
+    approval counts and review queue counted once from the stored ratings when they were never
+    built (data written before them): before the web app, so nothing is written meanwhile. An
+    unreachable Redis is left for the web app to report."""
     import redis
 
-    from feedback import stats
+    from feedback import spread, stats
     from feedback.connection import connect_sync
+    from launcher.process import StartupError
 
     r = connect_sync(plan.env.get("REDIS_URL") or plan.settings.effective_redis_url, cluster=plan.settings.redis_cluster)
     try:
+        if spread.needed(r):
+            with console.status("Moving the stored data to the spread key layout..."):
+                moved = spread.spread(r)
+            console.print(f"[green]✓[/green] Data moved to the spread key layout: {moved.threads} thread(s), {sum(moved.moved.values())} key(s)")
         if stats.built(r):
             return
         with console.status("Counting the stored ratings for the console..."):
             counted = stats.rebuild(r)
         console.print(f"[green]✓[/green] Console aggregates built from {counted} stored rating(s)")
+    except spread.SpreadError as exc:
+        raise StartupError(f"Could not move the stored data to the spread key layout: {exc} (`chatbot migrate spread` resumes it)") from exc
     except redis.RedisError as exc:
         console.print(f"[yellow]Could not build the console aggregates ({exc}); run `chatbot stats rebuild` later.[/yellow]")
     finally:
