@@ -4,7 +4,8 @@ Runs the real app (embedded Redis, stand-in model, the shipped prompt) and has u
 it as the browser does: `--threads` conversations of `--turns` messages (questions of 15-60
 words; the stand-in answers by repeating them), every answer rated. Then it measures the bytes
 of every key (MEMORY USAGE), copies everything into a second Redis with the default hash limits
-in the form the code before the compact storage wrote (`copy_as_before`) and measures again. Prints bytes per rated answer by key family and the ratio (target <= 0.40).
+in the form and key layout the code before the compact storage and the spread keys wrote
+(`copy_as_before`: one events stream, one counts hash, one review queue) and measures again. Prints bytes per rated answer by key family and the ratio (target <= 0.40).
 
     python -m bench.storage [--threads 40] [--turns 5] [--source app|seed]
 
@@ -52,16 +53,46 @@ def family(key: str) -> str:
     return kind
 
 
-_PER_BUCKET = ("events", "stats:approval", "review:down")
+_PER_BUCKET = {"events": "events", "stats:approval": "approval_counts", "review:down": "review_queue"}
 
 
 def before_name(key: str) -> str:
     """The key's name in the first layout, where every key carried {fb} (keys.legacy); a bucket's
-    own keys (events, counts, review queue) keep their bucket apart, as `:<tag>`."""
+    own keys (events, counts, review queue) were one key each."""
     tag, _, rest = key.partition(":")
     if tag == keys.PREFIX:
         return key
-    return f"{keys.PREFIX}:{rest}" + (f":{tag}" if rest in _PER_BUCKET else "")
+    return keys.legacy(_PER_BUCKET[rest]) if rest in _PER_BUCKET else f"{keys.PREFIX}:{rest}"
+
+
+def _default_limits(argv: list[str]) -> list[str]:
+    """The embedded Redis's command line without its encoding limits (what the earlier code ran)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--hash-max-ziplist-value", "--zset-max-ziplist-value"):
+            out.pop()
+            continue
+        out.append(arg)
+    return out
+
+
+def merge_buckets(src: redis.Redis, dst: redis.Redis) -> None:
+    """The buckets' events, approval counts and review queues as the first layout kept them: one
+    stream (entries in id order, their own ids), one counts hash, one queue of answer ids."""
+    entries = sorted((e for b in range(keys.BUCKETS) for e in cast("list[tuple[str, dict[str, str]]]", src.xrange(keys.events(b)))), key=lambda e: tuple(map(int, e[0].split("-"))))
+    last = (0, 0)
+    for event_id, fields in entries:
+        ms, seq = map(int, event_id.split("-"))
+        last = (ms, seq) if (ms, seq) > last else (last[0], last[1] + 1)  # one stream: ids that tie across buckets follow each other
+        dst.xadd(keys.legacy("events"), cast(Any, fields), id=f"{last[0]}-{last[1]}")
+    counts: Counter[str] = Counter()
+    for b in range(keys.BUCKETS):
+        counts.update({f: int(n) for f, n in cast("dict[str, str]", src.hgetall(keys.approval_counts(b))).items()})
+        queued = cast("list[tuple[str, float]]", src.zrange(keys.review_queue(b), 0, -1, withscores=True))
+        if queued:
+            dst.zadd(keys.legacy("review_queue"), {m.split("/", 1)[1]: score for m, score in queued})
+    if counts:
+        dst.hset(keys.legacy("approval_counts"), mapping=cast(Any, dict(counts)))
 
 
 def measure(r: redis.Redis) -> Counter[str]:
@@ -106,10 +137,11 @@ def copy_as_before(src: redis.Redis, dst: redis.Redis, src_raw: redis.Redis, dst
             dst.hset(before_name(key), mapping=fields)  # type: ignore[arg-type]
         elif kind == "element":
             dst.set(before_name(key), json.dumps(unpack_element(cast(str, src.get(key))), default=str))
-        else:
+        elif key.partition(":")[2] not in _PER_BUCKET:
             dump = src_raw.dump(key)
             if dump is not None:
-                dst_raw.restore(before_name(key), 0, dump, replace=True)
+                dst_raw.restore(before_name(key), 0, dump)
+    merge_buckets(src, dst)
     for _, message_id, exchange_id in sorted(alternatives):  # the list the earlier code kept per user message
         dst.rpush(keys.legacy("alternatives", message_id), exchange_id)
     return answers
@@ -161,7 +193,7 @@ def run(threads: int, turns: int, seed: int, work: Path, source: str = "app") ->
         # The same answers as the earlier code stored them, in a Redis with the default limits.
         before_sock = work / "before" / "redis.sock"
         (work / "before").mkdir()
-        group.start("redis-before", [a for a in redis_server.argv(work / "before", before_sock) if a not in ("--hash-max-ziplist-value", str(redis_server.HASH_MAX_VALUE))])
+        group.start("redis-before", _default_limits(redis_server.argv(work / "before", before_sock)))
         before = redis.Redis(unix_socket_path=str(before_sock), decode_responses=True)
         wait_until(lambda: before_sock.exists() and bool(before.ping()), 30, None, "the second Redis")
         before_raw, r_raw = redis.Redis(unix_socket_path=str(before_sock)), redis.Redis(unix_socket_path=str(sock))

@@ -329,15 +329,23 @@ class RedisDataLayer(BaseDataLayer):
 
     async def _write_step(self, step: dict[str, Any]) -> None:
         """One round trip: ownership checks and all writes in one script (this runs on the same
-        event loop as the streaming, several times per message)."""
+        event loop as the streaming, several times per message). The user's thread list (another
+        slot; see _claim_thread) moves the thread up with each question, in the same round trip;
+        a thread the script had to create is listed after it."""
         user, thread_id = _session_user(), step.get("threadId")
         if not thread_id or not user:
             raise OwnershipError("steps are written by a logged-in session, into a thread")
         now = time.time()
         keys_, args = step_call(user, thread_id, step, now)
-        listing = keys.user_threads(user)  # beside the script (another slot; see _claim_thread)
-        outcome = await run_after(self.r, self._step_script, keys_, args, lambda p: p.zadd(listing, {thread_id: now}))
-        if outcome != "ok":
+        listing = keys.user_threads(user)
+        listed = step.get("type") == "user_message"
+        if listed:
+            outcome = await run_after(self.r, self._step_script, keys_, args, lambda p: p.zadd(listing, {thread_id: now}))
+        else:
+            outcome = await self._step_script(keys=keys_, args=args)
+        if outcome == "created" and not listed:
+            await self.r.zadd(listing, {thread_id: now})
+        elif outcome not in ("ok", "created"):
             raise OwnershipError(f"step {step['id']}: {outcome}")
 
     @queue_until_user_message()  # nothing is stored before the first user message

