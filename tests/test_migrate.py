@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import redis
 
 from feedback import compaction, keys, review, spread
 from feedback import event as events
 from feedback import exchange as exchanges
-from support.services import RedisServer, run_cli
+from launcher.process import child_env, free_port, wait_until
+from support.services import ROOT, RedisServer, run_cli
 from training.collect import collect
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-8c8b200.json"
@@ -184,3 +189,19 @@ def test_the_command_reports_what_it_did(redis_db: RedisServer) -> None:
     assert "converted: 28" in out and "already compact: 0" in out
     second = run_cli("migrate", "compact", env=env)
     assert second.returncode == 0 and "converted: 0" in second.stdout + second.stderr and "already compact: 28" in second.stdout + second.stderr
+
+
+def test_up_moves_data_of_the_first_layout_before_the_app_starts(redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
+    dump = load_legacy(redis_db.client)
+    port = free_port()
+    env = child_env(DATA_DIR=str(tmp_path / "data"), PORT=str(port), LOCAL_MODEL_PORT=str(free_port()), REDIS_URL=redis_db.url, LLM_BASE_URL=f"{standin}/v1", LLM_MODEL="echo")
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "up"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 60, proc, "chatbot up")
+        assert spread.done(redis_db.client)
+        assert read_back(redis_db.client) == expected_from_dump(dump)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "Data moved to the spread key layout: 7 thread(s)" in stderr
