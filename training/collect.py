@@ -1,10 +1,11 @@
 """Step 1 of the retraining job: find the rated exchanges to (re)read from Redis.
 
-Incremental mode reads the rating event stream (`keys.events()`) after the last successful run's
-watermark: every exchange an event names (rate, unrate, delete) is re-read in its *current*
-state, so the last rating wins, and one whose rating is gone by now is forgotten, whatever the
+Incremental mode reads the rating event streams (`keys.events(bucket)`, one per bucket of
+threads) after the last successful run's watermark (a stream id per bucket): every exchange an
+event names (rate, unrate, delete) is re-read in its *current* state, so the last rating wins, and one whose rating is gone by now is forgotten, whatever the
 events said. Full mode lists every rated exchange from the per-thread rating indexes
-(`keys.thread_ratings`), which the rating script writes atomically with each rating.
+(`keys.thread_ratings`, on every master of a cluster), which the rating script writes atomically
+with each rating.
 
 `collect` only gathers ids (a few dozen bytes each; in full mode not even that: a thread lists
 them, `LIST_RATED`, while the rows are read); the rows themselves are read by
@@ -19,11 +20,12 @@ rebuilt per batch from the rows themselves, a cache of fixed parts and one read 
 Reading speed: the client's per-reply-item work (redis-py packing each command, the parser
 building one Python object per field) was half of a full build's CPU. A Lua script
 (`PACKED_ROWS`) therefore HMGETs an exchange and its rating server-side and returns the row as ONE
-string, its fields joined by NUL after a presence mask: one command per `SCRIPT_ROWS` rows and
-one reply item per row, split in C by `str.split`. A field that contains a NUL itself (possible
+string, its fields joined by NUL after a presence mask: one command per bucket's rows of a batch
+(at most `SCRIPT_ROWS`: a script's keys are in one slot on a cluster) and one reply item per row, split in C by `str.split`. A field that contains a NUL itself (possible
 only in free text) shows up as a wrong part count and that row is read again with plain HMGETs.
 The next batch's script calls are sent before the current batch is parsed and consumed, so Redis
-works on them meanwhile (one batch of replies waits in the socket: ~5 KB a row).
+works on them meanwhile (one batch of replies waits in the socket: ~5 KB a row); on a cluster,
+to each master on a connection of its own.
 """
 
 from __future__ import annotations
