@@ -69,7 +69,7 @@ def _default_limits(argv: list[str]) -> list[str]:
     """The embedded Redis's command line without its encoding limits (what the earlier code ran)."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1] in ("--hash-max-ziplist-value", "--zset-max-ziplist-value"):
+        if out and out[-1] in ("--hash-max-ziplist-value", "--zset-max-ziplist-value", "--stream-node-max-bytes"):
             out.pop()
             continue
         out.append(arg)

@@ -12,6 +12,7 @@ from launcher.process import ServiceGroup, wait_until
 
 HASH_MAX_VALUE = 8192
 ZSET_MAX_VALUE = 160  # a review queue's "<thread id>/<answer id>": two ids of up to 64 characters
+STREAM_NODE_BYTES = 1024
 
 
 def argv(data_dir: Path, socket: Path) -> list[str]:
@@ -33,6 +34,9 @@ def argv(data_dir: Path, socket: Path) -> list[str]:
         # Sorted sets too, with members up to 160 bytes (the 64-byte default turns a bucket's
         # review queue, whose members name thread and answer, into a skiplist at its first member).
         "--zset-max-ziplist-value", str(ZSET_MAX_VALUE),
+        # The 64 buckets' rating event streams each allocate a whole node for their newest events
+        # (4 KB by default), and the job trims them after each run: smaller nodes, less left idle.
+        "--stream-node-max-bytes", str(STREAM_NODE_BYTES),
     ]
 
 
