@@ -52,12 +52,13 @@ class Turn:
     rating: StoredRating | None
 
 
-def _merged(r: redis.Redis, high: str, low: str, size: int) -> Iterator[list[tuple[str, float]]]:
-    """The buckets' queues merged, newest first, `size` members a page: each bucket is read
-    `size` at a time, only when what was read of it may come next."""
+def _merged(r: redis.Redis, high: str, low: str, first: int) -> Iterator[list[tuple[str, float]]]:
+    """The buckets' queues merged, newest first: a page of `first` members, then pages of PAGE.
+    Each bucket is read a page's size at a time, only when what was read of it may come next."""
     read: dict[int, list[tuple[str, float]]] = {b: [] for b in range(keys.BUCKETS)}
     offsets = dict.fromkeys(range(keys.BUCKETS), 0)
     done: set[int] = set()
+    size = first
     while True:
         low_on = [b for b in range(keys.BUCKETS) if b not in done and len(read[b]) < size]
         if low_on:
@@ -77,6 +78,7 @@ def _merged(r: redis.Redis, high: str, low: str, size: int) -> Iterator[list[tup
         for b in read:
             read[b] = [m for m in read[b] if m not in taken]
         yield page
+        size = PAGE
 
 
 def size(r: redis.Redis) -> int:
@@ -129,8 +131,8 @@ def queue(
     found: list[_Candidate] = []
     high = "+inf" if until is None else repr(float(until))
     low = "-inf" if since is None else repr(float(since))
-    size = max(1, min(PAGE, wanted))  # unfiltered, one page is exactly what is shown
-    for pages, page in enumerate(_merged(r, high, low, size)):
+    first = max(1, min(PAGE, wanted))  # unfiltered, one page is exactly what is shown
+    for pages, page in enumerate(_merged(r, high, low, first)):
         found += [c for c in _candidates(r, page) if _passes(c, reason, prompt_version, model_version, user, reviewed)]
         if len(found) >= wanted or pages + 1 >= MAX_PAGES:
             break

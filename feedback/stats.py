@@ -3,8 +3,9 @@
 `keys.approval_counts(bucket)` counts the current ratings of a bucket's threads per hour of the
 rated answer, prompt version, model version and value; the rating script and thread deletion move
 the counts in the same atomic step as the rating (feedback/lua/approval.lua). The overview reads
-the buckets' hashes (one round trip), whatever the number of answers; `rebuild` recounts it (and the review queue) from the stored ratings: the
-migration for data written before the aggregates, and a repair.
+the buckets' hashes (one round trip), whatever the number of answers; `rebuild` recounts them (and
+the review queues) from the stored ratings: the migration for data written before the aggregates,
+and a repair.
 """
 
 from __future__ import annotations
