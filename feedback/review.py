@@ -2,7 +2,7 @@
 comment and reasons, marked reviewed once read; and a rated conversation as a whole.
 
 `keys.review_queue(bucket)` holds every answer of the bucket's threads whose current rating is a
-thumbs down (as `member`), scored by the rating's time (kept by the rating script and thread
+thumbs down (as `keys.review_member`), scored by the rating's time (kept by the rating script and thread
 deletion); the queue shown is the buckets' queues merged by score. Filters are applied here, on
 bounded pages of it, so that no request reads the whole queue. `r` decodes responses.
 """
@@ -20,8 +20,6 @@ import redis
 from feedback import exchange as exchanges
 from feedback import keys
 from feedback.exchange import Exchange
-from feedback.keys import parse_review_member as parse_member
-from feedback.keys import review_member as member
 from feedback.rating import StoredRating, from_hash
 
 PAGE = 200  # candidates read per round trip (and at most per bucket)
@@ -142,7 +140,7 @@ def queue(
 def _candidates(r: redis.Redis, page: list[tuple[str, float]]) -> list[_Candidate]:
     if not page:
         return []
-    refs = [(parse_member(m), rated_at) for m, rated_at in page]
+    refs = [(keys.parse_review_member(m), rated_at) for m, rated_at in page]
     listed = [(ref, rated_at) for ref, rated_at in refs if ref is not None]  # (members this code did not write: left out)
     if not listed:
         return []
@@ -203,7 +201,7 @@ def mark_reviewed(r: redis.Redis, answers: list[tuple[str, str]], by: str) -> in
         return 0
     pipe = r.pipeline(transaction=False)
     for thread_id, exchange_id in answers:
-        pipe.zscore(keys.review_queue(keys.bucket(thread_id)), member(thread_id, exchange_id))
+        pipe.zscore(keys.review_queue(keys.bucket(thread_id)), keys.review_member(thread_id, exchange_id))
     queued = [e for (_, e), score in zip(answers, pipe.execute(), strict=True) if score is not None]
     if not queued:
         return 0

@@ -18,7 +18,7 @@ from typing import Literal, cast
 
 import redis
 
-from feedback import keys, review
+from feedback import keys
 from feedback import rating as ratings
 from feedback.report import wilson
 from feedback.scripts import lua
@@ -146,7 +146,7 @@ def rebuild(r: redis.Redis, batch: int = 5000) -> int:
             b = keys.bucket(thread_id)
             counts[b][cell(created_at, prompt_version, model_version) + value] += 1
             if value == "0":
-                queues[b][review.member(thread_id, exchange_id)] = float(updated_at or 0)
+                queues[b][keys.review_member(thread_id, exchange_id)] = float(updated_at or 0)
             counted += 1
 
     # Per bucket, temporary keys in its slot, unique per rebuild, expiring if it crashes.

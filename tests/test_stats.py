@@ -54,7 +54,7 @@ def recount(redis_db: RedisServer, threads: list[str]) -> tuple[Counts, Queue]:
         hour = math.floor(float(ex["created_at"]) / HOUR) * HOUR
         counts[b][f"{hour}|{ex['prompt_version']}|{ex['model_version']}|{rating['value']}"] += 1
         if rating["value"] == "0":
-            queue[b][review.member(thread, exchange_id)] = float(rating["updated_at"])
+            queue[b][keys.review_member(thread, exchange_id)] = float(rating["updated_at"])
     return {b: {k: str(v) for k, v in cb.items()} for b, cb in counts.items()}, dict(queue)
 
 
@@ -111,7 +111,7 @@ async def test_random_rates_unrates_and_deletions_keep_the_aggregates_equal_to_a
     assert aggregates(redis_db) == expected
     assert all(int(v) > 0 for cb in expected[0].values() for v in cb.values())  # a count that reached 0 is gone
     c = redis_db.client
-    assert c.zscore(keys.review_queue(keys.bucket(thread)), review.member(thread, exchange_id)) == T0 + 1001  # scored by the current rating's time
+    assert c.zscore(keys.review_queue(keys.bucket(thread)), keys.review_member(thread, exchange_id)) == T0 + 1001  # scored by the current rating's time
 
     # rebuild recounts the same, from scratch, and again (idempotent).
     c.delete(*(keys.approval_counts(b) for b in range(keys.BUCKETS)))
@@ -129,7 +129,7 @@ async def test_random_rates_unrates_and_deletions_keep_the_aggregates_equal_to_a
 async def test_rebuild_of_no_ratings_empties_the_aggregates(redis_db: RedisServer) -> None:
     c = redis_db.client
     c.hset(keys.approval_counts(0), "0|x|base|1", "3")
-    c.zadd(keys.review_queue(keys.BUCKETS - 1), {review.member("gone", "gone"): 1.0})
+    c.zadd(keys.review_queue(keys.BUCKETS - 1), {keys.review_member("gone", "gone"): 1.0})
     assert stats.rebuild(c) == 0
     assert aggregates(redis_db) == ({}, {}) and stats.built(c)
 
@@ -142,7 +142,7 @@ async def test_a_deleted_thread_leaves_the_counts_the_queue_and_the_reviewed_mar
     await seed.delete_thread(ar, "gone")
     b = keys.bucket("keep")
     rated_at = float(cast(str, c.hget(keys.rating("keep", kept), "updated_at")))
-    assert aggregates(redis_db) == recount(redis_db, ["keep", "gone"]) == ({b: {f"{math.floor(T0 / HOUR) * HOUR}|1.0.0|base|0": "1"}}, {b: {review.member("keep", kept): rated_at}})
+    assert aggregates(redis_db) == recount(redis_db, ["keep", "gone"]) == ({b: {f"{math.floor(T0 / HOUR) * HOUR}|1.0.0|base|0": "1"}}, {b: {keys.review_member("keep", kept): rated_at}})
     assert list(cast("dict[str, str]", c.hgetall(keys.reviewed()))) == [kept]
 
 

@@ -468,7 +468,7 @@ class Console:
     async def mark_reviewed(self, request: Request) -> Response:
         who, form = await self.gate.admin_form(request)
         ids = [str(v) for v in form.getlist("id")]
-        answers = [review.parse_member(i) for i in ids]
+        answers = [keys.parse_review_member(i) for i in ids]
         if len(ids) > MAX_MARK or None in answers:
             raise Refused(400, f"Mark at most {MAX_MARK} answers at a time, each as <thread id>/<answer id>.", admin=who)
         back = str(form.get("back") or "")
