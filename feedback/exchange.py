@@ -204,7 +204,7 @@ def from_hash(data: Mapping[str, str], prefixes: Mapping[str, list[dict[str, str
 _PREFIXES: dict[str, list[dict[str, str]]] = {}
 
 
-Ref = tuple[str, str]  # (thread id, answer id): an earlier answer a prompt refers to
+Ref = tuple[str, str]  # (thread id, answer id): where an answer is (keys.exchange)
 
 
 def queue_parts(pipe: Any, digests: list[str], refs: list[Ref]) -> None:

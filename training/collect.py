@@ -46,7 +46,7 @@ from redis.connection import AbstractConnection
 from feedback import event as events
 from feedback import keys
 from feedback.event import RatingEvent
-from feedback.exchange import LEGACY_FIELD, PROMPT_FIELDS, Exchange, question_of, queue_parts, read_parts
+from feedback.exchange import LEGACY_FIELD, PROMPT_FIELDS, Exchange, Ref, question_of, queue_parts, read_parts
 from feedback.rating import StoredRating
 from feedback.scripts import lua
 
@@ -96,9 +96,6 @@ class RatedExchange:
     comment: str
     reasons: tuple[str, ...]
     rated_at: float
-
-
-Ref = tuple[str, str]  # (thread id, exchange id): where an answer is (keys.exchange)
 
 
 @dataclass
