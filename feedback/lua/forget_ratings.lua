@@ -2,7 +2,7 @@
 -- feedback.thread.delete, first in its transaction: the current ratings of the thread's answers
 -- leave the approval counts (KEYS[1]) and the review queue (KEYS[2]), read at the moment they are
 -- deleted (in the thread's bucket). KEYS[2i+1], KEYS[2i+2]: the exchange and rating of the answer
--- whose review queue member (feedback.review.member) is ARGV[i].
+-- whose review queue member (keys.review_member) is ARGV[i].
 for i = 1, #ARGV do
   local old = redis.call('HGET', KEYS[2 * i + 2], 'value')
   if old then

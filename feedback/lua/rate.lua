@@ -14,7 +14,7 @@ if ex[1] ~= ARGV[2] then return {'forbidden', ''} end
 local old = call('HGET', KEYS[2], 'value')
 local new = ARGV[4] ~= '' and ARGV[4] -- false: un-rate
 local cell = old ~= new and approval_cell(ex[3], ex[4], ex[5]) -- used only when the counts move
-local member = ARGV[3] .. '/' .. ARGV[8] -- in the review queue (feedback.review.member)
+local member = ARGV[3] .. '/' .. ARGV[8] -- in the review queue (keys.review_member)
 local id
 if not new then
   if not old then
