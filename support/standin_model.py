@@ -8,6 +8,7 @@ the product uses for the model in service:
     fail-404         answers HTTP 404
     empty            streams no content
     slow             streams 400 tokens, 50 ms apart (for the stop button)
+    paced            the echo, 20 ms between words: a turn as long as a small real model's
     judge-shorter    a judge (training/judge.py's question format) that prefers the shorter
                      answer: replies A, B, or TIE for equal lengths
     judge-garbled    a judge that replies something else than A, B or TIE
@@ -47,6 +48,7 @@ def judge_reply(model: str, messages: list[dict]) -> str:
     return "A" if a < b else "B" if b < a else "TIE"
 
 
+PACE_S = {"slow": 0.05, "paced": 0.02}  # seconds between tokens
 RAMBLE = " ".join(["and, to be thorough, there is more to say about it"] * 4) + "."
 
 
@@ -94,8 +96,8 @@ async def completions(request: Request) -> Response:
     async def events() -> AsyncIterator[str]:
         yield chunk(cid, model, {"role": "assistant", "content": ""})
         for token in tokens:
-            if model == "slow":
-                await asyncio.sleep(0.05)
+            if model in PACE_S:
+                await asyncio.sleep(PACE_S[model])
             yield chunk(cid, model, {"content": token})
         yield chunk(cid, model, {}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
