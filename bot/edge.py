@@ -183,7 +183,7 @@ class LoginLimit:
                 status = int(message["status"])
             await send(message)
 
-        await self.app(scope, _replay(body), send_status)
+        await self.app(scope, _replay(body, receive), send_status)
         if 200 <= status < 300:
             await self.limiter.forget(subject, hit.hit_id)
 
@@ -205,18 +205,19 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes) -> Receive:
-    """A `receive` that gives the app the body read already, then waits for the disconnect."""
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body read already, then what the client sends next (its
+    disconnect)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replay
 
 
 def login_name(settings: Settings) -> LoginName:
