@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import socketio
 
@@ -260,6 +261,26 @@ async def test_logout_ends_the_sockets_already_open(app_server: AppServer, redis
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_socket_does_not_outlive_its_logins_expiry(app_server: AppServer, redis_db: RedisServer) -> None:
+    """A login about to expire (a token as the app signs them, 3 s left): its socket is served
+    until then, and refused from then on, though it was opened in time."""
+    now = int(time.time())
+    claims = {"identifier": "alice", "display_name": None, "metadata": {"provider": "password", "session": "short"}, "iat": now, "exp": now + 3}
+    secret = app_env("", "", Path())["CHAINLIT_AUTH_SECRET"]
+    client = ChatClient(app_server.url)
+    client.cookie = f"access_token={jwt.encode(claims, secret, algorithm='HS256')}"
+    await client.connect()
+    try:
+        assert (await client.send("in time")).text == "You said: in time"
+        stored = redis_db.client.zcard(keys.thread_exchanges(client.thread_id or ""))
+        await wait_for(lambda: time.time() > now + 4, "the login's expiry")
+        late = await client.send("too late", retry=False)
+        assert late.refused == ENDED and late.tokens == []
+        assert redis_db.client.zcard(keys.thread_exchanges(client.thread_id or "")) == stored
+    finally:
+        await client.close()
 
 
 # --- Client addresses and login limits ------------------------------------------------------------
