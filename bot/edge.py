@@ -498,6 +498,8 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
             except BaseException:
                 sockets.close(sid)
                 raise
+            if accepted is False:  # refused: no disconnect event will come for it
+                sockets.close(sid)
             session = WebsocketSession.get(sid)
             if session is not None:
                 # A reconnecting tab gets its earlier session back, which keeps the token it was
