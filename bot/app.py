@@ -288,13 +288,13 @@ else:
     async def header_login(headers: Headers) -> cl.User | None:
         # Behind a proxy that authenticates users, sets the user header and proves itself with the
         # shared secret (stripping both from what clients send): reaching this port is not enough.
-        proof = headers.get(settings.auth_proxy_header.lower()) or headers.get(settings.auth_proxy_header) or ""
-        if not PROXY_SECRET or not hmac.compare_digest(proof.encode(), PROXY_SECRET):
+        proof = headers.get(settings.auth_proxy_header, "").encode("latin-1")  # the bytes sent
+        if not PROXY_SECRET or not hmac.compare_digest(proof, PROXY_SECRET):
             log.warning("header login refused: the proxy secret is missing or wrong")
             return None
-        name = headers.get(settings.auth_header.lower()) or headers.get(settings.auth_header)
+        name = edge.header_text(headers.get(settings.auth_header))  # UTF-8, any script
         if not name or not keys.valid_user(name):
-            log.warning("header login refused: invalid user name %r", (name or "")[:80])
+            log.warning("header login refused: invalid user name %r", (headers.get(settings.auth_header) or "")[:80])
             return None
         return cl.User(identifier=name, metadata={"provider": "header", "session": new_session()})
 

@@ -6,17 +6,25 @@ file sees it. docs/security.md describes the model; tests/test_security.py attac
 - Ids and names: socket.io handshakes and messages with ids that are not ids are refused;
   `feedback.keys` refuses them again when a key is built (answered 400 over HTTP).
 - Sessions: a login token is refused after logout (revoked in Redis until it expires) and once
-  its user is no longer in AUTH_USERS; tokens live SESSION_TTL_S.
-- Limits: messages and ratings per user, login attempts per client address (429, Retry-After).
-- Switched-off or internal routes answer 404: sharing, the API docs; an action for an unknown
-  session is a 404, not a crash.
+  its user is no longer in AUTH_USERS; tokens live SESSION_TTL_S and are never renewed (Chainlit's
+  /auth/jwt is off). An open socket is checked again on every event and action it sends: a
+  session logged out, on any process, is refused there and its socket closed.
+- Client addresses: the connection's peer, unless it is a proxy named in FORWARDED_ALLOW_IPS.
+- Limits: messages and ratings per user, failed logins per client address and user name (429,
+  Retry-After), open sockets per user.
+- Switched-off or internal routes answer 404: sharing, token renewal, OAuth, the API docs; an
+  action for an unknown session is a 404, not a crash. The API schema shows the console's routes to
+  operators only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +39,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 from socketio import AsyncServer
+from socketio.exceptions import ConnectionRefusedError as Refused  # its message reaches the client
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from feedback import keys
 from feedback.limiter import Limiter
@@ -44,6 +55,9 @@ log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATHS = frozenset({"/login", "/auth/header"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+ENDED = "This session has ended: log in again."
+MAX_LOGIN_BODY = 16 * 1024  # a login form is a user name and a password
+CONSOLE = "/admin"  # the operator console's routes (bot/console)
 
 
 def own_origin(scope: Scope) -> str:
@@ -81,7 +95,34 @@ class Sessions:
             # Chat goes on during an outage; a token logged out elsewhere may pass until Redis is back.
             log.warning("cannot check token revocation (Redis unreachable): %s", exc)
             return None
-        return "This session has ended: log in again." if revoked else None
+        return ENDED if revoked else None
+
+    async def still_open(self, token: str) -> str | None:
+        """Why the session a socket was opened with is over (expired, logged out, user removed),
+        or None: asked again on every event, since a socket outlives the check at its connect."""
+        try:
+            user = decode_jwt(token)  # the signature and the expiry
+        except jwt.InvalidTokenError:
+            return ENDED
+        return await self.refusal(token, user.identifier)
+
+
+def client_address(scope: Scope) -> str:
+    """The client's address: the connection's peer. uvicorn has already replaced it with the
+    X-Forwarded-For address when the peer is a proxy named in FORWARDED_ALLOW_IPS (`install`)."""
+    return str((scope.get("client") or ("unknown", 0))[0])
+
+
+def header_text(raw: str | None) -> str | None:
+    """A header's value as the text a proxy meant: HTTP gives bytes, which Starlette reads as
+    latin-1; proxies send user names in UTF-8 (docs/security.md). NFC, so that "Zoë" is one name
+    however it was composed. None when absent or not UTF-8."""
+    if raw is None:
+        return None
+    try:
+        return unicodedata.normalize("NFC", raw.encode("latin-1").decode("utf-8"))
+    except UnicodeError:
+        return None
 
 
 class OriginGuard:
@@ -105,21 +146,105 @@ class OriginGuard:
         await self.app(scope, receive, send)
 
 
-class LoginLimit:
-    """ASGI middleware: at most N login attempts per minute from one client address."""
+LoginName = Callable[[Scope, bytes], Awaitable[str]]
 
-    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
+
+class LoginLimit:
+    """ASGI middleware: at most N failed logins in any minute per client address and user name.
+
+    Each attempt is counted before it runs (a burst of parallel guesses is bounded too) and taken
+    out of the count when it succeeded: only failures count, and one name's failures never refuse
+    another name's login from the same address (everyone behind one proxy shares an address)."""
+
+    def __init__(self, app: ASGIApp, limiter: Limiter, name: LoginName) -> None:
         self.app = app
         self.limiter = limiter
+        self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in LOGIN_PATHS:
-            client = (scope.get("client") or ("unknown", 0))[0]
-            retry = await self.limiter.hit(client)
-            if retry is not None:
-                await too_many(retry, "Too many login attempts")(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] not in LOGIN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive, MAX_LOGIN_BODY)
+        if body is None:
+            await JSONResponse({"detail": "This login request is too large."}, status_code=413)(scope, receive, send)
+            return
+        # The name goes through a digest into the key (feedback/limiter.py): any string is safe.
+        subject = f"{client_address(scope)}\n{await self.name(scope, body)}"
+        hit = await self.limiter.take(subject)
+        if hit.retry is not None:
+            await too_many(hit.retry, "Too many login attempts")(scope, receive, send)
+            return
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        await self.app(scope, _replay(body, receive), send_status)
+        if 200 <= status < 300:
+            await self.limiter.forget(subject, hit.hit_id)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away: what came
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body read already, then what the client sends next (its
+    disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def login_name(settings: Settings) -> LoginName:
+    """The user name a login attempt is for (what its failures are counted under): the form's
+    `username`; in header mode the proxy's user header, and "" when the request does not carry the
+    proxy's secret (guessing the secret is counted per address, whatever name comes with it)."""
+    proof = settings.auth_proxy_secret.get_secret_value().encode() if settings.auth_proxy_secret else b""
+
+    async def name(scope: Scope, body: bytes) -> str:
+        headers = Headers(scope=scope)
+        if settings.auth_mode == "header":
+            sent = headers.get(settings.auth_proxy_header, "").encode("latin-1")
+            if not proof or not hmac.compare_digest(sent, proof):
+                return ""
+            return header_text(headers.get(settings.auth_header)) or ""
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(scope, receive).form(max_files=0, max_fields=20)
+        except (StarletteHTTPException, MultiPartException):
+            return ""  # Chainlit refuses it too (a failure, counted under no name)
+        username = form.get("username")
+        return username if isinstance(username, str) else ""
+
+    return name
 
 
 def too_many(seconds: int, what: str) -> JSONResponse:
@@ -166,25 +291,44 @@ def _wrap(sio: AsyncServer, event: str, guard: Callable[[Handler], Handler]) -> 
 class Guards:
     sessions: Sessions
     messages: Limiter  # also counts regenerated answers (an action, not a message)
+    sio: AsyncServer
+
+    async def session_over(self, session: WebsocketSession) -> str | None:
+        """Why a socket's session is over (logged out, expired, user removed), or None; when over,
+        the socket is told why and closed: nothing it sends is answered any more."""
+        if session.token is None:
+            return None
+        refusal = await self.sessions.still_open(session.token)
+        if refusal:
+            log.warning("socket %s refused: %s", session.socket_id, refusal)
+            await self.sio.emit("toast", {"message": refusal, "type": "error"}, to=session.socket_id)
+            await self.sio.emit("task_end", {}, to=session.socket_id)
+            await self.sio.disconnect(session.socket_id)
+        return refusal
 
 
 def install(app: FastAPI, sio: AsyncServer, redis: Redis, settings: Settings, users: dict[str, str] | None) -> Guards:
     """Guard the HTTP app and the socket.io server; call once, before the app serves."""
-    guards = Guards(Sessions(redis, users), Limiter(redis, "messages", settings.messages_per_minute))
+    # uvicorn believes X-Forwarded-For and -Proto from the peers this names (by default 127.0.0.1,
+    # i.e. anyone on this host): it reads it when Chainlit's CLI builds its config, which is after
+    # this app module is loaded. Empty: it believes no one.
+    os.environ["FORWARDED_ALLOW_IPS"] = settings.forwarded_allow_ips
+    guards = Guards(Sessions(redis, users), Limiter(redis, "messages", settings.messages_per_minute), sio)
     chainlit_config.project.user_session_timeout = settings.session_ttl_s
-    current_user = _guard_http(app, guards.sessions, Limiter(redis, "logins", settings.logins_per_minute), settings.origins)
-    app.router.routes[0:0] = _front_routes(app, current_user)
+    logins = Limiter(redis, "logins", settings.logins_per_minute)
+    current_user = _guard_http(app, guards.sessions, logins, login_name(settings), settings.origins)
+    app.router.routes[0:0] = _front_routes(app, current_user, guards, settings.admins)
     _guard_socket(sio, guards, settings)
     return guards
 
 
-def _guard_http(app: FastAPI, sessions: Sessions, logins: Limiter, origins: frozenset[str]) -> Callable[..., Awaitable[Any]]:
+def _guard_http(app: FastAPI, sessions: Sessions, logins: Limiter, name: LoginName, origins: frozenset[str]) -> Callable[..., Awaitable[Any]]:
     """Origin and login-rate middleware, 400 for ids that may not reach a key, and the session
     check on every route that asks for the current user. Returns that checked dependency."""
     # Chainlit's CORS middleware reads this list when the app first serves: no origin gets
     # credentialed cross-origin reads unless configured.
     chainlit_config.project.allow_origins[:] = sorted(origins)
-    app.add_middleware(LoginLimit, limiter=logins)
+    app.add_middleware(LoginLimit, limiter=logins, name=name)
     app.add_middleware(OriginGuard, allowed=origins)  # added last: runs first
 
     async def bad_key(request: Request, exc: Exception) -> JSONResponse:
@@ -207,8 +351,10 @@ async def _not_found() -> JSONResponse:
     return JSONResponse({"detail": "Not found."}, status_code=404)
 
 
-async def _call_action(request: Request, user: Any) -> Any:
-    """Chainlit's /project/action, after checking what it takes unchecked (500s before)."""
+async def _call_action(request: Request, user: Any, guards: Guards) -> Any:
+    """Chainlit's /project/action, after checking what it takes unchecked (500s before), and that
+    the socket's own session is not over: an action runs in that socket's session, whatever
+    token the request came with."""
     from chainlit.action import Action
     from chainlit.server import call_action as chainlit_call_action
     from chainlit.types import CallActionRequest
@@ -218,8 +364,12 @@ async def _call_action(request: Request, user: Any) -> Any:
         Action(**payload.action)  # what Chainlit builds from it, unchecked
     except (ValueError, TypeError):
         raise HTTPException(status_code=400, detail="Malformed action.") from None
-    if not keys.valid_id(payload.sessionId) or WebsocketSession.get_by_id(payload.sessionId) is None:
+    session = WebsocketSession.get_by_id(payload.sessionId) if keys.valid_id(payload.sessionId) else None
+    if session is None:
         raise HTTPException(status_code=404, detail="No such session.")
+    refusal = await guards.session_over(session)
+    if refusal:
+        raise HTTPException(status_code=401, detail=refusal)
     return await chainlit_call_action(payload, user)
 
 
@@ -239,21 +389,35 @@ async def _session_cookie(request: Request) -> JSONResponse:
     return response
 
 
-def _front_routes(app: FastAPI, current_user: Callable[..., Awaitable[Any]]) -> list[APIRoute]:
+# Chainlit's routes that make a login token out of something else, and that this app does not use:
+# POST /auth/jwt trades any signed, unexpired token for a new one (it knows nothing of logout,
+# the proxy's secret or the login's expiry; the web UI never calls it, only Chainlit's copilot
+# widget, which this app does not offer), and OAuth, which is not configured. Logins are /login
+# (password mode) and /auth/header (header mode) only; tests/test_sessions.py pins every route.
+TOKEN_MINTING_OFF = (
+    ("/auth/jwt", "POST"),
+    ("/auth/oauth/{provider_id}", "GET"),
+    ("/auth/oauth/{provider_id}/callback", "GET"),
+    ("/auth/oauth/azure-ad-hybrid/callback", "POST"),
+)
+
+
+def _front_routes(app: FastAPI, current_user: Callable[..., Awaitable[Any]], guards: Guards, admins: frozenset[str]) -> list[APIRoute]:
     """Routes put in front of Chainlit's (the first match wins): the schema for logged-in users,
     404 for what is switched off or unused, checked versions of two that failed on bad input."""
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in DOC_PATHS]
 
     async def call_action(request: Request, user: Any = Depends(current_user)) -> Any:
-        return await _call_action(request, user)
+        return await _call_action(request, user, guards)
 
     front = [
-        APIRoute("/openapi.json", openapi_for_users(app, current_user), methods=["GET"], include_in_schema=False, dependency_overrides_provider=app),
+        APIRoute("/openapi.json", openapi_for_users(app, current_user, admins), methods=["GET"], include_in_schema=False, dependency_overrides_provider=app),
         APIRoute("/project/action", call_action, methods=["POST"], include_in_schema=False, dependency_overrides_provider=app),
         APIRoute("/set-session-cookie", _session_cookie, methods=["POST"], include_in_schema=False),
         # Chainlit features this app does not use: their routes fail (500) on sessions they
         # don't know rather than refusing.
         APIRoute("/project/element", _not_found, methods=["PUT", "DELETE"], include_in_schema=False),
+        *(APIRoute(path, _not_found, methods=[method], include_in_schema=False) for path, method in TOKEN_MINTING_OFF),
     ]
     if not chainlit_config.features.allow_thread_sharing:
         front += [
@@ -265,8 +429,41 @@ def _front_routes(app: FastAPI, current_user: Callable[..., Awaitable[Any]]) -> 
     return front
 
 
+class Sockets:
+    """The open sockets of each user in this process, at most `cap` each. Per process: a crashed
+    process takes its count with it, and a user's tabs stay on one process (docs/processes.md)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.of_user: dict[str, set[str]] = {}
+        self.user_of: dict[str, str] = {}
+
+    def open(self, sid: str, user: str) -> bool:
+        held = self.of_user.setdefault(user, set())
+        if len(held) >= self.cap:
+            return False
+        held.add(sid)
+        self.user_of[sid] = user
+        return True
+
+    def close(self, sid: str) -> None:
+        user = self.user_of.pop(sid, None)
+        held = self.of_user.get(user or "")
+        if held is not None:
+            held.discard(sid)
+            if not held:
+                del self.of_user[user or ""]
+
+
+# Socket events that are no user's act: a connect has its own checks, a disconnect only cleans up.
+UNCHECKED_EVENTS = frozenset({"connect", "disconnect"})
+
+
 def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
-    """Origin check, handshake and message checks, session check and message limit on socket.io."""
+    """Origin check, handshake and message checks, session check at connect and on every event,
+    the message limit, the cap on sockets per user."""
+    sockets = Sockets(settings.sockets_per_user)
+
     def origin_ok(origin: str | None, environ: dict[str, Any]) -> bool:
         own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
         return origin is None or origin == own or origin in settings.origins
@@ -278,23 +475,55 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
             problem = check_handshake(auth)
             if problem:
                 log.warning("refused socket connection: %s", problem)
-                raise ConnectionRefusedError(problem)
+                raise Refused(problem)
             from chainlit.socket import _get_token
 
             token = _get_token(environ)
-            if token:
-                # Only the token's user is needed here: Chainlit's own handler authenticates it
-                # (and reads the user record) right after.
-                try:
-                    user = decode_jwt(token)
-                except jwt.InvalidTokenError:
-                    raise ConnectionRefusedError("authentication failed") from None
-                refusal = await guards.sessions.refusal(token, user.identifier)
-                if refusal:
-                    raise ConnectionRefusedError(refusal)
-            return await original(sid, environ, auth)
+            if not token:
+                return await original(sid, environ, auth)  # Chainlit refuses it (login required)
+            # Only the token's user is needed here: Chainlit's own handler authenticates it
+            # (and reads the user record) right after.
+            try:
+                user = decode_jwt(token)
+            except jwt.InvalidTokenError:
+                raise Refused("authentication failed") from None
+            refusal = await guards.sessions.refusal(token, user.identifier)
+            if refusal:
+                raise Refused(refusal)
+            if not sockets.open(sid, user.identifier):
+                log.warning("refused a socket of %s: %d open already", user.identifier, sockets.cap)
+                raise Refused(f"Too many open connections: at most {sockets.cap} per user. Close another tab and reload.")
+            try:
+                accepted = await original(sid, environ, auth)
+            except BaseException:
+                sockets.close(sid)
+                raise
+            if accepted is False:  # refused: no disconnect event will come for it
+                sockets.close(sid)
+            session = WebsocketSession.get(sid)
+            if session is not None:
+                # A reconnecting tab gets its earlier session back, which keeps the token it was
+                # first opened with: the token checked from now on is this connection's.
+                session.token = token
+            return accepted
 
         return connect
+
+    def guard_disconnect(original: Handler) -> Handler:
+        async def disconnect(sid: str, reason: Any = None) -> Any:
+            sockets.close(sid)
+            return await original(sid)  # Chainlit's takes the socket id only
+
+        return disconnect
+
+    def guard_session(original: Handler) -> Handler:
+        async def checked(sid: str, *args: Any) -> Any:
+            session = WebsocketSession.get(sid)
+            if session is not None and await guards.session_over(session):
+                return None
+            return await original(sid, *args)
+
+        return checked
 
     def guard_message(original: Handler) -> Handler:
         async def on_message(sid: str, payload: Any) -> Any:
@@ -313,17 +542,25 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
 
         return on_message
 
-    _wrap(sio, "connect", guard_connect)
     _wrap(sio, "client_message", guard_message)
     _wrap(sio, "edit_message", guard_message)
+    for event in [e for e in sio.handlers["/"] if e not in UNCHECKED_EVENTS]:
+        _wrap(sio, event, guard_session)  # outermost: an ended session is refused before anything
+    _wrap(sio, "connect", guard_connect)
+    _wrap(sio, "disconnect", guard_disconnect)
 
 
-def openapi_for_users(app: FastAPI, current_user: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[JSONResponse]]:
-    """The API schema, for logged-in users only (it maps every route)."""
+def openapi_for_users(app: FastAPI, current_user: Callable[..., Awaitable[Any]], admins: frozenset[str]) -> Callable[..., Awaitable[JSONResponse]]:
+    """The API schema, for logged-in users only (it maps every route); the console's routes in it
+    only for operators (ADMIN_USERS), who are the only ones they serve."""
 
     async def openapi(user: Any = Depends(current_user)) -> JSONResponse:
         if user is None:
             raise HTTPException(status_code=401, detail="Log in to read the API schema.")
-        return JSONResponse(app.openapi())
+        schema = app.openapi()
+        if user.identifier in admins:
+            return JSONResponse(schema)
+        paths = {p: ops for p, ops in schema.get("paths", {}).items() if p != CONSOLE and not p.startswith(CONSOLE + "/")}
+        return JSONResponse({**schema, "paths": paths})
 
     return openapi

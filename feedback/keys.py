@@ -481,9 +481,11 @@ def revoked_token(token_digest: str) -> str:
     return f"{PREFIX}:token:revoked:{_id(token_digest)}"
 
 
-def limit(kind: str, subject_digest: str, window: int) -> str:
-    """STRING (expires): hits of one subject (a user, a client address: by digest) in one window.
+def limit(kind: str, subject_digest: str) -> str:
+    """ZSET: the allowed hits of one subject (a user; a client address and user name: by digest)
+    in the last window, hit id -> time in ms on Redis's clock (a sliding-window log); expires a
+    window after its latest hit.
 
-    Writer/reader: feedback/limiter.py.
+    Writer/reader: feedback/limiter.py (lua/limit.lua).
     """
-    return f"{PREFIX}:limit:{_id(kind)}:{_id(subject_digest)}:{window}"
+    return f"{PREFIX}:limit:{_id(kind)}:{_id(subject_digest)}"

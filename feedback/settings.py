@@ -6,6 +6,7 @@ Every field is listed, with a comment, in `.env.example`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -102,10 +103,17 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 86400)
     # Origins besides the app's own that may call it from a browser ("https://a.example,https://b.example").
     allowed_origins: str = ""
-    # Limits per minute: messages and ratings per user, login attempts per client address.
+    # Limits in any 60 s: messages and ratings per user; failed logins per client address and user
+    # name (all names that are no user share one count per address).
     messages_per_minute: int = Field(20, ge=1)
     ratings_per_minute: int = Field(120, ge=1)
     logins_per_minute: int = Field(10, ge=1)
+    # Open socket.io connections (browser tabs) per user, per app process.
+    sockets_per_user: int = Field(10, ge=1, le=10_000)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed ("10.0.0.5,10.1.0.0/16"):
+    # addresses and networks. Empty: none, the client address is the socket's peer. Anyone else
+    # could name any address in the header and walk around the per-address login limit.
+    forwarded_allow_ips: str = ""
 
     @field_validator("redis_url")
     @classmethod
@@ -142,6 +150,16 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"{origin[:80]!r} is not an origin like https://chat.example.com (no path, no '*')")
         return v
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item[:80]!r} is not an IP address or network like 10.0.0.5 or 10.1.0.0/16") from None
+        return ",".join(p.strip() for p in v.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _header_mode_needs_proof(self) -> Settings:

@@ -29,7 +29,7 @@ def test_key_strings_are_pinned() -> None:
     assert keys.audit() == "{fb}:audit"
     assert keys.prompt_prefix("d") == "{fb}:prefix:d"
     assert keys.revoked_token("d") == "{fb}:token:revoked:d"
-    assert keys.limit("ratings", "d", 7) == "{fb}:limit:ratings:d:7"
+    assert keys.limit("ratings", "d") == "{fb}:limit:ratings:d"
     # Per bucket: "t" is in bucket 62, tag {fb.62.69}; "alice" in bucket 2, tag {fb.2.2}.
     assert (keys.bucket("t"), keys.bucket_tag(62), keys.bucket("alice"), keys.bucket_tag(2)) == (62, "{fb.62.69}", 2, "{fb.2.2}")
     assert keys.approval_counts(62) == "{fb.62.69}:stats:approval"
