@@ -9,7 +9,8 @@ before any flood). bob floods from a process of his own, `--concurrency` request
 
     ratings   PUT /feedback on his own answer: 429 past his limit
     logins    POST /login with a wrong password: 429 past the limit
-    messages  socket.io messages: refused with a notice past his limit
+    messages  socket.io messages on up to `--concurrency` sockets (the app refuses those past
+              SOCKETS_PER_USER): refused with a notice past his limit
 
 The flooder is paused (SIGSTOP) and resumed (SIGCONT) block by block, so quiet and flooded turns
 alternate and share the machine's noise. The target (issue 23): a refused flood slows the other
@@ -37,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import socketio
 
 from launcher import redis_server
 from launcher.process import ServiceGroup
@@ -88,7 +90,11 @@ async def flood(url: str, door: str, concurrency: int, counts_path: Path) -> Non
     async def messages(bob: ChatClient) -> None:
         client = ChatClient(url)  # another socket on bob's login
         client.cookie = bob.cookie
-        await client.connect()
+        try:
+            await client.connect()
+        except socketio.exceptions.ConnectionError as exc:  # past SOCKETS_PER_USER
+            counts[f"socket refused: {exc}"] += 1
+            return
 
         async def message() -> str:
             return "refused" if (await client.send("flood", retry=False, timeout_s=30)).refused else "answered"
