@@ -10,6 +10,7 @@ import logging
 import time
 
 log = logging.getLogger(__name__)
+WHO = "chatbot up"  # who the audit log names for a decision this look made
 
 
 class ExperimentWatch:
@@ -35,7 +36,7 @@ class ExperimentWatch:
         try:
             r = connect_sync(self.redis_url, cluster=self.cluster)
             try:
-                report = experiments.status(r, self.prompt_id)
+                report = experiments.look(r, self.prompt_id, WHO)  # a decision is recorded in the audit log
             except experiments.ExperimentError:  # none running: nothing to look at
                 return None
             finally:
