@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import redis
 
@@ -69,17 +69,12 @@ def _entry_id(member: str) -> str:
     return f"{ms}-{int(seq)}"
 
 
-def record(r: redis.Redis, who: str, action: str, target: str, detail: str = "", pipe: Any = None) -> str | None:
+def record(r: redis.Redis, who: str, action: str, target: str, detail: str = "") -> str:
     """Append an entry with its index members (one script: never one without the other); returns
-    its id. With `pipe` (a pipeline the caller executes, e.g. to write many at once) the script is
-    queued there and None is returned; trimming then waits for the next record without one."""
+    its id. Past KEEP + TRIM entries, the oldest TRIM go (with their index members)."""
     fields = {"who": who, "action": action, "target": target, "detail": detail, "ts": f"{time.time():.6f}"}
-    args = [x for kv in fields.items() for x in kv] + [SEQ_DIGITS]
     index = _indexes(target)
-    if pipe is not None:
-        pipe.eval(RECORD, 1 + len(index), keys.audit(), *index, *args)
-        return None
-    entry_id = str(r.eval(RECORD, 1 + len(index), keys.audit(), *index, *args))
+    entry_id = str(r.eval(RECORD, 1 + len(index), keys.audit(), *index, *[x for kv in fields.items() for x in kv], SEQ_DIGITS))
     if r.xlen(keys.audit()) >= KEEP + TRIM:
         trim(r)
     return entry_id

@@ -7,8 +7,9 @@
     /admin/datasets             dataset versions with their cards; JSONL and parquet downloads
     /admin/experiments          prompt experiments: arms, intervals, decision; start and stop
 
-Only users in ADMIN_USERS get in (access.py); every change is a POST form with a CSRF token,
-recorded in the audit stream (feedback/audit.py) and shown on the page it concerns. docs/console.md
+Only users in ADMIN_USERS get in (access.py); every change (and every download and experiment
+look) is a POST form with a CSRF token, recorded in the audit stream (feedback/audit.py) and shown
+on the page it concerns; a GET changes nothing. Every parameter has a schema (schema.py). docs/console.md
 describes the pages and the security model.
 """
 

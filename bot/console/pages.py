@@ -2,9 +2,12 @@
 the review queue, the registry, the runs stream, the audit stream, dataset cards), never every
 answer, so a page costs the same with a million answers as with ten.
 
-Every handler first resolves the operator (access.Gate: login redirect or 403 before anything
-else); every POST also checks the form's CSRF token, records what it did in the audit stream,
-and answers 303 back to the page that shows it.
+Every handler first resolves the operator (access.Gate, a dependency: login redirect or 403
+before anything else); every POST also checks the form's CSRF token, then its fields against
+bot/console/schema.py, records what it did in the audit stream, and answers 303 back to the page
+that shows it. A GET changes nothing: the experiments page shows the last look's decision (the
+looks are `chatbot up`'s schedule and the "Look now" POST), downloads are POSTs, and the one
+record a GET makes is the operator's own opening of another user's conversation (auditable_view).
 """
 
 from __future__ import annotations
@@ -200,13 +203,14 @@ def auditable_view(request: Request) -> bool:
     return site in ("same-origin", "none") and request.headers.get("sec-fetch-dest") == "document" and request.headers.get("sec-fetch-mode") == "navigate"
 
 
-def back_link(request: Request) -> str:
+def back_link(request: Request, allowed: frozenset[str] = frozenset()) -> str:
     """Where an error page's "Back" goes: the Referer's path and query when it is a console page
-    of this very origin (scheme and host), else the overview."""
+    of this very origin (the request's scheme and Host, or one of ALLOWED_ORIGINS: the public
+    origin behind a proxy that rewrites Host), else the overview."""
     parts = urllib.parse.urlsplit(request.headers.get("referer", ""))
-    own = (request.url.scheme, request.headers.get("host", ""))
+    origin = f"{parts.scheme}://{parts.netloc}"
     path = parts.path
-    if (parts.scheme, parts.netloc) != own or not (path == "/admin" or path.startswith("/admin/")):
+    if origin not in {f"{request.url.scheme}://{request.headers.get('host', '')}", *allowed} or not (path == "/admin" or path.startswith("/admin/")):
         return "/admin"
     return path + (f"?{parts.query}" if parts.query else "")
 
@@ -267,7 +271,7 @@ class Console:
         if request.url.path.endswith(".json") or "application/json" in request.headers.get("accept", "").split(",")[0]:
             return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=HEADERS)
         if exc.admin is not None:
-            back = back_link(request)
+            back = back_link(request, self.settings.origins)
             current = next((path for path, _ in reversed(NAV) if request.url.path.startswith(path)), "/admin")
             return self.page("message.html", exc.admin, current, f"{exc.status}", status=exc.status, message=exc.message, kind="error", back=back)
         html = self.env.get_template("refused.html").render(status=exc.status, message=exc.message)
