@@ -1,6 +1,7 @@
 """The prompt experiment's look-out in `chatbot up`: every interval it looks at the running
 experiment (feedback.experiment.status), so that a decision - and, with auto-serve, serving the
-winner - happens without an operator running `chatbot prompt experiment status`. Looking often is
+winner - happens without an operator running `chatbot prompt experiment status` (and is recorded
+in the console's audit log as "chatbot up": no console page looks). Looking often is
 safe: the test's error rate holds however many times it is looked at. A look that fails (Redis
 restarting) is logged and the next one tries again; `up` never stops for it."""
 

@@ -356,8 +356,8 @@ class Console:
             )
         now = time.time()
         for exp_id in self._known_experiments()[:EXPERIMENTS_SHOWN]:
-            # The stored outcome of the last look (`chatbot up` looks every EXPERIMENT_LOOK_S, the
-            # experiments page on each visit): the overview counts no ratings itself.
+            # The stored outcome of the last look (`chatbot up` looks every EXPERIMENT_LOOK_S, an
+            # operator with "Look now"): the overview counts no ratings itself.
             exp = experiments.load(r, exp_id)
             decision = last_decision(exp) if exp is not None else None
             if exp is not None and decision is not None and exp.status == "decided" and now - (exp.ended_at or 0) < RECENT_DECISION_S:
@@ -606,7 +606,7 @@ class Console:
         return self.done("/admin/experiments")
 
     async def look_experiment(self, form: Annotated[schema.CsrfForm, Form()], who: Admin = Depends(operator_form)) -> Response:
-        """ "Look now": what `chatbot up` does every EXPERIMENT_LOOK_S, asked for by an operator (a
+        """The "Look now" button: what `chatbot up` does every EXPERIMENT_LOOK_S, asked for by an operator (a
         decision ends the experiment and, with auto-serve, serves the winner); recorded."""
 
         def look() -> None:
