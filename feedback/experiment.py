@@ -30,7 +30,7 @@ import redis
 from pydantic import BaseModel, Field, model_validator
 from redis.asyncio import Redis
 
-from feedback import keys
+from feedback import audit, keys
 from feedback import prompt as prompts
 from feedback.allocation import thompson_weights
 from feedback.errors import InvalidInput
@@ -199,6 +199,27 @@ def status(r: redis.Redis, prompt_id: str, experiment_id: str | None = None) -> 
         _end(r, exp, "decided")
     else:
         r.hset(keys.experiment(exp.id), mapping=cast(Any, {k: v for k, v in exp.to_hash().items() if k in ("state", "decision", "weights")}))
+    return report
+
+
+def read(r: redis.Redis, exp: Experiment) -> Report:
+    """An experiment's counts now, with the decision of its last look: nothing is decided and
+    nothing is written (what the console's pages show)."""
+    return _count(r, exp)
+
+
+def look(r: redis.Redis, prompt_id: str, who: str, experiment_id: str | None = None) -> Report:
+    """status(), by someone: a look that decides the experiment (ending it and, with auto-serve,
+    serving the winner) is recorded in the audit log as theirs. The looks that may decide are
+    `chatbot up`'s every EXPERIMENT_LOOK_S, the console's "Look now" and `chatbot prompt
+    experiment status`; a page view never looks."""
+    before = load(r, experiment_id) if experiment_id else running(r, prompt_id)
+    was_running = before is not None and before.status == "running"
+    report = status(r, prompt_id, experiment_id)
+    exp, d = report.experiment, report.decision
+    if was_running and exp.status == "decided":
+        served = f"; {d.winner} served" if exp.auto_serve and d.winner else ""
+        audit.record(r, who, "experiment_decided", f"experiment:{exp.id}", f"{verdict(exp, d)}{served}")
     return report
 
 

@@ -247,6 +247,32 @@ def audit() -> str:
     return f"{PREFIX}:audit"
 
 
+def audit_kind(kind: str) -> str:
+    """ZSET: ids of the audit entries whose target is of this kind (the part before its first
+    ":": "model", "thread", "dataset", ...), scored by the entry's time in ms; the member is the
+    entry id with its sequence zero-padded (feedback.audit). Kept in step with the stream: the
+    trim that drops old entries drops their members. Writer: feedback.audit.record. Reader:
+    console pages (their audit tables).
+    """
+    return f"{PREFIX}:audit:kind:{_id(kind)}"
+
+
+def audit_target(digest: str) -> str:
+    """ZSET: like audit_kind, for one target (e.g. "thread:<id>"), named by the target's digest
+    (feedback.audit.digest: a target may hold characters a key part may not). Writer:
+    feedback.audit.record. Reader: console (the views of one conversation).
+    """
+    return f"{PREFIX}:audit:target:{_id(digest)}"
+
+
+def audit_indexed() -> str:
+    """STRING: the audit stream's entries up to this id are in the audit_kind/audit_target
+    indexes (entries written before the indexes existed get there once, at the app's start).
+    Writer: feedback.audit.reindex. Reader: the same.
+    """
+    return f"{PREFIX}:audit:indexed"
+
+
 # --- Users and threads (Chainlit's history) -----------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """The prompt experiment's look-out in `chatbot up`: every interval it looks at the running
 experiment (feedback.experiment.status), so that a decision - and, with auto-serve, serving the
-winner - happens without an operator running `chatbot prompt experiment status`. Looking often is
+winner - happens without an operator running `chatbot prompt experiment status` (and is recorded
+in the console's audit log as "chatbot up": no console page looks). Looking often is
 safe: the test's error rate holds however many times it is looked at. A look that fails (Redis
 restarting) is logged and the next one tries again; `up` never stops for it."""
 
@@ -10,6 +11,7 @@ import logging
 import time
 
 log = logging.getLogger(__name__)
+WHO = "chatbot up"  # who the audit log names for a decision this look made
 
 
 class ExperimentWatch:
@@ -35,7 +37,7 @@ class ExperimentWatch:
         try:
             r = connect_sync(self.redis_url, cluster=self.cluster)
             try:
-                report = experiments.status(r, self.prompt_id)
+                report = experiments.look(r, self.prompt_id, WHO)  # a decision is recorded in the audit log
             except experiments.ExperimentError:  # none running: nothing to look at
                 return None
             finally:

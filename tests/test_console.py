@@ -14,14 +14,18 @@ Screenshots for docs/: CONSOLE_SCREENSHOTS=docs pytest tests/test_console.py -k 
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
 import os
 import re
+import threading
 import time
+import urllib.parse
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +41,7 @@ from feedback import prompt as prompts
 from feedback import run as runs
 from feedback.connection import connect
 from feedback.spool import Spool
-from launcher.process import ServiceGroup
+from launcher.process import ServiceGroup, free_port
 from sim.client import ChatClient
 from support.browser import log_in as browser_log_in
 from support.seed import new_id, rate, seed_exchange
@@ -383,7 +387,10 @@ def see_every_page(console: Console, browser: Browser, contexts: list[BrowserCon
     open_page(page, console, "/admin/datasets")
     section = page.locator(f"#dataset-{version}")
     expect(section).to_contain_text("kto_train")
-    expect(section.locator("a", has_text="JSONL")).to_have_count(4)
+    expect(section.get_by_role("button", name="JSONL")).to_have_count(4)  # POST forms: a download is recorded
+    with page.expect_download() as download:
+        section.get_by_role("button", name="JSONL").first.click()
+    assert download.value.suggested_filename == f"{version}-kto_train.jsonl"
     shot("datasets")
 
     open_page(page, console, "/admin/experiments")
@@ -404,7 +411,9 @@ def test_needs_attention_names_a_failed_run_dead_letters_and_a_decided_experimen
         assert exp is not None
         in_thread(seed_arms(redis_db.url, exp, 10, {"1.0.0": 0.5, "1.1.0": 0.6}))  # max_rated reached: the next look decides
         assert "Nothing: the last run did not fail" in alice.get("/admin").text  # the overview does not look (count) itself
-        assert "No difference found" in alice.get("/admin/experiments").text  # the experiments page does, as `chatbot up` does
+        assert "Not enough data yet" in alice.get("/admin/experiments").text  # nor the experiments page: it shows the last look's
+        looked = alice.post("/admin/experiments/look", data={"csrf": token})  # a look, as `chatbot up` does every EXPERIMENT_LOOK_S
+        assert looked.status_code == 303 and "No difference found" in alice.get("/admin/experiments").text
         runs.record(r, runs.RetrainRun("failed", "training crashed: out of memory", 80, "ds-1", None, {}, time.time() - 60, 42.0))
         spool = Spool(console.data.resolve() / "spool" / "writes.jsonl")
         spool.dead_letter("{not json", "unreadable spool line")
@@ -503,9 +512,10 @@ def test_a_dataset_downloads_as_trl_rows_and_names_cannot_reach_other_files(cons
     version = build_dataset(redis_db, console.datasets)
     card = json.loads((console.datasets / version / "card.json").read_text())
     with http(console.url, "alice") as alice:
+        token = {"csrf": csrf_of(alice, "/admin/datasets")}
         rows = {}
         for split in ("kto_train", "kto_test", "dpo_train", "dpo_test"):
-            got = alice.get(f"/admin/datasets/{version}/{split}.jsonl")
+            got = alice.post(f"/admin/datasets/{version}/{split}.jsonl", data=token)
             assert got.status_code == 200 and got.headers["content-type"].startswith("application/x-ndjson")
             rows[split] = [json.loads(line) for line in got.text.splitlines()]
             assert len(rows[split]) == card["counts"][split]
@@ -518,12 +528,12 @@ def test_a_dataset_downloads_as_trl_rows_and_names_cannot_reach_other_files(cons
         for row in dpo:
             assert set(row) == {"prompt", "chosen", "rejected"}
             assert row["chosen"][0]["content"] == "Short." and row["rejected"][0]["content"] == "Long and wrong, sadly."
-        parquet = alice.get(f"/admin/datasets/{version}/kto_train.parquet")
+        parquet = alice.post(f"/admin/datasets/{version}/kto_train.parquet", data=token)
         assert parquet.status_code == 200 and parquet.content == (console.datasets / version / "parquet" / "kto_train.parquet").read_bytes()
 
         # Only a listed version's four splits: nothing else on the disk can be named.
         (console.datasets / "shards").mkdir(exist_ok=True)
-        refused = {400, 404}  # 400: not a split or version name; 404: no such listed version (or no route: a '/' in it)
+        refused = {400, 404, 405}  # 400: not a split or version name; 404: no such listed version; 405: no such POST route (a '/' in it)
         for path, status in {
             f"/admin/datasets/{version}/passwd.jsonl": {400},
             f"/admin/datasets/{version}/..%2F..%2Fcard.jsonl": refused,
@@ -533,7 +543,7 @@ def test_a_dataset_downloads_as_trl_rows_and_names_cannot_reach_other_files(cons
             "/admin/datasets/shards/kto_train.jsonl": {404},
             "/admin/datasets/v-unknown/kto_train.parquet": {404},
         }.items():
-            got = alice.get(path)
+            got = alice.post(path, data=token)
             assert got.status_code in status and b"kto" not in got.content[:1] and "prompt" not in got.text, path
         page = alice.get("/admin/datasets").text
         assert version in page and str(card["counts"]["kto_train"]) in page
@@ -703,3 +713,265 @@ def test_an_approval_chart_has_a_band_a_line_and_counts_per_group_and_escapes_na
     assert '>4</text>' in svg and '>10</text>' in svg and '>1</text>' in svg
     assert "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg
     assert "no rated answers" in charts.approval_chart({}, 3600, "Approval")
+
+
+# --- GETs change nothing; views and downloads are recorded only when the operator makes them ------
+
+
+class _Page(BaseHTTPRequestHandler):
+    html = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.html)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def other_origin() -> Iterator[tuple[str, type[_Page]]]:
+    """A web page of another origin (another port of 127.0.0.1: the same site), served for one test."""
+    page = type("Page", (_Page,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", page
+    server.shutdown()
+
+
+def decidable_experiment(redis_db: RedisServer) -> experiments.Experiment:
+    """A running experiment whose next look decides it (max_rated reached), with auto-serve."""
+    r = redis_db.client
+    publish_shipped(r)
+    prompts.serve(r, "assistant", "1.0.0")
+    exp = experiments.start(r, "assistant", ["1.0.0", "1.1.0"], "base", min_rated=10, max_rated=10, auto_serve=True)
+    in_thread(seed_arms(redis_db.url, exp, 10, {"1.0.0": 0.1, "1.1.0": 1.0}))
+    return exp
+
+
+def seed_bobs_thread(redis_db: RedisServer) -> None:
+    async def seed() -> None:
+        ar = connect(redis_db.url)
+        try:
+            await seed_exchange(ar, thread="bobs", user="bob", question="my private question", answer="an answer", value=0)
+        finally:
+            await ar.aclose()
+
+    in_thread(seed())
+
+
+def test_a_page_of_another_origin_makes_the_console_record_and_change_nothing(
+    console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext], other_origin: tuple[str, type[_Page]], cleanup_datasets: None
+) -> None:
+    """alice (an operator) is logged in in chromium; a page on another port of the same host embeds
+    a conversation, a dataset download and the experiments page (with an experiment its look would
+    decide) as images and frames, and links to the conversation. Nothing is recorded or changed;
+    her own clicks in the console still are."""
+    seed_bobs_thread(redis_db)
+    version = build_dataset(redis_db, console.datasets)
+    exp = decidable_experiment(redis_db)
+    r = redis_db.client
+    page = log_in(browser, contexts, console, "alice")
+    origin, page_class = other_origin
+    targets = ["/admin/review/thread/bobs", f"/admin/datasets/{version}/kto_train.jsonl", f"/admin/datasets/{version}/kto_train.parquet", "/admin/experiments"]
+    embeds = "".join(f'<img src="{console.url}{t}"><iframe src="{console.url}{t}"></iframe>' for t in targets)
+    page_class.html = f'<html><body>{embeds}<a id="lure" href="{console.url}/admin/review/thread/bobs">see</a></body></html>'.encode()
+    before = keyspace(redis_db.url)
+
+    seen: list[str] = []
+    page.on("request", lambda req: seen.append(req.url) if "/admin/" in req.url else None)
+    page.goto(origin)  # returns once the page and its images and frames have loaded (or failed)
+    assert {f"{console.url}{t}" for t in targets} <= set(seen), seen  # every embed was requested, with her cookie
+    assert audit.recent(r) == [] and experiments.running(r, "assistant") is not None
+    assert keyspace(redis_db.url) == before
+    page.locator("#lure").click()  # a link from another site: a page offering the link, nothing shown
+    expect(page.locator("#open-conversation")).to_be_visible()
+    expect(page.locator("body")).not_to_contain_text("my private question")
+    assert keyspace(redis_db.url) == before
+
+    # Her own navigation from the console is recorded: the link on that page, and the queue's link.
+    page.locator("#open-conversation").click()
+    expect(page.locator("ol.conversation")).to_contain_text("my private question")
+    open_page(page, console, "/admin/review?user=bob")
+    page.locator("table.review tr", has_text="my private question").locator("a", has_text="conversation").click()
+    expect(page.locator("ol.conversation")).to_contain_text("my private question")
+    assert [(e.who, e.action, e.target) for e in audit.recent(r)] == [("alice", "view_conversation", "thread:bobs")] * 2
+
+    # Her own visit to the experiments page decides nothing either; "Look now" does.
+    before = keyspace(redis_db.url)
+    open_page(page, console, "/admin/experiments")
+    expect(page.locator(f"#experiment-{exp.id}")).to_contain_text("Not enough data yet")
+    assert keyspace(redis_db.url) == before
+    page.get_by_role("button", name="Look now").click()
+    expect(page.locator(f"#experiment-{exp.id}")).to_contain_text("Winner: 1.1.0")
+    assert prompts.served(r, "assistant") == "1.1.0"  # auto-serve
+    entry = audit.recent(r, target=f"experiment:{exp.id}")[0]
+    assert (entry.who, entry.action) == ("alice", "experiment_decided") and "1.1.0 served" in entry.detail
+
+
+def test_the_schedule_of_chatbot_up_decides_an_experiment_and_the_audit_names_it(console: Console, redis_db: RedisServer) -> None:
+    """The look that ends an experiment without anyone: `chatbot up`'s (launcher/experiment_watch.py)."""
+    from launcher.experiment_watch import ExperimentWatch
+
+    exp = decidable_experiment(redis_db)
+    r = redis_db.client
+    with http(console.url, "alice") as alice:
+        before = keyspace(redis_db.url)
+        for _ in range(2):
+            assert "Not enough data yet" in alice.get("/admin/experiments").text
+            assert alice.get(f"/admin/experiments?id={exp.id}").status_code == 200
+        assert keyspace(redis_db.url) == before
+        assert ExperimentWatch(redis_db.url, "assistant", interval_s=60).look() == "winner"
+        page = alice.get("/admin/experiments").text
+    assert "Winner: 1.1.0" in page and experiments.running(r, "assistant") is None and prompts.served(r, "assistant") == "1.1.0"
+    entry = audit.recent(r, target="experiment:")[0]
+    assert (entry.who, entry.action, entry.target) == ("chatbot up", "experiment_decided", f"experiment:{exp.id}")
+
+
+def test_every_console_get_writes_nothing(console: Console, redis_db: RedisServer, cleanup_datasets: None) -> None:
+    """Every page, feed and refused address, as an operator's script would fetch them (no fetch
+    metadata: the conversation view is then recorded, and only that)."""
+    seed_history(redis_db)
+    version = build_dataset(redis_db, console.datasets)
+    with http(console.url, "alice") as alice:
+        alice.get("/admin")  # (her first request: Chainlit's user record exists from the login)
+        before = keyspace(redis_db.url)
+        paths = [*PAGES, "/admin/runs/progress.json", "/admin/review?status=all&page=2", "/admin/experiments?id=nope", "/admin/no-such",
+                 f"/admin/datasets/{version}/kto_train.jsonl", f"/admin/datasets/{version}/kto_train.parquet"]  # fmt: skip
+        for path in paths:
+            got = alice.get(path)
+            assert got.status_code in (200, 404, 405), (path, got.status_code)
+        assert keyspace(redis_db.url) == before
+        # An <img> of the conversation from the console's own origin: not a navigation, not recorded.
+        img = alice.get("/admin/review/thread/hist-1", headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"})
+        assert img.status_code == 200 and "Open the conversation" in img.text
+        assert keyspace(redis_db.url) == before
+
+
+# --- input: every parameter has a schema ------------------------------------------------------------
+
+LONG = "x" * 5000
+NUMBERS = ["²", "³", "¹", "①", "١٢", "１", "-1", "0", "99999999999999999999", "1e3", "1_0", "+1", " 1", "nan", "inf", LONG]
+NAMES = ["²", "①", "１", "\x00", "../x", "a:b", "{fb}", "a b", LONG]  # ids, versions, choices
+DATES = [*NAMES, "0", "-1", "99999999999999999999", "2025-02-30", "２０２５-01-01", "2025-1-1", "2025-01-01T00:00"]
+
+
+def test_hostile_parameters_get_a_400_naming_them_and_write_nothing(console: Console, redis_db: RedisServer) -> None:
+    """Every parameter of every console route, query, path and form, with what each must refuse."""
+    r = redis_db.client
+    publish_shipped(r)
+    registry.add(r, model_version("m-0300", "echo-m300"))
+    start = {"arm": ["1.0.0", "1.1.0"], "policy": "fixed", "min_rated": "10", "max_rated": "20", "alpha": "0.05", "user_cap": "5"}
+    gets: dict[str, list[str]] = {
+        "/admin/review?page={}": [v for v in NUMBERS if v.strip()] + ["401"],
+        **{f"/admin/review?{name}={{}}": NAMES for name in ("reason", "prompt", "model", "status")},
+        "/admin/review?user={}": [v for v in NAMES if v not in ("²", "①", "１")] + ["-x"],  # names may be in any script
+        "/admin/review?since={}": DATES, "/admin/review?until={}": DATES,
+        "/admin/review?nope={}": ["1"], "/admin/experiments?id={}": NAMES, "/admin/review/thread/{}": [v for v in NAMES if v != "../x"],
+    }  # fmt: skip
+    forms: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {
+        ("/admin/models/promote", "version"): ({"confirm": "yes"}, ["", *NAMES]),
+        ("/admin/models/promote", "confirm"): ({"version": "m-0300"}, ["no", "YES", *NAMES]),
+        ("/admin/models/promote", "force"): ({"version": "m-0300", "confirm": "yes"}, ["true", *NAMES]),
+        ("/admin/models/rollback", "confirm"): ({}, ["1", *NAMES]),
+        ("/admin/review/mark", "id"): ({}, ["t-1", "t-1/a:1", *NAMES]),
+        ("/admin/review/mark", "back"): ({"id": "t-1/a-1"}, [LONG]),
+        ("/admin/experiments/stop", "confirm"): ({}, ["on", *NAMES]),
+        ("/admin/runs/now", "nope"): ({}, ["1"]),
+        ("/admin/experiments/look", "nope"): ({}, ["1"]),
+        ("/admin/experiments/start", "arm"): ({k: v for k, v in start.items() if k != "arm"}, NAMES),
+        ("/admin/experiments/start", "policy"): ({k: v for k, v in start.items() if k != "policy"}, NAMES),  # (blank: the default)
+        ("/admin/experiments/start", "auto_serve"): ({k: v for k, v in start.items() if k != "auto_serve"}, ["on", *NAMES]),
+        **{("/admin/experiments/start", n): ({k: v for k, v in start.items() if k != n}, ["", "5", "0.5", *NUMBERS]) for n in ("min_rated", "max_rated")},
+        ("/admin/experiments/start", "user_cap"): ({k: v for k, v in start.items() if k != "user_cap"}, ["", "0.5", *NUMBERS]),
+        ("/admin/experiments/start", "alpha"): ({k: v for k, v in start.items() if k != "alpha"}, ["", "0.5", ".05", "0,05", *NUMBERS]),
+    }  # fmt: skip
+    with http(console.url, "alice") as alice:
+        token = csrf_of(alice)
+        before = keyspace(redis_db.url)
+        answers: list[tuple[str, int, str]] = []
+        for path, values in gets.items():
+            for value in values:
+                got = alice.get(path.format(urllib.parse.quote(value, safe="")))
+                answers.append((path.format(value[:12]), got.status_code, got.text))
+        for (path, name), (rest, values) in forms.items():
+            for value in values:
+                got = alice.post(path, data={**rest, name: value, "csrf": token})
+                answers.append((f"POST {path} {name}={value[:12]!r}", got.status_code, got.text))
+        for value in (v for v in NAMES if v != "../x"):  # (a '/' in it: no such route)
+            quoted = urllib.parse.quote(value, safe="")
+            for path in (f"/admin/datasets/{quoted}/kto_train.jsonl", f"/admin/datasets/v1/{quoted}.parquet"):
+                got = alice.post(path, data={"csrf": token})
+                answers.append((f"POST {path[:60]}", got.status_code, got.text))
+    wrong = [(what, status) for what, status, _ in answers if status != 400]
+    assert not wrong, wrong
+    assert keyspace(redis_db.url) == before
+    unclear = [(what, text[:200]) for what, _, text in answers if "Invalid input" not in text]
+    assert not unclear, unclear[:5]
+    assert r.get(keys.active_version()) is None and experiments.running(r, "assistant") is None and audit.recent(r) == []
+
+
+def test_the_review_page_refuses_superscript_page_numbers_with_a_400_on_the_console_page(console: Console, redis_db: RedisServer) -> None:
+    with http(console.url, "alice") as alice:
+        for value in ("²", "³", "¹", "①"):
+            got = alice.get(f"/admin/review?page={urllib.parse.quote(value)}")
+            assert got.status_code == 400, (value, got.status_code)
+            assert "page: must be a whole number" in html.unescape(got.text) and 'aria-current="page"' in got.text  # the console's own error page
+        assert alice.get("/admin/review?page=2&reason=&user=").status_code == 200  # blank filters are absent ones
+
+
+def test_the_error_page_links_back_only_to_this_consoles_own_pages(console: Console, redis_db: RedisServer) -> None:
+    host = console.url.removeprefix("http://")
+    port = int(host.rsplit(":", 1)[1])
+    with http(console.url, "alice") as alice:
+
+        def back(referer: str) -> str:
+            got = alice.get("/admin/review?page=0", headers={"Referer": referer})
+            assert got.status_code == 400
+            found = re.search(r'<a href="([^"]*)">Back</a>', got.text)
+            assert found, got.text[-500:]
+            return html.unescape(found.group(1))
+
+        assert back("http://evil.invalid/admin/phish") == "/admin"
+        assert back(f"http://127.0.0.1:{port + 1}/admin/models") == "/admin"  # another port of the same host
+        assert back(f"https://{host}/admin/models") == "/admin"  # another scheme
+        assert back(f"{console.url}/") == "/admin"  # the chat, not the console
+        assert back(f"{console.url}/adminx") == "/admin"
+        assert back("/admin/models") == "/admin"  # no origin at all
+        assert back(f"{console.url}/admin/models") == "/admin/models"
+        assert back(f"{console.url}/admin/review?status=all&page=2") == "/admin/review?status=all&page=2"
+
+
+# --- the audit ---------------------------------------------------------------------------------------
+
+
+def test_the_audit_finds_a_targets_entries_behind_many_newer_ones(console: Console, redis_db: RedisServer) -> None:
+    """A model promotion and a conversation view, then 12,000 views of other conversations: the
+    models page and the conversation page still list them (a read of the newest 10,000 would not)."""
+    r = redis_db.client
+    seed_bobs_thread(redis_db)
+    audit.record(r, "alice", "promote", "model:m-old", "in service instead of base")
+    audit.record(r, "carol", "view_conversation", "thread:bobs", "owner bob")
+    for i in range(12_000):
+        audit.record(r, "alice", "view_conversation", f"thread:other-{i}", "owner bob")
+    with http(console.url, "alice") as alice:
+        assert "m-old" in alice.get("/admin/models").text
+        page = alice.get("/admin/review/thread/bobs").text  # (recorded: alice's own view, on top)
+    assert "carol" in page
+    assert [e.who for e in audit.recent(r, target="thread:bobs")] == ["alice", "carol"]
+    assert [e.target for e in audit.recent(r, target="model:")] == ["model:m-old"]
+    assert len(audit.recent(r, target="thread:", count=20_000)) == 12_002
+
+    # Trimming the oldest entries drops their index members with them.
+    assert audit.trim(r, keep=12_001) == 2  # the promotion and carol's view
+    assert audit.recent(r, target="model:") == [] and [e.who for e in audit.recent(r, target="thread:bobs")] == ["alice"]
+    assert r.zcard(keys.audit_kind("thread")) == r.xlen(keys.audit()) == 12_001
+
+    # Entries written before the indexes existed (the stream alone) are indexed at the app's start.
+    r.xadd(keys.audit(), {"who": "dave", "action": "promote", "target": "model:m-legacy", "detail": "", "ts": "1.0"})
+    assert audit.recent(r, target="model:") == []
+    audit.reindex(r)
+    assert [e.target for e in audit.recent(r, target="model:")] == ["model:m-legacy"]

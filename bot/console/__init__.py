@@ -7,20 +7,27 @@
     /admin/datasets             dataset versions with their cards; JSONL and parquet downloads
     /admin/experiments          prompt experiments: arms, intervals, decision; start and stop
 
-Only users in ADMIN_USERS get in (access.py); every change is a POST form with a CSRF token,
-recorded in the audit stream (feedback/audit.py) and shown on the page it concerns. docs/console.md
+Only users in ADMIN_USERS get in (access.py); every change (and every download and experiment
+look) is a POST form with a CSRF token, recorded in the audit stream (feedback/audit.py) and shown
+on the page it concerns; a GET changes nothing. Every parameter has a schema (schema.py). docs/console.md
 describes the pages and the security model.
 """
 
 from __future__ import annotations
+
+import logging
 
 import redis
 from fastapi import FastAPI
 
 from bot.console.access import Refused
 from bot.console.pages import Console
+from feedback import audit
 from feedback.connection import connect_sync
 from feedback.settings import Settings
+from feedback.store import OUTAGE
+
+log = logging.getLogger(__name__)
 
 
 def install(app: FastAPI, settings: Settings, r: redis.Redis | None = None) -> Console:
@@ -29,6 +36,10 @@ def install(app: FastAPI, settings: Settings, r: redis.Redis | None = None) -> C
     `r`: a blocking Redis client (decoded responses); by default one for REDIS_URL. Its calls run
     in worker threads, never on the event loop."""
     console = Console(app, settings, r if r is not None else connect_sync(settings.effective_redis_url, cluster=settings.redis_cluster))
+    try:
+        audit.reindex(console.r)  # entries written before the audit's indexes: once, then only new ones
+    except OUTAGE as exc:
+        log.warning("audit entries not indexed (Redis unreachable): %s; the next start does it", exc)
     app.add_exception_handler(Refused, console.refused)
     app.router.routes[0:0] = console.routes()
     return console

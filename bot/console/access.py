@@ -22,13 +22,13 @@ from typing import Any
 
 from chainlit.auth import get_current_user, get_token_from_cookies
 from fastapi import FastAPI, HTTPException, Request
-from starlette.datastructures import FormData
 
 from feedback.settings import Settings
 
 CSRF_FIELD = "csrf"
 LOGIN = "/login"
 MAX_FORM_BYTES = 256 * 1024
+FORM_LIMITS = {"max_files": 0, "max_fields": 2000, "max_part_size": 64 * 1024}
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Gate:
         self.app = app
         self.admins = settings.admins
         self.key = _secret(settings)
+        app.state.console_gate = self  # what the route dependencies below use
 
     def csrf_for(self, token: str) -> str:
         return hmac.new(self.key, token.encode(), hashlib.sha256).hexdigest()
@@ -90,7 +91,8 @@ class Gate:
             raise
 
     async def admin(self, request: Request) -> Admin:
-        """The operator making this request; Refused otherwise (login redirect, or 403)."""
+        """The operator making this request; Refused otherwise (login redirect, or 403). A
+        FastAPI dependency of every console route: it runs before any parameter is validated."""
         token = _token(request)
         user = await self._user(token) if token else None
         if user is None:
@@ -99,15 +101,29 @@ class Gate:
         if name not in self.admins:
             raise Refused(403, f"{name} is not an operator: the console is for the users in ADMIN_USERS.")
         assert token is not None
-        return Admin(name, self.csrf_for(token))
+        who = Admin(name, self.csrf_for(token))
+        request.state.console_admin = who  # for a 400 on a parameter: the error page keeps the navigation
+        return who
 
-    async def admin_form(self, request: Request) -> tuple[Admin, FormData]:
-        """The operator and the form of a POST that carries their CSRF token; Refused otherwise."""
+    async def admin_form(self, request: Request) -> Admin:
+        """The operator of a POST whose form carries their CSRF token; Refused otherwise. The form
+        was read by the route (FORM_LIMITS, at most MAX_FORM_BYTES): this reads it again from the
+        request's cache, before any field is validated."""
         who = await self.admin(request)
-        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-            raise Refused(413, "This form is too large.", admin=who)
-        form = await request.form(max_files=0, max_fields=2000, max_part_size=64 * 1024)
+        form = await request.form()
         sent = form.get(CSRF_FIELD)
         if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), who.csrf.encode()):
             raise Refused(403, "This form is missing its security token (or it is from another session): reload the page and try again.")
-        return who, form
+        return who
+
+
+async def operator(request: Request) -> Admin:
+    """Dependency of every console GET: the operator (Gate.admin)."""
+    gate: Gate = request.app.state.console_gate
+    return await gate.admin(request)
+
+
+async def operator_form(request: Request) -> Admin:
+    """Dependency of every console POST: the operator whose form carries their CSRF token."""
+    gate: Gate = request.app.state.console_gate
+    return await gate.admin_form(request)

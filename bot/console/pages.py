@@ -2,32 +2,35 @@
 the review queue, the registry, the runs stream, the audit stream, dataset cards), never every
 answer, so a page costs the same with a million answers as with ten.
 
-Every handler first resolves the operator (access.Gate: login redirect or 403 before anything
-else); every POST also checks the form's CSRF token, records what it did in the audit stream,
-and answers 303 back to the page that shows it.
+Every handler first resolves the operator (access.Gate, a dependency: login redirect or 403
+before anything else); every POST also checks the form's CSRF token, then its fields against
+bot/console/schema.py, records what it did in the audit stream, and answers 303 back to the page
+that shows it. A GET changes nothing: the experiments page shows the last look's decision (the
+looks are `chatbot up`'s schedule and the "Look now" POST), downloads are POSTs, and the one
+record a GET makes is the operator's own opening of another user's conversation (auditable_view).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Form, Query, Request
+from fastapi import Path as FastPath
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.datastructures import FormData
 
-from bot.console import charts, datasets
-from bot.console.access import Admin, Gate, Refused
+from bot.console import charts, datasets, schema
+from bot.console.access import FORM_LIMITS, MAX_FORM_BYTES, Admin, Gate, Refused, operator, operator_form
 from feedback import audit, keys, progress, registry, review, stats
 from feedback import experiment as experiments
 from feedback import prompt as prompts
@@ -54,14 +57,10 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 REVIEW_PAGE = 25
-MAX_REVIEW_PAGE = 400  # pages of REVIEW_PAGE: the queue's reads are bounded anyway (feedback/review.py)
-MAX_MARK = 500  # answers marked reviewed in one POST
 RUNS_SHOWN = 50
 AUDIT_SHOWN = 20
 EXPERIMENTS_SHOWN = 5  # past experiments counted on the experiments page (each: its own conversations' answers)
 RECENT_DECISION_S = 7 * 24 * 3600  # a decided experiment needs attention this long
-# A prompt version as published (PEP 440: digits, letters, '.', '+', '!', '-', '_').
-VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,63}")
 REVIEW_FILTERS = ("reason", "prompt", "model", "user", "since", "until", "status", "page")
 STATUSES = {"open": False, "reviewed": True, "all": None}
 
@@ -141,37 +140,13 @@ def last_decision(exp: experiments.Experiment) -> Decision | None:
 # --- input ------------------------------------------------------------------------------------------
 
 
-def _day(value: str, name: str, who: Admin) -> float:
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        raise Refused(400, f"{name} must be a date like 2025-01-31, not {value[:40]!r}.", admin=who) from None
-
-
-def review_filters(params: Mapping[str, str], who: Admin) -> dict[str, Any]:
-    """The review queue's GET parameters, validated (400 for anything else), as review.queue
-    arguments plus the page number."""
-    p = {k: (params.get(k) or "").strip() for k in REVIEW_FILTERS}
-    if p["reason"] and p["reason"] not in {r.value for r in DOWN_REASONS}:
-        raise Refused(400, f"reason must be one of {', '.join(r.value for r in DOWN_REASONS)}.", admin=who)
-    if p["prompt"] and not VERSION_LABEL.fullmatch(p["prompt"]):
-        raise Refused(400, "prompt must be a prompt version like 1.1.0.", admin=who)
-    if p["model"] and not keys.valid_id(p["model"]):
-        raise Refused(400, "model must be a model version id (letters, digits, '_' or '-').", admin=who)
-    if p["user"] and not keys.valid_user(p["user"]):
-        raise Refused(400, "user must be a user name.", admin=who)
-    since = _day(p["since"], "since", who) if p["since"] else None
-    until = _day(p["until"], "until", who) + 86400 - 1e-6 if p["until"] else None  # the whole day
-    if p["status"] and p["status"] not in STATUSES:
-        raise Refused(400, "status must be open, reviewed or all.", admin=who)
-    page = 1
-    if p["page"]:
-        if not p["page"].isdigit() or not 1 <= int(p["page"]) <= MAX_REVIEW_PAGE:
-            raise Refused(400, f"page must be a number from 1 to {MAX_REVIEW_PAGE}.", admin=who)
-        page = int(p["page"])
+def review_args(q: schema.ReviewQuery) -> dict[str, Any]:
+    """The validated review filters as review.queue arguments, plus the page number."""
+    since = datetime(q.since.year, q.since.month, q.since.day, tzinfo=UTC).timestamp() if q.since else None
+    until = datetime(q.until.year, q.until.month, q.until.day, tzinfo=UTC).timestamp() + 86400 - 1e-6 if q.until else None  # the whole day
     return {
-        "reason": p["reason"] or None, "prompt_version": p["prompt"] or None, "model_version": p["model"] or None, "user": p["user"] or None,
-        "since": since, "until": until, "reviewed": STATUSES[p["status"] or "open"], "page": page,
+        "reason": q.reason, "prompt_version": q.prompt, "model_version": q.model, "user": q.user,
+        "since": since, "until": until, "reviewed": STATUSES[q.status or "open"], "page": q.page or 1,
     }  # fmt: skip
 
 
@@ -182,16 +157,62 @@ def review_query(params: Mapping[str, str], **changes: str | int) -> str:
     return urllib.parse.urlencode({k: v for k, v in kept.items() if v})
 
 
-def _checked(form: FormData, name: str) -> bool:
-    return form.get(name) == "yes"
+def _explain(exc: RequestValidationError) -> str:
+    """A validation error in words: each refused parameter, what it must be, what was sent."""
+    parts = []
+    for error in exc.errors()[:5]:
+        loc = [str(x) for x in error.get("loc", ()) if x not in ("query", "path", "body")]
+        name = loc[0] if loc else "the request"
+        message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "is not a parameter of this page"
+        elif error.get("type") == "missing":
+            message = "is required"
+        sent = error.get("input")
+        shown = f" (not {sent[:40]!r})" if isinstance(sent, str) and error.get("type") not in ("missing",) else ""
+        parts.append(f"{name}: {message}{shown}")
+    return "Invalid input: " + "; ".join(parts) + "."
 
 
-def _number(form: FormData, name: str, kind: Callable[[str], T], who: Admin) -> T:
-    raw = form.get(name)
-    try:
-        return kind(raw if isinstance(raw, str) else "")
-    except ValueError:
-        raise Refused(400, f"{name} must be a number.", admin=who) from None
+class ConsoleRoute(APIRoute):
+    """A console route: a parameter outside its schema (bot/console/schema.py) is a 400 with the
+    console's error page, not FastAPI's 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise Refused(400, _explain(exc), admin=getattr(request.state, "console_admin", None)) from None
+
+        return checked
+
+
+def auditable_view(request: Request) -> bool:
+    """Whether this GET of a conversation is the operator opening it: a top-level navigation from
+    the console (a link click: Sec-Fetch-Site same-origin) or typed or bookmarked (none). An
+    <img>, <iframe>, prefetch or fetch from any page, and a link followed from another site, are
+    not: they are answered with a page that offers the link and record nothing. A request without
+    fetch metadata (every browser the app supports sends it) is a script with the operator's
+    token: its read is recorded."""
+    site = request.headers.get("sec-fetch-site")
+    if site is None:
+        return True
+    return site in ("same-origin", "none") and request.headers.get("sec-fetch-dest") == "document" and request.headers.get("sec-fetch-mode") == "navigate"
+
+
+def back_link(request: Request, allowed: frozenset[str] = frozenset()) -> str:
+    """Where an error page's "Back" goes: the Referer's path and query when it is a console page
+    of this very origin (the request's scheme and Host, or one of ALLOWED_ORIGINS: the public
+    origin behind a proxy that rewrites Host), else the overview."""
+    parts = urllib.parse.urlsplit(request.headers.get("referer", ""))
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path
+    if origin not in {f"{request.url.scheme}://{request.headers.get('host', '')}", *allowed} or not (path == "/admin" or path.startswith("/admin/")):
+        return "/admin"
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _progress(raw: Mapping[str, str] | None) -> dict[str, Any] | None:
@@ -250,8 +271,7 @@ class Console:
         if request.url.path.endswith(".json") or "application/json" in request.headers.get("accept", "").split(",")[0]:
             return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=HEADERS)
         if exc.admin is not None:
-            back = request.headers.get("referer", "")
-            back = back if urllib.parse.urlsplit(back).path.startswith("/admin") else "/admin"
+            back = back_link(request, self.settings.origins)
             current = next((path for path, _ in reversed(NAV) if request.url.path.startswith(path)), "/admin")
             return self.page("message.html", exc.admin, current, f"{exc.status}", status=exc.status, message=exc.message, kind="error", back=back)
         html = self.env.get_template("refused.html").render(status=exc.status, message=exc.message)
@@ -294,7 +314,7 @@ class Console:
 
     def _ended(self, ids: list[str], limit: int) -> list[experiments.Report]:
         """Reports of up to `limit` ended experiments of this app's prompt (counted, nothing
-        written); a running one is left out: only the experiments page's own look may decide it."""
+        written)."""
         out: list[experiments.Report] = []
         for exp_id in ids:
             if len(out) >= limit:
@@ -302,10 +322,7 @@ class Console:
             exp = experiments.load(self.r, exp_id)
             if exp is None or exp.prompt_id != self.settings.prompt_id or exp.status == "running":
                 continue
-            try:
-                out.append(experiments.status(self.r, self.settings.prompt_id, exp_id))
-            except experiments.ExperimentError:
-                continue  # removed meanwhile
+            out.append(experiments.read(self.r, exp))
         return out
 
     # -- pages (sync: they run in a worker thread)
@@ -339,8 +356,8 @@ class Console:
             )
         now = time.time()
         for exp_id in self._known_experiments()[:EXPERIMENTS_SHOWN]:
-            # The stored outcome of the last look (`chatbot up` looks every EXPERIMENT_LOOK_S, the
-            # experiments page on each visit): the overview counts no ratings itself.
+            # The stored outcome of the last look (`chatbot up` looks every EXPERIMENT_LOOK_S, an
+            # operator with "Look now"): the overview counts no ratings itself.
             exp = experiments.load(r, exp_id)
             decision = last_decision(exp) if exp is not None else None
             if exp is not None and decision is not None and exp.status == "decided" and now - (exp.ended_at or 0) < RECENT_DECISION_S:
@@ -379,16 +396,26 @@ class Console:
             "audit": audit.recent(r, target="review:", count=AUDIT_SHOWN),
         }  # fmt: skip
 
-    def conversation_data(self, who: Admin, thread_id: str) -> dict[str, Any] | None:
+    def conversation_data(self, who: Admin, thread_id: str, audited: bool) -> dict[str, Any] | None:
+        """A conversation with its views; `audited`: this is the operator opening it (a view of
+        another user's conversation is recorded first). Otherwise nothing is written and only
+        the owner is read, for the page that offers the link."""
         r = self.r
         turns = review.conversation(r, thread_id)
         if not turns:
             return None
         owner = str(r.hget(keys.thread(thread_id), "userIdentifier") or turns[0].exchange.user)
+        if not audited:
+            return {"turns": [], "owner": owner, "thread_id": thread_id, "audit": [], "confirm": True}
         if owner != who.name:
             audit.record(r, who.name, "view_conversation", f"thread:{thread_id}", f"owner {owner}")
-        views = [e for e in audit.recent(r, target=f"thread:{thread_id}", count=AUDIT_SHOWN) if e.target == f"thread:{thread_id}"]
-        return {"turns": turns, "owner": owner, "thread_id": thread_id, "audit": views}
+        return {
+            "turns": turns,
+            "owner": owner,
+            "thread_id": thread_id,
+            "audit": audit.recent(r, target=f"thread:{thread_id}", count=AUDIT_SHOWN),
+            "confirm": False,
+        }
 
     def models_data(self) -> dict[str, Any]:
         r = self.r
@@ -424,85 +451,62 @@ class Console:
             "in_use": active.dataset_version if active else None, "audit": audit.recent(self.r, target="dataset:", count=AUDIT_SHOWN),
         }
 
-    def experiments_data(self, who: Admin, also: str | None) -> dict[str, Any]:
+    def experiments_data(self, also: str | None) -> dict[str, Any]:
+        """The running experiment counted now, with the decision of its last look (stored: this
+        page looks at nothing and writes nothing), and earlier ones."""
         r, s = self.r, self.settings
-        running: experiments.Report | None = None
-        try:
-            running = experiments.status(r, s.prompt_id)  # a look: folds the new ratings in, may decide
-        except experiments.ExperimentError:
-            running = None
-        decided_now = [running] if running is not None and running.experiment.status != "running" else []
-        if running is not None and decided_now:
-            # This page's look ended it (and served the winner with auto-serve): a change, recorded.
-            served = f"; {running.decision.winner} served" if running.experiment.auto_serve and running.decision.winner else ""
-            audit.record(r, who.name, "experiment_decided", f"experiment:{running.experiment.id}", f"{verdict(running)}{served}")
-            running = None
-        seen = {rep.experiment.id for rep in decided_now}
-        past = decided_now + self._ended([i for i in self._known_experiments(also) if i not in seen], EXPERIMENTS_SHOWN - len(decided_now))
+        current = experiments.running(r, s.prompt_id)
+        running = experiments.read(r, current) if current is not None else None
+        past = self._ended(self._known_experiments(also), EXPERIMENTS_SHOWN)
         return {
             "prompt_id": s.prompt_id, "served": prompts.served(r, s.prompt_id), "running": running, "past": past,
             "published": prompts.versions(r, s.prompt_id), "audit": audit.recent(r, target="experiment:", count=AUDIT_SHOWN),
-        }
+            "look_s": s.experiment_look_s,
+        }  # fmt: skip
 
-    # -- route handlers
+    # -- route handlers: `who` is the gate's dependency (login, operator; a POST's CSRF token), which
+    # runs before the parameters are validated against bot/console/schema.py.
 
-    async def overview(self, request: Request) -> HTMLResponse:
-        who = await self.gate.admin(request)
+    async def overview(self, who: Admin = Depends(operator)) -> HTMLResponse:
         return self.page("overview.html", who, "/admin", "Overview", **await self.call(self.overview_data))
 
-    async def review_page(
-        self, request: Request, reason: str | None = None, prompt: str | None = None, model: str | None = None, user: str | None = None,
-        since: str | None = None, until: str | None = None, status: str | None = None, page: str | None = None,
-    ) -> HTMLResponse:  # fmt: skip
-        who = await self.gate.admin(request)
-        params = dict(request.query_params)
-        filters = review_filters(params, who)
+    async def review_page(self, request: Request, q: Annotated[schema.ReviewQuery, Query()], who: Admin = Depends(operator)) -> HTMLResponse:
+        params = {k: v for k, v in request.query_params.items() if k in REVIEW_FILTERS}
+        filters = review_args(q)
         data = await self.call(self.review_data, filters)
         page_no = filters["page"]
         return self.page(
             "review.html", who, "/admin/review", "Review: thumbs down", **data, params=params, page=page_no, query=review_query(params),
             prev_query=review_query(params, page=page_no - 1) if page_no > 1 else None,
-            next_query=review_query(params, page=page_no + 1) if data["has_next"] and page_no < MAX_REVIEW_PAGE else None,
+            next_query=review_query(params, page=page_no + 1) if data["has_next"] and page_no < schema.MAX_REVIEW_PAGE else None,
         )  # fmt: skip
 
-    async def mark_reviewed(self, request: Request) -> Response:
-        who, form = await self.gate.admin_form(request)
-        ids = [str(v) for v in form.getlist("id")]
-        answers = [keys.parse_review_member(i) for i in ids]
-        if len(ids) > MAX_MARK or None in answers:
-            raise Refused(400, f"Mark at most {MAX_MARK} answers at a time, each as <thread id>/<answer id>.", admin=who)
-        back = str(form.get("back") or "")
-        location = "/admin/review?" + review_query(dict(urllib.parse.parse_qsl(back)))
-        if ids:
+    async def mark_reviewed(self, form: Annotated[schema.MarkForm, Form()], who: Admin = Depends(operator_form)) -> Response:
+        answers = [a for a in (keys.parse_review_member(i) for i in form.id) if a is not None]
+        location = "/admin/review?" + review_query(dict(urllib.parse.parse_qsl(form.back)))
+        if answers:
 
             def mark() -> None:
-                marked = review.mark_reviewed(self.r, [a for a in answers if a is not None], who.name)
-                audit.record(self.r, who.name, "mark_reviewed", "review:queue", f"{marked} newly marked of {len(ids)}: {' '.join(ids[:50])}")
+                marked = review.mark_reviewed(self.r, answers, who.name)
+                audit.record(self.r, who.name, "mark_reviewed", "review:queue", f"{marked} newly marked of {len(form.id)}: {' '.join(form.id[:50])}")
 
             await self.call(mark)
         return self.done(location.rstrip("?"))
 
-    async def conversation(self, request: Request, thread_id: str) -> HTMLResponse:
-        who = await self.gate.admin(request)
-        if not keys.valid_id(thread_id):
-            raise Refused(400, "Not a thread id.", admin=who)
-        data = await self.call(self.conversation_data, who, thread_id)
+    async def conversation(self, request: Request, thread_id: Annotated[schema.ThreadId, FastPath()], who: Admin = Depends(operator)) -> HTMLResponse:
+        data = await self.call(self.conversation_data, who, thread_id, auditable_view(request))
         if data is None:
             raise Refused(404, f"No answers in thread {thread_id}.", admin=who)
         return self.page("conversation.html", who, "/admin/review", f"Conversation {thread_id}", **data)
 
-    async def models(self, request: Request) -> HTMLResponse:
-        who = await self.gate.admin(request)
+    async def models(self, who: Admin = Depends(operator)) -> HTMLResponse:
         return self.page("models.html", who, "/admin/models", "Models", **await self.call(self.models_data))
 
-    async def promote(self, request: Request) -> Response:
-        who, form = await self.gate.admin_form(request)
-        version = str(form.get("version") or "")
-        if not keys.valid_id(version):
-            raise Refused(400, "Choose a model version to promote.", admin=who)
-        if not _checked(form, "confirm"):
+    async def promote(self, form: Annotated[schema.PromoteForm, Form()], who: Admin = Depends(operator_form)) -> Response:
+        version = form.version
+        if not form.confirm:
             raise Refused(400, f"Tick the box to confirm serving {version}.", admin=who)
-        force = _checked(form, "force")
+        force = bool(form.force)
 
         def promote() -> None:
             before = registry.active(self.r)
@@ -516,9 +520,8 @@ class Console:
         await self.call(promote)
         return self.done("/admin/models")
 
-    async def rollback(self, request: Request) -> Response:
-        who, form = await self.gate.admin_form(request)
-        if not _checked(form, "confirm"):
+    async def rollback(self, form: Annotated[schema.ConfirmForm, Form()], who: Admin = Depends(operator_form)) -> Response:
+        if not form.confirm:
             raise Refused(400, "Tick the box to confirm the rollback.", admin=who)
 
         def rollback() -> None:
@@ -533,13 +536,10 @@ class Console:
         await self.call(rollback)
         return self.done("/admin/models")
 
-    async def runs(self, request: Request) -> HTMLResponse:
-        who = await self.gate.admin(request)
+    async def runs(self, who: Admin = Depends(operator)) -> HTMLResponse:
         return self.page("runs.html", who, "/admin/runs", "Retraining runs", **await self.call(self.runs_data))
 
-    async def run_now(self, request: Request) -> Response:
-        who, _ = await self.gate.admin_form(request)
-
+    async def run_now(self, form: Annotated[schema.CsrfForm, Form()], who: Admin = Depends(operator_form)) -> Response:
         def ask() -> None:
             if progress.request_run(self.r, who.name):
                 audit.record(self.r, who.name, "run_now", "run:request", "retraining requested: `chatbot up` starts it at its next tick")
@@ -547,25 +547,23 @@ class Console:
         await self.call(ask)
         return self.done("/admin/runs")
 
-    async def progress_json(self, request: Request) -> JSONResponse:
-        await self.gate.admin(request)
+    async def progress_json(self, who: Admin = Depends(operator)) -> JSONResponse:
         return JSONResponse(await self.call(self.progress_data), headers=HEADERS)
 
-    async def datasets(self, request: Request) -> HTMLResponse:
-        who = await self.gate.admin(request)
+    async def datasets(self, who: Admin = Depends(operator)) -> HTMLResponse:
         return self.page("datasets.html", who, "/admin/datasets", "Datasets", **await self.call(self.datasets_data))
 
     async def _split(self, who: Admin, version: str, split: str) -> Path:
-        """The parquet file of a listed version's split: 400 for a name that is not one, 404 when absent."""
-        if not datasets.VERSION_NAME.fullmatch(version) or split not in datasets.SPLITS:
-            raise Refused(400, f"A dataset split is one of {', '.join(datasets.SPLITS)} of a listed version.", admin=who)
+        """The parquet file of a listed version's split: 404 when absent."""
         path = await self.call(datasets.split_file, self.settings.layout.datasets, version, split)
         if path is None:
             raise Refused(404, f"No {split} file for dataset version {version} (unknown version, or not materialized yet).", admin=who)
         return path
 
-    async def download_jsonl(self, request: Request, version: str, split: str) -> StreamingResponse:
-        who = await self.gate.admin(request)
+    async def download_jsonl(
+        self, version: Annotated[schema.DatasetVersion, FastPath()], split: Annotated[schema.Split, FastPath()],
+        form: Annotated[schema.CsrfForm, Form()], who: Admin = Depends(operator_form),
+    ) -> StreamingResponse:  # fmt: skip
         path = await self._split(who, version, split)
         try:
             rows: Iterator[bytes] = await self.call(datasets.jsonl_rows, path, split)
@@ -575,35 +573,30 @@ class Console:
         headers = {**HEADERS, "Content-Disposition": f'attachment; filename="{version}-{split}.jsonl"'}
         return StreamingResponse(rows, media_type="application/x-ndjson", headers=headers)
 
-    async def download_parquet(self, request: Request, version: str, split: str) -> FileResponse:
-        who = await self.gate.admin(request)
+    async def download_parquet(
+        self, version: Annotated[schema.DatasetVersion, FastPath()], split: Annotated[schema.Split, FastPath()],
+        form: Annotated[schema.CsrfForm, Form()], who: Admin = Depends(operator_form),
+    ) -> FileResponse:  # fmt: skip
         path = await self._split(who, version, split)
         await self.call(audit.record, self.r, who.name, "download_dataset", f"dataset:{version}", f"{split}.parquet")
         return FileResponse(path, media_type="application/vnd.apache.parquet", filename=f"{version}-{split}.parquet", headers=HEADERS)
 
-    async def experiments(self, request: Request, id: str | None = None) -> HTMLResponse:
-        who = await self.gate.admin(request)
-        if id is not None and not keys.valid_id(id):
-            raise Refused(400, "id must be an experiment id.", admin=who)
-        return self.page("experiments.html", who, "/admin/experiments", "Prompt experiments", **await self.call(self.experiments_data, who, id))
+    async def download_by_get(self, who: Admin = Depends(operator)) -> Response:
+        raise Refused(405, "A dataset download is a form on the datasets page (a POST with its security token): download it from there.", admin=who)
 
-    async def start_experiment(self, request: Request) -> Response:
-        who, form = await self.gate.admin_form(request)
-        arms = [str(a) for a in form.getlist("arm")]
-        if not 2 <= len(arms) <= 10 or not all(VERSION_LABEL.fullmatch(a) for a in arms):
-            raise Refused(400, "Choose two to ten published prompt versions as arms.", admin=who)
-        policy = str(form.get("policy") or "fixed")
-        if policy not in ("fixed", "adaptive"):
-            raise Refused(400, "The split is fixed or adaptive.", admin=who)
+    async def experiments(self, q: Annotated[schema.ExperimentsQuery, Query()], who: Admin = Depends(operator)) -> HTMLResponse:
+        return self.page("experiments.html", who, "/admin/experiments", "Prompt experiments", **await self.call(self.experiments_data, q.id))
+
+    async def start_experiment(self, form: Annotated[schema.StartForm, Form()], who: Admin = Depends(operator_form)) -> Response:
         plan = {
-            "policy": policy, "min_rated": _number(form, "min_rated", int, who), "max_rated": _number(form, "max_rated", int, who),
-            "alpha": _number(form, "alpha", float, who), "user_cap": _number(form, "user_cap", int, who), "auto_serve": _checked(form, "auto_serve"),
+            "policy": form.policy, "min_rated": form.min_rated, "max_rated": form.max_rated, "alpha": form.alpha,
+            "user_cap": form.user_cap, "auto_serve": bool(form.auto_serve),
         }  # fmt: skip
 
         def start() -> None:
             active = registry.active(self.r)
             try:
-                exp = experiments.start(self.r, self.settings.prompt_id, arms, active.id if active else registry.BASE, **plan)
+                exp = experiments.start(self.r, self.settings.prompt_id, form.arm, active.id if active else registry.BASE, **plan)
             except experiments.ExperimentError as exc:
                 raise Refused(409, str(exc), admin=who) from None
             detail = f"{' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}" + (", auto-serve" if exp.auto_serve else "")
@@ -612,9 +605,23 @@ class Console:
         await self.call(start)
         return self.done("/admin/experiments")
 
-    async def stop_experiment(self, request: Request) -> Response:
-        who, form = await self.gate.admin_form(request)
-        if not _checked(form, "confirm"):
+    async def look_experiment(self, form: Annotated[schema.CsrfForm, Form()], who: Admin = Depends(operator_form)) -> Response:
+        """The "Look now" button: what `chatbot up` does every EXPERIMENT_LOOK_S, asked for by an operator (a
+        decision ends the experiment and, with auto-serve, serves the winner); recorded."""
+
+        def look() -> None:
+            try:
+                rep = experiments.look(self.r, self.settings.prompt_id, who.name)  # a decision: recorded there
+            except experiments.ExperimentError as exc:
+                raise Refused(409, str(exc), admin=who) from None
+            if rep.experiment.status == "running":
+                audit.record(self.r, who.name, "experiment_look", f"experiment:{rep.experiment.id}", verdict(rep))
+
+        await self.call(look)
+        return self.done("/admin/experiments")
+
+    async def stop_experiment(self, form: Annotated[schema.ConfirmForm, Form()], who: Admin = Depends(operator_form)) -> Response:
+        if not form.confirm:
             raise Refused(400, "Tick the box to confirm stopping the experiment.", admin=who)
 
         def stop() -> None:
@@ -639,8 +646,10 @@ class Console:
         return RedirectResponse("/admin", status_code=307)
 
     def routes(self) -> list[APIRoute]:
-        def html(path: str, handler: Callable[..., Any], method: str = "GET") -> APIRoute:
-            return APIRoute(path, handler, methods=[method], response_class=HTMLResponse)
+        def html(path: str, handler: Callable[..., Any], method: str = "GET", **extra: Any) -> APIRoute:
+            if method == "POST":  # a form: read with limits before the gate checks its token
+                extra = {"max_body_size": MAX_FORM_BYTES, "form_limits": FORM_LIMITS, **extra}
+            return ConsoleRoute(path, handler, methods=[method], response_class=extra.pop("response_class", HTMLResponse), **extra)
 
         return [
             html("/admin", self.overview),
@@ -653,12 +662,16 @@ class Console:
             html("/admin/models/rollback", self.rollback, "POST"),
             html("/admin/runs", self.runs),
             html("/admin/runs/now", self.run_now, "POST"),
-            APIRoute("/admin/runs/progress.json", self.progress_json, methods=["GET"]),
+            html("/admin/runs/progress.json", self.progress_json, response_class=JSONResponse),
             html("/admin/datasets", self.datasets),
-            APIRoute("/admin/datasets/{version}/{split}.jsonl", self.download_jsonl, methods=["GET"], response_class=StreamingResponse),
-            APIRoute("/admin/datasets/{version}/{split}.parquet", self.download_parquet, methods=["GET"], response_class=FileResponse),
+            html("/admin/datasets/{version}/{split}.jsonl", self.download_jsonl, "POST", response_class=StreamingResponse),
+            html("/admin/datasets/{version}/{split}.parquet", self.download_parquet, "POST", response_class=FileResponse),
+            # The old download links (GET): refused with the way to do it, never a download.
+            html("/admin/datasets/{version}/{split}.jsonl", self.download_by_get, include_in_schema=False),
+            html("/admin/datasets/{version}/{split}.parquet", self.download_by_get, include_in_schema=False),
             html("/admin/experiments", self.experiments),
             html("/admin/experiments/start", self.start_experiment, "POST"),
+            html("/admin/experiments/look", self.look_experiment, "POST"),
             html("/admin/experiments/stop", self.stop_experiment, "POST"),
             APIRoute("/admin/static/{name}", self.static, methods=["GET"], include_in_schema=False),
             # Last: any other /admin address is not Chainlit's single-page app either.

@@ -111,7 +111,8 @@ def experiment_status(experiment_id: str = typer.Option(None, "--id", help="A pa
 
     settings, r = registry_redis()
     with refused(experiments.ExperimentError):
-        report = experiments.status(r, settings.prompt_id, experiment_id)
+        # A look (the operator's explicit command): it may decide, and a decision is audited.
+        report = experiments.look(r, settings.prompt_id, "chatbot prompt experiment status", experiment_id)
     exp, d = report.experiment, report.decision
     table = Table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
     for arm in exp.arms:
