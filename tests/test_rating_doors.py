@@ -63,16 +63,16 @@ PRODUCT = ("bot", "feedback", "launcher", "training", "sim", "demo")  # what shi
 
 # --- 1. the doors --------------------------------------------------------------------------------
 
-# Every function of the product that calls the store's rate path, and the test below that drives
+# Every function of the product that calls the store's rate path, and the driver below that pushes
 # it past the limit through its real interface. A new door fails test_the_doors_are_all_listed
-# until it is added here with a driver.
+# until it is added here with a driver; test_every_door_stops_at_the_limit runs every driver.
 DOORS = {
-    "bot.api.install.<locals>.put_feedback": "test_put_feedback_stops_at_the_limit",
-    "bot.api.install.<locals>.delete_feedback": "test_delete_feedback_stops_at_the_limit",
-    "bot.app.toggle_reason": "test_reason_toggles_stop_at_the_limit",
-    "bot.app.drop_down_reasons": "test_the_cleanup_after_a_thumbs_up_counts_too",
-    "bot.datalayer.RedisDataLayer.upsert_feedback": "test_the_data_layer_stops_at_the_limit",
-    "bot.datalayer.RedisDataLayer.delete_feedback": "test_the_data_layer_stops_at_the_limit",
+    "bot.api.install.<locals>.put_feedback": "drive_put_feedback",
+    "bot.api.install.<locals>.delete_feedback": "drive_delete_feedback",
+    "bot.app.toggle_reason": "drive_reason_toggle",
+    "bot.app.drop_down_reasons": "drive_thumbs_up_cleanup",
+    "bot.datalayer.RedisDataLayer.upsert_feedback": "drive_data_layer",
+    "bot.datalayer.RedisDataLayer.delete_feedback": "drive_data_layer",
 }
 # The only code that may reach the rating script without passing Store.rate: the script's own
 # module, and the store (Store.rate itself, and the spool's replay of clicks counted when made).
@@ -199,12 +199,29 @@ def reaches_store_rate(qualname: str) -> bool:
     return False
 
 
+def ratings_limiters() -> list[str]:
+    """Where the product builds a limiter of kind "ratings": as the rating_limit of a Store, or elsewhere."""
+    found = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            in_store = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Store":
+                    in_store |= {id(k.value) for k in node.keywords if k.arg == "rating_limit"}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("Limiter") and any(isinstance(a, ast.Constant) and a.value == "ratings" for a in node.args):
+                    found.append("Store(rating_limit=Limiter(..., 'ratings', ...))" if id(node) in in_store else f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
 def test_the_doors_are_all_listed(tmp_path: Path) -> None:
     callers, script = rate_path_users()
     assert callers == set(DOORS), f"functions that write ratings through Store.rate, and what DOORS lists: {sorted(callers ^ set(DOORS))}"
     assert script <= SCRIPT_USERS, f"code that reaches the rating script without Store.rate (its limit): {sorted(script - SCRIPT_USERS)}"
-    tests = {name for name, obj in globals().items() if name.startswith("test_") and callable(obj)}
-    assert set(DOORS.values()) <= tests
+    assert all(callable(globals().get(driver)) for driver in DOORS.values())
+    # The one limiter of ratings sits on that path: built once, and given to the Store itself.
+    assert ratings_limiters() == ["Store(rating_limit=Limiter(..., 'ratings', ...))"]
     # The running app's action callbacks: each one that reaches the rate path is a listed door.
     callbacks = action_callbacks(tmp_path)
     assert "reason" in callbacks, callbacks
@@ -270,7 +287,7 @@ def refused_at_the_limit(answers: list[httpx.Response]) -> None:
         assert r.json()["detail"].startswith("Too many ratings: try again in") and 1 <= int(r.headers["retry-after"]) <= 60
 
 
-async def test_put_feedback_stops_at_the_limit(limited: AppServer, redis_db: RedisServer) -> None:
+async def drive_put_feedback(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
     async def attempt(user: str) -> tuple[list[httpx.Response], int]:
         client = await session(limited, user)
         try:
@@ -286,7 +303,7 @@ async def test_put_feedback_stops_at_the_limit(limited: AppServer, redis_db: Red
     assert written == LIMIT  # one event per accepted click, none past the limit
 
 
-async def test_delete_feedback_stops_at_the_limit(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
+async def drive_delete_feedback(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
     async def attempt(user: str) -> tuple[list[httpx.Response], int]:
         client = await session(limited, user)
         r = connect(redis_db.url)
@@ -309,7 +326,7 @@ async def test_delete_feedback_stops_at_the_limit(limited: AppServer, redis_db: 
     assert written == LIMIT
 
 
-async def test_reason_toggles_stop_at_the_limit(limited: AppServer, redis_db: RedisServer) -> None:
+async def drive_reason_toggle(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
     """The toggles under a 👎 (POST /project/action "reason", as the page sends them) count like
     thumbs: past the limit a toggle writes nothing and the user gets a toast saying so."""
 
@@ -338,7 +355,7 @@ async def test_reason_toggles_stop_at_the_limit(limited: AppServer, redis_db: Re
     assert reasons == ["too_long"], reasons  # wrong, too_long, wrong again (unpicked); nothing after
 
 
-async def test_the_cleanup_after_a_thumbs_up_counts_too(limited: AppServer, redis_db: RedisServer) -> None:
+async def drive_thumbs_up_cleanup(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
     """A 👍 that replaces a 👎 comes with the 👎's reasons (the page sends them back); the app
     removes them in a second write, which counts like any other: past the limit it is not made,
     and the user is told their 👍 kept those reasons."""
@@ -363,7 +380,7 @@ async def test_the_cleanup_after_a_thumbs_up_counts_too(limited: AppServer, redi
     assert stored["value"] == "1" and json.loads(stored["reasons"]) == ["wrong"]
 
 
-async def test_the_data_layer_stops_at_the_limit(redis_db: RedisServer, tmp_path: Path) -> None:
+async def drive_data_layer(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
     """Chainlit's own feedback routes (and its Slack/Teams/Discord apps) rate through the data
     layer. Its routes are shadowed by ours (PUT /feedback answers with "stored": the other tests);
     its calls go through the store and its limit, as the app builds them: Store(rating_limit=...)."""
@@ -399,6 +416,19 @@ async def test_the_data_layer_stops_at_the_limit(redis_db: RedisServer, tmp_path
         await r.aclose()
     assert outcomes[:LIMIT] == ["ok"] * LIMIT and all(o.startswith("Too many ratings") for o in outcomes[LIMIT:]), outcomes
     assert len(refused_upsert) == 1 and written == LIMIT
+
+
+async def test_every_door_stops_at_the_limit(limited: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
+    """Each listed door, driven past RATINGS_PER_MINUTE: every one that fails is named."""
+    failed = {}
+    for driver in dict.fromkeys(DOORS.values()):
+        try:
+            await globals()[driver](limited, redis_db, tmp_path / driver)
+        except AssertionError as exc:
+            failed[driver] = str(exc).splitlines()[0][:300]
+        except (TimeoutError, TypeError, AttributeError) as exc:  # e.g. a refusal that never came
+            failed[driver] = f"{type(exc).__name__}: {exc}"[:300]
+    assert failed == {}
 
 
 # --- 2. the retraining trigger ---------------------------------------------------------------------
