@@ -289,11 +289,11 @@ async def rate_loop(rater: Rater, seconds: float, go: asyncio.Event, seed_: int)
                 continue
             rater.latencies_ns.append(time.perf_counter_ns() - t0)
             body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-            if resp.status_code != 200 or not body.get("success") or body.get("feedbackId") != run_id:
+            if resp.status_code not in (200, 202) or not body.get("success") or body.get("feedbackId") != run_id:
                 rater.errors.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 continue
             rater.acked += 1
-            rater.spooled += body.get("stored") == "spool"
+            rater.spooled += body.get("stored") == "queued"  # 202: kept in the spool while Redis is down
             rater.acks_per_answer[run_id] += 1
             rater.last[run_id] = Ack(value, comment or "", list(dict.fromkeys(reasons)))
             rater.prompts_expected += (value == 0) * len(ratings.DOWN_REASONS)

@@ -64,7 +64,12 @@ if settings.chainlit_auth_secret:
     os.environ.setdefault("CHAINLIT_AUTH_SECRET", settings.chainlit_auth_secret.get_secret_value())
 
 redis = connect(settings.effective_redis_url, cluster=settings.redis_cluster)
-store = Store(redis, Spool(settings.spool_path), settings.unrated_exchange_ttl_s, ReplicaWait.from_settings(settings))
+# Every rating write passes store.rate, which counts it against RATINGS_PER_MINUTE: each door (the
+# HTTP routes, the reason toggles, the data layer) is limited, and a new one cannot forget to be.
+store = Store(
+    redis, Spool(settings.spool_path), settings.unrated_exchange_ttl_s, ReplicaWait.from_settings(settings),
+    rating_limit=Limiter(redis, "ratings", settings.ratings_per_minute),
+)  # fmt: skip
 USERS = settings.users()
 SPOOLED = "⚠️ Storage is unavailable right now: this answer is kept on the server and will be saved when it is back."
 
@@ -173,12 +178,16 @@ async def reasons_now(thread_id: str, exchange_id: str, sent: list[str]) -> list
 
 
 async def drop_down_reasons(user: str, thread_id: str, exchange_id: str, sent: ratings.RatingInput, kept: list[ratings.Reason]) -> None:
+    """A second write, so it counts against the rating limit like any other (store.rate)."""
     try:
         current = await ratings.get(redis, thread_id, exchange_id)
         if store.spool.has_pending() or current is None or (current["value"], current["reasons"]) != (1, [r.value for r in sent.reasons]):
             return  # changed since (or not readable now): leave it to the next click
         fixed = ratings.RatingInput(value=1, comment=sent.comment, reasons=kept)
         await store.rate(user=user, thread_id=thread_id, exchange_id=exchange_id, rating=fixed)
+    except ratings.RatingLimited as exc:
+        await toast(f"{exc} Your 👍 is saved, but still with the reasons of the 👎 it replaced.", "warning")
+        return
     except (ratings.RatingError, *OUTAGE) as exc:
         log.warning("reasons of a 👎 left on the 👍 of %s: %s", exchange_id, exc)
         return
@@ -187,7 +196,7 @@ async def drop_down_reasons(user: str, thread_id: str, exchange_id: str, sent: r
 
 branding.install(http_app)
 guards = edge.install(http_app, sio, redis, settings, USERS if settings.auth_mode == "password" else None)
-api.install(http_app, store, Limiter(redis, "ratings", settings.ratings_per_minute), on_rated=ask_reasons)
+api.install(http_app, store, on_rated=ask_reasons)
 console.install(http_app, settings)
 
 
@@ -213,6 +222,11 @@ async def toggle_reason(action: cl.Action) -> None:
     if user is None or message_id is None or reason not in DOWN_REASONS:
         await toast("This answer is not in this conversation: its reasons can't be changed here.")
         return
+    try:
+        admission = await store.admit(user.identifier)  # a toggle is a rating: counted like a thumb
+    except ratings.RatingLimited as exc:
+        await toast(f"{exc} The reason was not saved.")
+        return
     if store.spool.has_pending():
         # The rating may still be in the spool: changing what Redis holds could undo a click.
         await toast("Storage is catching up right now: please pick the reason again in a moment.")
@@ -231,7 +245,7 @@ async def toggle_reason(action: cl.Action) -> None:
         picked = [r for r in had if r != reason] if reason in had else [*had, reason]
         rating = ratings.RatingInput(value=0, comment=current["comment"] or None, reasons=[ratings.Reason(r) for r in picked])
         try:
-            await store.rate(user=user.identifier, thread_id=cl.context.session.thread_id, exchange_id=exchange_id, rating=rating)
+            await store.rate(user=user.identifier, thread_id=cl.context.session.thread_id, exchange_id=exchange_id, rating=rating, admission=admission)
         except ratings.RatingError as exc:
             await toast(str(exc))
             return

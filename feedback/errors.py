@@ -6,6 +6,7 @@
     │   ├── KeyPartError               feedback/keys.py       an id or user name that may not reach a key (HTTP 400)
     │   ├── PromptSpecError            feedback/prompt.py     a prompt spec that is malformed or conflicts with a published one
     │   ├── RatingError                feedback/rating.py     a rating refused: unknown answer, someone else's
+    │   │   └── RatingLimited          feedback/rating.py     past RATINGS_PER_MINUTE (HTTP 429)
     │   └── RegistryError              feedback/registry.py   an unknown version, or one the gate rejected
     ├── NotEnoughData (ValueError) the ratings cannot make a retraining run yet: the run is skipped
     │   ├── DatasetError               training/dataset/      too few, one class only, nothing new

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal, cast
 
 import redis
@@ -22,6 +23,16 @@ Action = Literal["rate", "unrate", "delete"]
 ACTIONS: tuple[Action, ...] = ("rate", "unrate", "delete")
 
 
+class Unknown(Enum):
+    """What an event says of the rating before it when it says nothing (thread deletion, and
+    events written before the rating script recorded it)."""
+
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN
+
+
 @dataclass(frozen=True, slots=True)
 class RatingEvent:
     action: Action
@@ -30,22 +41,34 @@ class RatingEvent:
     user: str  # who rated it (thread deletion: the thread's owner)
     ts: float  # when it happened (a spooled rating: when the user clicked)
     value: int | None = None  # 1 up, 0 down; only for "rate"
+    # The answer's value just before this event (None: unrated). The first event after the job's
+    # watermark thus says what the last run saw, however much of the stream was trimmed since:
+    # the trigger (training/job.py) does not count an answer back at that value as new.
+    prev: int | Literal[Unknown.UNKNOWN] | None = UNKNOWN
+
+    @property
+    def after(self) -> int | None:
+        """The answer's value after this event (None: unrated or gone)."""
+        return self.value if self.action == "rate" else None
 
     def to_fields(self) -> dict[FieldT, EncodableT]:
-        """The stream entry's fields (what XADD takes)."""
+        """The stream entry's fields (what XADD takes); "prev" is "" for unrated."""
         fields: dict[FieldT, EncodableT] = {"action": self.action, "exchange": self.exchange, "thread": self.thread, "user": self.user, "ts": f"{self.ts:.6f}"}
         if self.value is not None:
             fields["value"] = str(self.value)
+        if self.prev is not UNKNOWN:
+            fields["prev"] = "" if self.prev is None else str(self.prev)
         return fields
 
     @classmethod
     def from_fields(cls, data: Mapping[str, str]) -> RatingEvent:
         """ValueError for an entry that is not an event (a missing field or an unknown action)."""
         try:
-            action, value = data["action"], data.get("value")
+            action, value, prev = data["action"], data.get("value"), data.get("prev")
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r}")
-            return cls(action, data["exchange"], data["thread"], data["user"], float(data["ts"]), None if value is None else int(value))
+            before: int | Literal[Unknown.UNKNOWN] | None = UNKNOWN if prev is None else int(prev) if prev else None
+            return cls(action, data["exchange"], data["thread"], data["user"], float(data["ts"]), None if value is None else int(value), before)
         except KeyError as exc:
             raise ValueError(f"rating event without {exc}") from None
 

@@ -394,8 +394,8 @@ def thread_in(key: str) -> str | None:
 
 def events(index: int) -> str:
     """STREAM: append-only log of the rating changes (rate, unrate, delete) in bucket `index`'s
-    threads, with exchange id, thread, user, value, ts. Writer: rating script, thread deletion.
-    Reader: job (its watermark holds a stream id per bucket).
+    threads, with exchange id, thread, user, value, ts and (rating script) prev, the value before.
+    Writer: rating script, thread deletion. Reader: job (its watermark holds a stream id per bucket).
     """
     return f"{bucket_tag(index)}:events"
 

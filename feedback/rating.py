@@ -59,7 +59,7 @@ DOWN_REASONS: dict[Reason, str] = {
 }
 
 
-Refusal = Literal["not_found", "forbidden", "unauthenticated"]
+Refusal = Literal["not_found", "forbidden", "unauthenticated", "limited"]
 
 
 class RatingError(InvalidInput):
@@ -68,6 +68,14 @@ class RatingError(InvalidInput):
     def __init__(self, kind: Refusal, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class RatingLimited(RatingError):
+    """The user is past RATINGS_PER_MINUTE (feedback/store.py counts every rating write)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("limited", f"Too many ratings: try again in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
 
 
 class RatingInput(BaseModel):

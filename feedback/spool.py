@@ -7,8 +7,10 @@ progress) changes nothing.
 
 A line that can never be applied (unreadable JSON, or refused by Redis for a reason other than
 an outage: WRONGTYPE, OOM, a script error) is moved to the dead-letter file with its error, so
-one bad write cannot hold back every write behind it. `chatbot spool` shows both files and puts
-dead letters back in the queue once their cause is fixed.
+one bad write cannot hold back every write behind it. A rating the rating script refuses once
+Redis can check it (someone else's answer, an unknown one: nothing an operator can fix) goes to
+the refused file instead, for the record, and is never retried. `chatbot spool` shows all three
+files and puts dead letters back in the queue once their cause is fixed.
 """
 
 from __future__ import annotations
@@ -39,11 +41,18 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset_path = path.with_suffix(".offset")
         self.dead_path = path.with_suffix(".dead.jsonl")
+        self.refused_path = path.with_suffix(".refused.jsonl")
         self._lock = threading.Lock()
         # Cached so the hot path (every write while Redis is up) never touches the disk.
         self._has_pending = path.exists()
@@ -61,9 +70,17 @@ class Spool:
 
     def dead(self) -> list[dict[str, Any]]:
         """Dead letters, oldest first: {"failed_at", "error", "op" or "line"}."""
-        if not self.dead_path.exists():
-            return []
-        return [json.loads(line) for line in self.dead_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return _records(self.dead_path)
+
+    def refuse(self, op: dict[str, Any], reason: str) -> None:
+        """Keep a write that was refused as the user's mistake once Redis could check it: shown by
+        `chatbot spool`, never requeued."""
+        with self._lock:
+            _append_line(self.refused_path, {"refused_at": time.time(), "reason": reason, "op": op})
+
+    def refused(self) -> list[dict[str, Any]]:
+        """Refused writes, oldest first: {"refused_at", "reason", "op"}."""
+        return _records(self.refused_path)
 
     def requeue_dead(self) -> int:
         """Put every dead-lettered op back at the end of the queue; returns how many.

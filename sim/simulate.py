@@ -122,7 +122,7 @@ class _Logins:
 async def _rate(client: ChatClient, exchange_id: str, decision: Decision, stats: SimStats, like: bool) -> None:
     """Click the thumb (and, after a thumbs down, the reason toggles the app puts on the answer)."""
     r = await client.rate(exchange_id, decision.value, comment=decision.comment)
-    if r.status_code != 200:
+    if r.status_code not in (200, 202):  # 202: queued while Redis is down
         raise AnswerError(f"rating refused: HTTP {r.status_code} {r.text[:200]}")
     stats.rated += 1
     stats.comments += decision.comment is not None

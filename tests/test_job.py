@@ -48,7 +48,9 @@ def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Setting
     # 30 s: a live run renews its lock every 10 s, which a loaded CI machine can delay a few
     # seconds (with 3 s, two runs failed with LostLockError under load). The crash test below
     # gives its own run 3 s, so that the lock it leaves behind expires quickly.
-    return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=30)
+    # retrain_user_share 1: the seeded ratings come from 4 users; the trigger's per-user bound is
+    # tested in tests/test_rating_doors.py.
+    return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=30, retrain_user_share=1.0)
 
 
 

@@ -11,10 +11,13 @@ directories) stay on disk, unreferenced.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -26,7 +29,7 @@ from feedback import keys, registry
 from feedback import progress as live
 from feedback import run as runs
 from feedback.errors import LoopError, NotEnoughData
-from feedback.event import RatingEvent
+from feedback.event import UNKNOWN, RatingEvent, Unknown
 from feedback.settings import Settings
 from training.config import RetrainConfig
 
@@ -68,23 +71,56 @@ class _KeepAlive:
         self.thread.join()
 
 
-def new_ratings(r: redis.Redis, batch: int = 5000) -> int:
+@dataclass(frozen=True, slots=True)
+class NewRatings:
+    """What the trigger found since the last successful run."""
+
+    counted: int  # compared with MIN_NEW_RATINGS: `changed`, at most `per_user` answers of each user
+    changed: int  # answers whose rating is not what the last run saw (before the per-user bound)
+    per_user: int | None  # the bound (None: none)
+    bounded_users: int  # users who had more changed answers than the bound
+
+
+def per_user_bound(share: float, min_new_ratings: int) -> int | None:
+    """How many answers of one user count towards `min_new_ratings`: `share` of it, rounded up
+    (None when the share does not bound anything)."""
+    return None if share >= 1 or min_new_ratings <= 0 else math.ceil(share * min_new_ratings)
+
+
+def count_new(r: redis.Redis, per_user: int | None = None, batch: int = 5000) -> NewRatings:
     """Answers whose rating changed since the last successful run (what the schedule compares with
-    MIN_NEW_RATINGS): distinct answers, so one user flipping a thumb 50 times counts once."""
+    MIN_NEW_RATINGS): distinct answers, so one user flipping a thumb 50 times counts once; an
+    answer whose rating is back at what the last run saw counts not at all (the first event after
+    the watermark says, in "prev", what that was: the trimmed stream is not needed); and at most
+    `per_user` answers of each user count. Only the values count: the dataset holds no reasons."""
     since = cast("str | None", r.get(keys.retrain_watermark()))
-    touched: set[str] = set()
+    seen: dict[tuple[str, str], tuple[int | Unknown | None, int | None, str]] = {}  # answer -> (value the run saw, value now, user)
     for _, entries in events.read_after(r, since, batch):
-        touched.update(_exchange_of(fields) for _, fields in entries)
-    touched.discard("")
-    return len(touched)
+        for _, fields in entries:
+            try:
+                event = RatingEvent.from_fields(fields)
+            except ValueError:  # not an event (collect skips it too)
+                continue
+            ref = (event.thread, event.exchange)
+            first = seen.get(ref)
+            seen[ref] = (event.prev if first is None else first[0], event.after, event.user)
+    per: Counter[str] = Counter(user for saw, now, user in seen.values() if saw is UNKNOWN or saw != now)
+    if per_user is None:
+        return NewRatings(sum(per.values()), sum(per.values()), None, 0)
+    return NewRatings(sum(min(n, per_user) for n in per.values()), sum(per.values()), per_user, sum(n > per_user for n in per.values()))
 
 
-def _exchange_of(fields: dict[str, str]) -> str:
-    """The answer an event concerns; "" for an entry that is not an event (collect skips it too)."""
-    try:
-        return RatingEvent.from_fields(fields).exchange
-    except ValueError:
-        return ""
+def new_ratings(r: redis.Redis, per_user: int | None = None, batch: int = 5000) -> int:
+    """`count_new(...).counted`."""
+    return count_new(r, per_user, batch).counted
+
+
+def _waiting(found: NewRatings, needed: int) -> str:
+    """Why a run is skipped: the count, and what the per-user bound left out."""
+    bounded = ""
+    if found.bounded_users:
+        bounded = f" ({found.changed} before the bound of {found.per_user} per user, RETRAIN_USER_SHARE, which {found.bounded_users} user(s) passed)"
+    return f"{found.counted} new ratings since the last run{bounded}; waiting for {needed}"
 
 
 def retrain_lock(r: redis.Redis, ttl_s: int) -> Lock:
@@ -134,9 +170,10 @@ def _run_locked(
     if config.judge_prompts and not settings.judge_model:
         raise ValueError("judge_prompts needs a judge model: set JUDGE_MODEL (and JUDGE_BASE_URL, JUDGE_API_KEY unless the chat model's)")
     watermark = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_watermark()))
-    pending = new_ratings(r)
+    found = count_new(r, per_user_bound(settings.retrain_user_share, config.min_new_ratings))
+    pending = found.counted
     if not config.full_rebuild and pending < config.min_new_ratings:
-        return Outcome("skipped", f"{pending} new ratings since the last run; waiting for {config.min_new_ratings}", pending)
+        return Outcome("skipped", _waiting(found, config.min_new_ratings), pending)
 
     service = registry.active(r)
     if service is not None and service.missing_files():

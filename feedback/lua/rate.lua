@@ -1,7 +1,7 @@
 -- @include approval
 -- feedback.rating.apply: check that the exchange is in the claimed thread and the caller's, write
 -- or remove the rating (fields: feedback.rating.StoredRating), append the rating event (fields:
--- feedback.event.RatingEvent) and keep the approval counts (KEYS[6]) and the review queue
+-- feedback.event.RatingEvent; 'prev' is the value before it, '' for unrated) and keep the approval counts (KEYS[6]) and the review queue
 -- (KEYS[7]) in step, at most once per op id (KEYS[5]: marked last, so a write that fails half
 -- way, WRONGTYPE say, is not taken for done when it is retried).
 -- Every click runs it (bench/ratings.py): each redis.call costs more than its command, so none is
@@ -25,7 +25,7 @@ if not new then
   call('HDEL', KEYS[3], ARGV[8])
   approval_change(KEYS[6], KEYS[7], cell, member, old, false, ARGV[7])
   id = call('XADD', KEYS[4], '*', 'action', 'unrate', 'exchange', ARGV[8], 'thread', ARGV[3],
-            'user', ARGV[2], 'ts', ARGV[7])
+            'user', ARGV[2], 'ts', ARGV[7], 'prev', old)
 else
   -- A rated answer is kept (unrated ones may expire), with the earlier answers its prompt refers
   -- to, and theirs (its thread's: this slot), so it and they can always be rebuilt. Only the
@@ -48,7 +48,7 @@ else
   call('HSET', KEYS[3], ARGV[8], new)
   approval_change(KEYS[6], KEYS[7], cell, member, old, new, ARGV[7])
   id = call('XADD', KEYS[4], '*', 'action', 'rate', 'exchange', ARGV[8], 'thread', ARGV[3],
-            'user', ARGV[2], 'value', new, 'ts', ARGV[7])
+            'user', ARGV[2], 'value', new, 'ts', ARGV[7], 'prev', old or '')
 end
 call('SET', KEYS[5], '1', 'EX', ARGV[1])
 return {'ok', id}
