@@ -11,12 +11,17 @@ end-to-end tests select on them), ARIA roles (`dialog`, `textbox`) and the actio
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from feedback import keys
+from launcher.process import free_port
 from support.services import AppServer, RedisServer
 from support.session import USERS
 
@@ -25,6 +30,35 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 TIMEOUT_MS = 15_000
 
 expect.set_options(timeout=TIMEOUT_MS)
+
+
+class OtherPage(BaseHTTPRequestHandler):
+    """A page of another origin: serves its class's `html` to every GET."""
+
+    html = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.html)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def other_origin() -> Iterator[tuple[str, type[OtherPage]]]:
+    """A web page of another origin (another port of 127.0.0.1: the same site, so the app's
+    cookies go along): its URL and its class, whose `html` the test sets."""
+    page = type("Page", (OtherPage,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", page
+    finally:
+        server.shutdown()
 
 
 def log_in(browser: Browser, contexts: list[BrowserContext], app: AppServer, user: str, width: int = 1280, height: int = 900) -> Page:

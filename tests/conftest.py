@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, BrowserContext
 
 from launcher import redis_server
 from launcher.process import ServiceGroup
+from support.browser import OtherPage
 from support.services import AppServer, RedisServer, app_env, start_app, start_standin
 
 
@@ -85,6 +86,15 @@ def browser() -> Iterator[Browser]:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def other_origin() -> Iterator[tuple[str, type[OtherPage]]]:
+    """A web page of another origin, served for one test (support.browser.other_origin)."""
+    from support.browser import other_origin as serve
+
+    with serve() as served:
+        yield served
 
 
 @pytest.fixture

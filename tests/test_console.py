@@ -19,13 +19,11 @@ import itertools
 import json
 import os
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,8 +39,9 @@ from feedback import prompt as prompts
 from feedback import run as runs
 from feedback.connection import connect
 from feedback.spool import Spool
-from launcher.process import ServiceGroup, free_port
+from launcher.process import ServiceGroup
 from sim.client import ChatClient
+from support.browser import OtherPage
 from support.browser import log_in as browser_log_in
 from support.seed import new_id, rate, seed_exchange
 from support.services import ROOT, AppServer, RedisServer, app_env, start_app
@@ -718,30 +717,6 @@ def test_an_approval_chart_has_a_band_a_line_and_counts_per_group_and_escapes_na
 # --- GETs change nothing; views and downloads are recorded only when the operator makes them ------
 
 
-class _Page(BaseHTTPRequestHandler):
-    html = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(self.html)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def other_origin() -> Iterator[tuple[str, type[_Page]]]:
-    """A web page of another origin (another port of 127.0.0.1: the same site), served for one test."""
-    page = type("Page", (_Page,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", page
-    server.shutdown()
-
-
 def decidable_experiment(redis_db: RedisServer) -> experiments.Experiment:
     """A running experiment whose next look decides it (max_rated reached), with auto-serve."""
     r = redis_db.client
@@ -764,7 +739,7 @@ def seed_bobs_thread(redis_db: RedisServer) -> None:
 
 
 def test_a_page_of_another_origin_makes_the_console_record_and_change_nothing(
-    console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext], other_origin: tuple[str, type[_Page]], cleanup_datasets: None
+    console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext], other_origin: tuple[str, type[OtherPage]], cleanup_datasets: None
 ) -> None:
     """alice (an operator) is logged in in chromium; a page on another port of the same host embeds
     a conversation, a dataset download and the experiments page (with an experiment its look would

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,8 +22,9 @@ import socketio
 
 from feedback import exchange as exchanges
 from feedback import keys
-from launcher.process import ServiceGroup, free_port
+from launcher.process import ServiceGroup
 from sim.client import ChatClient, Reply
+from support.browser import OtherPage
 from support.services import AppServer, RedisServer, app_env, start_app
 from support.session import USERS, keyspace, logged_in, run_id
 
@@ -84,30 +83,6 @@ async def test_socket_connections_from_another_origin_are_refused(app_server: Ap
     await sio.disconnect()
 
 
-class _Page(BaseHTTPRequestHandler):
-    html = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(self.html)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def other_origin() -> Iterator[tuple[str, type[_Page]]]:
-    """A web page of another origin (another port of 127.0.0.1), served for one test."""
-    page = type("Page", (_Page,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", page
-    server.shutdown()
-
-
 ATTACK_JS = """async ({app, rid, tid, csrf}) => {
   const out = {};
   const json = {'content-type': 'application/json'};
@@ -139,7 +114,7 @@ ATTACK_JS = """async ({app, rid, tid, csrf}) => {
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
 async def test_a_page_of_another_origin_cannot_read_or_change_a_logged_in_users_data(
-    app_server: AppServer, alice: ChatClient, redis_db: RedisServer, other_origin: tuple[str, type[_Page]]
+    app_server: AppServer, alice: ChatClient, redis_db: RedisServer, other_origin: tuple[str, type[OtherPage]]
 ) -> None:
     """alice is logged in in chromium; a page on another port of 127.0.0.1 tries to read her threads,
     change her rating and open a socket with her cookie."""
