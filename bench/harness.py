@@ -221,6 +221,9 @@ def run_arm(
             LLM_MODEL=str(model.path),
             LLM_MAX_TOKENS=str(config.max_tokens),
             LLM_TIMEOUT_S="300",
+            # Seeded sampling (each answer's seed fixed by its message id, which the simulated
+            # users draw from their seeded streams): the same run gets the same answers.
+            LLM_SEED=str(config.seed),
             AUTH_USERS=",".join(f"{u}:{p}" for u, p in {**users, EVAL_USER: eval_password}.items()),
             CHAINLIT_AUTH_SECRET="experiment-" + "x" * 40,
             DATA_DIR=str(data_dir),
