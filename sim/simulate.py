@@ -35,6 +35,13 @@ from sim.rater import Decision, RaterPolicy, style_of
 REASON_ACTION = "reason"  # the toggles the app adds to an answer rated down (bot/app.py)
 
 
+def seeded_uuid(source: random.Random | str) -> str:
+    """A message id drawn from a seeded stream (or a seed string): Chainlit takes only version-4
+    UUIDs for message ids, so random bits with the version and variant bits set."""
+    rng = source if isinstance(source, random.Random) else random.Random(source)
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
 class AnswerError(RuntimeError):
     """The app answered with an error message, or with no stored answer."""
 
@@ -164,7 +171,7 @@ async def _conversation(
             question = rng.choice(list(questions))
             # The message id from the same stream: under LLM_SEED it fixes the answer's sampling
             # seed (bot/model.py sampling_seed), so a seeded run gets the same answers each time.
-            message_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            message_id = seeded_uuid(rng)
             reply = await client.send(question, timeout_s=timeout_s, message_id=message_id)
             final, exchange_id = answer_of(reply)
             stats.answers += 1
@@ -250,7 +257,7 @@ async def ask_each(
             client = await logins.client(user)
             try:
                 await client.connect()
-                reply = await client.send(question, timeout_s=timeout_s, message_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"sim.ask_each:{seed}:{i}")))
+                reply = await client.send(question, timeout_s=timeout_s, message_id=seeded_uuid(f"ask:{seed}:{i}"))
                 final, _ = answer_of(reply)
                 text = str(final.get("output") or reply.text)
                 version = (final.get("metadata") or {}).get("model_version")
