@@ -1,6 +1,5 @@
 """Hot swaps with a model server that is slow to load: every path that changes the model in service
-(`chatbot model promote` / `rollback`, the console's buttons; the retraining job in test_job.py)
-loads the new version into the server before the active pointer moves, so the first answer after
+(the retraining job, `chatbot model promote` / `rollback`, the console's buttons) loads the new version into the server before the active pointer moves, so the first answer after
 the switch is as fast as any other; and a version the server refuses never goes in service.
 
 The stand-in server (support/standin_model.py --load-s) takes LOAD_S seconds the first time each
@@ -23,7 +22,9 @@ import httpx
 import pytest
 
 from feedback import keys, registry, serving
-from launcher.process import ServiceGroup
+from feedback import run as runs
+from feedback.settings import Settings
+from launcher.process import ServiceGroup, free_port
 from sim.client import ChatClient
 from support.services import AppServer, RedisServer, app_env, run_cli, start_app, start_standin
 from support.session import USERS, final_message
@@ -197,3 +198,52 @@ def operator(swap: Swap) -> Iterator[tuple[httpx.Client, str]]:
         found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
         assert page.status_code == 200 and found, page.text[:300]
         yield client, found.group(1)
+
+
+# --- the retraining job -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from demo.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny")).resolve()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # a training run: under a minute alone, 5 minutes on 2 busy cores
+def test_the_job_loads_the_version_it_promotes_before_the_pointer_moves(swap: Swap, base_model: Path, tmp_path: Path) -> None:
+    from support.retrain import FAST, seed_ratings
+    from training import job
+    from training.config import RetrainConfig
+
+    c = swap.redis.client
+    seed_ratings(swap.redis.url)
+    settings = Settings(redis_url=swap.redis.url, llm_model=str(base_model), llm_base_url=f"{swap.model_url}/v1", data_dir=tmp_path / "job", retrain_lock_ttl_s=30)
+
+    outcome, watch, _ = watched(swap, lambda: job.run(c, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False))
+
+    assert outcome.status == "promoted", outcome
+    served = registry.get(c, str(outcome.version_id)).served_name
+    assert watch.violations == [] and served in watch.seen, watch
+    assert_fast_answer_from(swap, str(outcome.version_id))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # a training run: under a minute alone, 5 minutes on 2 busy cores
+def test_a_job_whose_version_cannot_be_loaded_fails_and_changes_nothing(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> None:
+    from support.retrain import FAST, seed_ratings, state
+    from training import job
+    from training.config import RetrainConfig
+
+    c = redis_db.client
+    seed_ratings(redis_db.url)
+    before = state(c)
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # no model server there
+    settings = Settings(redis_url=redis_db.url, llm_model=str(base_model), llm_base_url=nowhere, data_dir=tmp_path / "job", retrain_lock_ttl_s=30)
+
+    outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+
+    assert outcome.status == "failed" and "WarmUpError" in outcome.reason and nowhere in outcome.reason, outcome
+    assert state(c) == before  # no version, no pointer, no watermark: the ratings count again next time
+    assert [run.status for run in runs.recent(c)] == ["failed"]

@@ -83,7 +83,10 @@ def test_distinct_prompts_keeps_order_and_limit() -> None:
 
 def test_the_job_asks_the_judge_and_records_its_verdict(redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
     base = build_tiny_model(tmp_path / "base").resolve()
-    settings = Settings(redis_url=redis_db.url, llm_model=str(base), data_dir=tmp_path / "data", judge_model="judge-shorter", judge_base_url=f"{standin}/v1")
+    settings = Settings(
+        redis_url=redis_db.url, llm_model=str(base), data_dir=tmp_path / "data", judge_model="judge-shorter", judge_base_url=f"{standin}/v1",
+        llm_base_url=f"{standin}/v1",  # where a promotion loads the version first
+    )  # fmt: skip
     seed_ratings(redis_db.url)
     outcome = job.run(redis_db.client, settings, RetrainConfig(min_new_ratings=10, judge_prompts=4, judge_max_tokens=8, **FAST), progress=False)
     assert outcome.status in ("promoted", "rejected"), outcome
