@@ -259,7 +259,8 @@ def run_arm(
         for cycle in range(1, config.cycles + 1):
             seed = config.seed * 1000 + cycle
             sim = asyncio.run(simulate(url, users, train_questions, policy, config.conversations, config.turns, seed=seed, concurrency=config.concurrency))
-            log(f"[{preferred}] cycle {cycle}: {sim.answers} answers, {sim.rated} rated ({sim.liked} up), {sim.regenerated} regenerated, {sim.errors} errors in {sim.seconds:.0f} s")
+            log(f"[{preferred}] cycle {cycle}: {sim.answers} answers, {sim.rated} rated ({sim.liked} up), {sim.regenerated} regenerated, {sim.errors} errors in {sim.seconds:.0f} s"
+                + (f"; why: {sim.error_samples}" if sim.errors else ""))
             t = time.perf_counter()
             outcome = _run_job(job, r, settings, config)
             train_s = time.perf_counter() - t
