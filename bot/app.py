@@ -442,7 +442,7 @@ async def answer(
     first_token_ms: float | None = None
     usage: UsageMetadata | None = None
     error: chat.ModelError | None = None
-    extra = {} if settings.llm_seed is None else {"seed": chat.sampling_seed(settings.llm_seed, prompt_message_id, len(earlier or []))}
+    extra: dict[str, Any] = {} if settings.llm_seed is None else {"seed": chat.sampling_seed(settings.llm_seed, prompt_message_id, len(earlier or []))}
     stream = llm.astream(prompt, **extra)
     finished = False
     try:
