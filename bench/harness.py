@@ -221,6 +221,9 @@ def run_arm(
             LLM_MODEL=str(model.path),
             LLM_MAX_TOKENS=str(config.max_tokens),
             LLM_TIMEOUT_S="300",
+            # Seeded sampling (each answer's seed fixed by its message id, which the simulated
+            # users draw from their seeded streams): the same run gets the same answers.
+            LLM_SEED=str(config.seed),
             AUTH_USERS=",".join(f"{u}:{p}" for u, p in {**users, EVAL_USER: eval_password}.items()),
             CHAINLIT_AUTH_SECRET="experiment-" + "x" * 40,
             DATA_DIR=str(data_dir),
@@ -256,7 +259,8 @@ def run_arm(
         for cycle in range(1, config.cycles + 1):
             seed = config.seed * 1000 + cycle
             sim = asyncio.run(simulate(url, users, train_questions, policy, config.conversations, config.turns, seed=seed, concurrency=config.concurrency))
-            log(f"[{preferred}] cycle {cycle}: {sim.answers} answers, {sim.rated} rated ({sim.liked} up), {sim.regenerated} regenerated, {sim.errors} errors in {sim.seconds:.0f} s")
+            log(f"[{preferred}] cycle {cycle}: {sim.answers} answers, {sim.rated} rated ({sim.liked} up), {sim.regenerated} regenerated, {sim.errors} errors in {sim.seconds:.0f} s"
+                + (f"; why: {sim.error_samples}" if sim.errors else ""))
             t = time.perf_counter()
             outcome = _run_job(job, r, settings, config)
             train_s = time.perf_counter() - t

@@ -456,7 +456,8 @@ async def answer(
     first_token_ms: float | None = None
     usage: UsageMetadata | None = None
     error: chat.ModelError | None = None
-    stream = llm.astream(prompt)
+    extra: dict[str, Any] = {} if settings.llm_seed is None else {"seed": chat.sampling_seed(settings.llm_seed, prompt_message_id, len(earlier or []))}
+    stream = llm.astream(prompt, **extra)
     finished = False
     try:
         async for chunk in stream:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from typing import Any
 
@@ -52,6 +53,14 @@ def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_to
         # wraps every token in asyncio.wait_for (measured: ~0.8 ms per answer).
         stream_chunk_timeout=None,
     )
+
+
+def sampling_seed(seed: int, message_id: str, attempt: int) -> int:
+    """The request's seed under LLM_SEED: fixed by the user message and the attempt (0 for the
+    first answer, n for the n-th Regenerate), so answers repeat run after run whatever order
+    concurrent requests reach the server in, and a regenerated answer is a new draw."""
+    digest = hashlib.blake2b(f"{seed}:{message_id}:{attempt}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest) & 0x7FFFFFFF
 
 
 def explain(exc: Exception) -> ModelError:

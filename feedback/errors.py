@@ -13,6 +13,7 @@
     │   └── TrainDataError             training/train.py      nothing left to train on (e.g. all too long)
     ├── ServiceError (RuntimeError) something we depend on failed or is missing
     │   ├── StartupError               launcher/process.py    a service did not come up
+    │   ├── WarmUpError                feedback/serving.py    the model server could not load a version: it was not switched to
     │   ├── ModelError                 bot/model.py           the chat model failed an answer
     │   ├── TrainError                 training/train.py      a model or adapter could not be loaded to train
     │   ├── EvalError                  training/evaluate.py   a model could not be loaded to score it

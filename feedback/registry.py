@@ -1,8 +1,10 @@
 """The model registry: model versions, their status, and which one is in service.
 
 The bot reads the active model on every request, so a promotion or rollback takes effect on the
-next message without a restart. Management calls (job, CLI) are synchronous; the bot's one read
-is async.
+next message without a restart. Every change of the model in service first loads the new one
+into the model server (`feedback.serving`): the pointer moves only once the server answered with
+it, so no user's answer waits for the load. Management calls (job, CLI, console) are
+synchronous; the bot's one read is async.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from feedback import keys
 from feedback.errors import InvalidInput
+from feedback.serving import ModelServer
 
 Status = Literal["candidate", "active", "rejected", "retired"]
 
@@ -105,7 +108,8 @@ def active(r: redis.Redis) -> ModelVersion | None:
 
 
 def activate(pipe: redis.client.Pipeline, new: ModelVersion, old: ModelVersion | None, decision: dict[str, Any] | None = None) -> None:
-    """Queue, on a MULTI pipeline, the writes that put `new` in service and retire `old`."""
+    """Queue, on a MULTI pipeline, the writes that put `new` in service and retire `old`. The
+    caller has loaded `new` into the model server first (ModelServer.warm)."""
     now = time.time()
     if old is not None and old.id != new.id:
         pipe.hset(keys.model_version(old.id), mapping={"status": "retired"})
@@ -117,15 +121,17 @@ def activate(pipe: redis.client.Pipeline, new: ModelVersion, old: ModelVersion |
     pipe.set(keys.active_version(), new.id)
 
 
-def promote(r: redis.Redis, version_id: str, force: bool = False) -> ModelVersion:
-    """Put a version in service by hand (e.g. a retired one again). A rejected version needs
-    force: the gate found it no better than the model it was compared with."""
+def promote(r: redis.Redis, version_id: str, server: ModelServer, force: bool = False) -> ModelVersion:
+    """Put a version in service by hand (e.g. a retired one again), once `server` has loaded it
+    (WarmUpError: not loaded, nothing changed). A rejected version needs force: the gate found it
+    no better than the model it was compared with."""
     new = get(r, version_id)
     missing = new.missing_files()
     if missing:
         raise RegistryError(f"{version_id} can't be served: {', '.join(missing)} missing")
     if new.status == "rejected" and not force:
         raise RegistryError(f"{version_id} was rejected by the evaluation gate; use --force to promote it anyway")
+    server.warm(new.served_name)
     old = active(r)
     pipe = r.pipeline(transaction=True)
     activate(pipe, new, old, {**new.decision, "manual": True})
@@ -133,17 +139,19 @@ def promote(r: redis.Redis, version_id: str, force: bool = False) -> ModelVersio
     return get(r, version_id)
 
 
-def rollback(r: redis.Redis) -> ModelVersion | None:
-    """Retire the version in service and go back to its parent (None: back to the base model)."""
+def rollback(r: redis.Redis, server: ModelServer) -> ModelVersion | None:
+    """Retire the version in service and go back to its parent (None: back to the base model),
+    once `server` has loaded that one (WarmUpError: not loaded, nothing changed)."""
     current = active(r)
     if current is None:
         raise RegistryError("the base model is in service: nothing to roll back")
+    parent = get(r, current.parent) if current.parent else None
+    if parent is not None and parent.missing_files():
+        raise RegistryError(f"can't roll back to {parent.id}: {', '.join(parent.missing_files())} missing; promote another version")
+    server.warm(parent.served_name if parent else None)
     pipe = r.pipeline(transaction=True)
     pipe.hset(keys.model_version(current.id), mapping={"status": "retired", "decided_at": str(time.time())})
-    if current.parent:
-        parent = get(r, current.parent)
-        if parent.missing_files():
-            raise RegistryError(f"can't roll back to {parent.id}: {', '.join(parent.missing_files())} missing; promote another version")
+    if parent is not None:
         activate(pipe, parent, None, {**parent.decision, "rollback_from": current.id})
     else:
         pipe.delete(keys.active_model(), keys.active_version())

@@ -51,7 +51,15 @@ class Settings(BaseSettings):
     # from the default model), and a CPU writes ~20 tokens/s, so 256 bounds a runaway answer.
     llm_max_tokens: int = Field(256, ge=1, le=32768)
     llm_temperature: float = Field(0.7, ge=0, le=2)
+    # Sampling seed: each answer's request carries a seed drawn from it, the user message's id and
+    # the answer's attempt (Regenerate draws the next), so the same messages get the same answers
+    # from a server that honours `seed` (transformers serve, vLLM, OpenAI: best effort). Unset:
+    # no seed is sent (the server samples freely). For reproducible tests and experiments.
+    llm_seed: int | None = Field(None, ge=0, le=2**31 - 1)
     local_model_port: int = Field(8001, ge=1, le=65535)
+    # How long a promotion or rollback waits for the model server to load the new version (one
+    # 1-token request) before it gives up and leaves the model in service as it was.
+    model_load_timeout_s: float = Field(900.0, gt=0, le=86400)
     # LLM_BASE_URL is a vLLM server started with --enable-lora and
     # VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: a promotion loads the new adapter into it at run time.
     vllm_lora: bool = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -58,15 +57,9 @@ def start(group: ServiceGroup, port: int, timeout_s: float = 120, threads: int |
 
 def warm_up(port: int, model: str, timeout_s: float = 900) -> float:
     """Load the model with one tiny request, so the first user doesn't wait; returns seconds."""
-    started = time.monotonic()
+    from feedback.serving import WarmUpError, warm
+
     try:
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
-            timeout=timeout_s,
-        )
-    except httpx.HTTPError as exc:
-        raise StartupError(f"local model server failed while loading {model!r}: {exc}") from None
-    if r.status_code != 200:
-        raise StartupError(f"local model server could not load {model!r} (HTTP {r.status_code}): {r.text[:300]}")
-    return time.monotonic() - started
+        return warm(f"http://127.0.0.1:{port}/v1", "not-needed", model, timeout_s)
+    except WarmUpError as exc:
+        raise StartupError(f"local model server: {exc}") from None

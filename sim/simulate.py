@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,13 @@ from sim.client import ChatClient, Reply
 from sim.rater import Decision, RaterPolicy, style_of
 
 REASON_ACTION = "reason"  # the toggles the app adds to an answer rated down (bot/app.py)
+
+
+def seeded_uuid(source: random.Random | str) -> str:
+    """A message id drawn from a seeded stream (or a seed string): Chainlit takes only version-4
+    UUIDs for message ids, so random bits with the version and variant bits set."""
+    rng = source if isinstance(source, random.Random) else random.Random(source)
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 class AnswerError(RuntimeError):
@@ -161,7 +169,10 @@ async def _conversation(
         await client.connect()
         for _ in range(turns):
             question = rng.choice(list(questions))
-            reply = await client.send(question, timeout_s=timeout_s)
+            # The message id from the same stream: under LLM_SEED it fixes the answer's sampling
+            # seed (bot/model.py sampling_seed), so a seeded run gets the same answers each time.
+            message_id = seeded_uuid(rng)
+            reply = await client.send(question, timeout_s=timeout_s, message_id=message_id)
             final, exchange_id = answer_of(reply)
             stats.answers += 1
             text = str(final.get("output") or reply.text)
@@ -233,18 +244,20 @@ async def ask_each(
     questions: Sequence[str],
     concurrency: int = 4,
     timeout_s: float = 120,
+    seed: int = 0,
 ) -> list[Answer]:
-    """Ask each question once, each in a new conversation, as `user`; rate nothing."""
+    """Ask each question once, each in a new conversation, as `user`; rate nothing. The i-th
+    question's message id is fixed by (seed, i): under LLM_SEED, so is its answer."""
     logins = _Logins(base_url, {user: password})
     gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(question: str) -> Answer:
+    async def one(i: int, question: str) -> Answer:
         async with gate:
             started = time.perf_counter()
             client = await logins.client(user)
             try:
                 await client.connect()
-                reply = await client.send(question, timeout_s=timeout_s)
+                reply = await client.send(question, timeout_s=timeout_s, message_id=seeded_uuid(f"ask:{seed}:{i}"))
                 final, _ = answer_of(reply)
                 text = str(final.get("output") or reply.text)
                 version = (final.get("metadata") or {}).get("model_version")
@@ -254,7 +267,7 @@ async def ask_each(
             finally:
                 await client.close()
 
-    return list(await asyncio.gather(*(one(q) for q in questions)))
+    return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
 
 
 def style_counts(answers: Sequence[Answer]) -> Counter[str]:

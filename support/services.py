@@ -31,10 +31,11 @@ class AppServer:
     group: ServiceGroup
 
 
-def start_standin(group: ServiceGroup) -> str:
-    """The stand-in OpenAI-compatible model server (support/standin_model.py); its base URL."""
+def start_standin(group: ServiceGroup, load_s: float = 0.0) -> str:
+    """The stand-in OpenAI-compatible model server (support/standin_model.py); its base URL.
+    `load_s`: each model name's first request waits that long (a server loading the model)."""
     port = free_port()
-    proc = group.start("standin", [sys.executable, "-m", "support.standin_model", "--port", str(port)], cwd=ROOT)
+    proc = group.start("standin", [sys.executable, "-m", "support.standin_model", "--port", str(port), "--load-s", str(load_s)], cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{base}/health", timeout=1).status_code == 200, 30, proc, "stand-in model")
     return base

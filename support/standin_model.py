@@ -16,7 +16,12 @@ the product uses for the model in service:
 A system prompt that contains "stand-in: ramble" makes the echo ramble on (~40 more words): two
 prompt versions then get answers a rater can tell apart (bench/prompt_experiment.py).
 
-Run: python -m support.standin_model --port 8011
+With `--load-s N` it behaves like a server that loads each model on the first request naming it
+(`transformers serve`): that request, and any naming the same model meanwhile, wait N seconds
+first (the load goes on if the client gives up); `/loads` tells when each load ended. The fail-*
+names are refused at once, as a server refuses a model it can't load.
+
+Run: python -m support.standin_model --port 8011 [--load-s 5]
 """
 
 from __future__ import annotations
@@ -76,6 +81,24 @@ def chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
+LOAD_S = 0.0  # --load-s: seconds to "load" each model name the first time it is asked for
+LOADED: dict[str, float] = {}  # model name -> when its load ended (time.time())
+LOADING: dict[str, asyncio.Task[None]] = {}
+
+
+async def load(model: str) -> None:
+    """Wait until `model` is loaded: the first request starts the load, later ones wait for it."""
+    if LOAD_S <= 0 or model in LOADED:
+        return
+
+    async def loading() -> None:
+        await asyncio.sleep(LOAD_S)
+        LOADED[model] = time.time()
+
+    task = LOADING.get(model) or LOADING.setdefault(model, asyncio.create_task(loading()))
+    await asyncio.shield(task)  # a client that times out doesn't stop the load
+
+
 async def completions(request: Request) -> Response:
     body = await request.json()
     REQUESTS.append(body)
@@ -83,6 +106,7 @@ async def completions(request: Request) -> Response:
     if model.startswith("fail-"):
         code = int(model.removeprefix("fail-"))
         return JSONResponse({"error": {"message": f"stand-in failure {code}", "type": "server_error"}}, status_code=code)
+    await load(model)
     tokens = answer_tokens(model, body.get("messages", []))
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.get("stream"):
@@ -123,6 +147,10 @@ async def lora_loads(request: Request) -> Response:
     return JSONResponse(LORA_LOADS)
 
 
+async def loads(request: Request) -> Response:
+    return JSONResponse(LOADED)
+
+
 async def recorded(request: Request) -> Response:
     return JSONResponse(REQUESTS[-50:])
 
@@ -137,6 +165,7 @@ app = Starlette(
         Route("/requests", recorded),
         Route("/v1/load_lora_adapter", load_lora_adapter, methods=["POST"]),
         Route("/lora_loads", lora_loads),
+        Route("/loads", loads),
         Route("/health", health),
     ]
 )
@@ -144,5 +173,7 @@ app = Starlette(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--load-s", type=float, default=0.0, help="seconds the first request naming each model waits (its load)")
     args = parser.parse_args()
+    LOAD_S = args.load_s
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -52,7 +52,7 @@ async def seed_series(url: str, n: int) -> list[str]:
         await r.aclose()
 
 
-def test_store_scripts_aggregates_collect_and_a_retraining_run(clean: Cluster, tmp_path: Path) -> None:
+def test_store_scripts_aggregates_collect_and_a_retraining_run(clean: Cluster, standin: str, tmp_path: Path) -> None:
     ids = asyncio.run(seed_series(clean.url, 36))
     c = connect_sync(clean.url, cluster=True)
 
@@ -71,7 +71,10 @@ def test_store_scripts_aggregates_collect_and_a_retraining_run(clean: Cluster, t
     assert sum(len(b) for b in collect.collect(c, None, full=True).batches()) == 36
 
     model = build_tiny_model(tmp_path / "tiny").resolve()
-    settings = Settings(redis_url=clean.url, redis_cluster=True, llm_model=str(model), data_dir=tmp_path / "data", retrain_lock_ttl_s=30, retrain_user_share=1.0)  # 4 raters
+    settings = Settings(
+        redis_url=clean.url, redis_cluster=True, llm_model=str(model), llm_base_url=f"{standin}/v1", data_dir=tmp_path / "data", retrain_lock_ttl_s=30,
+        retrain_user_share=1.0,  # 4 raters
+    )  # fmt: skip
     outcome = job.run(c, settings, RetrainConfig(min_new_ratings=10, **FAST), progress=False)
     assert outcome.status in ("promoted", "rejected"), outcome
     assert registry.get(c, str(outcome.version_id)).dataset_version == outcome.dataset_version

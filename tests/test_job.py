@@ -23,6 +23,7 @@ from feedback import keys, registry
 from feedback import rating as ratings
 from feedback import run as runs
 from feedback.connection import connect
+from feedback.serving import ModelServer
 from feedback.settings import Settings
 from launcher import model_server
 from launcher.process import ServiceGroup, StartupError, free_port, wait_until
@@ -44,13 +45,17 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(redis_db: RedisServer, base_model: Path, tmp_path: Path) -> Settings:
+def settings(redis_db: RedisServer, base_model: Path, standin: str, tmp_path: Path) -> Settings:
     # 30 s: a live run renews its lock every 10 s, which a loaded CI machine can delay a few
     # seconds (with 3 s, two runs failed with LostLockError under load). The crash test below
-    # gives its own run 3 s, so that the lock it leaves behind expires quickly.
+    # gives its own run 3 s, so that the lock it leaves behind expires quickly. A promotion
+    # loads the new version into the model server first: here the stand-in, which loads nothing.
     # retrain_user_share 1: the seeded ratings come from 4 users; the trigger's per-user bound is
     # tested in tests/test_rating_doors.py.
-    return Settings(redis_url=redis_db.url, llm_model=str(base_model), data_dir=tmp_path / "data", retrain_lock_ttl_s=30, retrain_user_share=1.0)
+    return Settings(
+        redis_url=redis_db.url, llm_model=str(base_model), llm_base_url=f"{standin}/v1", data_dir=tmp_path / "data", retrain_lock_ttl_s=30,
+        retrain_user_share=1.0,
+    )  # fmt: skip
 
 
 
@@ -140,7 +145,7 @@ def test_a_gate_that_says_no_is_recorded_and_changes_only_the_watermark(settings
     assert c.get(keys.active_model()) is None and c.get(keys.active_version()) is None  # base still serves
     assert c.get(keys.retrain_watermark()) is not None  # these ratings were used: not trained on again
     with pytest.raises(registry.RegistryError, match="rejected"):
-        registry.promote(c, version.id)
+        registry.promote(c, version.id, ModelServer.of(settings))
 
 
 @pytest.mark.parametrize(
@@ -196,7 +201,7 @@ def test_registry_pointing_at_missing_files_fails_clearly_and_keeps_serving(sett
     assert outcome.status == "failed" and "missing files" in outcome.reason and "deleted-model" in outcome.reason
     assert state(c) == before
     with pytest.raises(registry.RegistryError, match="missing"):
-        registry.promote(c, gone.id)
+        registry.promote(c, gone.id, ModelServer.of(settings))
 
 
 def test_two_triggers_at_once_make_one_run(settings: Settings, redis_db: RedisServer) -> None:
@@ -290,7 +295,8 @@ async def test_after_promotion_the_next_answer_comes_from_the_new_version(
         assert final_message(before)["metadata"]["model_version"] == "base"
 
         await asyncio.to_thread(seed_ratings, redis_db.url)
-        outcome = await asyncio.to_thread(job.run, redis_db.client, settings, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
+        served = settings.model_copy(update={"llm_base_url": f"http://127.0.0.1:{local_server}/v1"})  # the promotion loads the version there
+        outcome = await asyncio.to_thread(job.run, redis_db.client, served, RetrainConfig(min_new_ratings=0, **FAST), progress=False)
         assert outcome.status == "promoted", outcome
         assert outcome.version_id is not None
 

@@ -86,6 +86,7 @@ def test_the_job_asks_the_judge_and_records_its_verdict(redis_db: RedisServer, s
     settings = Settings(
         redis_url=redis_db.url, llm_model=str(base), data_dir=tmp_path / "data", judge_model="judge-shorter", judge_base_url=f"{standin}/v1",
         retrain_user_share=1.0,  # the seeded ratings come from 4 users
+        llm_base_url=f"{standin}/v1",  # where a promotion loads the version first
     )  # fmt: skip
     seed_ratings(redis_db.url)
     outcome = job.run(redis_db.client, settings, RetrainConfig(min_new_ratings=10, judge_prompts=4, judge_max_tokens=8, **FAST), progress=False)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-from bot.model import ChatModel
+from bot.model import ChatModel, sampling_seed
+from launcher.process import ServiceGroup
+from sim.client import ChatClient
+from support.services import AppServer, RedisServer, app_env, start_app
+from support.session import USERS
 
 PROMPT: list[BaseMessage] = [
     SystemMessage("You are {careful} with braces."),
@@ -60,3 +66,39 @@ async def test_an_extra_body_of_the_deployment_is_still_sent(standin: str) -> No
     sent = await last_body(standin, "echo-extra")
     assert reply.text == "You said: naïve question with “quotes” and \n newlines"
     assert sent["top_k"] == 5 and sent["messages"] == [{"role": "user", "content": PROMPT[-1].content}]
+
+
+# --- LLM_SEED through the app ----------------------------------------------------------------------
+
+
+async def test_with_llm_seed_each_answer_asks_for_a_seed_fixed_by_its_message_and_attempt(
+    redis_db: RedisServer, standin: str, own_services: ServiceGroup, tmp_path: Path
+) -> None:
+    """What makes a simulated run repeat itself: the same user message gets the same seed (so a
+    server that honours it, transformers serve, gives the same answer), Regenerate the next one."""
+    app = start_app(own_services, app_env(redis_db.url, f"{standin}/v1", tmp_path, LLM_MODEL="echo-seeded", LLM_SEED="7"), tmp_path)
+    client = ChatClient(app.url)
+    await client.login("alice", USERS["alice"])
+    await client.connect()
+    message_id = str(uuid.uuid4())
+    try:
+        first = await client.send("seeded", message_id=message_id)
+        seeds = [(await last_body(standin, "echo-seeded")).get("seed")]
+        [offered] = [a for a in first.actions if a["name"] == "regenerate"]
+        await client.action("regenerate", offered["payload"], for_id=str(offered["forId"]))
+        seeds.append((await last_body(standin, "echo-seeded")).get("seed"))
+    finally:
+        await client.close()
+    assert seeds == [sampling_seed(7, message_id, 0), sampling_seed(7, message_id, 1)]
+    assert seeds[0] != seeds[1]
+
+
+async def test_without_llm_seed_no_seed_is_sent(app_server: AppServer, standin: str) -> None:
+    client = ChatClient(app_server.url)
+    await client.login("alice", USERS["alice"])
+    await client.connect()
+    try:
+        await client.send("unseeded")
+    finally:
+        await client.close()
+    assert "seed" not in await last_body(standin, "echo")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from feedback import keys, registry
+from feedback.serving import ModelServer
 from support.services import RedisServer, run_cli
 
 
@@ -17,30 +18,31 @@ def version(vid: str, tmp_path: Path, parent: str | None = None, status: registr
     return registry.ModelVersion(id=vid, parent=parent, base_model="base-model", served_name=str(served), status=status, metrics={"candidate": {"accuracy": 0.75}})
 
 
-def test_promote_and_rollback_move_the_active_pointer(redis_db: RedisServer, tmp_path: Path) -> None:
+def test_promote_and_rollback_move_the_active_pointer(redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
     c = redis_db.client
+    server = ModelServer(f"{standin}/v1", "x", "base-model", 30)  # loads each version first (tests/test_hot_swap.py)
     v1, v2 = version("mv-1", tmp_path), version("mv-2", tmp_path, parent="mv-1")
     registry.add(c, v1)
     registry.add(c, v2)
-    registry.promote(c, "mv-1")
-    registry.promote(c, "mv-2")
+    registry.promote(c, "mv-1", server)
+    registry.promote(c, "mv-2", server)
     assert (c.get(keys.active_model()), c.get(keys.active_version())) == (v2.served_name, "mv-2")
     assert registry.get(c, "mv-1").status == "retired"
-    rolled_back = registry.rollback(c)
+    rolled_back = registry.rollback(c, server)
     assert rolled_back is not None and rolled_back.id == "mv-1"
     assert registry.get(c, "mv-2").status == "retired" and c.get(keys.active_version()) == "mv-1"
-    assert registry.rollback(c) is None  # mv-1 came from the base model
+    assert registry.rollback(c, server) is None  # mv-1 came from the base model
     assert c.get(keys.active_model()) is None
     with pytest.raises(registry.RegistryError, match="base model is in service"):
-        registry.rollback(c)
+        registry.rollback(c, server)
     with pytest.raises(registry.RegistryError, match="no model version 'nope'"):
-        registry.promote(c, "nope")
+        registry.promote(c, "nope", server)
 
 
-def test_cli_lists_promotes_and_refuses_clearly(redis_db: RedisServer, tmp_path: Path) -> None:
+def test_cli_lists_promotes_and_refuses_clearly(redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
     registry.add(redis_db.client, version("mv-1", tmp_path))
     registry.add(redis_db.client, version("mv-bad", tmp_path, status="rejected"))
-    env = {**os.environ, "REDIS_URL": redis_db.url}
+    env = {**os.environ, "REDIS_URL": redis_db.url, "LLM_BASE_URL": f"{standin}/v1", "LLM_MODEL": "base-model"}
     listed = run_cli("model", "list", env=env)
     assert listed.returncode == 0 and "mv-1" in listed.stdout and "0.750" in listed.stdout and "in service: base model" in listed.stdout
     refused = run_cli("model", "promote", "mv-bad", env=env)

@@ -30,6 +30,7 @@ from feedback import progress as live
 from feedback import run as runs
 from feedback.errors import LoopError, NotEnoughData
 from feedback.event import UNKNOWN, RatingEvent, Unknown
+from feedback.serving import ModelServer
 from feedback.settings import Settings
 from training.config import RetrainConfig
 
@@ -231,6 +232,11 @@ def _run_locked(
         status="rejected" if not decision.promote else "candidate",
         decision={"promote": decision.promote, "reason": decision.reason, "margin": config.margin, "compared_with": service.id if service else registry.BASE},
     )
+    if decision.promote:
+        # Loaded into the model server before the pointer moves (in _commit): the next user's
+        # answer must not wait for the load. A server that can't load it fails the run
+        # (WarmUpError, recorded with the reason) and nothing changes.
+        ModelServer.of(settings).warm(served_name)
     _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
     status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
     return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})

@@ -282,8 +282,12 @@ def _train(
     rows = data[split].select_columns(columns)  # metadata stays out of TRL
     rows, dropped = drop_too_long(rows, tokenizer, columns, config.max_length)
     # KTO samples sequentially (its KL term pairs each row with its batch neighbours), so a
-    # dataset sorted by label or time would give one-class batches: shuffle once here.
+    # dataset sorted by label or time would give one-class batches: shuffle once here. Shuffled
+    # from an order fixed by the rows' content, not by when they were rated (concurrent users
+    # interleave differently each time): the same rows and seed train the same model.
     # In memory: TRL's maps then write no cache files into the dataset's (versioned) directory.
+    content = [json.dumps(row, sort_keys=True) for row in rows.to_list()]
+    rows = rows.select(sorted(range(len(content)), key=content.__getitem__), keep_in_memory=True)
     rows = rows.shuffle(seed=config.seed, keep_in_memory=True).flatten_indices(keep_in_memory=True)
     model = load_model(base_model, init_adapter, device_map=training_device_map())
 

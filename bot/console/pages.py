@@ -38,6 +38,7 @@ from feedback import run as runs
 from feedback.rating import DOWN_REASONS
 from feedback.report import wilson
 from feedback.sequential import Decision
+from feedback.serving import ModelServer, WarmUpError
 from feedback.settings import Settings
 from feedback.spool import Spool
 from feedback.store import OUTAGE
@@ -511,9 +512,11 @@ class Console:
         def promote() -> None:
             before = registry.active(self.r)
             try:
-                registry.promote(self.r, version, force=force)
+                registry.promote(self.r, version, ModelServer.of(self.settings), force=force)
             except registry.RegistryError as exc:
                 raise Refused(409, str(exc).replace("use --force", "tick 'although the gate rejected it'"), admin=who) from None
+            except WarmUpError as exc:
+                raise Refused(502, f"{version} was not put in service: {exc}", admin=who) from None
             detail = f"in service instead of {before.id if before else registry.BASE}" + (", past the gate's rejection" if force else "")
             audit.record(self.r, who.name, "promote", f"model:{version}", detail)
 
@@ -527,9 +530,11 @@ class Console:
         def rollback() -> None:
             before = registry.active(self.r)
             try:
-                after = registry.rollback(self.r)
+                after = registry.rollback(self.r, ModelServer.of(self.settings))
             except registry.RegistryError as exc:
                 raise Refused(409, str(exc), admin=who) from None
+            except WarmUpError as exc:
+                raise Refused(502, f"Nothing was rolled back: {exc}", admin=who) from None
             assert before is not None  # rollback refuses when the base model is in service
             audit.record(self.r, who.name, "rollback", f"model:{before.id}", f"retired; {after.id if after else registry.BASE} in service")
 

@@ -69,21 +69,26 @@ def decision_text(decision: dict[str, object]) -> str:
 
 @app.command("promote")
 def model_promote(version: str, force: bool = typer.Option(False, help="Promote even a version the gate rejected.")) -> None:
-    """Put a model version in service now (the bot uses it from its next answer)."""
+    """Put a model version in service: the model server loads it first, then the bot uses it from
+    its next answer (if the server can't load it, nothing changes and the command exits 1)."""
     from feedback import registry
+    from feedback.serving import ModelServer, WarmUpError
 
-    _, r = registry_redis()
-    with refused(registry.RegistryError):
-        v = registry.promote(r, version, force=force)
+    settings, r = registry_redis()
+    with refused(registry.RegistryError), refused(WarmUpError, code=1):
+        console.print(f"loading {version} into the model server first…")
+        v = registry.promote(r, version, ModelServer.of(settings), force=force)
     console.print(f"[green]{v.id} is in service[/green] ({v.served_name})")
 
 
 @app.command("rollback")
 def model_rollback() -> None:
-    """Retire the version in service and go back to the one it was trained from."""
+    """Retire the version in service and go back to the one it was trained from, once the model
+    server has loaded that one (if it can't, nothing changes and the command exits 1)."""
     from feedback import registry
+    from feedback.serving import ModelServer, WarmUpError
 
-    _, r = registry_redis()
-    with refused(registry.RegistryError):
-        v = registry.rollback(r)
+    settings, r = registry_redis()
+    with refused(registry.RegistryError), refused(WarmUpError, code=1):
+        v = registry.rollback(r, ModelServer.of(settings))
     console.print(f"[green]in service: {v.id if v else 'the base model'}[/green]")
