@@ -166,7 +166,10 @@ async def _conversation(
     rng = random.Random(f"{seed}:{index}")
     client = await logins.client(user)
     try:
-        await client.connect()
+        # The thread id from the same stream, named in the handshake as the UI names a thread to
+        # resume (Chainlit starts a new one under it when none exists): the dataset's split by
+        # thread is then the same in every seeded run.
+        await client.connect(thread_id=seeded_uuid(rng))
         for _ in range(turns):
             question = rng.choice(list(questions))
             # The message id from the same stream: under LLM_SEED it fixes the answer's sampling

@@ -20,10 +20,10 @@ from bench.harness import ExperimentConfig, TimedLog, demo_retrain_config, run_e
 # 0.5 and both candidates pass with room to spare (measured: 0.65 and 0.79; approval 0.38 -> 0.77
 # concise, 0.23 -> 0.73 detailed).
 # Seeded since issue 23: the app samples with LLM_SEED (each answer's seed fixed by its message id,
-# which the simulated users draw from seeded streams), and training shuffles from an order fixed by
-# the rows' content: the same run gets the same answers and ratings (cycle 0 of both arms: identical
-# styles). Not seeded yet: the held-out split, by thread, and Chainlit makes the thread ids (uuid4)
-# on the server, so which ~50 rated answers the gate sees still varies run to run.
+# which the simulated users draw from seeded streams), the simulated users name their threads from
+# the same streams (so the held-out split by thread is the same each run), and training shuffles
+# from an order fixed by the rows' content: the same code gets the same answers, ratings, split and
+# verdict. What is left to chance: a conversation that times out on a loaded machine.
 SHORT: dict[str, Any] = dict(cycles=1, conversations=160, eval_questions=48, raters=4, concurrency=4, seed=0)
 RETRAIN: dict[str, Any] = dict(learning_rate=3e-3, epochs=3.0, test_fraction=0.3)
 DEMO_STEPS = 150  # as tests/test_demo_model.py: the four styles at about equal shares

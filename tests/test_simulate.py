@@ -3,6 +3,7 @@ stand-in model), as a browser would; what they leave is in Redis like any user's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from feedback.layout import DataLayout
 from launcher.process import ServiceGroup
 from sim import accounts
 from support.services import AppServer, RedisServer, app_env, run_cli, start_app
-from support.session import USERS
+from support.session import USERS, logged_in
 
 
 def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppServer, redis_server_: RedisServer) -> None:
@@ -81,3 +82,28 @@ def test_simulate_chats_as_simulated_users_by_default(own_services: ServiceGroup
     assert run_cli("simulate", "--prefer", "short", "--url", app.url, env=env).returncode == 2
     # Simulated users in AUTH_USERS are the ones used (the generated ones are `chatbot up`'s).
     assert accounts.find({"alice": "alice-pw", "sim-9": sim_password}, layout.sim_password) == {"sim-9": sim_password}
+
+
+async def test_a_seeded_simulation_names_the_same_threads_every_run(app_server: AppServer, redis_db: RedisServer) -> None:
+    """The dataset is split by thread: a seeded run must make the same threads (and so the same
+    split) every time, not threads named by the server at random."""
+    accounts = ",".join(f"{u}:{p}" for u, p in USERS.items())
+    env = {**os.environ, "REDIS_URL": redis_db.url}
+    args = ("simulate", "--demo", "--prefer", "concise", "--url", app_server.url, "--users", accounts, "--conversations", "4", "--seed", "5")
+
+    async def threads_made() -> set[str]:
+        done = await asyncio.to_thread(run_cli, *args, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        found: set[str] = set()
+        for user in USERS:
+            client = await logged_in(app_server.url, user)
+            try:
+                found |= {t["id"] for t in (await client.list_threads()).json()["data"]}
+            finally:
+                await client.close()
+        return found
+
+    first = await threads_made()
+    redis_db.client.flushdb()
+    again = await threads_made()
+    assert len(first) == 4 and again == first
