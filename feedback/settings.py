@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     retrain_interval_s: int = Field(3600, ge=0)
     min_new_ratings: int = Field(50, ge=0)
     # One user's answers count for at most this share of min_new_ratings (rounded up), so that no
-    # user alone starts runs: with 0.2, it takes at least 5 raters (1: no bound, e.g. one user).
-    retrain_user_share: float = Field(0.2, gt=0, le=1)
+    # user alone starts runs: with 0.25, it takes at least 4 raters (the four simulated users of
+    # `chatbot up` can; 1: no bound, e.g. one user).
+    retrain_user_share: float = Field(0.25, gt=0, le=1)
     # Expiry of the retraining lock: a crashed run frees it after this long (a live run renews it).
     retrain_lock_ttl_s: int = Field(120, ge=3, le=86400)
 

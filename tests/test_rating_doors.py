@@ -480,7 +480,7 @@ def click(url: str, spool: Path, user: str, answers: list[tuple[str, str]], valu
 @pytest.mark.slow
 def test_one_user_alone_starts_no_run_and_flips_after_a_run_count_nothing(redis_db: RedisServer, tiny: Path, tmp_path: Path) -> None:
     c = redis_db.client
-    settings = Settings(redis_url=redis_db.url, llm_model=str(tiny), data_dir=tmp_path / "data", retrain_lock_ttl_s=30)
+    settings = Settings(redis_url=redis_db.url, llm_model=str(tiny), data_dir=tmp_path / "data", retrain_lock_ttl_s=30, retrain_user_share=0.2)
     config = RetrainConfig(min_new_ratings=50, **FAST)
     spool = tmp_path / "spool" / "writes.jsonl"
 
@@ -489,7 +489,7 @@ def test_one_user_alone_starts_no_run_and_flips_after_a_run_count_nothing(redis_
     assert outcome.status == "skipped" and outcome.new_ratings == 10, outcome
     assert outcome.reason == "10 new ratings since the last run (50 before the bound of 10 per user, RETRAIN_USER_SHARE, which 1 user(s) passed); waiting for 50"
     assert c.get(keys.retrain_watermark()) is None
-    assert settings.retrain_user_share == 0.2  # the default: one user counts for at most 10 of 50
+    # retrain_user_share 0.2: one user counts for at most 10 of 50
     found = job.count_new(c, job.per_user_bound(settings.retrain_user_share, 50))
     assert (found.counted, found.changed, found.per_user, found.bounded_users) == (10, 50, 10, 1)
 
