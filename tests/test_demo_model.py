@@ -196,6 +196,7 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert "ignoring LLM_BASE_URL" in stderr and "Building the demo model" not in stderr
+    assert "In service: the base model" in stderr  # startup says which version serves
     assert any(style_of(r) for r in replies), replies  # the demo model answered (each is recognised ~97% of the time)
 
 

@@ -167,6 +167,37 @@ def _start_model(group: ServiceGroup, plan: Plan) -> None:
     plan.env["LLM_BASE_URL"] = settings.effective_llm_base_url
     plan.env["LLM_MODEL"] = model
     console.print(f"[green]✓[/green] Local model server ({model}, loaded in {seconds:.0f} s)")
+    _warm_in_service(plan)
+
+
+def _warm_in_service(plan: Plan) -> None:
+    """A version promoted before this start is loaded too, before the web UI serves: the first
+    answer after a restart must not pay for its load any more than the first after a promotion."""
+    import redis
+
+    from feedback import registry
+    from feedback.connection import connect_sync
+    from launcher import model_server
+    from launcher.process import StartupError
+
+    r = connect_sync(plan.env.get("REDIS_URL") or plan.settings.effective_redis_url, cluster=plan.settings.redis_cluster)
+    try:
+        version = registry.active(r)
+    except (redis.RedisError, registry.RegistryError) as exc:
+        console.print(f"[yellow]Could not read the model version in service ({exc}); it loads on its first answer.[/yellow]")
+        return
+    finally:
+        r.close()
+    if version is None:
+        console.print("[green]✓[/green] In service: the base model")
+        return
+    try:
+        with console.status(f"Loading {version.id}, the version in service..."):
+            seconds = model_server.warm_up(plan.settings.local_model_port, version.served_name)
+    except StartupError as exc:
+        console.print(f"[yellow]The version in service, {version.id}, could not be loaded: {exc}. `chatbot model rollback` puts its parent back.[/yellow]")
+        return
+    console.print(f"[green]✓[/green] In service: {version.id} (trained from {version.parent or 'the base model'}, loaded in {seconds:.0f} s)")
 
 
 def _start_web(group: ServiceGroup, plan: Plan) -> None:
