@@ -201,7 +201,7 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
 
 
 @pytest.mark.slow
-def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, redis_db: RedisServer) -> None:
+def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, redis_db: RedisServer, standin: str) -> None:
     """`chatbot retrain --now --demo` by hand: the demo model is the base whatever LLM_MODEL says,
     with the demo recipe; without a demo model it says how to build one and changes nothing."""
     import os
@@ -212,7 +212,8 @@ def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, r
     from support.services import run_cli
 
     seed_ratings(redis_db.url)
-    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data"), "LLM_MODEL": "not/downloadable"}
+    # LLM_BASE_URL: a promotion loads the version into the model server first (the stand-in here).
+    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data"), "LLM_MODEL": "not/downloadable", "LLM_BASE_URL": f"{standin}/v1"}
     missing = run_cli("retrain", "--now", "--demo", env=env)
     assert missing.returncode == 2 and "chatbot demo-model" in missing.stderr
     assert redis_db.client.zcard(keys.model_versions()) == 0

@@ -478,9 +478,12 @@ def click(url: str, spool: Path, user: str, answers: list[tuple[str, str]], valu
 
 
 @pytest.mark.slow
-def test_one_user_alone_starts_no_run_and_flips_after_a_run_count_nothing(redis_db: RedisServer, tiny: Path, tmp_path: Path) -> None:
+def test_one_user_alone_starts_no_run_and_flips_after_a_run_count_nothing(redis_db: RedisServer, tiny: Path, standin: str, tmp_path: Path) -> None:
     c = redis_db.client
-    settings = Settings(redis_url=redis_db.url, llm_model=str(tiny), data_dir=tmp_path / "data", retrain_lock_ttl_s=30, retrain_user_share=0.2)
+    # llm_base_url: a promotion loads the version into the model server first (the stand-in here).
+    settings = Settings(
+        redis_url=redis_db.url, llm_model=str(tiny), llm_base_url=f"{standin}/v1", data_dir=tmp_path / "data", retrain_lock_ttl_s=30, retrain_user_share=0.2,
+    )  # fmt: skip
     config = RetrainConfig(min_new_ratings=50, **FAST)
     spool = tmp_path / "spool" / "writes.jsonl"
 
