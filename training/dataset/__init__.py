@@ -13,9 +13,13 @@ Layout under `root` (the job passes `<DATA_DIR>/datasets`)::
     <version>/plan_state.json  the plan's settings, stats and the card's counts (what the next
                                incremental build updates and `load` reads)
     <version>/card.json        machine-readable card: counts, weights, coverage, what was dropped
-    <version>/README.md        the same for people
+    <version>/README.md        the same for people, with a Hugging Face YAML header: configs kto and
+                               dpo (their train/test parquet files) and the KTO class weights, so
+                               `load_dataset(<version folder>, "kto")` and `trl kto --dataset_name`
+                               read the folder as it is
     <version>/data/            DatasetDict (save_to_disk): kto_train, kto_test, dpo_train, dpo_test
-    <version>/parquet/         the same four splits as parquet files        (data/ and parquet/
+    <version>/parquet/         the splits with rows as parquet files (an empty one has none; kto_train
+                               shuffled, seeded by the version id)              (data/ and parquet/
                                are written by `load`, the first time the version is loaded)
 
 What each step costs (N: rows in all of a version's shards, n: rows this build collected):
@@ -59,6 +63,7 @@ Modules, in the order a build uses them::
     card.py         card.json, README.md and the version folder
     builder.py      build(): the steps above, atomically
     materialize.py  load(): the DatasetDict, materialized once from the shards
+    hub.py          push(): the materialized folder uploaded to a Hub dataset repo (--push-to-hub)
 """
 
 from training.dataset.builder import build

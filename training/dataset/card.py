@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from training.collect import Collected
 from training.config import RetrainConfig
 
 if TYPE_CHECKING:
     from training.dataset.plan import _Plan
-from training.dataset.schema import SPLITS, class_weights
+from training.dataset.schema import SPLITS, class_weights, data_files
 from training.dataset.state import _write_state
 
 
@@ -81,7 +83,8 @@ def _summary(card: dict[str, Any]) -> str:
     pii_text = ", ".join(f"{n} {k}" for k, n in sorted(card["pii"]["replaced"].items())) or "none"
     return (
         f"Dataset {card['version']}: KTO {c['kto_train']} train / {c['kto_test']} test "
-        f"({c['desirable']} up, {c['undesirable']} down), DPO pairs {c['dpo_train']} train / {c['dpo_test']} test, "
+        f"({c['desirable']} up, {c['undesirable']} down), "
+        f"{'DPO pairs ' + str(c['dpo_train']) + ' train / ' + str(c['dpo_test']) + ' test' if c['dpo_train'] + c['dpo_test'] else 'no DPO pairs yet'}, "
         f"{c['users']} users, {c['threads']} threads\n"
         f"  this build: {card['this_build']['rated']} rated exchanges read, {card['this_build']['forgotten']} forgotten\n"
         f"  left out: {d['duplicates']} duplicates, {d['over_user_cap']} over the per-user cap "
@@ -91,9 +94,44 @@ def _summary(card: dict[str, Any]) -> str:
     )
 
 
+def _trl_flags(card: dict[str, Any]) -> str:
+    w = card["weights"]
+    return f"--desirable_weight {w['desirable_weight']} --undesirable_weight {w['undesirable_weight']}"
+
+
+def _front_matter(card: dict[str, Any]) -> str:
+    """The README's YAML header, as the Hugging Face `datasets` library and the Hub read it: one
+    config per method with its non-empty splits (so `load_dataset(folder, "kto")` never merges
+    KTO and DPO rows, whose columns differ, and never meets an empty file), and the KTO class
+    weights with the TRL flags that apply them."""
+    w = card["weights"]
+    meta: dict[str, Any] = {
+        "configs": [
+            {"config_name": name, "data_files": [{"split": split, "path": path} for split, path in files.items()]}
+            for name, files in data_files(card["counts"]).items()
+        ],
+        "tags": ["trl", "kto", "dpo", "preference"],
+        "kto_class_weights": {
+            "desirable_weight": w["desirable_weight"],
+            "undesirable_weight": w["undesirable_weight"],
+            "computed_on": w["computed_on"],
+            "trl_flags": _trl_flags(card),
+        },
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
 def _readme(card: dict[str, Any]) -> str:
     c, d, tr = card["counts"], card["dropped"], card["time_range"]
+    configs = data_files(c)
+
+    def rows(split: str) -> str:
+        if c[split]:
+            return str(c[split])
+        return "0 (no pairs yet)" if split.startswith("dpo") else "0 (none in this split)"
+
     lines = [
+        _front_matter(card),
         f"# Preference dataset {card['version']}",
         "",
         "Rated answers of the chat assistant, for TRL: KTO rows (`prompt`, `completion`, `label`) for every",
@@ -105,16 +143,48 @@ def _readme(card: dict[str, Any]) -> str:
         "",
         "| split | rows |",
         "|---|---:|",
-        *[f"| {s} | {c[s]} |" for s in SPLITS],
+        *[f"| {s} | {rows(s)} |" for s in SPLITS],
         "",
         f"- Ratings: {c['desirable']} up, {c['undesirable']} down, from {c['users']} users in {c['threads']} threads; "
         f"rated {tr['rated_from']} to {tr['rated_to']}, answered {tr['answered_from']} to {tr['answered_to']}.",
         f"- Prompt versions: {', '.join(f'{k} ({v})' for k, v in sorted(card['prompt_versions'].items())) or 'none'}.",
         f"- Model versions: {', '.join(f'{k} ({v})' for k, v in sorted(card['model_versions'].items())) or 'none'}.",
         f"- KTO weights: `desirable_weight={card['weights']['desirable_weight']}`, `undesirable_weight={card['weights']['undesirable_weight']}` "
-        "(weighted desirable:undesirable within TRL's recommended 1 to 4/3).",
+        "(weighted desirable:undesirable within TRL's recommended 1 to 4/3); pass them to TRL as "
+        f"`{_trl_flags(card)}`.",
         f"- Split by thread (`split_seed={card['split']['split_seed']}`, test share {card['split']['test_fraction']}): "
         f"{c['test_threads']} of {c['threads']} threads held out; a thread never straddles the splits.",
+        "- `kto_train` rows are shuffled (seeded by the version id, so the same every time): TRL's KTO trainer reads",
+        "  them in order and pairs each answer with its neighbours' prompts for its KL term.",
+        "",
+        "## Loading",
+        "",
+        "The parquet files under `parquet/` are the configs of the header above "
+        f"({'; '.join(f'`{n}`: ' + ', '.join(files) for n, files in configs.items()) or 'none: no rows'}; a split with no rows has no file):",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        *[f'{n} = load_dataset("path/to/{card["version"]}", "{n}")' for n in configs],
+        "```",
+        "",
+        "```sh",
+        *(
+            [f"trl kto --dataset_name path/to/{card['version']} --dataset_config kto {_trl_flags(card)} --model_name_or_path ... --output_dir ..."]
+            if "kto" in configs
+            else []
+        ),
+        *([f"trl dpo --dataset_name path/to/{card['version']} --dataset_config dpo --model_name_or_path ... --output_dir ..."] if "dpo" in configs else []),
+        "```",
+        *(
+            ["", "No DPO pairs yet: the `dpo` config appears once two answers to one prompt are rated both ways."]
+            if "dpo" not in configs
+            else ([] if "test" in configs["dpo"] else ["", "No held-out DPO pairs yet: the `dpo` config has a train split only."])
+        ),
+        "",
+        "Over-long rows: this project's retraining drops the rows longer than its `max_length` tokens, and counts them. "
+        "Plain TRL (as of 1.16) keeps them and truncates each prompt plus answer to `--max_length` tokens (default 1024), "
+        "keeping the start (KTO always; DPO with `truncation_mode=keep_start`, its only supported mode), so a long answer "
+        "loses its end; it drops only the rows whose prompt alone fills `max_length`.",
         "",
         "## Left out",
         "",
@@ -124,7 +194,6 @@ def _readme(card: dict[str, Any]) -> str:
         f"- {d['over_user_cap']} ratings over the per-user cap of {card['user_cap']['cap_rows_per_user']} rows "
         f"({card['user_cap']['capped_users']} users capped, max share {card['user_cap']['max_user_share']}; their newest kept);",
         f"- {d['contradictory_pairs']} candidate pairs whose two answers were the same text rated both ways.",
-        "- Rows longer than the trainer's `max_length` tokens are dropped (and counted) by the trainer.",
         "",
         "## Personal data",
         "",

@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from training.dataset.hashes import _key
 from training.dataset.plan import KTO, _positions
-from training.dataset.schema import DPO_SCHEMA, KTO_SCHEMA, ROW_GROUP, SPLITS
+from training.dataset.schema import DPO_SCHEMA, KTO_SCHEMA, ROW_GROUP, SPLITS, parquet_name
 from training.dataset.state import _read_state
 from training.dataset.version import DatasetError, _manifest, _shard_path
 
@@ -42,6 +43,13 @@ def load(root: Path, version: str) -> DatasetDict:
         dpo_file = tmp / f"dpo_{name}.arrow"
         _write_dpo(dpo_file, splits[f"kto_{name}"], pairs["chosen"].to_numpy(), pairs["rejected"].to_numpy())
         splits[f"dpo_{name}"] = Dataset.from_file(str(dpo_file))
+    # TRL's KTO trainer reads its rows in order (sequential sampling) and builds each batch's KL
+    # term from the neighbouring rows' answers: rows in shard and thread order would pair answers
+    # of one thread. Shuffled once the DPO pairs (positions in the unshuffled split) are written;
+    # seeded by the version id in the manifest, so a version always loads in the same order.
+    shuffled = tmp / "kto_train.shuffled.arrow"
+    _write_shuffled(shuffled, splits["kto_train"], _shuffle(len(splits["kto_train"]), manifest["version"]))
+    splits["kto_train"] = Dataset.from_file(str(shuffled))
     dd = DatasetDict({s: splits[s] for s in SPLITS})
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one line per split and format is noise here
@@ -49,8 +57,9 @@ def load(root: Path, version: str) -> DatasetDict:
         # An empty split needs one (empty) shard file: with none, load_from_disk fails.
         dd.save_to_disk(str(tmp / "data"), num_shards={s: 1 if len(dd[s]) == 0 else None for s in SPLITS})
         (tmp / "parquet").mkdir()
-        for s in SPLITS:
-            dd[s].to_parquet(str(tmp / "parquet" / f"{s}.parquet"))
+        for s in SPLITS:  # the files the README's configs name: none for an empty split (load_dataset refuses one)
+            if len(dd[s]):
+                dd[s].to_parquet(str(tmp / parquet_name(s)))
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
@@ -79,6 +88,17 @@ def _plan_tables(vdir: Path) -> tuple[pa.Table, pa.Table]:
         pa.table({"shard": shard, "row": kto - offsets[shard], "test": row_test[kto]}),
         pa.table({"chosen": dpo[:, 0], "rejected": dpo[:, 1], "test": row_test[a["dpo_rows"][:, 0]]}),
     )
+
+
+def _shuffle(n: int, version: str) -> np.ndarray:
+    return np.random.default_rng(_key("shuffle\0" + version)).permutation(n)
+
+
+def _write_shuffled(path: Path, rows: Dataset, order: np.ndarray) -> None:
+    table = rows.data.table  # memory-mapped: one batch of rows in memory at a time
+    with pa.ipc.new_stream(str(path), table.schema) as writer:
+        for lo in range(0, len(order), ROW_GROUP):
+            writer.write_table(table.take(pa.array(order[lo : lo + ROW_GROUP])))
 
 
 def _assistant(completions: pa.Array) -> pa.Array:

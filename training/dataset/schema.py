@@ -112,3 +112,20 @@ def class_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
     if ratio < KTO_RATIO_RANGE[0]:
         return round(KTO_TARGET_RATIO / ratio, 6), 1.0
     return 1.0, round(ratio / KTO_TARGET_RATIO, 6)
+
+
+# The version folder as a Hugging Face dataset: one config per method, its splits named as TRL's
+# scripts expect them (`--dataset_train_split train`, `--dataset_test_split test`), each a parquet
+# file under parquet/ (`load` writes them). A split with no rows has no file and no entry (an empty
+# file is refused by `load_dataset`), and a method with no rows has no config.
+CONFIGS = {"kto": {"train": "kto_train", "test": "kto_test"}, "dpo": {"train": "dpo_train", "test": "dpo_test"}}
+
+
+def parquet_name(split: str) -> str:
+    return f"parquet/{split}.parquet"
+
+
+def data_files(counts: dict[str, int]) -> dict[str, dict[str, str]]:
+    """Per config with rows, its splits with rows and their files: {"kto": {"train": "parquet/kto_train.parquet", ...}}."""
+    out = {name: {hf: parquet_name(split) for hf, split in splits.items() if counts.get(split, 0) > 0} for name, splits in CONFIGS.items()}
+    return {name: files for name, files in out.items() if files}
