@@ -115,6 +115,28 @@ def test_a_continued_run_trains_on_the_new_ratings_only(settings: Settings, redi
     assert registry.get(c, first.version_id).metrics["train"]["rows"] == before  # nothing to leave out the first time
 
 
+def test_a_refused_push_to_hub_is_recorded_and_the_run_stands(settings: Settings, redis_db: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--push-to-hub: the dataset version is written before the upload; a Hub that refuses it (a
+    token without write access) leaves the run's result as it is, the refusal recorded with it."""
+    import huggingface_hub.constants
+
+    from support.hub import standin_hub
+
+    seed_ratings(redis_db.url)
+    c = redis_db.client
+    monkeypatch.setenv("HF_TOKEN", "hf_read_only")
+    with standin_hub(tmp_path / "hub", refuse=403) as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # HF_ENDPOINT, read when huggingface_hub was imported
+        outcome = job.run(c, settings, RetrainConfig(min_new_ratings=0, push_to_hub="me/loop-ratings", **FAST), progress=False)
+
+    assert outcome.status == "promoted", outcome
+    assert f"dataset {outcome.dataset_version} not pushed to me/loop-ratings" in outcome.reason and "403" in outcome.reason
+    (recorded,) = runs.recent(c)
+    assert (recorded.status, recorded.reason) == ("promoted", outcome.reason)
+    assert recorded.details["push_to_hub"]["repo"] == "me/loop-ratings" and "403" in recorded.details["push_to_hub"]["error"]
+    assert (settings.data_dir.resolve() / "datasets" / str(outcome.dataset_version) / "parquet" / "kto_train.parquet").is_file()
+
+
 def test_the_trigger_counts_answers_not_clicks(settings: Settings, redis_db: RedisServer) -> None:
     """One user flipping a thumb 50 times is one answer whose rating changed, not 50 ratings."""
     ids = seed_ratings(redis_db.url, n=3)

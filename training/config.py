@@ -48,7 +48,7 @@ class RetrainConfig:
     test_fraction: float = field(default=0.2, metadata={"help": "Share of threads held out for evaluation (split by thread, deterministic)."})
     split_seed: str = field(default="v1", metadata={"help": "Salt of the deterministic thread split; change it to draw a new split."})
     scrub_pii: bool = field(default=True, metadata={"help": "Replace emails, phone numbers, card numbers and addresses before anything is written."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo to push each dataset version to (needs HF_TOKEN)."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo (owner/name) to upload each dataset version to, private, configs kto and dpo (needs HF_TOKEN; HF_ENDPOINT for another hub). A failed upload is recorded with the run and does not fail it."})
 
     # --- train ---
     method: Literal["auto", "kto", "dpo"] = field(default="auto", metadata={"help": "auto: DPO when there are at least min_pairs real pairs, else KTO."})

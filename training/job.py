@@ -141,9 +141,10 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
     started = time.time()
     _report(live.start, r, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     outcome = Outcome("failed", "interrupted")  # what the progress says if the run never returns
+    pushed: dict[str, Any] = {}  # the dataset's upload (--push-to-hub): recorded whatever the outcome
     try:
         with _KeepAlive(lock, settings.retrain_lock_ttl_s) as keepalive:
-            outcome = _run_locked(r, settings, config, lock, keepalive, progress, prepare_model)
+            outcome = _run_locked(r, settings, config, lock, keepalive, progress, prepare_model, pushed)
     except NotEnoughData as exc:  # too few ratings, one class, nothing new, all too long
         outcome = Outcome("skipped", str(exc))
     except LoopError as exc:  # a known failure (a model that cannot be loaded or converted): its message says what to do
@@ -158,12 +159,23 @@ def run(r: redis.Redis, settings: Settings, config: RetrainConfig, *, progress: 
             lock.release()
         except Exception:  # expired already: nothing to release
             pass
+    if pushed:
+        outcome.details["push_to_hub"] = pushed
+        if "error" in pushed:
+            outcome.reason += f" (dataset {pushed['dataset_version']} not pushed to {pushed['repo']}: {pushed['error']})"
     _record(r, outcome, started)
     return outcome
 
 
 def _run_locked(
-    r: redis.Redis, settings: Settings, config: RetrainConfig, lock: Lock, keepalive: _KeepAlive, progress: bool, prepare_model: Callable[[], object] | None
+    r: redis.Redis,
+    settings: Settings,
+    config: RetrainConfig,
+    lock: Lock,
+    keepalive: _KeepAlive,
+    progress: bool,
+    prepare_model: Callable[[], object] | None,
+    pushed: dict[str, Any],
 ) -> Outcome:
     # Heavy imports here: the schedule and the CLI stay fast until a run really starts.
     from training import collect, dataset, evaluate, rebase, train
@@ -187,6 +199,8 @@ def _run_locked(
     _report(live.step, r, "build")
     built = dataset.build(collected, config, settings.layout.datasets, previous, progress=progress)
     data = dataset.load(settings.layout.datasets, built.version)
+    if config.push_to_hub:
+        pushed.update(_push(settings.layout.datasets, built.version, config.push_to_hub))
     _check_held_out(data, config)
     _report(live.step, r, "train")
     if prepare_model is not None:
@@ -240,6 +254,19 @@ def _run_locked(
     _commit(r, lock, keepalive, version, service, decision.promote, collected.watermark, built.version)
     status: Literal["promoted", "rejected"] = "promoted" if decision.promote else "rejected"
     return Outcome(status, decision.reason, pending, built.version, version_id, {"candidate": decision.candidate, "service": decision.service})
+
+
+def _push(root: Path, version: str, repo: str) -> dict[str, Any]:
+    """Upload the dataset version (written and materialized: complete on disk either way). The Hub
+    is not part of the run: an upload that fails (network, token, a refused repo) is logged and
+    recorded with the run, whose result stands."""
+    from training.dataset import hub
+
+    try:
+        return {"repo": repo, "dataset_version": version, "commit": hub.push(root, version, repo)}
+    except Exception as exc:  # huggingface_hub's errors (HTTP, network, token) have no common base but Exception
+        log.warning("dataset version %s was not pushed to %s: %s", version, repo, exc)
+        return {"repo": repo, "dataset_version": version, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"}
 
 
 def _only_new(data: Any, weights: dict[str, float], root: Path, service: registry.ModelVersion, config: RetrainConfig) -> tuple[Any, dict[str, float]]:

@@ -9,7 +9,6 @@ from training.collect import Collected
 from training.config import RetrainConfig
 from training.dataset.card import _card, _summary, _write_version
 from training.dataset.index import _sidecar_path
-from training.dataset.materialize import load
 from training.dataset.plan import _check, _plan
 from training.dataset.shard import _write_shard
 from training.dataset.version import DatasetError, DatasetVersion, _manifest, _new_version, _shard_path
@@ -59,8 +58,4 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
         print(_summary(card))
     else:
         log.info("%s", _summary(card))
-    if config.push_to_hub:
-        # Needs network and HF_TOKEN: untested offline. The rows are already PII-scrubbed (when
-        # scrub_pii is on), but they carry user names: push to a private repo.
-        load(root, version).push_to_hub(config.push_to_hub, private=True)
     return built
