@@ -512,9 +512,13 @@ def test_a_dataset_downloads_as_trl_rows_and_names_cannot_reach_other_files(cons
     card = json.loads((console.datasets / version / "card.json").read_text())
     with http(console.url, "alice") as alice:
         token = {"csrf": csrf_of(alice, "/admin/datasets")}
-        rows = {}
+        rows: dict[str, list[Any]] = {}
         for split in ("kto_train", "kto_test", "dpo_train", "dpo_test"):
             got = alice.post(f"/admin/datasets/{version}/{split}.jsonl", data=token)
+            if card["counts"][split] == 0:  # not offered (test_an_empty_split_is_not_offered_for_download)
+                assert got.status_code == 404
+                rows[split] = []
+                continue
             assert got.status_code == 200 and got.headers["content-type"].startswith("application/x-ndjson")
             rows[split] = [json.loads(line) for line in got.text.splitlines()]
             assert len(rows[split]) == card["counts"][split]
@@ -547,7 +551,7 @@ def test_a_dataset_downloads_as_trl_rows_and_names_cannot_reach_other_files(cons
         page = alice.get("/admin/datasets").text
         assert version in page and str(card["counts"]["kto_train"]) in page
     downloads = [e for e in audit.recent(redis_db.client) if e.action == "download_dataset"]
-    assert len(downloads) == 5 and downloads[0].target == f"dataset:{version}"
+    assert len(downloads) == 1 + sum(card["counts"][s] > 0 for s in ("kto_train", "kto_test", "dpo_train", "dpo_test")) and downloads[0].target == f"dataset:{version}"
 
 
 def test_the_review_queue_filters_pages_and_keeps_the_marks(console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext]) -> None:
@@ -804,6 +808,37 @@ def test_the_schedule_of_chatbot_up_decides_an_experiment_and_the_audit_names_it
     assert "Winner: 1.1.0" in page and experiments.running(r, "assistant") is None and prompts.served(r, "assistant") == "1.1.0"
     entry = audit.recent(r, target="experiment:")[0]
     assert (entry.who, entry.action, entry.target) == ("chatbot up", "experiment_decided", f"experiment:{exp.id}")
+
+
+def test_an_empty_split_is_not_offered_for_download(console: Console, redis_db: RedisServer, cleanup_datasets: None) -> None:
+    """A young deployment has no DPO pairs: the page says so instead of offering an empty JSONL
+    (which load_dataset refuses), also for a version materialized when empty splits got a file."""
+    import pyarrow.parquet as pq
+
+    from support.retrain import seed_ratings
+    from training.collect import collect
+    from training.config import RetrainConfig
+    from training.dataset import build, load
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(seed_ratings, redis_db.url, 24).result()
+    version = build(collect(redis_db.client, None, full=True), RetrainConfig(min_ratings=2, max_user_share=1.0), console.datasets, None, progress=False).version
+    load(console.datasets, version)
+    card = json.loads((console.datasets / version / "card.json").read_text())
+    assert card["counts"]["dpo_train"] == card["counts"]["dpo_test"] == 0 < card["counts"]["kto_train"]
+    parquet = console.datasets / version / "parquet"
+    assert not (parquet / "dpo_train.parquet").exists()
+    pq.write_table(pq.read_table(parquet / "kto_test.parquet").slice(0, 0), parquet / "dpo_test.parquet")  # as an older release left it
+    with http(console.url, "alice") as alice:
+        page = alice.get("/admin/datasets").text
+        section = page.split(f'id="dataset-{version}"')[1].split("</table>")[0]  # the splits table
+        assert section.count("no pairs yet") == 2 and f"/admin/datasets/{version}/kto_train.jsonl" in section
+        assert f"{version}/dpo_train." not in section and f"{version}/dpo_test." not in section
+        token = {"csrf": csrf_of(alice, "/admin/datasets")}
+        for split in ("dpo_train", "dpo_test"):
+            for kind in ("jsonl", "parquet"):
+                got = alice.post(f"/admin/datasets/{version}/{split}.{kind}", data=token)
+                assert got.status_code == 404 and "no pairs yet" in got.text and not got.headers.get("content-disposition"), (split, kind)
 
 
 def test_every_console_get_writes_nothing(console: Console, redis_db: RedisServer, cleanup_datasets: None) -> None:

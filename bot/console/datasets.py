@@ -2,7 +2,7 @@
 never imports it, nor the `datasets` library): the cards as JSON, the splits with pyarrow.
 
 Layout (training/dataset/__init__.py): <root>/<version>/card.json, README.md and, once the
-version was loaded for training, parquet/{kto_train,kto_test,dpo_train,dpo_test}.parquet.
+version was loaded for training, parquet/<split>.parquet for each split with rows.
 """
 
 from __future__ import annotations
@@ -59,7 +59,14 @@ def read(root: Path, version: str) -> DatasetInfo:
         readme = (vdir / "README.md").read_text(encoding="utf-8")
     except OSError:
         readme = ""
-    splits = {s: (vdir / "parquet" / f"{s}.parquet").stat().st_size for s in SPLITS if (vdir / "parquet" / f"{s}.parquet").is_file()}
+    counts = card.get("counts", {})
+    # A split with no rows is not offered (its JSONL would be an empty file, which load_dataset
+    # refuses): versions materialized before that rule have an empty parquet file for it.
+    splits = {
+        s: (vdir / "parquet" / f"{s}.parquet").stat().st_size
+        for s in SPLITS
+        if (vdir / "parquet" / f"{s}.parquet").is_file() and counts.get(s) != 0
+    }
     return DatasetInfo(version, card, readme, splits, problems)
 
 
@@ -70,11 +77,16 @@ def listing(root: Path) -> list[DatasetInfo]:
 
 def split_file(root: Path, version: str, split: str) -> Path | None:
     """The parquet file of a split, or None: the version must be one of `versions(root)` and the
-    split one of SPLITS (so neither can name another path), and the file must exist."""
-    if split not in SPLITS or version not in versions(root):
+    split one of SPLITS (so neither can name another path), and the split offered (`read`: its
+    file exists and it has rows)."""
+    if split not in SPLITS or version not in versions(root) or split not in read(root, version).splits:
         return None
-    path = root / version / "parquet" / f"{split}.parquet"
-    return path if path.is_file() else None
+    return root / version / "parquet" / f"{split}.parquet"
+
+
+def is_empty(root: Path, version: str, split: str) -> bool:
+    """The card of a listed version says the split has no rows."""
+    return split in SPLITS and version in versions(root) and read(root, version).card.get("counts", {}).get(split) == 0
 
 
 def jsonl_rows(path: Path, split: str) -> Iterator[bytes]:

@@ -562,6 +562,8 @@ class Console:
         """The parquet file of a listed version's split: 404 when absent."""
         path = await self.call(datasets.split_file, self.settings.layout.datasets, version, split)
         if path is None:
+            if await self.call(datasets.is_empty, self.settings.layout.datasets, version, split):
+                raise Refused(404, f"Dataset version {version} has no rows in {split} ({'no pairs yet' if split.startswith('dpo') else 'none in this split'}): nothing to download.", admin=who)
             raise Refused(404, f"No {split} file for dataset version {version} (unknown version, or not materialized yet).", admin=who)
         return path
 
