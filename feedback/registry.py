@@ -121,11 +121,43 @@ def activate(pipe: redis.client.Pipeline, new: ModelVersion, old: ModelVersion |
     pipe.set(keys.active_version(), new.id)
 
 
+def same_base(a: str, b: str) -> bool:
+    """Two base model names (hub ids, or local directories however written) name the same model."""
+
+    def normal(name: str) -> str:
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else name
+
+    return a == b or normal(a) == normal(b)
+
+
+def _check_base(version: ModelVersion, server: ModelServer) -> None:
+    """A version serves only on the base model it was trained from: its weights (a merged model,
+    an adapter) mean nothing on another, e.g. a demo fine-tune after LLM_MODEL changed."""
+    if not same_base(version.base_model, server.base_model):
+        raise RegistryError(
+            f"{version.id} was trained from base model {version.base_model}, but the configured base model is "
+            f"{server.base_model}: it can only serve on its own base (set LLM_MODEL to {version.base_model} to serve it)"
+        )
+
+
+def set_aside(r: redis.Redis, version: ModelVersion, reason: str) -> None:
+    """Take the version in service out of service without loading anything (`chatbot up` found it
+    can't serve, e.g. trained from another base model): the base model serves, and the version is
+    kept, retired, with `reason` in its decision (`set_aside`)."""
+    pipe = r.pipeline(transaction=True)
+    decision = json.dumps({**version.decision, "set_aside": reason})
+    pipe.hset(keys.model_version(version.id), mapping={"status": "retired", "decided_at": str(time.time()), "decision": decision})
+    pipe.delete(keys.active_model(), keys.active_version())
+    pipe.execute()
+
+
 def promote(r: redis.Redis, version_id: str, server: ModelServer, force: bool = False) -> ModelVersion:
     """Put a version in service by hand (e.g. a retired one again), once `server` has loaded it
     (WarmUpError: not loaded, nothing changed). A rejected version needs force: the gate found it
-    no better than the model it was compared with."""
+    no better than the model it was compared with. A version of another base model never serves."""
     new = get(r, version_id)
+    _check_base(new, server)
     missing = new.missing_files()
     if missing:
         raise RegistryError(f"{version_id} can't be served: {', '.join(missing)} missing")
@@ -146,6 +178,8 @@ def rollback(r: redis.Redis, server: ModelServer) -> ModelVersion | None:
     if current is None:
         raise RegistryError("the base model is in service: nothing to roll back")
     parent = get(r, current.parent) if current.parent else None
+    if parent is not None:
+        _check_base(parent, server)
     if parent is not None and parent.missing_files():
         raise RegistryError(f"can't roll back to {parent.id}: {', '.join(parent.missing_files())} missing; promote another version")
     server.warm(parent.served_name if parent else None)

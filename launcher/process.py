@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,11 +55,33 @@ def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Pop
     raise StartupError(f"{what} did not become ready within {timeout_s:.0f} s")
 
 
-class ServiceGroup:
-    """Starts processes in their own process groups; on exit stops them newest first."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None  # looked up before any fork
 
-    def __init__(self, log_dir: Path) -> None:
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the child gets SIGTERM when `parent` ends, even by `kill -9` (Linux;
+    elsewhere None). Without it a killed `chatbot up` leaves its Redis running on the data directory."""
+    if _prctl is None:
+        return None
+    prctl = _prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above: nothing would signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+class ServiceGroup:
+    """Starts processes in their own process groups; on exit stops them newest first.
+    `die_with_parent`: the children also stop when this process is killed (`chatbot up`); call
+    start() from the main thread then (the kernel signals when the forking thread ends)."""
+
+    def __init__(self, log_dir: Path, die_with_parent: bool = False) -> None:
         self.log_dir = log_dir
+        self.die_with_parent = die_with_parent
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -71,6 +95,7 @@ class ServiceGroup:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=_die_with(os.getpid()) if self.die_with_parent else None,
         )
         log.close()
         self.procs.append((name, proc))

