@@ -224,6 +224,9 @@ def run_arm(
             # Seeded sampling (each answer's seed fixed by its message id, which the simulated
             # users draw from their seeded streams): the same run gets the same answers.
             LLM_SEED=str(config.seed),
+            # The product's local server, as `chatbot up` tells the app: sample at LLM_TEMPERATURE
+            # (before this, the real model's answers were greedy: docs/experiment-real/NOTES.md).
+            LLM_TRANSFORMERS_SERVE="true",
             AUTH_USERS=",".join(f"{u}:{p}" for u, p in {**users, EVAL_USER: eval_password}.items()),
             CHAINLIT_AUTH_SECRET="experiment-" + "x" * 40,
             DATA_DIR=str(data_dir),
