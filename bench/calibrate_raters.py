@@ -3,9 +3,10 @@
     python -m bench.calibrate_raters [--model-dir data/default-model] [--max-tokens 128]
                                      [--answers docs/experiment-real/base-answers.json]
 
-Samples the base model's answers to --train TRAIN and --heldout HELD-OUT questions of the pool
-(sim/questions.py; the app's prompt and temperature, bench/real_answers.py; the held-out ones are
-the experiment's measurement set), caches them in --answers, then prints the
+Gets the base model's answers to --train TRAIN and --heldout HELD-OUT questions of the pool
+(sim/questions.py; the held-out ones are the experiment's measurement set) as the app serves them:
+through the product's local model server and the app's client, prompt and sampling settings
+(bench/real_answers.py). Caches them in --answers, then prints the
 distribution of the measures the preferences threshold (words, list lines, on topic) on the
 TRAIN questions and, for each candidate threshold, the share of answers each preference would
 like: the constants in sim/preference.py are chosen so that the base model's approval of each
@@ -30,13 +31,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--answers", type=Path, default=ROOT / "docs" / "experiment-real" / "base-answers.json", help="cache of the sampled answers")
     p.add_argument("--train", type=int, default=96, help="TRAIN questions to answer, spread over the topics (default 96 of 192)")
     p.add_argument("--heldout", type=int, default=48, help="HELD-OUT questions to answer: the experiment's measurement set (default 48 of 64)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on 2 cores shared with other work, 2 threads ran 2x slower)")
+    p.add_argument("--threads", type=int, default=1, help="the model server's torch threads (default 1: on 2 cores shared with other work, 2 threads ran 2x slower)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-def ensure_answers(path: Path, model_dir: Path, max_tokens: int, seed: int, n_train: int, n_heldout: int) -> dict[str, list[dict[str, str]]]:
+def ensure_answers(path: Path, model_dir: Path, max_tokens: int, seed: int, n_train: int, n_heldout: int, threads: int) -> dict[str, list[dict[str, str]]]:
     from bench.harness import heldout
+    from feedback.settings import load_settings
     from sim.questions import HELDOUT_QUESTIONS, TRAIN_QUESTIONS
 
     if path.exists():
@@ -45,28 +47,28 @@ def ensure_answers(path: Path, model_dir: Path, max_tokens: int, seed: int, n_tr
     out: dict[str, list[dict[str, str]]] = {}
     # heldout() spreads n questions over the topic-ordered pool: the experiment's measurement set.
     for split, pool in (("train", heldout(TRAIN_QUESTIONS, n_train)), ("heldout", heldout(HELDOUT_QUESTIONS, n_heldout))):
-        texts = answer_all(model_dir, [q.text for q in pool], max_tokens, seed=seed)
+        texts = answer_all(model_dir, [q.text for q in pool], max_tokens, seed=seed, threads=threads)
         out[split] = [{"question": q.text, "answer": a} for q, a in zip(pool, texts, strict=True)]
         print(f"{split}: {len(texts)} answers in {time.perf_counter() - started:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"model": str(model_dir), "max_tokens": max_tokens, "seed": seed, "seconds": time.perf_counter() - started, **out}, indent=1))
+    meta = {"model": str(model_dir), "max_tokens": max_tokens, "temperature": load_settings().llm_temperature, "served": "local model server", "seed": seed}
+    path.write_text(json.dumps({**meta, "seconds": time.perf_counter() - started, **out}, indent=1))
     return json.loads(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    import torch
-
     from sim.preference import PREFERENCES, complete, list_lines, on_topic, words
 
-    torch.set_num_threads(args.threads)
-    data = ensure_answers(args.answers, args.model_dir, args.max_tokens, args.seed, args.train, args.heldout)
+    data = ensure_answers(args.answers, args.model_dir, args.max_tokens, args.seed, args.train, args.heldout, args.threads)
+    # A cache written before answers went through the app's path: sampled in process at 0.7.
+    how = f"temperature {data['temperature']}, as served" if "served" in data else "temperature 0.7, sampled in process, not as served"
     for split in ("train", "heldout"):
         rows = [(r["question"], r["answer"]) for r in data[split]]
         n = len(rows)
         counts = sorted(words(a) for _, a in rows)
         lists = [list_lines(a) for _, a in rows]
-        print(f"\n== {split}: {n} base answers (max {data['max_tokens']} new tokens, temperature 0.7)")
+        print(f"\n== {split}: {n} base answers (max {data['max_tokens']} new tokens, {how})")
         print(f"words: min {counts[0]}, quartiles {statistics.quantiles(counts, n=4)}, max {counts[-1]}")
         print(f"on topic {sum(on_topic(q, a) for q, a in rows) / n:.2f}; complete (ends a sentence) {sum(complete(a) for _, a in rows) / n:.2f}")
         print("list lines: " + ", ".join(f"{k}: {lists.count(k)}" for k in sorted(set(lists))))

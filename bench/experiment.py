@@ -37,6 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.harness import (
+    DECODING,
     ExperimentConfig,
     TimedLog,
     demo_retrain_config,
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "experiment_s": experiment_s,
         "total_s": total_s,
         "config": asdict(config),
+        "decoding": DECODING,
     }
     paths = write_outputs(results, args.out, args.prefer, meta)
     print(markdown_table(results, args.prefer))

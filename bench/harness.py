@@ -224,6 +224,9 @@ def run_arm(
             # Seeded sampling (each answer's seed fixed by its message id, which the simulated
             # users draw from their seeded streams): the same run gets the same answers.
             LLM_SEED=str(config.seed),
+            # The product's local server, as `chatbot up` tells the app: sample at LLM_TEMPERATURE
+            # (before this, the real model's answers were greedy: docs/experiment-real/NOTES.md).
+            LLM_TRANSFORMERS_SERVE="true",
             AUTH_USERS=",".join(f"{u}:{p}" for u, p in {**users, EVAL_USER: eval_password}.items()),
             CHAINLIT_AUTH_SECRET="experiment-" + "x" * 40,
             DATA_DIR=str(data_dir),
@@ -455,6 +458,18 @@ def verdict(results: Sequence[CycleResult], main_style: str) -> list[str]:
     return lines
 
 
+# How the app's answers were decoded, said in each report (meta "decoding"): before 2026-12-07 the
+# real model's answers through the app were greedy (docs/experiment-real/NOTES.md).
+DECODING = (
+    "sampled: every answer through the app at its LLM_TEMPERATURE (0.7 unless set), the server told to sample "
+    "(LLM_TRANSFORMERS_SERVE), seeded per user message and attempt (LLM_SEED)"
+)
+UNRECORDED_DECODING = (
+    "not recorded (runs before 2026-12-07: the app's answers were greedy for a model whose generation_config lacks "
+    "do_sample, as the real default model's does, and sampled for the demo model, whose config samples)"
+)
+
+
 def write_outputs(results: Sequence[CycleResult], out_dir: Path, main_style: str, meta: dict[str, Any]) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "table": out_dir / "results.md", "plot": out_dir / "approval.png", "readme": out_dir / "README.md"}
@@ -495,6 +510,8 @@ def write_outputs(results: Sequence[CycleResult], out_dir: Path, main_style: str
         f"{'; load average ' + meta['load'] if meta.get('load') else ''}. Total time: **{meta.get('total_s', 0):.0f} s** "
         f"({meta.get('experiment_s', 0):.0f} s for the two arms, {meta.get('model_build_s', 0):.0f} s building the {'demo ' if config.get('model', 'demo') == 'demo' else ''}model"
         f"{' (cached: not counted)' if meta.get('model_cached') else ''}).",
+        "",
+        f"Decoding: {meta.get('decoding') or UNRECORDED_DECODING}.",
         "",
         "## What was done",
         "",

@@ -6,8 +6,8 @@
 Takes the base model's cached answers (bench/calibrate_raters.py) to --ratings TRAIN questions,
 rates them as the experiment's rater would (noise 0.1, deterministic), trains KTO + LoRA on them
 with `training.train.train` (the job's trainer, with the job's class weights) and the recipe REAL_RECIPE with the overrides
-given, then samples the trained model's answers to --eval HELD-OUT questions (the app's prompt
-and temperature) and prints approval by the preference and the on-topic share, before and after,
+given, then gets the merged model's answers to --eval HELD-OUT questions as the app serves them
+(the local model server, the app's prompt and sampling settings: bench/real_answers.py) and prints approval by the preference and the on-topic share, before and after,
 with the time each step took. Appends one JSON line to --log.
 """
 

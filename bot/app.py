@@ -443,14 +443,7 @@ async def answer(
     # while the model lookup and the request go on, not on the event loop before them.
     making_reply = asyncio.ensure_future(asyncio.to_thread(cl.Message, content=""))
     model_name, model_version = await model_in_service()
-    llm = chat.chat_model(
-        settings.effective_llm_base_url,
-        settings.llm_api_key.get_secret_value(),
-        model_name,
-        settings.llm_timeout_s,
-        settings.llm_max_tokens,
-        settings.llm_temperature,
-    )
+    llm = chat.for_settings(settings, model_name)
     reply: cl.Message | None = None  # from the first token on
     started = time.perf_counter()
     first_token_ms: float | None = None

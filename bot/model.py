@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 from langchain_core.language_models import LanguageModelInput
 from langchain_openai import ChatOpenAI
 
 from feedback.errors import ServiceError
+
+if TYPE_CHECKING:
+    from feedback.settings import Settings
 
 
 class ModelError(ServiceError):
@@ -36,9 +40,19 @@ class ChatModel(ChatOpenAI):
         return payload
 
 
+def sampling_request(temperature: float) -> dict[str, str]:
+    """What a request to `transformers serve` adds so that it samples at the request's temperature
+    (LLM_TRANSFORMERS_SERVE): its `generation_config` field, JSON laid over the model's own.
+    Without it the server samples only when the model's generation_config.json says do_sample,
+    and the default model's doesn't: every temperature was greedy, Regenerate gave the same answer.
+    Temperature 0 asks for greedy decoding."""
+    return {"generation_config": json.dumps({"do_sample": temperature > 0})}
+
+
 @lru_cache(maxsize=16)
-def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int, temperature: float) -> ChatModel:
-    """One client per (endpoint, model): the active model can change between two requests."""
+def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int, temperature: float, sample_at_server: bool = False) -> ChatModel:
+    """One client per (endpoint, model): the active model can change between two requests.
+    `sample_at_server`: the endpoint is a `transformers serve` (see `sampling_request`)."""
     return ChatModel(
         base_url=base_url,
         api_key=api_key,
@@ -46,12 +60,27 @@ def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_to
         timeout=timeout_s,
         max_tokens=max_tokens,
         temperature=temperature,
+        extra_body=sampling_request(temperature) if sample_at_server else None,
         max_retries=1,
         streaming=True,
         stream_usage=True,
         # The client timeout above already bounds the call; LangChain's extra per-chunk timeout
         # wraps every token in asyncio.wait_for (measured: ~0.8 ms per answer).
         stream_chunk_timeout=None,
+    )
+
+
+def for_settings(settings: Settings, model: str) -> ChatModel:
+    """The client the app answers with: `model` at the configured endpoint, with the product's
+    sampling settings (LLM_TIMEOUT_S, LLM_MAX_TOKENS, LLM_TEMPERATURE, LLM_TRANSFORMERS_SERVE)."""
+    return chat_model(
+        settings.effective_llm_base_url,
+        settings.llm_api_key.get_secret_value(),
+        model,
+        settings.llm_timeout_s,
+        settings.llm_max_tokens,
+        settings.llm_temperature,
+        settings.sample_at_server,
     )
 
 

@@ -12,6 +12,7 @@ messages is the app's (bot/prompt.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import cast
 
@@ -31,6 +32,10 @@ MAX_ITEM_CHARS = 4_000
 MAX_ITEMS = 50
 MAX_STARTERS = 6  # the welcome screen shows them side by side
 MAX_STARTER_LABEL_CHARS = 80
+# A starter asks a few-shot example's question when the words of one include all the words of the
+# other and the shorter has at least this many (so "Hi" as an example doesn't forbid every starter
+# that greets).
+MIN_SHARED_QUESTION_WORDS = 3
 
 
 class PromptSpecError(InvalidInput):
@@ -120,6 +125,34 @@ class PromptSpec(BaseModel):
         return [{"role": "system", "content": self.system_text}, *shots]
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[^\W_]+", text.casefold()))
+
+
+def asks_an_example(question: str, example: str) -> bool:
+    """Whether `question` asks what the few-shot example's user message `example` asks: the same
+    words, or all the words of one among those of the other ("What is a system prompt, and what
+    belongs in one?" asks "What is a system prompt?")."""
+    a, b = _words(question), _words(example)
+    if not a or not b:
+        return False
+    return a == b or ((a <= b or b <= a) and min(len(a), len(b)) >= MIN_SHARED_QUESTION_WORDS)
+
+
+def starter_problems(spec: PromptSpec) -> list[str]:
+    """Starters whose message asks a few-shot example's question. The model has that question's
+    answer in its prompt and gives it back word for word, Regenerate included: a user's first try
+    of the chat would show a canned answer. (Checked when a spec is read from a file or published,
+    not on the published versions read back from Redis: 1.1.1 shipped such a starter.)"""
+    return [
+        f"starters.{i}.message: {starter.message!r} asks what few-shot example {j + 1} asks ({example.user!r}): the model would "
+        "answer with that example's answer, word for word, and Regenerate too; offer a question the examples don't answer"
+        for i, starter in enumerate(spec.starters)
+        for j, example in enumerate(spec.examples)
+        if asks_an_example(starter.message, example.user)
+    ]
+
+
 def parse(data: object, where: str) -> PromptSpec:
     """A spec from its parsed YAML or JSON; PromptSpecError naming `where` and what is wrong."""
     if not isinstance(data, dict):
@@ -129,6 +162,8 @@ def parse(data: object, where: str) -> PromptSpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors(include_url=False))
         raise PromptSpecError(f"{where}: {problems}") from None
+    if asked := starter_problems(spec):
+        raise PromptSpecError(f"{where}: {'; '.join(asked)}")
     if len(spec.to_json().encode()) > MAX_SPEC_BYTES:
         raise PromptSpecError(f"{where}: the spec is over {MAX_SPEC_BYTES // 1000} kB")
     return spec

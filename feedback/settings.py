@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     # from a server that honours `seed` (transformers serve, vLLM, OpenAI: best effort). Unset:
     # no seed is sent (the server samples freely). For reproducible tests and experiments.
     llm_seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    # The endpoint is a `transformers serve` (`chatbot up`'s local server is): each request asks it
+    # to sample. It otherwise samples only when the model's generation_config.json says
+    # do_sample, and decodes greedily whatever the temperature for a model that doesn't (the
+    # default model, converted from GGUF, doesn't). Unset: on when LLM_BASE_URL is unset (the
+    # local server); other servers (OpenAI refuses the unknown field) leave it off.
+    llm_transformers_serve: bool | None = None
     local_model_port: int = Field(8001, ge=1, le=65535)
     # How long a promotion or rollback waits for the model server to load the new version (one
     # 1-token request) before it gives up and leaves the model in service as it was.
@@ -223,6 +229,11 @@ class Settings(BaseSettings):
     def effective_llm_base_url(self) -> str:
         """LLM_BASE_URL, or the local model server that `chatbot up` starts."""
         return self.llm_base_url or f"http://127.0.0.1:{self.local_model_port}/v1"
+
+    @property
+    def sample_at_server(self) -> bool:
+        """Whether each chat request tells the server to sample (LLM_TRANSFORMERS_SERVE)."""
+        return self.llm_base_url is None if self.llm_transformers_serve is None else self.llm_transformers_serve
 
     @property
     def effective_judge(self) -> tuple[str, str]:

@@ -28,11 +28,11 @@ async def test_answer_is_streamed_and_recorded_with_prompt_and_model_version(app
     assert reply.tokens == ["You", " said:", " hello", " there"]  # streamed token by token
     final = reply.final()
     assert final is not None and final["output"] == "You said: hello there"
-    assert final["metadata"]["prompt_version"] == "assistant@1.1.1"  # newest version by default
+    assert final["metadata"]["prompt_version"] == "assistant@1.1.2"  # newest version by default
 
     assert client.thread_id is not None
     stored = redis_db.client.hgetall(keys.exchange(client.thread_id, final["metadata"]["exchange_id"]))
-    assert stored["prompt_id"] == "assistant" and stored["prompt_version"] == "1.1.1"
+    assert stored["prompt_id"] == "assistant" and stored["prompt_version"] == "1.1.2"
     assert stored["model"] == "echo" and stored["user"] == "alice"
     assert stored["completion"] == "You said: hello there"
     assert stored["output_tokens"] == "4"  # usage reported by the model server is recorded

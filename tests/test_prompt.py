@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from bot.prompt import render, template, trim_history
-from feedback.prompt import PromptSpec, PromptSpecError, available_versions, load_spec, parse
+from feedback.prompt import PromptSpec, PromptSpecError, asks_an_example, available_versions, load_spec, parse
 from feedback.settings import Settings
 
 PROMPTS = Settings().prompts_dir
@@ -132,6 +132,50 @@ STARTER = {"label": "Try me", "message": "What can you do?"}
 def test_malformed_starters_are_reported(starters: object, error: str) -> None:
     with pytest.raises(PromptSpecError, match=re.escape(error)):
         parse({"id": "demo", "version": "1.0.0", "system": "x", "starters": starters}, "demo.yaml")
+
+
+EXAMPLES = [
+    {"user": "What is a system prompt?", "assistant": "The instructions a model sees first."},
+    {"user": "Should I fine-tune my model or improve the prompt first?", "assistant": "Improve the prompt first."},
+    {"user": "Hi", "assistant": "Hello!"},
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "example"),
+    [
+        ("What is a system prompt?", 1),  # the example's question
+        ("what is a SYSTEM prompt", 1),  # case and punctuation aside
+        ("What is a system prompt, and what belongs in one?", 1),  # 1.1.1's first starter: the question and more
+        ("Should I improve my prompt or fine-tune my model first?", 2),  # 1.1.1's second: its words, reordered
+        ("Hi!", 3),  # the same words, however few
+    ],
+)
+def test_a_starter_that_asks_a_few_shot_question_is_refused(message: str, example: int) -> None:
+    """The model has that question's answer in its prompt and gives it back word for word, so
+    Regenerate would too: 1.1.1's first starter did exactly that."""
+    data = {"id": "demo", "version": "1.0.0", "system": "x", "examples": EXAMPLES, "starters": [STARTER, {"label": "Ask", "message": message}]}
+    with pytest.raises(PromptSpecError, match=re.escape(f"demo.yaml: starters.1.message: {message!r} asks what few-shot example {example} asks")):
+        parse(data, "demo.yaml")
+
+
+def test_starters_near_an_example_but_asking_something_else_are_accepted() -> None:
+    starters = [
+        {"label": "What is a system prompt?", "message": "How long should a system prompt be?"},  # the label isn't sent
+        {"label": "Greet", "message": "Hi, what can you help me with?"},  # "Hi" is too short to forbid greetings
+        {"label": "Fine-tune", "message": "How much data do I need to fine-tune a model?"},
+    ]
+    spec = parse({"id": "demo", "version": "1.0.0", "system": "x", "examples": EXAMPLES, "starters": starters}, "demo.yaml")
+    assert len(spec.starters) == 3
+
+
+def test_no_shipped_starter_asks_a_few_shot_question() -> None:
+    """Every shipped version loads (the loader refuses such starters): the newest offers starters,
+    none of which the examples answer, so a user's first Regenerate samples a new answer."""
+    for v in available_versions(PROMPTS, "assistant"):
+        spec = load_spec(PROMPTS, "assistant", v)
+        assert not [s for s in spec.starters for e in spec.examples if asks_an_example(s.message, e.user)]
+    assert load_spec(PROMPTS, "assistant").starters
 
 
 def test_starters_are_optional_and_leave_published_content_as_it_was() -> None:

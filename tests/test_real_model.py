@@ -48,6 +48,7 @@ async def test_up_serves_the_default_model_and_a_retrained_version_answers_next(
     env = child_env(
         DATA_DIR=str(default_model_data), REDIS_URL=redis_db.url, PORT=str(port), LOCAL_MODEL_PORT=str(free_port()),
         AUTH_USERS=",".join(f"{u}:{p}" for u, p in USERS.items()), LLM_MAX_TOKENS="24", LLM_TIMEOUT_S="120", RETRAIN_INTERVAL_S="0",
+        LLM_SEED="0",  # answers are sampled: seeded, the same ones every run
     )  # fmt: skip
     up = subprocess.Popen([sys.executable, "-m", "launcher.cli", "up"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = ChatClient(f"http://127.0.0.1:{port}")

@@ -182,6 +182,9 @@ def _start_model(group: ServiceGroup, plan: Plan) -> None:
         seconds = model_server.warm_up(settings.local_model_port, model)
     plan.env["LLM_BASE_URL"] = settings.effective_llm_base_url
     plan.env["LLM_MODEL"] = model
+    # The children see an LLM_BASE_URL: say it is this `transformers serve`, so that each answer
+    # is sampled at LLM_TEMPERATURE (the default model alone would decode greedily).
+    plan.env["LLM_TRANSFORMERS_SERVE"] = "true"
     console.print(f"[green]✓[/green] Local model server ({model}, loaded in {seconds:.0f} s)")
 
 
