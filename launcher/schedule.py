@@ -51,14 +51,14 @@ class RetrainSchedule:
 
     def tick(self) -> bool:
         """Start a run when one was asked for or is due, and none is running; True when one was
-        started. A request waits for the running run to end; a due interval is dropped."""
+        started. A request waits for the running run to end; a due interval is dropped. A run
+        asked for leaves the schedule as it was: the next scheduled run comes when it was due."""
         due = self.interval_s > 0 and time.monotonic() >= self.next_at
         if due:
             self.next_at = time.monotonic() + self.interval_s
         if self.proc is not None and self.proc.poll() is None:
             return False
         if self._take_request():
-            self.next_at = time.monotonic() + self.interval_s
             self._start(self.now_argv)
             return True
         if not due:

@@ -17,8 +17,19 @@ commands so that --help is fast.
 from __future__ import annotations
 
 import typer
+import typer.core
 
 from launcher.cli import dataset, demo_model, migrate, model, prompt, report, retrain, simulate, spool, stats, up
+
+_type_shown = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    """A flag takes no value: Typer 0.29's help shows `<bool>` after each (`--help <bool>`)."""
+    return None if self.is_bool_flag else _type_shown(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Column, Table
+from rich.table import Column
 
-from launcher.cli.common import console, refused, registry_redis
+from launcher.cli.common import console, out_console, refused, registry_redis, table
 
 app = typer.Typer(help="Prompt versions: publish, list, serve (no restart needed).", no_args_is_help=True)
 
@@ -65,12 +64,12 @@ def list_versions() -> None:
         raise typer.Exit(0)
     served = prompts.served(r, settings.prompt_id)
     approval = {a.group: a for a in report.approval_by(report.rated_answers(r), "prompt_version")}  # groups: id@version
-    table = Table(Column("version", no_wrap=True), "served", "description", "rated", "approval (95% CI)", title=f"Prompt {settings.prompt_id}")
+    listing = table(Column("version", no_wrap=True), "served", "description", "rated", "approval (95% CI)", title=f"Prompt {settings.prompt_id}")
     for spec in specs:
         a = approval.get(spec.ref)
         rated = f"{a.rate:.1%} ({a.low:.1%} - {a.high:.1%})" if a else ""
-        table.add_row(spec.version, "✓" if spec.version == served else "", spec.description, str(a.rated) if a else "0", rated)
-    Console().print(table)
+        listing.add_row(spec.version, "✓" if spec.version == served else "", spec.description, str(a.rated) if a else "0", rated)
+    out_console().print(listing)
 
 
 experiment_app = typer.Typer(help="Compare prompt versions by their users' ratings (always-valid statistics).", no_args_is_help=True)
@@ -114,17 +113,18 @@ def experiment_status(experiment_id: str = typer.Option(None, "--id", help="A pa
         # A look (the operator's explicit command): it may decide, and a decision is audited.
         report = experiments.look(r, settings.prompt_id, "chatbot prompt experiment status", experiment_id)
     exp, d = report.experiment, report.decision
-    table = Table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
+    listing = table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
     for arm in exp.arms:
         c = report.counts[arm]
         share = [f"{exp.weights.get(arm, 1 / len(exp.arms)):.0%}"] if exp.policy == "adaptive" else []
-        table.add_row(arm, str(c.rated), str(c.liked), f"{c.approval:.1%}" if c.rated else "", *share)
-    Console().print(table)
-    Console().print(experiments.verdict(exp, d))
+        listing.add_row(arm, str(c.rated), str(c.liked), f"{c.approval:.1%}" if c.rated else "", *share)
+    out = out_console()
+    out.print(listing)
+    out.print(experiments.verdict(exp, d))
     if report.other_model_answers:
-        Console().print(f"{report.other_model_answers} rated answers from a model other than {exp.model_version} (in service at the start) were not counted")
+        out.print(f"{report.other_model_answers} rated answers from a model other than {exp.model_version} (in service at the start) were not counted")
     if report.capped:
-        Console().print(f"{report.capped} rated answers over the per-user cap ({exp.user_cap} per arm) were not counted")
+        out.print(f"{report.capped} rated answers over the per-user cap ({exp.user_cap} per arm) were not counted")
 
 
 @experiment_app.command("stop")
