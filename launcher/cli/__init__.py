@@ -37,6 +37,11 @@ app = typer.Typer(help="A chat assistant that gets better from its users' rating
 @app.callback()
 def main() -> None:
     """Settings come from the environment and .env (see .env.example)."""
+    from feedback.settings import unknown_variables
+    from launcher.cli.common import console
+
+    for warning in unknown_variables():  # a misspelled setting would otherwise be ignored silently
+        console.print(f"[yellow]warning: {warning}[/yellow]")
 
 
 app.command()(up.up)
