@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import yaml
 from rich.table import Column
 
 from launcher.cli.common import console, out_console, refused, registry_redis, table
@@ -38,6 +39,52 @@ def publish(
         if serve:
             prompts.serve(r, spec.id, spec.version)
     console.print(f"[green]{spec.ref} {'published' if new else 'was already published (same content)'}[/green]{'; served to new conversations' if serve else ''}")
+
+
+@app.command("new")
+def new(
+    source: str = typer.Option(None, "--from", help="The published version to copy (default: the one served)."),
+    out: Path = typer.Option(Path("."), "--dir", help="Where to write the file.", file_okay=False),
+) -> None:
+    """Write a copy of a published version, with the next version number, to edit and publish."""
+    import yaml
+    from packaging.version import Version
+
+    from feedback import prompt as prompts
+
+    settings, r = registry_redis()
+    published = prompts.versions(r, settings.prompt_id)
+    if not published:
+        console.print(f"[red]No versions of {settings.prompt_id!r} published yet: `chatbot up` publishes the shipped ones when it starts.[/red]")
+        raise typer.Exit(2)
+    chosen = source or prompts.served(r, settings.prompt_id) or published[-1].version
+    spec = next((s for s in published if s.version == chosen), None)
+    if spec is None:
+        console.print(f"[red]--from: {settings.prompt_id!r} has no published version {chosen!r}; published: {', '.join(s.version for s in published)}[/red]")
+        raise typer.Exit(2)
+    newest = Version(published[-1].version)
+    version = f"{newest.major}.{newest.minor + 1}.0"  # after the newest published, whichever was copied
+    data = spec.model_dump(mode="json", exclude=None if spec.starters else {"starters"})
+    data.update(version=version, description=f"Copy of {spec.version}: say what this version changes.")
+    path = out / f"{spec.id}-{version}.yaml"
+    if path.exists():
+        console.print(f"[red]{path} exists already: edit and publish it, or remove it first.[/red]")
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+    console.print(f"[green]wrote {path}[/green] ({spec.ref} as version {version}); edit it, then:")
+    console.print(f"  chatbot prompt publish {path} --serve", markup=False, highlight=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line texts (the system prompt, examples) as YAML blocks, as the shipped files have them."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_BlockDumper.add_representer(str, _text)
 
 
 @app.command("serve")
