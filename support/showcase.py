@@ -42,15 +42,16 @@ def seed_showcase(url: str, data_dir: Path) -> None:
                 id=vid, parent=parent, base_model=str(data_dir / "default-model"), served_name=str(data_dir / "models" / vid / "merged"),
                 dataset_version="ds-20261121-083701-8f9e0d", method="kto", status=status,
                 metrics={"candidate": {"accuracy": acc}, "service": {"accuracy": 0.75}},
-                decision={"promote": parent is None, "reason": reason if parent is None else reason.replace(">", "is not above"), "margin": 0.0, "compared_with": parent or "base"},
+                decision={"promote": parent is None, "reason": reason if parent is None else reason.replace("0.812 >", "0.688 is not above"), "margin": 0.0, "compared_with": parent or "base"},
         )  # fmt: skip
+        (data_dir / "models" / vid / "merged").mkdir(parents=True, exist_ok=True)  # a version's files are there
         pipe = r.pipeline(transaction=True)
         registry.add(r, version, pipe)
         if parent is None:
             registry.activate(pipe, version, None)
         pipe.execute()
-    for version in prompts.available_versions(PROMPTS, "assistant"):
-        prompts.publish(r, prompts.load_spec(PROMPTS, "assistant", version))
+    for shipped in prompts.available_versions(PROMPTS, "assistant"):
+        prompts.publish(r, prompts.load_spec(PROMPTS, "assistant", shipped))
     prompts.serve(r, "assistant", "1.1.1")
     experiments.start(r, "assistant", ["1.1.0", "1.1.1"], MV, policy="adaptive", min_rated=10, max_rated=2000, alpha=0.05, user_cap=20, auto_serve=False)
     r.close()

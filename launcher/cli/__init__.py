@@ -16,6 +16,8 @@ commands so that --help is fast.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 import typer.core
 
@@ -24,7 +26,7 @@ from launcher.cli import dataset, demo_model, migrate, model, prompt, report, re
 _type_shown = typer.core.TyperOption.display_type_rich
 
 
-def _no_type_for_flags(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
     """A flag takes no value: Typer 0.29's help shows `<bool>` after each (`--help <bool>`)."""
     return None if self.is_bool_flag else _type_shown(self, ctx)
 

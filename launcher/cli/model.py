@@ -23,7 +23,7 @@ def model_list(wide: bool = typer.Option(False, "--wide", help="Also each versio
     if not versions:
         out.print("No model versions yet: the base model is in service. `chatbot retrain` trains the first one.")
         return
-    extra = [Column("parent", no_wrap=True), Column("dataset", no_wrap=True), "created"] if wide else []
+    extra: list[Column | str] = [Column("parent", no_wrap=True), Column("dataset", no_wrap=True), "created"] if wide else []
     listing = table(
         Column("version", no_wrap=True),  # what promote takes: never cut
         "status", "method", *extra,
@@ -60,7 +60,7 @@ def model_promote(version: str, force: bool = typer.Option(False, help="Promote 
 
     settings, r = registry_redis()
     with refused(registry.RegistryError), refused(WarmUpError, code=1):
-        console.print(f"loading {version} into the model server first…")
+        console.print(f"loading {version} into the model server first...")
         v = registry.promote(r, version, ModelServer.of(settings), force=force)
     console.print(f"[green]{v.id} is in service[/green] ({v.served_name})")
 

@@ -35,7 +35,7 @@ def spool(
     out.print(f"[{colour}]dead letters: {len(dead)}[/{colour}] in {s.dead_path}")
     for d in dead[-10:]:
         what = d["op"].get("op", "?") if "op" in d else "unreadable line"
-        out.print(f"  {_when(d['failed_at'])}  {what}  {d['error']}", markup=False, highlight=False)
+        out.print(f"  {_when(d['failed_at'])}  {what}  {d['error']}", markup=False, highlight=False, soft_wrap=True)
     # soft_wrap: one line per write, whatever the terminal's width (grep-able).
     out.print(f"[{'yellow' if refused else 'green'}]refused: {len(refused)}[/] in {s.refused_path} (dropped on replay, not requeueable)", soft_wrap=True)
     for d in refused[-10:]:
