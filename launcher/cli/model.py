@@ -53,8 +53,10 @@ def decision_text(decision: dict[str, object]) -> str:
 
 @app.command("promote")
 def model_promote(version: str, force: bool = typer.Option(False, help="Promote even a version the gate rejected.")) -> None:
-    """Put a model version in service: the model server loads it first, then the bot uses it from
-    its next answer (if the server can't load it, nothing changes and the command exits 1)."""
+    """Put a model version in service, once the model server has loaded it.
+
+    The bot uses it from its next answer; if the server can't load it, nothing changes and the
+    command exits 1."""
     from feedback import registry
     from feedback.serving import ModelServer, WarmUpError
 
@@ -67,8 +69,9 @@ def model_promote(version: str, force: bool = typer.Option(False, help="Promote 
 
 @app.command("rollback")
 def model_rollback() -> None:
-    """Retire the version in service and go back to the one it was trained from, once the model
-    server has loaded that one (if it can't, nothing changes and the command exits 1)."""
+    """Retire the version in service: back to the one it was trained from.
+
+    Once the model server has loaded that one; if it can't, nothing changes and the command exits 1."""
     from feedback import registry
     from feedback.serving import ModelServer, WarmUpError
 

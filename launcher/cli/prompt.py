@@ -13,12 +13,12 @@ from rich.table import Column
 
 from launcher.cli.common import console, out_console, refused, registry_redis, table
 
-app = typer.Typer(help="Prompt versions: publish, list, serve (no restart needed).", no_args_is_help=True)
+app = typer.Typer(help="Prompt versions: new, publish, list, serve (no restart needed).", no_args_is_help=True)
 
 
 @app.command("publish")
 def publish(
-    file: Path = typer.Argument(..., help="A prompt spec (YAML: id, version, description, system, guidelines, examples).", exists=True, dir_okay=False),
+    file: Path = typer.Argument(..., help="A prompt spec (YAML: id, version, description, system, guidelines, examples); `chatbot prompt new` writes one to start from.", exists=True, dir_okay=False),
     serve: bool = typer.Option(False, "--serve", help="Also serve it to new conversations now."),
 ) -> None:
     """Validate a spec and publish it; a published version never changes."""

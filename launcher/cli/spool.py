@@ -19,10 +19,11 @@ def spool(
         False, help="Put the dead-lettered writes back in the queue (after fixing what refused them); the chat process retries them within seconds."
     ),
 ) -> None:
-    """Writes waiting in the local spool (made while Redis was down), those that could not be
-    applied (dead letters, with the error Redis gave; exit status 1 while there are any) and the
-    ratings refused once Redis could check them (someone else's answer, an unknown one: answered
-    "queued" at the time, dropped on replay, never retried)."""
+    """Writes kept while Redis was down: waiting, failed (dead letters) and refused.
+
+    Dead letters could not be applied (with the error Redis gave; exit status 1 while there are
+    any); refused ratings were refused once Redis could check them (someone else's answer, an
+    unknown one: answered "queued" at the time, dropped on replay, never retried)."""
     from feedback.spool import Spool
 
     settings = settings_or_exit()
