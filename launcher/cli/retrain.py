@@ -1,8 +1,9 @@
 """`chatbot retrain`: one run of the retraining job (training/job.py).
 
 The job's options are the fields of `training.config.RetrainConfig`, defined there once with their
-help: this module turns each field into a Typer option (`--learning-rate`, `--full-rebuild /
---no-full-rebuild`, ...), so `chatbot retrain --help` lists them like every other command's.
+help: this module turns each field into a Typer option (`--learning-rate`, `--full-rebuild`,
+`--no-scrub-pii`, ...), so `chatbot retrain --help` lists them like every other command's, in
+panels by step.
 """
 
 from __future__ import annotations
