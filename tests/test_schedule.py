@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,12 @@ def test_a_run_asked_for_does_not_move_the_next_scheduled_run(redis_db: RedisSer
     schedule = RetrainSchedule(interval_s=3600, min_new_ratings=5, env=env, log_path=tmp_path / "retrain.log")
     try:
         due = schedule.next_at
+        assert schedule.tick() is False
+        told = progress.next_run(redis_db.client)  # what the console shows
+        assert told is not None and abs(told - (time.time() + due - time.monotonic())) < 5
         assert progress.request_run(redis_db.client, "ops") is True
         assert schedule.tick() is True and schedule.proc is not None
-        assert schedule.next_at == due
+        assert schedule.next_at == due and progress.next_run(redis_db.client) == told
         schedule.proc.wait(timeout=120)
     finally:
         schedule.stop()
