@@ -44,7 +44,7 @@ from feedback import rating as ratings
 from feedback.connection import connect
 from feedback.limiter import Limiter
 from feedback.replication import ReplicaWait
-from feedback.settings import SettingsError, load_settings
+from feedback.settings import SettingsError, load_settings, unknown_variables
 from feedback.spool import Spool
 from feedback.store import OUTAGE, Store, Stored
 
@@ -58,6 +58,9 @@ try:
 except (SettingsError, prompts.PromptSpecError) as exc:
     print(exc, file=sys.stderr)
     sys.exit(2)
+
+for warning in unknown_variables():  # a misspelled setting would otherwise be ignored silently
+    log.warning("%s", warning)
 
 if settings.chainlit_auth_secret:
     # Chainlit reads its JWT secret from the process environment only.

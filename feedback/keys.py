@@ -180,6 +180,14 @@ def retrain_request() -> str:
     return f"{PREFIX}:retrain:request"
 
 
+def retrain_next() -> str:
+    """STRING (expires): when the schedule of `chatbot up` starts its next run (epoch seconds); it
+    expires an interval after that, so a stopped `up` leaves no stale time. A run asked for does
+    not move it. Writer: schedule. Reader: console.
+    """
+    return f"{PREFIX}:retrain:next"
+
+
 # --- Operator console: aggregates, review queue, audit ---------------------------------------------
 
 

@@ -65,3 +65,17 @@ def take_request(r: redis.Redis) -> dict[str, object] | None:
     except ValueError:
         request = None
     return request if isinstance(request, dict) else {}
+
+
+def set_next(r: redis.Redis, at: float, interval_s: float) -> None:
+    """When the schedule starts its next run (the console shows it), kept until an interval after."""
+    r.set(keys.retrain_next(), f"{at:.3f}", ex=max(1, round(at - time.time() + interval_s)))
+
+
+def next_run(r: redis.Redis) -> float | None:
+    """When the schedule of a running `chatbot up` starts its next run; None when none said."""
+    raw = cast("str | None", r.get(keys.retrain_next()))
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None

@@ -6,8 +6,12 @@ Every field is listed, with a comment, in `.env.example`.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
 import re
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -269,3 +273,38 @@ def load_settings(**overrides: object) -> Settings:
             name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             lines.append(f"  {name}: {err['msg']}")
         raise SettingsError("Invalid settings:\n" + "\n".join(lines)) from None
+
+
+# Variables of other programs that share a prefix with a family of settings: never warned about.
+FOREIGN = frozenset({"PROMPT_COMMAND", "PROMPT_DIRTRIM"})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> list[str]:
+    """One warning per variable that looks like a setting and is none (RETRAIN_INTERVAL for
+    RETRAIN_INTERVAL_S), which pydantic-settings would silently ignore: in `env_file` and in the
+    environment, a name with the prefix of a family of settings (REDIS_, LLM_, AUTH_, ...: the
+    first word that two or more settings share); in `env_file` also a name close to a setting's.
+    Each names the closest setting."""
+    from dotenv import dotenv_values
+
+    known = {name.upper() for name in Settings.model_fields}
+    words = Counter(name.split("_", 1)[0] for name in known if "_" in name)
+    prefixes = tuple(f"{word}_" for word, n in words.items() if n >= 2)
+    found: dict[str, str] = {}  # name -> where
+    if env_file is not None and env_file.is_file():
+        for name in dotenv_values(env_file):
+            up = name.upper()
+            if up not in known and (up.startswith(prefixes) or difflib.get_close_matches(up, known, 1, 0.8)):
+                found[up] = str(env_file)
+    for name in os.environ if environ is None else environ:
+        up = name.upper()
+        if up not in known and up.startswith(prefixes):
+            found.setdefault(up, "the environment")
+    warnings = []
+    for name, where in sorted(found.items()):
+        if name in FOREIGN:
+            continue
+        close = difflib.get_close_matches(name, known, 1, 0.6)
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for the settings"
+        warnings.append(f"{name} (in {where}) is not a setting and is ignored: {hint}")
+    return warnings

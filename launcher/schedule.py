@@ -48,17 +48,20 @@ class RetrainSchedule:
         self.proc: subprocess.Popen[bytes] | None = None
         self._redis: redis.Redis | None = None
         self._look_after = 0.0  # after a failed look for requests: not before this (no log flood)
+        self._said_next: float | None = None  # the next_at last written for the console
 
     def tick(self) -> bool:
         """Start a run when one was asked for or is due, and none is running; True when one was
-        started. A request waits for the running run to end; a due interval is dropped."""
+        started. A request waits for the running run to end; a due interval is dropped. A run
+        asked for leaves the schedule as it was: the next scheduled run comes when it was due."""
         due = self.interval_s > 0 and time.monotonic() >= self.next_at
         if due:
             self.next_at = time.monotonic() + self.interval_s
+        if self.interval_s > 0 and self._said_next != self.next_at:
+            self._say_next()
         if self.proc is not None and self.proc.poll() is None:
             return False
         if self._take_request():
-            self.next_at = time.monotonic() + self.interval_s
             self._start(self.now_argv)
             return True
         if not due:
@@ -72,12 +75,9 @@ class RetrainSchedule:
         if self.redis_url is None or time.monotonic() < self._look_after:
             return False
         from feedback import progress
-        from feedback.connection import connect_sync
 
         try:
-            if self._redis is None:
-                self._redis = connect_sync(self.redis_url, timeout_s=2.0, cluster=self.cluster)
-            request = progress.take_request(self._redis)
+            request = progress.take_request(self._connection())
         except Exception as exc:  # Redis restarting, unreachable: `up` goes on
             log.warning("could not look for a retraining request (%s); looking again in %.0f s", exc, REQUEST_RETRY_S)
             self._look_after = time.monotonic() + REQUEST_RETRY_S
@@ -85,6 +85,28 @@ class RetrainSchedule:
         if request is not None:
             log.info("retraining run asked for by %s", request.get("by", "?"))
         return request is not None
+
+    def _connection(self) -> redis.Redis:
+        from feedback.connection import connect_sync
+
+        assert self.redis_url is not None
+        if self._redis is None:
+            self._redis = connect_sync(self.redis_url, timeout_s=2.0, cluster=self.cluster)
+        return self._redis
+
+    def _say_next(self) -> None:
+        """Tell the console when the next scheduled run starts (best effort, like the requests)."""
+        if self.redis_url is None or time.monotonic() < self._look_after:
+            return
+        from feedback import progress
+
+        try:
+            progress.set_next(self._connection(), time.time() + self.next_at - time.monotonic(), self.interval_s)
+        except Exception as exc:  # Redis restarting, unreachable: `up` goes on
+            log.warning("could not write the next retraining time (%s); trying again in %.0f s", exc, REQUEST_RETRY_S)
+            self._look_after = time.monotonic() + REQUEST_RETRY_S
+            return
+        self._said_next = self.next_at
 
     def _start(self, argv: list[str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

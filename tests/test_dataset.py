@@ -278,7 +278,7 @@ async def test_collected_rows_carry_what_the_app_stored(r: Redis, redis_db: Redi
 async def test_too_few_ratings_is_an_error_and_writes_nothing(r: Redis, redis_db: RedisServer, tmp_path: Path) -> None:
     for i in range(3):
         await seed_exchange(r, thread="t1", user="alice", question=f"q{i}", answer="a", value=i % 2)
-    with pytest.raises(DatasetError, match=r"Only 3 usable rated answers.*at least 5 \(min_ratings\)"):
+    with pytest.raises(DatasetError, match=r"Only 3 usable rated answers.*at least 5 \(--min-ratings\).*--min-ratings N"):
         build(collect(redis_db.client, None), RetrainConfig(min_ratings=5), tmp_path, None, progress=False)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 

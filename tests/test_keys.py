@@ -22,6 +22,7 @@ def test_key_strings_are_pinned() -> None:
     assert keys.retrain_dataset() == "{fb}:retrain:dataset"
     assert keys.retrain_progress() == "{fb}:retrain:progress"
     assert keys.retrain_request() == "{fb}:retrain:request"
+    assert keys.retrain_next() == "{fb}:retrain:next"
     assert keys.stats_version() == "{fb}:stats:version"
     assert keys.layout() == "{fb}:layout"
     assert keys.prompt_experiments("assistant") == "{fb}:prompt:assistant:experiments"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,23 @@ def test_a_run_request_starts_a_run_at_the_next_tick_and_is_removed(redis_db: Re
     assert [r.status for r in recorded] == ["skipped"] and "waiting for" not in recorded[0].reason  # --now: no minimum
     done = progress.read(c)
     assert done is not None and (done["step"], done["status"]) == ("done", "skipped")
+
+
+def test_a_run_asked_for_does_not_move_the_next_scheduled_run(redis_db: RedisServer, tmp_path: Path) -> None:
+    """The console's "run now" (`retrain --now`) starts a run at once; the scheduled one still
+    comes when it was due, not an interval after the run asked for."""
+    from feedback import progress
+
+    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data")}
+    schedule = RetrainSchedule(interval_s=3600, min_new_ratings=5, env=env, log_path=tmp_path / "retrain.log")
+    try:
+        due = schedule.next_at
+        assert schedule.tick() is False
+        told = progress.next_run(redis_db.client)  # what the console shows
+        assert told is not None and abs(told - (time.time() + due - time.monotonic())) < 5
+        assert progress.request_run(redis_db.client, "ops") is True
+        assert schedule.tick() is True and schedule.proc is not None
+        assert schedule.next_at == due and progress.next_run(redis_db.client) == told
+        schedule.proc.wait(timeout=120)
+    finally:
+        schedule.stop()

@@ -102,3 +102,24 @@ def test_env_example_lists_every_setting_with_a_comment() -> None:
         idx = next((i for i, line in enumerate(lines) if line.lstrip("# ").startswith(f"{var}=")), None)
         assert idx is not None, f"{var} missing from .env.example"
         assert lines[idx - 1].startswith("#") and not lines[idx - 1].lstrip("# ").startswith(f"{var}="), f"{var} has no comment"
+
+
+def test_a_misspelled_setting_is_named_with_the_closest_setting(tmp_path: Path) -> None:
+    """RETRAIN_INTERVAL=60 in .env (for RETRAIN_INTERVAL_S) would be ignored in silence: every
+    command warns on stderr, naming the setting meant; so does a misspelled variable of the
+    environment with a settings prefix. Known settings and other programs' variables are quiet."""
+    import subprocess
+    import sys
+
+    from feedback.settings import unknown_variables
+    from support.services import ROOT
+
+    (tmp_path / ".env").write_text("RETRAIN_INTERVAL=60\nLLM_MODEL=echo\nHF_TOKEN=x\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATA_DIR": str(tmp_path / "data"), "LLM_TEMPERTURE": "0.3", "REDIS_WAIT_REPLICAS": "0"}
+    result = subprocess.run([sys.executable, "-m", "launcher.cli", "spool"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "RETRAIN_INTERVAL (in .env) is not a setting and is ignored: did you mean RETRAIN_INTERVAL_S?" in result.stderr
+    assert "LLM_TEMPERTURE (in the environment) is not a setting and is ignored: did you mean LLM_TEMPERATURE?" in result.stderr
+    assert not any(name in result.stderr for name in ("LLM_MODEL", "HF_TOKEN", "REDIS_WAIT_REPLICAS")), result.stderr
+    assert "warning" not in result.stdout
+    assert unknown_variables({"PATH": "/bin", "AUTH_MODE": "password"}, None) == []

@@ -54,9 +54,9 @@ class RetrainConfig:
     method: Literal["auto", "kto", "dpo"] = field(default="auto", metadata={"help": "auto: DPO when there are at least min_pairs real pairs, else KTO."})
     min_pairs: int = field(default=32, metadata={"help": "Real preference pairs needed before auto picks DPO."})
     continue_from_active: bool = field(default=True, metadata={"help": "Start from the adapter in service (when there is one) instead of the base model."})
-    train_new_only: bool = field(default=False, metadata={"help": "When continuing from the adapter in service: train only on the rows its own dataset lacked (new ratings, changed labels), not again on what it learned; falls back to every row when fewer than a batch are new or the old dataset is gone."})
+    train_new_only: bool = field(default=False, metadata={"help": "Continuing from the adapter in service: train only on the rows its dataset lacked (new ratings, changed labels); every row when fewer than a batch are new or that dataset is gone."})
     beta: float = field(default=0.1, metadata={"help": "KTO/DPO beta: how far the model may move from the reference."})
-    sft_weight: float = field(default=1.0, metadata={"help": "DPO only: weight of an NLL term on the chosen answers (RPO; TRL loss_type sigmoid+sft). It keeps DPO from pushing the liked answers down along with the rejected ones; 0 = plain DPO."})
+    sft_weight: float = field(default=1.0, metadata={"help": "DPO only: weight of an NLL term on the chosen answers (RPO), which keeps DPO from pushing them down with the rejected ones; 0 = plain DPO."})
     # Defaults: the training numbers of REAL_RECIPE, the default model's (measured on SmolLM2-135M,
     # docs/experiment-real/NOTES.md: 4 KTO steps at 5e-4 took a "short" rater's held-out approval
     # from 37.5% to 62.5% with answers on topic; 2e-3 collapsed them).
@@ -67,16 +67,16 @@ class RetrainConfig:
     max_length: int = field(default=1024, metadata={"help": "Longest prompt+answer in tokens; longer rows are dropped and counted."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    processes: int = field(default=1, metadata={"help": "Training processes (one per GPU): above 1, the training step runs as that many DDP processes under torchrun (what `accelerate launch --multi_gpu` runs); the rest of the job stays in this process."})
+    processes: int = field(default=1, metadata={"help": "Training processes, one per GPU: above 1, the training step runs as DDP processes under torchrun."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 training; default: on when a GPU supports it, off on CPU."})
     seed: int = field(default=0, metadata={"help": "Random seed of the training run."})
 
     # --- evaluate / promote ---
     margin: float = field(default=0.0, metadata={"help": "Promote only if the candidate's preference accuracy beats the model in service by more than this."})
-    judge_prompts: int = field(default=0, metadata={"help": "Held-out prompts on which a judge model (JUDGE_MODEL) compares the candidate's answers with the served model's, after the other checks pass; 0 = no judge."})
+    judge_prompts: int = field(default=0, metadata={"help": "Held-out prompts on which JUDGE_MODEL compares the two models' answers, once the other checks pass; 0 = no judge."})
     judge_min_win_rate: float = field(default=0.5, metadata={"help": "With a judge: promote only if the candidate's win rate (ties half) is above this."})
     judge_max_tokens: int = field(default=256, metadata={"help": "With a judge: longest answer each model writes for it, in tokens."})
-    max_liked_drop: float = field(default=0.5, metadata={"help": "Reject a candidate whose mean log-probability per token of the held-out liked answers falls more than this (nats) below the model in service's: it ranks answers well but no longer writes the liked ones."})
+    max_liked_drop: float = field(default=0.5, metadata={"help": "Reject a candidate whose log-probability per token of the held-out liked answers is more than this (nats) below the served model's."})
 
     def __post_init__(self) -> None:
         checks = [

@@ -202,11 +202,11 @@ def _run_locked(
     collected = collect.collect(r, since=watermark, full=config.full_rebuild)
     previous = None if config.full_rebuild else cast("str | None", r.get(keys.retrain_dataset()))
     _report(live.step, r, "build")
-    built = dataset.build(collected, config, settings.layout.datasets, previous, progress=progress)
+    # gate: a held-out split the gate could not compare on skips the run before a version is written
+    built = dataset.build(collected, config, settings.layout.datasets, previous, progress=progress, gate=True)
     data = dataset.load(settings.layout.datasets, built.version)
     if config.push_to_hub:
         pushed.update(_push(settings.layout.datasets, built.version, config.push_to_hub))
-    _check_held_out(data, config)
     _report(live.step, r, "train")
     if prepare_model is not None:
         prepare_model()
@@ -299,22 +299,6 @@ def _only_new(data: Any, weights: dict[str, float], root: Path, service: registr
     log.info("train_new_only: %d of %d KTO rows and %d of %d pairs are new", len(kto), len(data["kto_train"]), len(dpo), len(data["dpo_train"]))
     new = type(data)({**data, "kto_train": kto, "dpo_train": dpo})
     return new, dict(desirable_weight=desirable, undesirable_weight=undesirable)
-
-
-def _check_held_out(data: Any, config: RetrainConfig) -> None:
-    """Before training: the gate compares models on held-out pairs or on held-out liked and disliked
-    answers; with neither, a run could only be rejected, so it is skipped saying what to do (the
-    watermark stays, so these ratings count again next time)."""
-    from training.dataset import DatasetError
-
-    labels = list(data["kto_test"]["label"]) if len(data["kto_test"]) else []
-    liked, pairs = sum(bool(x) for x in labels), len(data["dpo_test"])
-    if pairs == 0 and (liked == 0 or liked == len(labels)):
-        raise DatasetError(
-            f"the held-out split (a {config.test_fraction:g} share of the threads) has {liked} liked and {len(labels) - liked} "
-            "disliked answers and no preference pairs: the gate needs both kinds to compare models. Rate more answers "
-            "(e.g. run `chatbot simulate` again) and retrain, or hold out more threads with --test-fraction."
-        )
 
 
 def _judged(decision: Any, held_out: Any, config: RetrainConfig, settings: Settings, candidate: str, service: str) -> Any:

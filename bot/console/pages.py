@@ -283,12 +283,16 @@ class Console:
         return RedirectResponse(location, status_code=303, headers=HEADERS)
 
     def schedule(self, last: runs.RetrainRun | None, requested: dict[str, Any] | None) -> str:
-        """When the schedule of `chatbot up` runs next: RETRAIN_INTERVAL_S after the last run ended."""
+        """When the schedule of `chatbot up` runs next: the time it wrote, else RETRAIN_INTERVAL_S
+        after the last run ended."""
         interval = self.settings.retrain_interval_s
         if requested:
             return f"as soon as `chatbot up` ticks: a run was requested by {requested.get('by', '?')} {when(requested.get('at'))}"
         if interval <= 0:
             return "never: the schedule is off (RETRAIN_INTERVAL_S=0)"
+        scheduled = progress.next_run(self.r)  # what a running `chatbot up` said: runs asked for never move it
+        if scheduled is not None:
+            return f"{when(scheduled)}, when at least {self.settings.min_new_ratings} new ratings came in"
         if last is None:
             return f"within {duration(interval)} of `chatbot up` starting (no run recorded yet)"
         at = last.started + last.seconds + interval

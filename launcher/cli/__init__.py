@@ -16,9 +16,22 @@ commands so that --help is fast.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+import typer.core
 
 from launcher.cli import dataset, demo_model, migrate, model, prompt, report, retrain, simulate, spool, stats, up
+
+_type_shown = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value: Typer 0.29's help shows `<bool>` after each (`--help <bool>`)."""
+    return None if self.is_bool_flag else _type_shown(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
 
 app = typer.Typer(help="A chat assistant that gets better from its users' ratings.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -26,6 +39,11 @@ app = typer.Typer(help="A chat assistant that gets better from its users' rating
 @app.callback()
 def main() -> None:
     """Settings come from the environment and .env (see .env.example)."""
+    from feedback.settings import unknown_variables
+    from launcher.cli.common import console
+
+    for warning in unknown_variables():  # a misspelled setting would otherwise be ignored silently
+        console.print(f"[yellow]warning: {warning}[/yellow]")
 
 
 app.command()(up.up)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Column, Table
 
 if TYPE_CHECKING:
     import redis
@@ -15,6 +20,31 @@ if TYPE_CHECKING:
     from feedback.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)  # messages whole: easy to read in logs and to grep
+
+
+def out_console() -> Console:
+    """Standard output for tables and results: the terminal's width (or COLUMNS when set); written
+    to a file or a pipe with no COLUMNS (where rich would assume 80), 200: ids whole, one line per
+    row, easy to grep."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        return Console()
+    return Console(width=200)
+
+
+def table(*columns: Column | str, title: str | None = None) -> Table:
+    """A table readable at 80 columns: no side borders, and every column wraps, a word too long
+    for its column folded onto the next line, never cut to '…'. Ids (what other commands take) are
+    Columns with no_wrap: never cut nor folded."""
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    cols = [c if c.no_wrap or c.overflow != "ellipsis" else dataclasses.replace(c, overflow="fold") for c in cols]
+    return Table(*cols, title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+
+
+def date(ts: float) -> str:
+    """A time in tables: to the minute (16 characters)."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 def settings_or_exit() -> Settings:

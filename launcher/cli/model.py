@@ -2,58 +2,42 @@
 
 from __future__ import annotations
 
-import sys
-import time
-
 import typer
 from rich.console import Console
 
-from launcher.cli.common import console, refused, registry_redis
+from launcher.cli.common import console, date, out_console, refused, registry_redis, table
 
 app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
 
 DEMO = typer.Option(False, "--demo", help="The demo's registry (`up --demo`, DATA_DIR/demo) instead of the product's.")
 
 
-def wide_console() -> Console:
-    """Standard output for tables: the terminal's width, or, written to a file or a pipe (where rich
-    would assume 80 columns), 200: ids whole, lines one per row, easy to grep."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
-
-
 @app.command("list")
-def model_list(demo: bool = DEMO) -> None:
+def model_list(wide: bool = typer.Option(False, "--wide", help="Also each version's parent, dataset and creation time."), demo: bool = DEMO) -> None:
     """Model versions, oldest first, with their status, evaluation numbers and the gate's decision."""
-    from rich.table import Column, Table
+    from rich.table import Column
 
     from feedback import registry
 
     _, r = registry_redis(demo=demo)
-    table = Table(
+    versions = registry.versions(r)
+    out = out_console() if not wide else Console(width=max(Console().width, 200))  # --wide: the whole line, whatever the terminal
+    if not versions:
+        out.print("No model versions yet: the base model is in service. `chatbot retrain` trains the first one.")
+        return
+    extra: list[Column | str] = [Column("parent", no_wrap=True), Column("dataset", no_wrap=True), "created"] if wide else []
+    listing = table(
         Column("version", no_wrap=True),  # what promote takes: never cut
-        "status",
-        Column("parent", overflow="fold"),
-        "method",
-        Column("dataset", overflow="fold"),
-        Column("cand. acc", justify="right"),
-        Column("service acc", justify="right"),
-        Column("created", no_wrap=True),
-        Column("decision", ratio=1, min_width=24, overflow="fold"),  # why it was rejected or promoted: wrapped, never cut
-    )
-    for v in registry.versions(r):
+        "status", "method", *extra,
+        Column("acc. cand. / serv.", justify="right"),  # the gate's preference accuracy: candidate, model in service
+        "decision",  # why it was rejected or promoted: wrapped, never cut
+    )  # fmt: skip
+    for v in versions:
         acc = [v.metrics.get(k, {}).get("accuracy") for k in ("candidate", "service")]
-        table.add_row(
-            v.id,
-            v.status,
-            v.parent or "base",
-            v.method or "",
-            v.dataset_version or "",
-            *[f"{a:.3f}" if isinstance(a, float) else "" for a in acc],
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
-            decision_text(v.decision),
-        )
-    out = wide_console()
-    out.print(table)
+        more = [v.parent or "base", v.dataset_version or "", date(v.created_at)] if wide else []
+        accuracy = " / ".join(f"{a:.3f}" if isinstance(a, float) else "-" for a in acc) if any(isinstance(a, float) for a in acc) else ""
+        listing.add_row(v.id, v.status, v.method or "", *more, accuracy, decision_text(v.decision))
+    out.print(listing)
     active = registry.active(r)
     out.print(f"in service: {active.id if active else 'base model'}")
 
@@ -71,22 +55,25 @@ def decision_text(decision: dict[str, object]) -> str:
 
 @app.command("promote")
 def model_promote(version: str, force: bool = typer.Option(False, help="Promote even a version the gate rejected."), demo: bool = DEMO) -> None:
-    """Put a model version in service: the model server loads it first, then the bot uses it from
-    its next answer (if the server can't load it, nothing changes and the command exits 1)."""
+    """Put a model version in service, once the model server has loaded it.
+
+    The bot uses it from its next answer; if the server can't load it, nothing changes and the
+    command exits 1."""
     from feedback import registry
     from feedback.serving import ModelServer, WarmUpError
 
     settings, r = registry_redis(demo=demo)
     with refused(registry.RegistryError), refused(WarmUpError, code=1):
-        console.print(f"loading {version} into the model server first…")
+        console.print(f"loading {version} into the model server first...")
         v = registry.promote(r, version, ModelServer.of(settings), force=force)
     console.print(f"[green]{v.id} is in service[/green] ({v.served_name})")
 
 
 @app.command("rollback")
 def model_rollback(demo: bool = DEMO) -> None:
-    """Retire the version in service and go back to the one it was trained from, once the model
-    server has loaded that one (if it can't, nothing changes and the command exits 1)."""
+    """Retire the version in service: back to the one it was trained from.
+
+    Once the model server has loaded that one; if it can't, nothing changes and the command exits 1."""
     from feedback import registry
     from feedback.serving import ModelServer, WarmUpError
 

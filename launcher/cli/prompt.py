@@ -8,17 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Column, Table
+import yaml
+from rich.table import Column
 
-from launcher.cli.common import console, refused, registry_redis
+from launcher.cli.common import console, out_console, refused, registry_redis, table
 
-app = typer.Typer(help="Prompt versions: publish, list, serve (no restart needed).", no_args_is_help=True)
+app = typer.Typer(help="Prompt versions: new, publish, list, serve (no restart needed).", no_args_is_help=True)
 
 
 @app.command("publish")
 def publish(
-    file: Path = typer.Argument(..., help="A prompt spec (YAML: id, version, description, system, guidelines, examples).", exists=True, dir_okay=False),
+    file: Path = typer.Argument(..., help="A prompt spec (YAML: id, version, description, system, guidelines, examples); `chatbot prompt new` writes one to start from.", exists=True, dir_okay=False),
     serve: bool = typer.Option(False, "--serve", help="Also serve it to new conversations now."),
 ) -> None:
     """Validate a spec and publish it; a published version never changes."""
@@ -39,6 +39,52 @@ def publish(
         if serve:
             prompts.serve(r, spec.id, spec.version)
     console.print(f"[green]{spec.ref} {'published' if new else 'was already published (same content)'}[/green]{'; served to new conversations' if serve else ''}")
+
+
+@app.command("new")
+def new(
+    source: str = typer.Option(None, "--from", help="The published version to copy (default: the one served)."),
+    out: Path = typer.Option(Path("."), "--dir", help="Where to write the file.", file_okay=False),
+) -> None:
+    """Write a copy of a published version, with the next version number, to edit and publish."""
+    import yaml
+    from packaging.version import Version
+
+    from feedback import prompt as prompts
+
+    settings, r = registry_redis()
+    published = prompts.versions(r, settings.prompt_id)
+    if not published:
+        console.print(f"[red]No versions of {settings.prompt_id!r} published yet: `chatbot up` publishes the shipped ones when it starts.[/red]")
+        raise typer.Exit(2)
+    chosen = source or prompts.served(r, settings.prompt_id) or published[-1].version
+    spec = next((s for s in published if s.version == chosen), None)
+    if spec is None:
+        console.print(f"[red]--from: {settings.prompt_id!r} has no published version {chosen!r}; published: {', '.join(s.version for s in published)}[/red]")
+        raise typer.Exit(2)
+    newest = Version(published[-1].version)
+    version = f"{newest.major}.{newest.minor + 1}.0"  # after the newest published, whichever was copied
+    data = spec.model_dump(mode="json", exclude=None if spec.starters else {"starters"})
+    data.update(version=version, description=f"Copy of {spec.version}: say what this version changes.")
+    path = out / f"{spec.id}-{version}.yaml"
+    if path.exists():
+        console.print(f"[red]{path} exists already: edit and publish it, or remove it first.[/red]")
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+    console.print(f"[green]wrote {path}[/green] ({spec.ref} as version {version}); edit it, then:")
+    console.print(f"  chatbot prompt publish {path} --serve", markup=False, highlight=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line texts (the system prompt, examples) as YAML blocks, as the shipped files have them."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_BlockDumper.add_representer(str, _text)
 
 
 @app.command("serve")
@@ -65,12 +111,12 @@ def list_versions() -> None:
         raise typer.Exit(0)
     served = prompts.served(r, settings.prompt_id)
     approval = {a.group: a for a in report.approval_by(report.rated_answers(r), "prompt_version")}  # groups: id@version
-    table = Table(Column("version", no_wrap=True), "served", "description", "rated", "approval (95% CI)", title=f"Prompt {settings.prompt_id}")
+    listing = table(Column("version", no_wrap=True), "served", "description", "rated", "approval (95% CI)", title=f"Prompt {settings.prompt_id}")
     for spec in specs:
         a = approval.get(spec.ref)
         rated = f"{a.rate:.1%} ({a.low:.1%} - {a.high:.1%})" if a else ""
-        table.add_row(spec.version, "✓" if spec.version == served else "", spec.description, str(a.rated) if a else "0", rated)
-    Console().print(table)
+        listing.add_row(spec.version, "✓" if spec.version == served else "", spec.description, str(a.rated) if a else "0", rated)
+    out_console().print(listing)
 
 
 experiment_app = typer.Typer(help="Compare prompt versions by their users' ratings (always-valid statistics).", no_args_is_help=True)
@@ -114,17 +160,18 @@ def experiment_status(experiment_id: str = typer.Option(None, "--id", help="A pa
         # A look (the operator's explicit command): it may decide, and a decision is audited.
         report = experiments.look(r, settings.prompt_id, "chatbot prompt experiment status", experiment_id)
     exp, d = report.experiment, report.decision
-    table = Table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
+    listing = table(Column("arm", no_wrap=True), "rated", "liked", "approval", *(["share of new conversations"] if exp.policy == "adaptive" else []), title=f"Experiment {exp.id} ({exp.status})")
     for arm in exp.arms:
         c = report.counts[arm]
         share = [f"{exp.weights.get(arm, 1 / len(exp.arms)):.0%}"] if exp.policy == "adaptive" else []
-        table.add_row(arm, str(c.rated), str(c.liked), f"{c.approval:.1%}" if c.rated else "", *share)
-    Console().print(table)
-    Console().print(experiments.verdict(exp, d))
+        listing.add_row(arm, str(c.rated), str(c.liked), f"{c.approval:.1%}" if c.rated else "", *share)
+    out = out_console()
+    out.print(listing)
+    out.print(experiments.verdict(exp, d))
     if report.other_model_answers:
-        Console().print(f"{report.other_model_answers} rated answers from a model other than {exp.model_version} (in service at the start) were not counted")
+        out.print(f"{report.other_model_answers} rated answers from a model other than {exp.model_version} (in service at the start) were not counted")
     if report.capped:
-        Console().print(f"{report.capped} rated answers over the per-user cap ({exp.user_cap} per arm) were not counted")
+        out.print(f"{report.capped} rated answers over the per-user cap ({exp.user_cap} per arm) were not counted")
 
 
 @experiment_app.command("stop")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
-from launcher.cli.common import console, registry_redis
-from launcher.cli.model import wide_console
+from launcher.cli.common import console, date, out_console, registry_redis, table
 
 
 def report(
@@ -19,7 +17,7 @@ def report(
     demo: bool = typer.Option(False, "--demo", help="Report on the demo's data (`up --demo`, DATA_DIR/demo) instead of the product's."),
 ) -> None:
     """Approval rate per model version and per prompt version, with 95% intervals and counts."""
-    from rich.table import Table
+    from rich.table import Column
 
     from feedback import report as rep
 
@@ -28,23 +26,21 @@ def report(
     if not rows:
         console.print("No rated answers yet.")
         raise typer.Exit(0)
-    out = wide_console()
-    for by, title in (("model_version", "model version"), ("prompt_version", "prompt version"), ("cell", "prompt version x model version")):
-        table = Table(title=f"Approval per {title}")
-        table.add_column(title, no_wrap=True)  # ids are what `chatbot model promote` takes: never cut
-        for col in ("rated", "liked", "approval", "95% CI", "first answer", "last answer"):
-            table.add_column(col)
+    out = out_console()
+    for by, titles in (("model_version", ["model version"]), ("prompt_version", ["prompt version"]), ("cell", ["prompt version", "model version"])):
+        # ids are what `chatbot model promote` and `prompt serve` take: never cut. The cells' two
+        # ids leave no room at 80 columns for the times, which the first two tables show.
+        times = [Column("first / last answer", min_width=16)] if by != "cell" else []
+        listing = table(*(Column(t, no_wrap=True) for t in titles), "rated", "liked", "approval (95% CI)", *times, title=f"Approval per {' x '.join(titles)}")
         for a in rep.approval_by(rows, by):
-            table.add_row(
-                a.group,
+            listing.add_row(
+                *(a.group.split(" x ") if by == "cell" else [a.group]),
                 str(a.rated),
                 str(a.liked),
-                f"{a.rate:.1%}",
-                f"{a.low:.1%} - {a.high:.1%}",
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(a.first)),
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(a.last)),
+                f"{a.rate:.1%} ({a.low:.1%} - {a.high:.1%})",
+                *([f"{date(a.first)}\n{date(a.last)}"] if times else []),
             )
-        out.print(table)
+        out.print(listing)
     if png is not None:
         try:
             rep.plot(rows, png, bucket_hours * 3600 if bucket_hours else None)

@@ -1,8 +1,9 @@
 """`chatbot retrain`: one run of the retraining job (training/job.py).
 
 The job's options are the fields of `training.config.RetrainConfig`, defined there once with their
-help: this module turns each field into a Typer option (`--learning-rate`, `--full-rebuild /
---no-full-rebuild`, ...), so `chatbot retrain --help` lists them like every other command's.
+help: this module turns each field into a Typer option (`--learning-rate`, `--full-rebuild`,
+`--no-scrub-pii`, ...), so `chatbot retrain --help` lists them like every other command's, in
+panels by step.
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ def _choices(name: str, values: list[str]) -> type[enum.Enum]:
     return choices
 
 
+# The help's panels: each starts at its field (the sections of training.config.RetrainConfig).
+PANELS = {"full_rebuild": "Dataset options", "method": "Training options", "margin": "Promotion gate options"}
+
+
 def _config_parameters() -> list[inspect.Parameter]:
     """One keyword parameter per RetrainConfig field; None = not given (the default, or the demo
-    recipe's with --demo, applies)."""
+    recipe's with --demo, applies). A yes/no field is one flag, the one that changes its default
+    (`--full-rebuild`, `--no-scrub-pii`): both forms only where the default is "auto" (None)."""
     hints = typing.get_type_hints(RetrainConfig)
     params = []
+    panel = ""
     for f in dataclasses.fields(RetrainConfig):
+        panel = PANELS.get(f.name, panel)
         hint = hints[f.name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if typing.get_origin(hint) is typing.Literal:  # Typer offers choices for an Enum
@@ -43,18 +51,29 @@ def _config_parameters() -> list[inspect.Parameter]:
             annotation = bool
         else:
             annotation = args[0] if args else hint
-        decls = [f"{option_name(f.name)}/{option_name('no_' + f.name)}"] if annotation is bool else [option_name(f.name)]
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        option = typer.Option(None, *decls, help=help_text, show_default=False, rich_help_panel="Job options (training.config.RetrainConfig)")
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation | None))
+        help_text = f.metadata.get("help", "")
+        if annotation is not bool:
+            option = typer.Option(None, option_name(f.name), help=f"{help_text} [default: {default}]", show_default=False, rich_help_panel=panel)
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation | None))
+            continue
+        # A flag sets the value its default is not: `--full-rebuild`; `--no-scrub-pii`, a parameter
+        # of its own that retrain_config turns into scrub_pii=False; both where the default is None
+        # ("auto"). One form per option: no column of `--no-...` forms in the help.
+        for name, on in ((f.name, True), ("no_" + f.name, False)):
+            if default is None or default != on:
+                text = help_text if on else f"Turn off: {help_text[0].lower()}{help_text[1:]}"
+                option = typer.Option(None, option_name(name), help=text, show_default=False, rich_help_panel=panel)
+                params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool | None))
     return params
 
 
 def retrain_config(given: dict[str, Any], demo: bool = False) -> RetrainConfig:
     """The job's options: the given ones over the defaults (DEMO_RECIPE's with demo).
     ValueError for an invalid combination (RetrainConfig's checks)."""
-    chosen = {k: v.value if isinstance(v, enum.Enum) else v for k, v in given.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(RetrainConfig)}
+    chosen = {k: v.value if isinstance(v, enum.Enum) else v for k, v in given.items() if v is not None and k in fields}
+    chosen |= {k[3:]: not v for k, v in given.items() if v is not None and k not in fields and k.startswith("no_") and k[3:] in fields}
     return RetrainConfig(**{**(DEMO_RECIPE if demo else {}), **chosen})
 
 
@@ -69,11 +88,9 @@ def parse(argv: list[str]) -> tuple[bool, bool, RetrainConfig]:
 
 
 def retrain(
-    now: bool = typer.Option(False, "--now", help="Run even if fewer than min_new_ratings ratings came in."),
+    now: bool = typer.Option(False, "--now", help="Run even if fewer than --min-new-ratings ratings came in."),
     demo: bool = typer.Option(
-        False,
-        "--demo",
-        help="Retrain the demo model of `up --demo`, on the demo's own data (DATA_DIR/demo), from its recipe (training.config.DEMO_RECIPE); options given still win.",
+        False, "--demo", help="Retrain the demo model of `up --demo` on the demo's own data (DATA_DIR/demo), from its recipe; options given still win."
     ),
     **options: Any,
 ) -> None:

@@ -19,10 +19,11 @@ def spool(
         False, help="Put the dead-lettered writes back in the queue (after fixing what refused them); the chat process retries them within seconds."
     ),
 ) -> None:
-    """Writes waiting in the local spool (made while Redis was down), those that could not be
-    applied (dead letters, with the error Redis gave; exit status 1 while there are any) and the
-    ratings refused once Redis could check them (someone else's answer, an unknown one: answered
-    "queued" at the time, dropped on replay, never retried)."""
+    """Writes kept while Redis was down: waiting, failed (dead letters) and refused.
+
+    Dead letters could not be applied (with the error Redis gave; exit status 1 while there are
+    any); refused ratings were refused once Redis could check them (someone else's answer, an
+    unknown one: answered "queued" at the time, dropped on replay, never retried)."""
     from feedback.spool import Spool
 
     settings = settings_or_exit()
@@ -35,7 +36,7 @@ def spool(
     out.print(f"[{colour}]dead letters: {len(dead)}[/{colour}] in {s.dead_path}")
     for d in dead[-10:]:
         what = d["op"].get("op", "?") if "op" in d else "unreadable line"
-        out.print(f"  {_when(d['failed_at'])}  {what}  {d['error']}", markup=False, highlight=False)
+        out.print(f"  {_when(d['failed_at'])}  {what}  {d['error']}", markup=False, highlight=False, soft_wrap=True)
     # soft_wrap: one line per write, whatever the terminal's width (grep-able).
     out.print(f"[{'yellow' if refused else 'green'}]refused: {len(refused)}[/] in {s.refused_path} (dropped on replay, not requeueable)", soft_wrap=True)
     for d in refused[-10:]:

@@ -9,18 +9,19 @@ from training.collect import Collected
 from training.config import RetrainConfig
 from training.dataset.card import _card, _summary, _write_version
 from training.dataset.index import _sidecar_path
-from training.dataset.plan import _check, _plan
+from training.dataset.plan import _check, _check_held_out, _plan
 from training.dataset.shard import _write_shard
 from training.dataset.version import DatasetError, DatasetVersion, _manifest, _new_version, _shard_path
 
 log = logging.getLogger(__name__)
 
 
-def build(collected: Collected, config: RetrainConfig, root: Path, previous_version: str | None, *, progress: bool = True) -> DatasetVersion:
+def build(collected: Collected, config: RetrainConfig, root: Path, previous_version: str | None, *, progress: bool = True, gate: bool = False) -> DatasetVersion:
     """Write a new dataset version: the previous version's rows updated with `collected`.
 
     Raises DatasetError, leaving nothing behind, when there is nothing new (incremental), or too
-    few ratings, or only one class.
+    few ratings, or only one class, or (gate: for the retraining job, whose gate compares models
+    on the held-out split) a held-out split with neither pairs nor both kinds of rating.
     """
     if not collected.full and previous_version is None:
         raise DatasetError(
@@ -43,6 +44,8 @@ def build(collected: Collected, config: RetrainConfig, root: Path, previous_vers
         written = _write_shard(tmp_shard, collected, config.scrub_pii, progress)
         plan = _plan([_shard_path(root, s) for s in shards[:-1]] + [tmp_shard], config, root / previous_version if previous and previous_version else None)
         _check(plan, config)
+        if gate:
+            _check_held_out(plan, config)
         tmp_shard.replace(shard_path)
         placed = True
     finally:

@@ -16,6 +16,7 @@ land in, and adds the difference to the previous plan's counts."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -451,7 +452,8 @@ def _check(plan: _Plan, config: RetrainConfig) -> None:
     if n < config.min_ratings:
         dropped = f" ({s['rated']} rated; {s['duplicates']} duplicates and {s['capped']} over the per-user cap left out)" if s["rated"] != n else ""
         raise DatasetError(
-            f"Only {n} usable rated answers{dropped}; training needs at least {config.min_ratings} (min_ratings). Collect more ratings, or lower min_ratings."
+            f"Only {n} usable rated answers{dropped}; training needs at least {config.min_ratings} (--min-ratings). "
+            "Collect more ratings (e.g. `chatbot simulate`), or lower it: `chatbot retrain --now --min-ratings N`."
         )
     if up == 0 or up == n:
         kind = "thumbs up" if up == n else "thumbs down"
@@ -459,6 +461,39 @@ def _check(plan: _Plan, config: RetrainConfig) -> None:
             f"All {n} usable ratings are {kind}: preference training needs both liked and disliked answers. "
             f"Collect some {'thumbs down' if up == n else 'thumbs up'} ratings first."
         )
+
+
+def _check_held_out(plan: _Plan, config: RetrainConfig) -> None:
+    """The gate compares models on held-out pairs or on held-out liked and disliked answers; with
+    neither, a run could only be rejected: DatasetError before anything is written, with a
+    --test-fraction that works (the smallest that holds out a thread with a liked answer and one
+    with a disliked one, keeping both kinds in training) when there is one."""
+    kto = plan.kto
+    labels, test = plan.columns.take("label", kto).astype(bool), plan.kto_test
+    liked, held = int((labels & test).sum()), int(test.sum())
+    if (len(plan.dpo_rows) and plan.dpo_test.any()) or 0 < liked < held:
+        return
+    hint = _test_fraction_hint(plan.columns.take("thread_key", kto), labels, config)
+    fix = f"or hold out more threads: add `--test-fraction {hint:g}` to `chatbot retrain`" if hint else "then retrain (no --test-fraction would hold out both kinds here)"
+    raise DatasetError(
+        f"the held-out split (a {config.test_fraction:g} share of the threads) has {liked} liked and {held - liked} "
+        f"disliked answers and no preference pairs: the gate needs both kinds to compare models. Rate more answers "
+        f"(e.g. run `chatbot simulate` again) and retrain, {fix}."
+    )
+
+
+def _test_fraction_hint(thread_keys: np.ndarray, labels: np.ndarray, config: RetrainConfig) -> float | None:
+    """The smallest test_fraction (2 decimals) under which the threads held out (score below it)
+    hold a liked and a disliked answer while those left to train on hold both too; None if none."""
+    score = thread_scores(thread_keys, config.split_seed)
+    if labels.all() or not labels.any():
+        return None
+    need = max(score[labels].min(), score[~labels].min())  # held out: every thread scoring below the fraction
+    fraction = math.floor(need * 100 + 1) / 100  # above `need`, on a round number
+    train = score >= fraction
+    if fraction >= 1 or not (labels[train].any() and (~labels[train]).any()):
+        return None
+    return fraction
 
 
 def _kto_value_counts(columns: _Columns, in_kto: np.ndarray, name: str) -> dict[str, int]:

@@ -111,7 +111,7 @@ def _write_shard(path: Path, collected: Collected, scrub: bool, progress: bool) 
     key_cache: dict[str, int] = {}  # thread and user keys: a thread's rows come together
     written = 0
     # A full collection lists the ids while the rows are read: no total for the bar then.
-    bar = tqdm(total=len(collected.ids) or None, desc="dataset rows", unit="row", disable=not progress, mininterval=1.0)
+    bar = tqdm(total=len(collected.ids) or None, desc="dataset rows", unit=" rows", disable=not progress, mininterval=1.0)
     with pq.ParquetWriter(path, SHARD_SCHEMA, compression="zstd") as writer, bar:
         for rows in collected.batches():
             if rows:
@@ -119,7 +119,9 @@ def _write_shard(path: Path, collected: Collected, scrub: bool, progress: bool) 
                 writer.write_batch(batch, row_group_size=ROW_GROUP)
                 found.update(found_here)
                 written += batch.num_rows
-            bar.update(collected.batch)
+            # The answers read, not the batch size asked for (a last batch is shorter; rows that
+            # vanished meanwhile were read too); with no total, the rows found.
+            bar.update(min(collected.batch, bar.total - bar.n) if bar.total else len(rows))
         gone = collected.forgotten | collected.vanished
         if gone:
             writer.write_batch(_tombstones(sorted(gone)), row_group_size=ROW_GROUP)
