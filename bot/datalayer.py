@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from bot import answer_info as answer_infos
 from bot.stored_form import pack_element, pack_step, unpack_element, unpack_step
 from feedback import exchange as exchanges
-from feedback import keys
+from feedback import keys, registry
 from feedback import rating as ratings
 from feedback import thread as threads
 from feedback.errors import LoopError
@@ -245,9 +245,10 @@ class RedisDataLayer(BaseDataLayer):
         elements = thread["elements"] = thread.get("elements") or []
         stored = {e.get("forId") for e in elements if e.get("name") == answer_infos.NAME}
         answers = await exchanges.for_thread(self.r, thread["id"])
+        bases = await registry.base_models(self.r, {e.model_version for e in answers})
         for record in answers:
             if record.message_id in shown and record.message_id not in stored and not record.deleted:
-                elements.append(cast(ElementDict, answer_infos.element(record, answers, ratings_by_id)))
+                elements.append(cast(ElementDict, answer_infos.element(record, answers, ratings_by_id, bases)))
 
     async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
         if not filters.userId:
