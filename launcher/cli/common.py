@@ -17,6 +17,18 @@ if TYPE_CHECKING:
 console = Console(stderr=True, soft_wrap=True)  # messages whole: easy to read in logs and to grep
 
 
+def operator() -> str:
+    """Who the audit log names for a change made with the CLI: the OS user, marked as the CLI's
+    (the console's entries name the logged-in operator)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        user = "?"
+    return f"{user} (CLI)"
+
+
 def settings_or_exit() -> Settings:
     from feedback.settings import SettingsError, load_settings
 

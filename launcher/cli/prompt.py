@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from launcher.cli.common import console, refused, registry_redis
+from launcher.cli.common import console, operator, refused, registry_redis
 
 app = typer.Typer(help="Prompt versions: publish, list, serve (no restart needed).", no_args_is_help=True)
 
@@ -98,7 +98,7 @@ def experiment_start(
     active = registry.active(r)
     with refused(experiments.ExperimentError):
         exp = experiments.start(
-            r, settings.prompt_id, arms, active.id if active else registry.BASE,
+            r, settings.prompt_id, arms, active.id if active else registry.BASE, operator(),
             policy=policy, min_rated=min_rated, max_rated=max_rated, alpha=alpha, user_cap=user_cap, auto_serve=auto_serve,
         )  # fmt: skip
     console.print(f"[green]experiment {exp.id} started[/green]: {settings.prompt_id} {' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}")
@@ -134,5 +134,5 @@ def experiment_stop() -> None:
 
     settings, r = registry_redis()
     with refused(experiments.ExperimentError):
-        exp = experiments.stop(r, settings.prompt_id)
+        exp = experiments.stop(r, settings.prompt_id, operator())
     console.print(f"experiment {exp.id} stopped")
