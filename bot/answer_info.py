@@ -42,10 +42,15 @@ def earlier_props(earlier: list[Exchange], ratings: Mapping[str, int | None], ba
     ]
 
 
+def written(model: str, prompt: str) -> str:
+    """The line's tooltip."""
+    return f"Written by model {model} with prompt {prompt}"
+
+
 def props(record: Exchange, earlier: list[dict[str, Any]], bases: Mapping[str, str]) -> dict[str, Any]:
     model = model_label(record.model, record.model_version, bases)
     prompt = f"{record.prompt_id}@{record.prompt_version}"
-    return {"model": model, "prompt": prompt, "written": f"Written by model {model} with prompt {prompt}", "earlier": earlier}
+    return {"model": model, "prompt": prompt, "written": written(model, prompt), "earlier": earlier}
 
 
 def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int | None], bases: Mapping[str, str]) -> dict[str, Any]:
