@@ -123,7 +123,7 @@ def copy_as_before(src: redis.Redis, dst: redis.Redis, src_raw: redis.Redis, dst
             dst.hset(before_name(key), mapping=fields)  # type: ignore[arg-type]
             alternatives.append((record.created_at, record.prompt_message_id, record.id))
             if record.message_id and not record.deleted:  # the line under it, then stored as an element
-                info = answer_infos.element(record, [], {})  # (no regenerated answers here: no earlier ones)
+                info = answer_infos.element(record, [], {}, {})  # (no regenerated answers here: no earlier ones)
                 dst.set(keys.legacy("element", info["id"]), json.dumps(info, default=str))
                 dst.sadd(keys.legacy("thread_elements", record.thread_id), info["id"])
             answers += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from pathlib import PurePath
 from typing import Any
 
 from bot.stored_form import ELEMENT_DEFAULTS
@@ -22,11 +21,13 @@ NAME = "AnswerInfo"
 _IDS = uuid.UUID("5b0c6f0e-2f5d-4c57-9a39-7d1f0e3b8a21")  # namespace of the derived elements' ids
 
 
-def model_label(model: str, version: str) -> str:
-    """A model as the page names it: the registry version, or the configured model's short name."""
-    if version != registry.BASE:
-        return version
-    return f"{PurePath(model).name or model} (base model)"
+def model_label(model: str, version: str, bases: Mapping[str, str]) -> str:
+    """A model as the page names it, never a server path: the configured model's name, or the
+    registry version with the model it was trained from (`bases`: registry.base_models)."""
+    if version == registry.BASE:
+        return f"{registry.display_name(model)} (base model)"
+    base = bases.get(version)
+    return f"{version} (from {registry.display_name(base)})" if base else version
 
 
 def same_prompt(record: Exchange, thread: list[Exchange]) -> list[Exchange]:
@@ -34,21 +35,28 @@ def same_prompt(record: Exchange, thread: list[Exchange]) -> list[Exchange]:
     return [e for e in thread if e.id != record.id and e.prompt_message_id == record.prompt_message_id and e.messages == record.messages and e.created_at < record.created_at]
 
 
-def earlier_props(earlier: list[Exchange], ratings: Mapping[str, int | None]) -> list[dict[str, Any]]:
+def earlier_props(earlier: list[Exchange], ratings: Mapping[str, int | None], bases: Mapping[str, str]) -> list[dict[str, Any]]:
     return [
-        {"text": e.completion, "model": model_label(e.model, e.model_version), "prompt": f"{e.prompt_id}@{e.prompt_version}", "rating": ratings.get(e.id)}
+        {"text": e.completion, "model": model_label(e.model, e.model_version, bases), "prompt": f"{e.prompt_id}@{e.prompt_version}", "rating": ratings.get(e.id)}
         for e in earlier
     ]
 
 
-def props(record: Exchange, earlier: list[dict[str, Any]]) -> dict[str, Any]:
-    written = f"Written by model {record.model} (version {record.model_version}) with prompt {record.prompt_id}@{record.prompt_version}"
-    return {"model": model_label(record.model, record.model_version), "prompt": f"{record.prompt_id}@{record.prompt_version}", "written": written, "earlier": earlier}
+def written(model: str, prompt: str) -> str:
+    """The line's tooltip."""
+    return f"Written by model {model} with prompt {prompt}"
 
 
-def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int | None]) -> dict[str, Any]:
+def props(record: Exchange, earlier: list[dict[str, Any]], bases: Mapping[str, str]) -> dict[str, Any]:
+    model = model_label(record.model, record.model_version, bases)
+    prompt = f"{record.prompt_id}@{record.prompt_version}"
+    return {"model": model, "prompt": prompt, "written": written(model, prompt), "earlier": earlier}
+
+
+def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int | None], bases: Mapping[str, str]) -> dict[str, Any]:
     """The element as Chainlit's page reads it with a thread (an ElementDict), for the answer's
-    message (`record.message_id`)."""
+    message (`record.message_id`); `bases`: the base model of each registered version
+    (registry.base_models)."""
     return {
         **ELEMENT_DEFAULTS,
         "id": str(uuid.uuid5(_IDS, record.id)),
@@ -56,7 +64,7 @@ def element(record: Exchange, thread: list[Exchange], ratings: Mapping[str, int 
         "type": "custom",
         "name": NAME,
         "display": "inline",
-        "props": props(record, earlier_props(same_prompt(record, thread), ratings)),
+        "props": props(record, earlier_props(same_prompt(record, thread), ratings, bases), bases),
         "forId": record.message_id,
         "mime": "application/json",
         "chainlitKey": None,

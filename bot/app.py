@@ -346,10 +346,21 @@ async def offer_regenerate(exchange_id: str, message_id: str) -> None:
     cl.user_session.set("regenerate", button)
 
 
-def answer_info(record: exchanges.Exchange, earlier: list[dict[str, Any]]) -> cl.CustomElement:
+async def base_models(versions: Collection[str]) -> dict[str, str]:
+    """The base model of each registered version among `versions` (what an answer's line names);
+    none while Redis can't tell (the line then names the version alone)."""
+    try:
+        return await registry.base_models(redis, versions)
+    except OUTAGE as exc:
+        log.warning("base models of %s not read (Redis unreachable: %s)", sorted(versions), exc)
+        return {}
+
+
+async def answer_info(record: exchanges.Exchange, earlier: list[dict[str, Any]]) -> cl.CustomElement:
     """Shown under an answer (bot/answer_info.py): which model and prompt version wrote it, and the
     earlier answers to the same question, collapsed."""
-    return cl.CustomElement(name=answer_infos.NAME, props=answer_infos.props(record, earlier), display="inline")
+    props = answer_infos.props(record, earlier, await base_models([record.model_version]))
+    return cl.CustomElement(name=answer_infos.NAME, props=props, display="inline")
 
 
 async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
@@ -365,7 +376,8 @@ async def earlier_answers(old: exchanges.Exchange) -> list[dict[str, Any]]:
     except OUTAGE as exc:
         log.warning("earlier answers of %s not shown (Redis unreachable: %s)", old.id, exc)
         return []
-    return answer_infos.earlier_props(same, {e.id: None if v is None else int(v) for e, v in zip(same, values, strict=True)})
+    bases = await base_models({e.model_version for e in same})
+    return answer_infos.earlier_props(same, {e.id: None if v is None else int(v) for e, v in zip(same, values, strict=True)}, bases)
 
 
 _finishing: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
@@ -507,7 +519,7 @@ async def answer(
     await reply.send()
     # Chainlit reports the turn done when this handler returns: it waits for the two independent
     # writes together, not one after the other (the exchange then Regenerate, and the info element).
-    stored, _ = await asyncio.gather(keep_exchange(record, reply), send_info(reply, answer_info(record, earlier or [])))
+    stored, _ = await asyncio.gather(keep_exchange(record, reply), send_info(reply, await answer_info(record, earlier or [])))
     if stored == "spool":
         note = cl.Message(content=SPOOLED, author="Storage")
         note.parent_id = None  # outside the run: the thumbs stay on the answer (a run's last assistant message)

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from bot import answer_info as answer_infos
 from bot.stored_form import pack_element, pack_step, unpack_element, unpack_step
 from feedback import exchange as exchanges
-from feedback import keys
+from feedback import keys, registry
 from feedback import rating as ratings
 from feedback import thread as threads
 from feedback.errors import LoopError
@@ -240,14 +240,20 @@ class RedisDataLayer(BaseDataLayer):
     async def _add_answer_infos(self, thread: ThreadDict, ratings_by_id: dict[str, int]) -> None:
         """The line under each answer shown (bot/answer_info.py), from the thread's stored answers
         and their current ratings; an answer whose line was stored as an element (threads written
-        before) keeps that one."""
+        before) keeps that one, with its tooltip rewritten from its shown names (it named the
+        served model, a path on the server for a local one)."""
         shown = {s["id"] for s in thread["steps"] if s.get("type") == "assistant_message"}
         elements = thread["elements"] = thread.get("elements") or []
         stored = {e.get("forId") for e in elements if e.get("name") == answer_infos.NAME}
+        for e in elements:
+            props = e.get("props") if e.get("name") == answer_infos.NAME else None
+            if isinstance(props, dict) and "written" in props:
+                props["written"] = answer_infos.written(str(props.get("model", "")), str(props.get("prompt", "")))
         answers = await exchanges.for_thread(self.r, thread["id"])
+        bases = await registry.base_models(self.r, {e.model_version for e in answers})
         for record in answers:
             if record.message_id in shown and record.message_id not in stored and not record.deleted:
-                elements.append(cast(ElementDict, answer_infos.element(record, answers, ratings_by_id)))
+                elements.append(cast(ElementDict, answer_infos.element(record, answers, ratings_by_id, bases)))
 
     async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse[ThreadDict]:
         if not filters.userId:

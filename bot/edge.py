@@ -525,7 +525,9 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
 
         return checked
 
-    def guard_message(original: Handler) -> Handler:
+    def guard_message(original: Handler, new: bool = True) -> Handler:
+        """`new`: a client_message (its bubble is on the page only); else an edit of a sent one."""
+
         async def on_message(sid: str, payload: Any) -> Any:
             problem = check_message(payload, settings.max_message_chars)
             session = WebsocketSession.get(sid)
@@ -536,14 +538,27 @@ def _guard_socket(sio: AsyncServer, guards: Guards, settings: Settings) -> None:
             if problem:
                 log.warning("refused a message from socket %s: %s", sid, problem)
                 await sio.emit("toast", {"message": problem, "type": "error"}, to=sid)
+                if new:
+                    await not_sent(sid, payload)
                 await sio.emit("task_end", {}, to=sid)
                 return None
             return await original(sid, payload)
 
         return on_message
 
+    async def not_sent(sid: str, payload: Any) -> None:
+        """The page shows a message as sent before the server has it: a refused one must not stay
+        so. Its bubble goes, and its text goes back to the composer (bot/ui/public/loop.js gets
+        it as a window message; Chainlit posts those to the page's window)."""
+        message = payload.get("message") if isinstance(payload, dict) else None
+        if not isinstance(message, dict) or not keys.valid_id(message.get("id")):
+            return
+        await sio.emit("delete_message", {"id": message["id"]}, to=sid)
+        if isinstance(message.get("output"), str):
+            await sio.emit("window_message", {"loop": "not_sent", "text": message["output"]}, to=sid)
+
     _wrap(sio, "client_message", guard_message)
-    _wrap(sio, "edit_message", guard_message)
+    _wrap(sio, "edit_message", lambda original: guard_message(original, new=False))
     for event in [e for e in sio.handlers["/"] if e not in UNCHECKED_EVENTS]:
         _wrap(sio, event, guard_session)  # outermost: an ended session is refused before anything
     _wrap(sio, "connect", guard_connect)

@@ -96,9 +96,10 @@ def new_id() -> str:
     return f"ex-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def start(r: redis.Redis, prompt_id: str, arms: list[str], model_version: str, **plan: Any) -> Experiment:
+def start(r: redis.Redis, prompt_id: str, arms: list[str], model_version: str, who: str | None = None, **plan: Any) -> Experiment:
     """Start an experiment; ExperimentError (nothing written) when an arm is not published or one
-    is already running for this prompt (concurrent starts: exactly one wins)."""
+    is already running for this prompt (concurrent starts: exactly one wins). `who`: the operator
+    (the console's user, the CLI's OS user), recorded in the audit log; the console shows it."""
     published = {s.version for s in prompts.versions(r, prompt_id)}
     missing = [a for a in arms if a not in published]
     if missing:
@@ -112,6 +113,9 @@ def start(r: redis.Redis, prompt_id: str, arms: list[str], model_version: str, *
     running = cast(str, r.eval(START, 3, keys.prompt_experiment(prompt_id), keys.experiment(exp.id), index, exp.id, exp.started_at, *fields))
     if running:
         raise ExperimentError(f"experiment {running} is already running for prompt {prompt_id!r}: stop it first (`chatbot prompt experiment stop`)")
+    if who is not None:
+        detail = f"{' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}" + (", auto-serve" if exp.auto_serve else "")
+        audit.record(r, who, "experiment_start", f"experiment:{exp.id}", detail)
     return exp
 
 
@@ -138,11 +142,14 @@ def _end(r: redis.Redis, exp: Experiment, status: Status) -> None:
     pipe.execute()
 
 
-def stop(r: redis.Redis, prompt_id: str) -> Experiment:
+def stop(r: redis.Redis, prompt_id: str, who: str | None = None) -> Experiment:
+    """End the running experiment without a decision; `who`: recorded in the audit log (as start)."""
     exp = running(r, prompt_id)
     if exp is None:
         raise ExperimentError(f"no experiment is running for prompt {prompt_id!r}")
     _end(r, exp, "stopped")
+    if who is not None:
+        audit.record(r, who, "experiment_stop", f"experiment:{exp.id}", "ended without a decision")
     return exp
 
 

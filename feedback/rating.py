@@ -59,6 +59,15 @@ DOWN_REASONS: dict[Reason, str] = {
 }
 
 
+def reason_label(code: str) -> str:
+    """A stored reason as people read it, in the chat and the console ("too_long" -> "Too long");
+    a code no longer offered is shown as it is."""
+    try:
+        return DOWN_REASONS[Reason(code)]
+    except ValueError:
+        return code
+
+
 Refusal = Literal["not_found", "forbidden", "unauthenticated", "limited"]
 
 

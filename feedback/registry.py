@@ -10,8 +10,11 @@ synchronous; the bot's one read is async.
 from __future__ import annotations
 
 import json
+import re
 import time
-from pathlib import Path
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path, PurePath
 from typing import Any, Literal, cast
 
 import redis
@@ -72,6 +75,42 @@ async def in_service(r: AsyncRedis) -> tuple[str | None, str]:
     """(served name, version id) of the promoted model; (None, "base") means the configured model."""
     name, version = cast(list[str | None], await r.mget(keys.active_model(), keys.active_version()))
     return name, version or BASE
+
+
+_bases: dict[str, str] = {}  # version id -> its base model: fixed when the version is registered
+
+
+async def base_models(r: AsyncRedis, version_ids: Iterable[str]) -> dict[str, str]:
+    """The base model each registered version was trained from (what its answers name), read once
+    per version and process; a version not in the registry is left out."""
+    wanted = sorted({v for v in version_ids if v != BASE and v not in _bases and keys.valid_id(v)})
+    if wanted:
+        async with r.pipeline(transaction=False) as pipe:
+            for vid in wanted:
+                pipe.hget(keys.model_version(vid), "base_model")
+            found = await pipe.execute()
+        _bases.update({vid: str(base) for vid, base in zip(wanted, found, strict=True) if base})
+    return {v: _bases[v] for v in version_ids if v in _bases}
+
+
+# --- names shown to people ----------------------------------------------------------------------
+
+_GGUF = re.compile(r"(\.(Q|IQ|F|BF)\d\w*)?\.gguf$", re.IGNORECASE)
+
+
+@lru_cache(maxsize=64)
+def display_name(model: str) -> str:
+    """A model as the chat and the console name it, never a path on the server: a local directory
+    by the model it holds (the default model: the GGUF file it was converted from, see
+    launcher/default_model.py; else the directory's name); a hub id or a served name as it is."""
+    path = Path(model)
+    if not (path.is_absolute() or model.startswith((".", "~")) or path.is_dir()):
+        return model  # "org/name" on a hub, or a name the model server knows
+    try:
+        source = (path.expanduser() / "converted-from.txt").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        source = ""
+    return _GGUF.sub("", PurePath(source).name) if source else PurePath(model).name or model
 
 
 # --- management -----------------------------------------------------------------------------

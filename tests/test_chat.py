@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from feedback import exchange as exchanges
-from feedback import keys
+from feedback import keys, registry
 from feedback import prompt as prompts
 from feedback.settings import Settings
 from launcher.process import free_port
@@ -187,14 +187,17 @@ async def test_regenerate_moves_to_the_newest_answer(app_server: AppServer, redi
 async def test_each_answer_says_which_model_and_prompt_version_wrote_it(app_server: AppServer, redis_db: RedisServer) -> None:
     redis_db.client.set(keys.active_model(), "echo-v2")
     redis_db.client.set(keys.active_version(), "mv-7")
+    registry.add(redis_db.client, registry.ModelVersion(id="mv-7", base_model="echo", served_name="echo-v2", status="active"))
     client = await logged_in(app_server.url)
     try:
         reply = await client.send("who wrote this?")
         final = final_message(reply)
         [info] = [e for e in reply.elements if e["name"] == "AnswerInfo"]
         assert info["forId"] == final["id"] and info["display"] == "inline" and info["type"] == "custom"
-        assert info["props"]["model"] == "mv-7" and info["props"]["prompt"] == final["metadata"]["prompt_version"]
-        assert "echo-v2" in info["props"]["written"] and info["props"]["earlier"] == []
+        # The version and the model it was trained from; never the served name (a server path, for a local model).
+        assert info["props"]["model"] == "mv-7 (from echo)" and info["props"]["prompt"] == final["metadata"]["prompt_version"]
+        assert info["props"]["written"] == f"Written by model mv-7 (from echo) with prompt {final['metadata']['prompt_version']}"
+        assert info["props"]["earlier"] == []
         # Not stored as an element: the thread read back (a reload) gets it from the stored answer.
         assert client.thread_id is not None
         assert not redis_db.client.exists(keys.thread_elements(client.thread_id))

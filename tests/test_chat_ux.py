@@ -11,17 +11,20 @@ answer element sets (bot/ui/public/elements/AnswerInfo.jsx: `.answer-versions`, 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import cast
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from feedback import keys
+from feedback import keys, registry
 from feedback import prompt as prompts
 from feedback.settings import Settings
 from launcher.process import wait_until
 from support.browser import TIMEOUT_MS, answer_to, log_in, only_exchange, rate, send, thumb
 from support.services import AppServer, RedisServer
+from support.session import USERS
 
 pytestmark = pytest.mark.browser
 
@@ -211,3 +214,106 @@ def test_the_history_search_finds_what_was_said_and_ratings(browser: Browser, co
     expect(page.get_by_role("dialog").get_by_role("option")).to_have_count(0)
     box.fill("rated:down")
     expect(page.get_by_role("dialog").get_by_role("option")).to_have_text(["platypus facts"])
+
+
+EMOJI = re.compile("[\U0001F44D\U0001F44E]")  # 👍 👎: empty boxes in a chromium without an emoji font
+
+
+def test_the_welcome_and_the_footer_draw_the_thumbs_as_the_buttons_icons(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
+    page = log_in(browser, contexts, app_server, "alice")
+    welcome = page.locator("#welcome-screen")
+    expect(welcome).to_contain_text("Rate each answer with")
+    expect(welcome.locator("svg.loop-thumb")).to_have_count(3)  # "with 👍 or 👎 (after a 👎, pick ..."
+    expect(welcome.get_by_role("img", name="thumbs up")).to_be_visible()
+    assert not EMOJI.search(welcome.inner_text())
+    page.get_by_role("button", name="Readme").click()  # bot/ui/chainlit.md
+    readme = page.get_by_role("dialog")
+    expect(readme).to_contain_text("Rate answers")
+    expect(readme.locator("svg.loop-thumb")).to_have_count(3)  # "with 👍 / 👎. After a 👎, ..."
+    assert not EMOJI.search(readme.inner_text())
+    page.keyboard.press("Escape")
+    expect(readme).to_be_hidden()
+    # The footer (under the composer once a conversation has messages): the same icons as the
+    # rating buttons under an answer.
+    answer = send(page, "show me the thumbs")
+    footer = page.locator(".watermark")
+    expect(footer).to_contain_text("your ratings teach Loop")
+    expect(footer.locator("svg.loop-thumb")).to_have_count(2)
+    for value, label in ((1, "thumbs up"), (0, "thumbs down")):
+        button = thumb(answer, value, "off").locator("svg path")
+        drawn = footer.get_by_role("img", name=label).locator("path")
+        assert drawn.evaluate_all("ps => ps.map(p => p.getAttribute('d'))") == button.evaluate_all("ps => ps.map(p => p.getAttribute('d'))")
+    assert not EMOJI.search(footer.inner_text())
+
+
+def test_a_wrong_password_shows_the_message_and_no_error_code(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    contexts.append(ctx)
+    page = ctx.new_page()
+    page.goto(f"{app_server.url}/login")
+    page.locator("#email").fill("alice")
+    page.locator("#password").fill(USERS["alice"] + "-wrong")
+    with page.expect_response(lambda r: r.url.endswith("/login") and r.request.method == "POST") as response:
+        page.locator("form button[type=submit]").click()
+    assert response.value.status == 401
+    toast = page.locator("[data-sonner-toast]")
+    expect(toast).to_have_count(1)  # Chainlit's toast of every failed request ("Unauthorized: credentialssignin"): there, never shown
+    assert not toast.is_visible()
+    # The form's message, ours (bot/ui/translations.json; Chainlit looks it up by the lower-cased
+    # status text, "unauthorized", and showed its default "Unable to sign in").
+    expect(page.get_by_role("alert")).to_have_text("Sign in failed: check your user name and password")
+    assert "credentialssignin" not in page.locator("body").inner_text().lower()
+    expect(page).to_have_url(f"{app_server.url}/login")
+
+
+def test_a_refused_message_goes_back_to_the_composer_and_nothing_looks_sent(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer) -> None:
+    limit = Settings.model_fields["max_message_chars"].default  # the test app's
+    text = ("A long message. " * (limit // 16 + 10))[: limit + 2000]
+    page = log_in(browser, contexts, app_server, "alice")
+    page.locator("#chat-input").fill(text)
+    page.locator("#chat-submit").click()
+    expect(page.get_by_text(f"Your message has {len(text)} characters; the limit is {limit}. Nothing was sent.")).to_be_visible()
+    expect(page.locator("#chat-input")).to_have_value(text)  # kept, to shorten and send again
+    expect(page.locator('[data-step-type="user_message"]')).to_have_count(0)  # no bubble as if sent
+    assert redis_db.client.keys(keys.exchange(keys.ANY, keys.ANY)) == []
+
+    page.locator("#chat-input").fill("A short one.")
+    answer = send(page, "A short one.")
+    expect(page.locator('[data-step-type="user_message"]')).to_have_text(["A short one."])
+    expect(answer).to_be_visible()
+    page.reload()  # stored: the short message only
+    expect(page.locator('[data-step-type="user_message"]')).to_have_text(["A short one."])
+
+
+def test_answers_name_the_model_and_never_a_server_path(
+    browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer, tmp_path: Path
+) -> None:
+    """The default model is a directory on the server (DATA_DIR/default-model) and a trained
+    version's files are too: the line under an answer names the model and the version."""
+    r = redis_db.client
+    default_model = tmp_path / "data" / "default-model"
+    default_model.mkdir(parents=True)
+    (default_model / "converted-from.txt").write_text("SmolLM2-135M-Instruct.Q4_1.gguf\n")  # as launcher/default_model.py leaves it
+    r.set(keys.active_model(), str(default_model))  # served by its directory, as `chatbot up` serves it
+    page = log_in(browser, contexts, app_server, "alice")
+    first = send(page, "who wrote this?")
+    line = f"SmolLM2-135M-Instruct (base model) · prompt {NEWEST.ref}"
+    expect(first.locator(".answer-versions")).to_have_text(line)
+
+    version = "mv-20261207-120000-abc123"
+    served = tmp_path / "data" / "models" / version / "merged"
+    registry.add(r, registry.ModelVersion(id=version, base_model=str(default_model), served_name=str(served), status="active"))
+    r.set(keys.active_model(), str(served))
+    r.set(keys.active_version(), version)
+    second = send(page, "and who wrote this?")
+    expect(second.locator(".answer-versions")).to_have_text(f"{version} (from SmolLM2-135M-Instruct) · prompt {NEWEST.ref}")
+    expect(second.locator(".answer-versions")).to_have_attribute("title", f"Written by model {version} (from SmolLM2-135M-Instruct) with prompt {NEWEST.ref}")
+    expect(first.locator(".answer-versions")).to_have_attribute("title", f"Written by model {line.split(' · ')[0]} with prompt {NEWEST.ref}")
+    assert str(tmp_path) not in page.content()
+
+    page.reload()  # read back from the stored answers (the data layer), the same
+    expect(answer_to(page, "who wrote this?").locator(".answer-versions")).to_have_text(line)
+    expect(answer_to(page, "and who wrote this?").locator(".answer-versions")).to_have_text(f"{version} (from SmolLM2-135M-Instruct) · prompt {NEWEST.ref}")
+    assert str(tmp_path) not in page.content()
+    stored = {r.hget(k, "question"): r.hget(k, "model") for k in cast("list[str]", r.keys(keys.exchange(keys.ANY, keys.ANY)))}
+    assert stored == {"who wrote this?": str(default_model), "and who wrote this?": str(served)}  # the records keep what was served

@@ -73,9 +73,13 @@ class Console:
 
 @pytest.fixture(scope="module")
 def console(services: ServiceGroup, redis_server_: RedisServer, standin: str, tmp_path_factory: pytest.TempPathFactory) -> Console:
-    """An app of its own: alice is the operator."""
+    """An app of its own: alice is the operator. Its model is named as `chatbot up` names the
+    default one: a directory under DATA_DIR (the stand-in answers whatever name it is given)."""
     data = tmp_path_factory.mktemp("console")
-    env = app_env(redis_server_.url, f"{standin}/v1", data, ADMIN_USERS="alice")
+    default_model = data / "default-model"
+    default_model.mkdir()
+    (default_model / "converted-from.txt").write_text("SmolLM2-135M-Instruct.Q4_1.gguf\n")  # as launcher/default_model.py leaves it
+    env = app_env(redis_server_.url, f"{standin}/v1", data, ADMIN_USERS="alice", LLM_MODEL=str(default_model))
     return Console(start_app(services, env, data), data)
 
 
@@ -124,7 +128,8 @@ def log_in(browser: Browser, contexts: list[BrowserContext], console: Console, u
 def open_page(page: Page, console: Console, path: str) -> Page:
     response = page.goto(f"{console.url}{path}")
     assert response is not None and response.status == 200, (path, response and response.status)
-    expect(page.locator("nav")).to_contain_text("Loop console")
+    expect(page.locator("nav .brand img[alt=Loop]")).to_be_visible()  # the chat's logo
+    expect(page.locator("nav .brand")).to_have_text("console")
     return page
 
 
@@ -345,10 +350,15 @@ def see_every_page(console: Console, browser: Browser, contexts: list[BrowserCon
     shots = os.environ.get("CONSOLE_SCREENSHOTS")
 
     def shot(name: str) -> None:
+        # Every page: commands shown as code, never as literal backticks.
+        assert "`" not in page.locator("main").inner_text(), name
         if shots:
             page.screenshot(path=str(Path(shots) / f"console-{name}.png"), full_page=True)
 
     open_page(page, console, "/admin")
+    # The chat's look: its dark background, and the logo (loaded, not a broken image).
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(33, 33, 33)"  # Chainlit's dark --background
+    assert page.locator("nav .brand img").evaluate("img => img.complete && img.naturalWidth > 0")
     expect(page.locator("#served-model")).to_have_text("m-0002")
     expect(page.locator("#served-prompt")).to_contain_text("assistant@")
     for by in ("model_version", "prompt_version"):
@@ -402,14 +412,15 @@ def test_needs_attention_names_a_failed_run_dead_letters_and_a_decided_experimen
     r = redis_db.client
     publish_shipped(r)
     with http(console.url, "alice") as alice:
-        assert "Nothing: the last run did not fail" in alice.get("/admin").text
+        nothing = "Nothing: no retraining run yet, so none failed; no write from the chat is dead-lettered"
+        assert nothing in alice.get("/admin").text  # (not "the last run did not fail": there is none)
         token = csrf_of(alice, "/admin/experiments")
         plan = {"arm": ["1.0.0", "1.1.0"], "policy": "fixed", "min_rated": "10", "max_rated": "10", "alpha": "0.05", "user_cap": "20", "csrf": token}
         assert alice.post("/admin/experiments/start", data=plan).status_code == 303
         exp = experiments.running(r, "assistant")
         assert exp is not None
         in_thread(seed_arms(redis_db.url, exp, 10, {"1.0.0": 0.5, "1.1.0": 0.6}))  # max_rated reached: the next look decides
-        assert "Nothing: the last run did not fail" in alice.get("/admin").text  # the overview does not look (count) itself
+        assert nothing in alice.get("/admin").text  # the overview does not look (count) itself
         assert "Not enough data yet" in alice.get("/admin/experiments").text  # nor the experiments page: it shows the last look's
         looked = alice.post("/admin/experiments/look", data={"csrf": token})  # a look, as `chatbot up` does every EXPERIMENT_LOOK_S
         assert looked.status_code == 303 and "No difference found" in alice.get("/admin/experiments").text
@@ -421,7 +432,8 @@ def test_needs_attention_names_a_failed_run_dead_letters_and_a_decided_experimen
         finally:
             spool.dead_path.unlink()
     assert "The last retraining run failed" in attention and "training crashed: out of memory" in attention
-    assert "1 write(s) from the chat could not be applied" in attention and "chatbot spool --requeue" in attention
+    assert "1 write(s) from the chat could not be applied" in attention and "<code>chatbot spool --requeue</code>" in attention
+    assert "DATA_DIR/spool/" in attention and str(console.data) not in attention  # where, without the server's path
     assert f"Prompt experiment {exp.id} reached a decision" in attention
     decided = experiments.load(r, exp.id)
     assert decided is not None and decided.status == "decided"
@@ -576,6 +588,9 @@ def test_the_review_queue_filters_pages_and_keeps_the_marks(console: Console, re
     expect(rows).to_have_count(2)  # the thumbs down only
     expect(page.locator(f"#item-{ids['bob-wrong']}")).to_contain_text("math is off")
 
+    # Reasons as the chat labels them (feedback/rating.py's one mapping), not their codes.
+    expect(page.locator(f"#item-{ids['carol-long']} .tag")).to_have_text("Too long")
+    expect(page.locator(f"#item-{ids['bob-wrong']} .tag")).to_have_text("Wrong")
     page.locator("select[name=reason]").select_option("too_long")
     page.get_by_role("button", name="Filter").click()
     expect(rows).to_have_count(1)
@@ -653,6 +668,85 @@ def test_an_experiment_starts_and_stops_from_the_console(console: Console, redis
         page = alice.get("/admin/experiments").text
         assert "Earlier experiments" in page and exp.id in page and "stopped" in page
     assert [e.action for e in audit.recent(r, target="experiment:")] == ["experiment_stop", "experiment_start"]
+
+
+SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:tmp|home|work|root|var|srv|opt|usr|data)/")
+
+
+def test_no_console_page_shows_a_server_path(console: Console, redis_db: RedisServer, cleanup_datasets: None) -> None:
+    """Models by their names and versions ("trained from SmolLM2-135M-Instruct"), files under
+    DATA_DIR: what the registry and the settings hold as paths (the model's directory, the
+    dead-letter file, the datasets' folder) is never shown as one."""
+    seed_history(redis_db)
+    version = build_dataset(redis_db, console.datasets)
+    r = redis_db.client
+    default_model = console.data / "default-model"
+    r.hset(keys.model_version("m-0002"), "base_model", str(default_model))  # as the job registers it: the configured model
+    spool = Spool(console.data.resolve() / "spool" / "writes.jsonl")
+    spool.dead_letter({"op": "rate", "op_id": "op-1"}, "WRONGTYPE Operation against a key holding the wrong kind of value")
+    pages = [*PAGES, "/admin/review/thread/hist-1", f"/admin/experiments?id={experiments.history(r, 'assistant')[0]}", "/admin/review?page=0"]
+    try:
+        with http(console.url, "alice") as alice:
+            seen = {path: alice.get(path).text for path in pages}
+            r.delete(keys.active_model(), keys.active_version())  # the configured model in service
+            seen["/admin (base)"] = alice.get("/admin").text
+            seen["/admin/models (base)"] = alice.get("/admin/models").text
+    finally:
+        spool.dead_path.unlink()
+    for path, text in seen.items():
+        assert str(console.data) not in text and str(console.data.resolve()) not in text, path
+        assert not SERVER_PATH.search(html.unescape(text)), (path, SERVER_PATH.search(html.unescape(text)))
+    assert "trained from SmolLM2-135M-Instruct" in seen["/admin"] and "trained from SmolLM2-135M-Instruct" in seen["/admin/models"]
+    assert "the configured model, SmolLM2-135M-Instruct" in seen["/admin (base)"] and "the configured model, SmolLM2-135M-Instruct" in seen["/admin/models (base)"]
+    assert "DATA_DIR/spool/writes.dead.jsonl" in seen["/admin"] and "under DATA_DIR/datasets" in seen["/admin/datasets"]
+    assert version in seen["/admin/datasets"]
+
+
+def test_experiments_started_and_stopped_with_the_cli_are_in_the_console(console: Console, redis_db: RedisServer) -> None:
+    """The console lists every start and stop, whoever made it: the CLI's are recorded as its OS user's."""
+    import getpass
+
+    from launcher.process import child_env
+    from support.services import run_cli
+
+    publish_shipped(redis_db.client)
+    env = child_env(REDIS_URL=redis_db.url)
+    started = run_cli("prompt", "experiment", "start", "--arm", "1.0.0", "--arm", "1.1.0", env=env)
+    assert started.returncode == 0, started.stderr
+    exp = experiments.running(redis_db.client, "assistant")
+    assert exp is not None
+    stopped = run_cli("prompt", "experiment", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    cli = f"{getpass.getuser()} (CLI)"
+    entries = audit.recent(redis_db.client, target=f"experiment:{exp.id}")
+    assert [(e.who, e.action) for e in entries] == [(cli, "experiment_stop"), (cli, "experiment_start")]
+    assert entries[1].detail == "1.0.0 vs 1.1.0, fixed split, model base"
+    with http(console.url, "alice") as alice:
+        page = alice.get("/admin/experiments").text
+    listed = page.split("Starts, looks and stops")[1]
+    assert listed.count(html.escape(cli)) == 2 and "experiment_start" in listed and "experiment_stop" in listed and exp.id in listed
+
+
+def test_operators_find_the_console_in_the_chats_user_menu(console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext]) -> None:
+    bob = browser_log_in(browser, contexts, console.app, "bob")
+    bob.locator("#user-nav-button").click()
+    expect(bob.get_by_role("menuitem").last).to_be_visible()  # the menu is open (its last item: log out)
+    expect(bob.locator("#console-link")).to_have_count(0)  # not an operator: no link
+    with http(console.url, "bob") as client:
+        assert client.get("/admin/operator.json").json() == {"operator": False}
+    with http(console.url, None) as anonymous:
+        assert anonymous.get("/admin/operator.json").status_code == 401
+
+    page = log_in(browser, contexts, console, "alice")
+    page.locator("#user-nav-button").click()
+    link = page.locator("#console-link")
+    expect(link).to_have_text("Operator console")
+    shots = os.environ.get("CONSOLE_SCREENSHOTS")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "chat-user-menu.png"))
+    link.click()
+    expect(page).to_have_url(f"{console.url}/admin")
+    expect(page.locator("#served-model")).to_be_visible()
 
 
 def test_the_console_routes_win_over_the_chat_ui_and_static_files_are_served(console: Console) -> None:

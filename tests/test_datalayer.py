@@ -133,3 +133,21 @@ async def test_feedback_from_a_session_and_thread_listing(layer: RedisDataLayer)
     with pytest.raises(ValueError):
         await layer.list_threads(Pagination(first=10), ThreadFilter())
     assert await layer.build_debug_url() == ""
+
+
+async def test_a_line_under_an_answer_stored_before_names_no_server_path(layer: RedisDataLayer) -> None:
+    """Threads written before the line was derived kept it as an element, its tooltip naming the
+    served model (for the local one, its directory): read back, the tooltip names what the line shows."""
+    from chainlit.element import CustomElement
+
+    as_user("alice")
+    await layer.update_thread("t-old", name="old", user_id="alice")
+    written = "Written by model /srv/loop/data/default-model (version base) with prompt assistant@1.0.0"
+    line = CustomElement(name="AnswerInfo", props={"model": "default-model (base model)", "prompt": "assistant@1.0.0", "written": written, "earlier": []})
+    line.thread_id, line.for_id = "t-old", "s-1"
+    await layer.create_element(line)
+    thread = await layer.get_thread("t-old")
+    assert thread is not None and thread["elements"] is not None
+    [props] = [e.get("props") for e in thread["elements"] if e["name"] == "AnswerInfo"]
+    assert props is not None and props["model"] == "default-model (base model)"
+    assert props["written"] == "Written by model default-model (base model) with prompt assistant@1.0.0"

@@ -59,3 +59,19 @@ def test_cli_says_when_redis_is_unreachable(tmp_path: Path) -> None:
         result = run_cli(*args, env=env)
         assert result.returncode == 1, args
         assert "Redis is unreachable" in result.stderr and "Traceback" not in result.stderr, args
+
+
+def test_a_model_is_shown_by_its_name_never_by_a_server_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    converted = tmp_path / "data" / "default-model"
+    converted.mkdir(parents=True)
+    (converted / "converted-from.txt").write_text("SmolLM2-135M-Instruct.Q4_1.gguf\n")  # launcher/default_model.py's mark
+    plain = tmp_path / "models" / "my-model"
+    plain.mkdir(parents=True)
+    assert registry.display_name(str(converted)) == "SmolLM2-135M-Instruct"
+    assert registry.display_name(str(plain)) == "my-model"  # a directory: its name
+    assert registry.display_name(str(tmp_path / "gone" / "tiny-model")) == "tiny-model"  # absolute, even when absent here
+    monkeypatch.chdir(tmp_path)
+    assert registry.display_name("data/default-model") == "SmolLM2-135M-Instruct"  # relative to where the app runs
+    assert registry.display_name("./models/my-model") == "my-model"
+    assert registry.display_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id
+    assert registry.display_name("echo") == "echo"  # a name the model server knows

@@ -105,6 +105,15 @@ class Gate:
         request.state.console_admin = who  # for a 400 on a parameter: the error page keeps the navigation
         return who
 
+    async def is_operator(self, request: Request) -> bool:
+        """Whether the logged-in user of this request may open the console (the chat's user menu
+        offers the link then); Refused (401) without a login, like any console route."""
+        token = _token(request)
+        user = await self._user(token) if token else None
+        if user is None:
+            raise Refused(401, "Log in first.")
+        return str(user.identifier) in self.admins
+
     async def admin_form(self, request: Request) -> Admin:
         """The operator of a POST whose form carries their CSRF token; Refused otherwise. The form
         was read by the route (FORM_LIMITS, at most MAX_FORM_BYTES): this reads it again from the

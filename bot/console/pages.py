@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from bot.console import charts, datasets, schema
 from bot.console.access import FORM_LIMITS, MAX_FORM_BYTES, Admin, Gate, Refused, operator, operator_form
@@ -35,7 +36,7 @@ from feedback import audit, keys, progress, registry, review, stats
 from feedback import experiment as experiments
 from feedback import prompt as prompts
 from feedback import run as runs
-from feedback.rating import DOWN_REASONS
+from feedback.rating import DOWN_REASONS, reason_label
 from feedback.report import wilson
 from feedback.sequential import Decision
 from feedback.serving import ModelServer, WarmUpError
@@ -122,6 +123,15 @@ def flat_metrics(data: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         else:
             out.append((str(key), _short(value)))
     return out
+
+
+def code(text: object) -> Markup:
+    """A text of the product with its `command` spans as code (the texts are written for the
+    terminal too, where the backticks stay): escaped first, so nothing else becomes markup."""
+    parts = str(escape(text)).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: left as it is
+        return Markup("`".join(parts))
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
 
 
 def verdict(rep: experiments.Report) -> str:
@@ -250,9 +260,23 @@ class Console:
         self.gate = Gate(app, settings)
         self.spool = Spool(settings.spool_path)
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True), auto_reload=False)
-        self.env.filters.update(when=when, duration=duration, size=size, flat_metrics=flat_metrics, verdict=verdict, wilson=wilson)
+        self.env.filters.update(
+            when=when, duration=duration, size=size, flat_metrics=flat_metrics, verdict=verdict, wilson=wilson,
+            model_name=registry.display_name, where=self.where, reason=reason_label, code=code,
+        )  # fmt: skip
 
     # -- plumbing
+
+    def where(self, path: object) -> str:
+        """A file or folder of the product as the console names it: under DATA_DIR as the operator
+        configured it ("data/spool/..." by default), never the server's absolute path."""
+        data = self.settings.data_dir
+        try:
+            inside = Path(str(path)).resolve().relative_to(data.resolve())
+        except ValueError:
+            return Path(str(path)).name  # not under DATA_DIR: its name only
+        shown = "DATA_DIR" if data.is_absolute() else str(data)
+        return f"{shown}/{inside.as_posix()}".removesuffix("/.")
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking Redis or disk work off the event loop; 503 while Redis is unreachable."""
@@ -356,7 +380,7 @@ class Console:
         dead = self.dead_letters()
         if dead:
             attention.append(
-                f"{dead} write(s) from the chat could not be applied to Redis and wait in {self.spool.dead_path}: "
+                f"{dead} write(s) from the chat could not be applied to Redis and wait in {self.where(self.spool.dead_path)}: "
                 "fix the cause (see each line's error), then `chatbot spool --requeue`."
             )
         now = time.time()
@@ -606,12 +630,10 @@ class Console:
 
         def start() -> None:
             active = registry.active(self.r)
-            try:
-                exp = experiments.start(self.r, self.settings.prompt_id, form.arm, active.id if active else registry.BASE, **plan)
+            try:  # recorded in the audit log there, as the CLI's starts are
+                experiments.start(self.r, self.settings.prompt_id, form.arm, active.id if active else registry.BASE, who.name, **plan)
             except experiments.ExperimentError as exc:
                 raise Refused(409, str(exc), admin=who) from None
-            detail = f"{' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}" + (", auto-serve" if exp.auto_serve else "")
-            audit.record(self.r, who.name, "experiment_start", f"experiment:{exp.id}", detail)
 
         await self.call(start)
         return self.done("/admin/experiments")
@@ -636,14 +658,18 @@ class Console:
             raise Refused(400, "Tick the box to confirm stopping the experiment.", admin=who)
 
         def stop() -> None:
-            try:
-                exp = experiments.stop(self.r, self.settings.prompt_id)
+            try:  # recorded in the audit log there
+                experiments.stop(self.r, self.settings.prompt_id, who.name)
             except experiments.ExperimentError as exc:
                 raise Refused(409, str(exc), admin=who) from None
-            audit.record(self.r, who.name, "experiment_stop", f"experiment:{exp.id}", "ended without a decision")
 
         await self.call(stop)
         return self.done("/admin/experiments")
+
+    async def operator_json(self, request: Request) -> JSONResponse:
+        """For the chat page's script (bot/ui/public/loop.js): whether to offer the console in the
+        user menu. Any logged-in user may ask about themselves; nothing else is said."""
+        return JSONResponse({"operator": await self.gate.is_operator(request)}, headers=HEADERS)
 
     async def static(self, name: str) -> FileResponse:
         if name not in STATIC:
@@ -684,6 +710,7 @@ class Console:
             html("/admin/experiments/start", self.start_experiment, "POST"),
             html("/admin/experiments/look", self.look_experiment, "POST"),
             html("/admin/experiments/stop", self.stop_experiment, "POST"),
+            APIRoute("/admin/operator.json", self.operator_json, methods=["GET"], include_in_schema=False),
             APIRoute("/admin/static/{name}", self.static, methods=["GET"], include_in_schema=False),
             # Last: any other /admin address is not Chainlit's single-page app either.
             APIRoute("/admin/{rest:path}", self.not_found, methods=["GET"], include_in_schema=False),

@@ -47,6 +47,18 @@ def date(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
+def operator() -> str:
+    """Who the audit log names for a change made with the CLI: the OS user, marked as the CLI's
+    (the console's entries name the logged-in operator)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        user = "?"
+    return f"{user} (CLI)"
+
+
 def settings_or_exit() -> Settings:
     from feedback.settings import SettingsError, load_settings
 

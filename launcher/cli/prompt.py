@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.table import Column
 
-from launcher.cli.common import console, out_console, refused, registry_redis, table
+from launcher.cli.common import console, operator, out_console, refused, registry_redis, table
 
 app = typer.Typer(help="Prompt versions: new, publish, list, serve (no restart needed).", no_args_is_help=True)
 
@@ -144,7 +144,7 @@ def experiment_start(
     active = registry.active(r)
     with refused(experiments.ExperimentError):
         exp = experiments.start(
-            r, settings.prompt_id, arms, active.id if active else registry.BASE,
+            r, settings.prompt_id, arms, active.id if active else registry.BASE, operator(),
             policy=policy, min_rated=min_rated, max_rated=max_rated, alpha=alpha, user_cap=user_cap, auto_serve=auto_serve,
         )  # fmt: skip
     console.print(f"[green]experiment {exp.id} started[/green]: {settings.prompt_id} {' vs '.join(exp.arms)}, {exp.policy} split, model {exp.model_version}")
@@ -181,5 +181,5 @@ def experiment_stop() -> None:
 
     settings, r = registry_redis()
     with refused(experiments.ExperimentError):
-        exp = experiments.stop(r, settings.prompt_id)
+        exp = experiments.stop(r, settings.prompt_id, operator())
     console.print(f"experiment {exp.id} stopped")
