@@ -35,6 +35,7 @@ from bot import api, branding, console, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from, refs
+from bot.pace import Pace
 from bot.prompt import prefix, render
 from feedback import exchange as exchanges
 from feedback import experiment as experiments
@@ -389,6 +390,43 @@ def finish_after_turn(rest: AsyncIterator[Any]) -> None:
     task.add_done_callback(_finishing.discard)
 
 
+LIMITS = chat.Limits(settings.llm_first_token_timeout_s, settings.llm_idle_timeout_s, settings.llm_timeout_s)
+PACE = Pace()  # this process's measure of the model's speed, for the wait note
+WAIT_NOTE_S = 1.0  # a shorter wait needs no words: the note would only flicker
+_writing: set[WaitNote] = set()  # the answers of this process not complete yet
+
+
+class WaitNote:
+    """While an answer has no token yet, past WAIT_NOTE_S: a note saying why the user waits (the
+    model is starting, or how long answers take here), taken away at the first token. Sent to the
+    page only, never stored: a thread read back later doesn't show it."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.shown: StepDict | None = None
+        _writing.add(self)
+        self.timer: asyncio.Task[None] | None = asyncio.create_task(self._show_later())
+
+    async def _show_later(self) -> None:
+        await asyncio.sleep(WAIT_NOTE_S)
+        note = cl.Message(content=PACE.note(self.model, len(_writing) - 1), author="Status")
+        note.type = "system_message"
+        note.metadata = {"wait_note": True}
+        self.shown = note.to_dict()
+        await cl.context.emitter.send_step(self.shown)
+
+    async def close(self) -> None:
+        """Stop the timer, take the note away if it is on the page; idempotent."""
+        _writing.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            await asyncio.gather(self.timer, return_exceptions=True)  # its send, if begun, is done
+            self.timer = None
+        if self.shown is not None:
+            shown, self.shown = self.shown, None
+            await cl.context.emitter.delete_step(shown)
+
+
 async def keep_partial(reply: cl.Message | None, note: str) -> None:
     """What was streamed before a stop or a failure stays in view, as a system message: it is not
     a stored answer, so it gets no thumbs (Chainlit puts them on a run's last assistant message)."""
@@ -457,7 +495,8 @@ async def answer(
     usage: UsageMetadata | None = None
     error: chat.ModelError | None = None
     extra: dict[str, Any] = {} if settings.llm_seed is None else {"seed": chat.sampling_seed(settings.llm_seed, prompt_message_id, len(earlier or []))}
-    stream = llm.astream(prompt, **extra)
+    stream = chat.within(llm.astream(prompt, **extra), LIMITS, lambda chunk: bool(chunk.text))
+    waiting = WaitNote(model_name)
     finished = False
     try:
         async for chunk in stream:
@@ -466,6 +505,7 @@ async def answer(
             if chunk.text:
                 if reply is None:
                     first_token_ms = (time.perf_counter() - started) * 1000
+                    await waiting.close()
                     reply = await making_reply
                 await reply.stream_token(chunk.text)
             finished = finished or bool(chunk.response_metadata.get("finish_reason"))
@@ -476,15 +516,23 @@ async def answer(
             error = chat.EMPTY_ANSWER
     except asyncio.CancelledError:
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
+        await waiting.close()
         await keep_partial(reply, STOPPED)
         raise
+    except chat.ModelError as exc:  # a limit on silence (bot/model.py's `within`)
+        log.warning("model call stopped: %s", exc)
+        error = exc
     except Exception as exc:  # openai raises many types; explain() maps the known ones
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
+    finally:
+        await waiting.close()
     if error is not None or reply is None:
         await keep_partial(reply, CUT_OFF)
         await notice(str(error or chat.EMPTY_ANSWER), error=True)
         return None
+    if first_token_ms is not None:
+        PACE.record(model_name, first_token_ms / 1000, time.perf_counter() - started)
 
     user = cl.user_session.get("user")
     record = exchanges.Exchange(
