@@ -390,6 +390,31 @@ def finish_after_turn(rest: AsyncIterator[Any]) -> None:
     task.add_done_callback(_finishing.discard)
 
 
+_streaming: dict[str, asyncio.Task[Any]] = {}  # session id -> its turn, while an answer streams
+RECONNECT_GRACE_S = 10.0  # a page whose socket dropped is back within seconds (socket.io reconnects)
+
+
+@cl.on_chat_end
+async def left() -> None:
+    """The page is gone (closed, reloaded, or its socket dropped): an answer streaming to it is
+    stopped unless the page is back within RECONNECT_GRACE_S, so that an answer nobody reads
+    doesn't hold the model server (on a CPU it writes one answer at a time) or run up a bill."""
+    session = cl.context.session
+    turn, socket_id = _streaming.get(session.id), getattr(session, "socket_id", None)
+    if turn is None:
+        return
+
+    async def unless_back() -> None:
+        await asyncio.sleep(RECONNECT_GRACE_S)
+        if getattr(session, "socket_id", None) == socket_id and _streaming.get(session.id) is turn:
+            log.info("the page of session %s left during an answer: the answer is stopped", session.id)
+            turn.cancel()  # as the stop button does: the request is closed
+
+    task = asyncio.create_task(unless_back())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
 LIMITS = chat.Limits(settings.llm_first_token_timeout_s, settings.llm_idle_timeout_s, settings.llm_timeout_s)
 PACE = Pace()  # this process's measure of the model's speed, for the wait note
 WAIT_NOTE_S = 1.0  # a shorter wait needs no words: the note would only flicker
@@ -498,6 +523,10 @@ async def answer(
     stream = chat.within(llm.astream(prompt, **extra), LIMITS, lambda chunk: bool(chunk.text))
     waiting = WaitNote(model_name)
     finished = False
+    session_id = cl.context.session.id
+    this = asyncio.current_task()
+    if this is not None:
+        _streaming[session_id] = this
     try:
         async for chunk in stream:
             if chunk.usage_metadata:  # the last chunk, when the server reports usage
@@ -526,6 +555,8 @@ async def answer(
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
     finally:
+        if _streaming.get(session_id) is this:
+            del _streaming[session_id]  # before any await: `left` cancels only while it streams
         await waiting.close()
     if error is not None or reply is None:
         await keep_partial(reply, CUT_OFF)

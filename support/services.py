@@ -67,7 +67,11 @@ def app_env(redis_url: str, llm_base_url: str, data_dir: Path, **extra: str) -> 
         REDIS_URL=redis_url,
         LLM_BASE_URL=llm_base_url,
         LLM_MODEL="echo",
-        LLM_TIMEOUT_S="10",
+        # A silent model is an error within 10 s; a slow one may stream on (the stand-in's "slow"
+        # takes 20 s).
+        LLM_FIRST_TOKEN_TIMEOUT_S="10",
+        LLM_IDLE_TIMEOUT_S="10",
+        LLM_TIMEOUT_S="60",
         AUTH_USERS=",".join(f"{u}:{p}" for u, p in USERS.items()),
         CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40,
         DATA_DIR=str(data_dir),

@@ -13,15 +13,18 @@ import re
 import uuid
 from pathlib import Path
 
+import pytest
+
 from feedback import keys
 from launcher.process import ServiceGroup
-from sim.client import Reply
+from sim.client import ChatClient, Reply
 from support.services import AppServer, RedisServer, app_env, ended, start_app, start_standin, streams
 from support.session import logged_in
 
 FIRST_TOKEN_S = 3.0  # the app's LLM_FIRST_TOKEN_TIMEOUT_S
 IDLE_S = 1.5  # its LLM_IDLE_TIMEOUT_S; "steady" writes a word every 0.3 s
 CEILING_S = 60.0  # its LLM_TIMEOUT_S
+RECONNECT_GRACE_S = 10.0  # bot/app.py's: how long a page that left has to come back
 
 
 def error_of(reply: Reply) -> str:
@@ -109,3 +112,31 @@ async def test_a_wait_note_says_the_model_is_starting_then_how_long_answers_take
         thread = (await http.get(f"/project/thread/{client.thread_id}")).json()
     assert not [s for s in thread["steps"] if "wait_note" in str(s.get("metadata"))]
     assert not [s for s in thread["steps"] if "on this machine" in str(s.get("output"))]
+
+
+async def test_an_answer_whose_page_left_is_stopped_at_the_server(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
+    redis_db.client.set(keys.active_model(), "slow")  # 400 tokens, 50 ms apart: 20 s in all
+    client = await logged_in(app_server.url)
+    with pytest.raises(TimeoutError):
+        await client.send("a long answer please", timeout_s=2)  # streaming by now
+    await client.close()  # the tab is closed; no socket comes back
+    stopped = ended(standin, "slow", timeout_s=RECONNECT_GRACE_S + 8)
+    assert stopped["end"] == "disconnected" and stopped["sent"] < 400
+    assert client.thread_id is not None and redis_db.client.zcard(keys.thread_exchanges(client.thread_id)) == 0
+
+
+async def test_an_answer_whose_page_comes_back_goes_on(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
+    redis_db.client.set(keys.active_model(), "slow")
+    client = await logged_in(app_server.url)
+    with pytest.raises(TimeoutError):
+        await client.send("a long answer please", timeout_s=2)
+    await client.close()
+    # The same page's socket.io reconnects (same session id): the answer streams on to it.
+    back = ChatClient(app_server.url)
+    back.cookie, back.session_id, back.thread_id = client.cookie, client.session_id, client.thread_id
+    await back.sio.connect(app_server.url, socketio_path="/ws/socket.io", transports=["websocket"], headers={"Cookie": back.cookie or ""},
+                           auth={"clientType": "webapp", "sessionId": back.session_id, "threadId": back.thread_id, "userEnv": "{}", "chatProfile": None})  # fmt: skip
+    try:
+        assert ended(standin, "slow", timeout_s=40)["end"] == "complete"
+    finally:
+        await back.close()
