@@ -14,10 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, expect
 
 from feedback import keys
 from launcher.process import ServiceGroup
 from sim.client import ChatClient, Reply
+from support.browser import answer_to, log_in
 from support.services import AppServer, RedisServer, app_env, ended, start_app, start_standin, streams
 from support.session import logged_in
 
@@ -140,3 +142,15 @@ async def test_an_answer_whose_page_comes_back_goes_on(app_server: AppServer, re
         assert ended(standin, "slow", timeout_s=40)["end"] == "complete"
     finally:
         await back.close()
+
+
+def test_the_page_shows_the_wait_note_until_the_answer_starts(browser: Browser, contexts: list[BrowserContext], app_server: AppServer, redis_db: RedisServer, tmp_path: Path) -> None:
+    redis_db.client.set(keys.active_model(), f"late-{uuid.uuid4().hex[:8]}")
+    page = log_in(browser, contexts, app_server, "alice")
+    page.locator("#chat-input").fill("are you there?")
+    page.locator("#chat-submit").click()
+    note = page.locator('[data-step-type="system_message"]', has_text="The model is starting")
+    expect(note).to_be_visible()
+    page.screenshot(path=tmp_path / "wait-note.png")  # docs/wait-note.png
+    expect(answer_to(page, "are you there?")).to_be_visible()
+    expect(note).to_have_count(0)
