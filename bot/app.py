@@ -523,10 +523,15 @@ async def answer(
     stream = chat.within(llm.astream(prompt, **extra), LIMITS, lambda chunk: bool(chunk.text))
     waiting = WaitNote(model_name)
     finished = False
-    session_id = cl.context.session.id
-    this = asyncio.current_task()
+    session_id, this = cl.context.session.id, asyncio.current_task()
     if this is not None:
         _streaming[session_id] = this
+
+    def streamed() -> None:
+        """Before any await once the stream is over: `left` cancels only while it streams."""
+        if _streaming.get(session_id) is this:
+            del _streaming[session_id]
+
     try:
         async for chunk in stream:
             if chunk.usage_metadata:  # the last chunk, when the server reports usage
@@ -545,6 +550,7 @@ async def answer(
             error = chat.EMPTY_ANSWER
     except asyncio.CancelledError:
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
+        streamed()
         await waiting.close()
         await keep_partial(reply, STOPPED)
         raise
@@ -555,8 +561,7 @@ async def answer(
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
     finally:
-        if _streaming.get(session_id) is this:
-            del _streaming[session_id]  # before any await: `left` cancels only while it streams
+        streamed()
         await waiting.close()
     if error is not None or reply is None:
         await keep_partial(reply, CUT_OFF)
