@@ -35,6 +35,7 @@ from bot import api, branding, console, edge
 from bot import model as chat
 from bot.datalayer import RedisDataLayer
 from bot.history import Turn, as_messages, drop_from, refs
+from bot.pace import Pace
 from bot.prompt import prefix, render
 from feedback import exchange as exchanges
 from feedback import experiment as experiments
@@ -404,6 +405,68 @@ def finish_after_turn(rest: AsyncIterator[Any]) -> None:
     task.add_done_callback(_finishing.discard)
 
 
+_streaming: dict[str, asyncio.Task[Any]] = {}  # session id -> its turn, while an answer streams
+RECONNECT_GRACE_S = 10.0  # a page whose socket dropped is back within seconds (socket.io reconnects)
+
+
+@cl.on_chat_end
+async def left() -> None:
+    """The page is gone (closed, reloaded, or its socket dropped): an answer streaming to it is
+    stopped unless the page is back within RECONNECT_GRACE_S, so that an answer nobody reads
+    doesn't hold the model server (on a CPU it writes one answer at a time) or run up a bill."""
+    session = cl.context.session
+    turn, socket_id = _streaming.get(session.id), getattr(session, "socket_id", None)
+    if turn is None:
+        return
+
+    async def unless_back() -> None:
+        await asyncio.sleep(RECONNECT_GRACE_S)
+        if getattr(session, "socket_id", None) == socket_id and _streaming.get(session.id) is turn:
+            log.info("the page of session %s left during an answer: the answer is stopped", session.id)
+            turn.cancel()  # as the stop button does: the request is closed
+
+    task = asyncio.create_task(unless_back())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
+LIMITS = chat.Limits(settings.llm_first_token_timeout_s, settings.llm_idle_timeout_s, settings.llm_timeout_s)
+PACE = Pace()  # this process's measure of the model's speed, for the wait note
+WAIT_NOTE_S = 1.0  # a shorter wait needs no words: the note would only flicker
+_writing: set[WaitNote] = set()  # the answers of this process not complete yet
+
+
+class WaitNote:
+    """While an answer has no token yet, past WAIT_NOTE_S: a note saying why the user waits (the
+    model is starting, or how long answers take here), taken away at the first token. Sent to the
+    page only, never stored: a thread read back later doesn't show it."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.shown: StepDict | None = None
+        _writing.add(self)
+        self.timer: asyncio.Task[None] | None = asyncio.create_task(self._show_later())
+
+    async def _show_later(self) -> None:
+        await asyncio.sleep(WAIT_NOTE_S)
+        note = cl.Message(content=PACE.note(self.model, len(_writing) - 1), author="Status")
+        note.type = "system_message"
+        note.metadata = {"wait_note": True}
+        self.shown = note.to_dict()
+        await cl.context.emitter.send_step(self.shown)
+
+    async def close(self) -> None:
+        """Stop the timer, take the note away if it is on the page; idempotent."""
+        _writing.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            await asyncio.gather(self.timer, return_exceptions=True)  # its send, if begun, is done
+            self.timer = None
+        if self.shown is not None:
+            shown, self.shown = self.shown, None
+            await cl.context.emitter.delete_step(shown)
+
+
 async def keep_partial(reply: cl.Message | None, note: str) -> None:
     """What was streamed before a stop or a failure stays in view, as a system message: it is not
     a stored answer, so it gets no thumbs (Chainlit puts them on a run's last assistant message)."""
@@ -465,8 +528,18 @@ async def answer(
     usage: UsageMetadata | None = None
     error: chat.ModelError | None = None
     extra: dict[str, Any] = {} if settings.llm_seed is None else {"seed": chat.sampling_seed(settings.llm_seed, prompt_message_id, len(earlier or []))}
-    stream = llm.astream(prompt, **extra)
+    stream = chat.within(llm.astream(prompt, **extra), LIMITS, lambda chunk: bool(chunk.text))
+    waiting = WaitNote(model_name)
     finished = False
+    session_id, this = cl.context.session.id, asyncio.current_task()
+    if this is not None:
+        _streaming[session_id] = this
+
+    def streamed() -> None:
+        """Before any await once the stream is over: `left` cancels only while it streams."""
+        if _streaming.get(session_id) is this:
+            del _streaming[session_id]
+
     try:
         async for chunk in stream:
             if chunk.usage_metadata:  # the last chunk, when the server reports usage
@@ -474,6 +547,7 @@ async def answer(
             if chunk.text:
                 if reply is None:
                     first_token_ms = (time.perf_counter() - started) * 1000
+                    await waiting.close()
                     reply = await making_reply
                 await reply.stream_token(chunk.text)
             finished = finished or bool(chunk.response_metadata.get("finish_reason"))
@@ -484,15 +558,25 @@ async def answer(
             error = chat.EMPTY_ANSWER
     except asyncio.CancelledError:
         # The stop button: keep what was streamed so far and let Chainlit finish the cancel.
+        streamed()
+        await waiting.close()
         await keep_partial(reply, STOPPED)
         raise
+    except chat.ModelError as exc:  # a limit on silence (bot/model.py's `within`)
+        log.warning("model call stopped: %s", exc)
+        error = exc
     except Exception as exc:  # openai raises many types; explain() maps the known ones
         log.warning("model call failed: %r", exc)
         error = chat.explain(exc)
+    finally:
+        streamed()
+        await waiting.close()
     if error is not None or reply is None:
         await keep_partial(reply, CUT_OFF)
         await notice(str(error or chat.EMPTY_ANSWER), error=True)
         return None
+    if first_token_ms is not None:
+        PACE.record(model_name, first_token_ms / 1000, time.perf_counter() - started)
 
     user = cl.user_session.get("user")
     record = exchanges.Exchange(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 from langchain_core.language_models import LanguageModelInput
@@ -61,11 +64,14 @@ def chat_model(base_url: str, api_key: str, model: str, timeout_s: float, max_to
         max_tokens=max_tokens,
         temperature=temperature,
         extra_body=sampling_request(temperature) if sample_at_server else None,
+        # One retry, for a refused connection or an HTTP 429/5xx: nothing generates then. The
+        # client's timeout (per read) is the ceiling, which `within` reaches first: a timed-out
+        # request is never retried, which would queue a second generation behind the abandoned one.
         max_retries=1,
         streaming=True,
         stream_usage=True,
-        # The client timeout above already bounds the call; LangChain's extra per-chunk timeout
-        # wraps every token in asyncio.wait_for (measured: ~0.8 ms per answer).
+        # `within` bounds the silences; LangChain's extra per-chunk timeout would wrap every token
+        # in asyncio.wait_for once more (measured: ~0.8 ms per answer).
         stream_chunk_timeout=None,
     )
 
@@ -82,6 +88,65 @@ def for_settings(settings: Settings, model: str) -> ChatModel:
         settings.llm_temperature,
         settings.sample_at_server,
     )
+
+
+class ModelTimeout(ModelError):
+    """The model went silent for longer than a limit (or the answer passed the ceiling)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """LLM_FIRST_TOKEN_TIMEOUT_S, LLM_IDLE_TIMEOUT_S, LLM_TIMEOUT_S: limits on silence, and a
+    ceiling on the whole answer that caps both."""
+
+    first_token_s: float
+    idle_s: float
+    total_s: float
+
+
+T = TypeVar("T")
+
+
+async def within(stream: AsyncIterator[T], limits: Limits, has_token: Callable[[T], bool]) -> AsyncGenerator[T, None]:
+    """`stream`'s chunks, until a silence or the whole answer passes its limit (ModelTimeout).
+
+    A limit cancels the pending read inside the stream, and the stream is closed in any case
+    (limit, error, the stop button's cancel, a consumer that stops early): closing the HTTP
+    response is what tells the server to stop generating (transformers serve, vLLM and OpenAI
+    abort a request whose client left), so the next request doesn't queue behind an abandoned one.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    ceiling = started + limits.total_s
+    silent_until, first = started + limits.first_token_s, True
+    try:
+        while True:
+            deadline = asyncio.timeout_at(min(silent_until, ceiling))
+            try:
+                async with deadline:
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # not ours
+                raise timed_out(limits, first, loop.time() >= ceiling) from None
+            if has_token(chunk):
+                first = False
+                silent_until = loop.time() + limits.idle_s
+            yield chunk
+    finally:
+        close = getattr(stream, "aclose", None)  # LangChain's astream: an async generator
+        if close is not None:
+            await close()
+
+
+def timed_out(limits: Limits, first: bool, ceiling: bool) -> ModelTimeout:
+    if first:
+        return ModelTimeout(f"The model did not start answering within {min(limits.first_token_s, limits.total_s):g} s: it may be busy. Please try again in a moment.")
+    if ceiling:
+        return ModelTimeout(f"The answer took longer than {limits.total_s:g} s in all and was stopped. Please try again or ask for a shorter answer.")
+    return ModelTimeout(f"The model stopped writing for {limits.idle_s:g} s and its answer was cut off. Please try again.")
 
 
 def sampling_seed(seed: int, message_id: str, attempt: int) -> int:

@@ -1,11 +1,12 @@
 """The model server as the registry sees it: load a model version into it before it goes in service.
 
 A model server (`transformers serve`, vLLM, any OpenAI-compatible endpoint) loads a model on the
-first request that names it, which can take longer than a user's answer may (LLM_TIMEOUT_S). So
-every change of the model in service - the retraining job's promotion, `chatbot model promote` and
-`rollback`, the console's buttons - first sends the new served name a one-token chat completion
-(`warm`) and moves the active pointer only once that came back: no user's answer pays for the
-load. If the server can't load it, the pointer stays where it was and the caller says why.
+first request that names it, which can take longer than a user's answer may wait for its first
+token (LLM_FIRST_TOKEN_TIMEOUT_S). So every change of the model in service - the retraining
+job's promotion, `chatbot model promote` and `rollback`, the console's buttons - first sends the
+new served name a one-token chat completion (`warm`) and moves the active pointer only once that
+came back: no user's answer pays for the load. If the server can't load it, the pointer stays
+where it was and the caller says why.
 
 Plain HTTP with httpx, nothing of torch: the chat process (the console) calls it too, in a worker
 thread.

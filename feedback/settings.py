@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     # Model name at the endpoint (for the local server: a model directory or hub id); unset = the
     # default model, SmolLM2-135M-Instruct, converted once into default_model_dir (no hub needed).
     llm_model: str | None = None
-    llm_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # Limits on a model's answer: on silence, not on length, so a slow answer that keeps coming
+    # finishes. The wait for the first token (a cold model on a busy CPU reads the prompt first),
+    # the longest gap between two tokens after it, and a ceiling on the whole answer; each capped
+    # by the ceiling. Past one, the request is closed: the server stops generating it.
+    llm_first_token_timeout_s: float = Field(120.0, gt=0, le=86400)
+    llm_idle_timeout_s: float = Field(30.0, gt=0, le=86400)
+    llm_timeout_s: float = Field(600.0, gt=0, le=86400)
     # Longest answer in tokens: the default prompt asks for two to four sentences (~60-160 tokens
     # from the default model), and a CPU writes ~20 tokens/s, so 256 bounds a runaway answer.
     llm_max_tokens: int = Field(256, ge=1, le=32768)

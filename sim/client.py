@@ -29,6 +29,8 @@ class Reply:
     actions: list[dict[str, Any]] = field(default_factory=list)  # action buttons the server added
     removed_actions: list[str] = field(default_factory=list)  # ids of the buttons it took away
     elements: list[dict[str, Any]] = field(default_factory=list)  # elements (e.g. under an answer)
+    removed_messages: list[str] = field(default_factory=list)  # ids of messages the server took away
+    timeline: list[tuple[str, str]] = field(default_factory=list)  # (event, message id), in arrival order
     first_token_s: float | None = None
     total_s: float = 0.0
 
@@ -53,7 +55,7 @@ class ChatClient:
         self.thread_id: str | None = None
         self.sio = socketio.AsyncClient(reconnection=False)
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        events = ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error", "toast", "action", "remove_action", "element")
+        events = ("new_message", "update_message", "stream_start", "stream_token", "task_start", "task_end", "first_interaction", "error", "toast", "action", "remove_action", "element", "delete_message")
         for name in events:
             self.sio.on(name, self._recorder(name))
 
@@ -133,6 +135,8 @@ class ChatClient:
             name, data = await asyncio.wait_for(self._events.get(), remaining)
             if isinstance(data, dict) and data.get("threadId"):
                 self.thread_id = data["threadId"]
+            if isinstance(data, dict) and name in ("new_message", "update_message", "stream_start", "delete_message"):
+                reply.timeline.append((name, str(data.get("id"))))
             if name == "stream_start":
                 # Chainlit sends the first token inside stream_start.
                 reply.first_token_s = time.perf_counter() - started
@@ -147,6 +151,8 @@ class ChatClient:
                 reply.refused = str(data.get("message"))
             elif name in ("action", "remove_action", "element"):
                 _collect(reply, name, data)
+            elif name == "delete_message":
+                reply.removed_messages.append(str(data.get("id")))
             elif name == "task_end":
                 reply.total_s = time.perf_counter() - started
                 return reply

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -31,14 +33,33 @@ class AppServer:
     group: ServiceGroup
 
 
-def start_standin(group: ServiceGroup, load_s: float = 0.0) -> str:
+def start_standin(group: ServiceGroup, load_s: float = 0.0, serial: bool = False) -> str:
     """The stand-in OpenAI-compatible model server (support/standin_model.py); its base URL.
-    `load_s`: each model name's first request waits that long (a server loading the model)."""
+    `load_s`: each model name's first request waits that long (a server loading the model).
+    `serial`: it generates one answer at a time, as a local server on a CPU does."""
     port = free_port()
-    proc = group.start("standin", [sys.executable, "-m", "support.standin_model", "--port", str(port), "--load-s", str(load_s)], cwd=ROOT)
+    argv = [sys.executable, "-m", "support.standin_model", "--port", str(port), "--load-s", str(load_s), *(["--serial"] if serial else [])]
+    proc = group.start("standin", argv, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{base}/health", timeout=1).status_code == 200, 30, proc, "stand-in model")
     return base
+
+
+def streams(standin: str) -> list[dict[str, Any]]:
+    """The stand-in's record of its recent streamed answers (support/standin_model.py)."""
+    return list(httpx.get(f"{standin}/streams").json())
+
+
+def ended(standin: str, model: str, timeout_s: float = 10) -> dict[str, Any]:
+    """The stand-in's newest stream of `model`, once it has ended: "complete", or "disconnected"
+    (polled: the server notices a client leaving a moment after it left)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mine = [s for s in streams(standin) if s["model"] == model]
+        if mine and mine[-1]["end"] is not None:
+            return mine[-1]
+        assert time.monotonic() < deadline, f"the {model} stream did not end within {timeout_s} s: {mine}"
+        time.sleep(0.05)
 
 
 def app_env(redis_url: str, llm_base_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -46,7 +67,11 @@ def app_env(redis_url: str, llm_base_url: str, data_dir: Path, **extra: str) -> 
         REDIS_URL=redis_url,
         LLM_BASE_URL=llm_base_url,
         LLM_MODEL="echo",
-        LLM_TIMEOUT_S="10",
+        # A silent model is an error within 10 s; a slow one may stream on (the stand-in's "slow"
+        # takes 20 s).
+        LLM_FIRST_TOKEN_TIMEOUT_S="10",
+        LLM_IDLE_TIMEOUT_S="10",
+        LLM_TIMEOUT_S="60",
         AUTH_USERS=",".join(f"{u}:{p}" for u, p in USERS.items()),
         CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40,
         DATA_DIR=str(data_dir),

@@ -14,7 +14,7 @@ from feedback import prompt as prompts
 from feedback.settings import Settings
 from launcher.process import free_port
 from sim.client import ChatClient
-from support.services import AppServer, RedisServer, app_env, start_app
+from support.services import AppServer, RedisServer, app_env, ended, start_app
 from support.session import USERS, final_message, logged_in
 
 
@@ -121,11 +121,14 @@ async def test_unreachable_model_server(own_services, redis_db: RedisServer, tmp
     assert errors and "can't be reached" in errors[-1]["output"]
 
 
-async def test_stop_button_cancels_the_stream(app_server: AppServer, redis_db: RedisServer) -> None:
+async def test_stop_button_cancels_the_stream(app_server: AppServer, redis_db: RedisServer, standin: str) -> None:
     redis_db.client.set(keys.active_model(), "slow")  # 400 tokens, 50 ms apart: 20 s in all
     client = await logged_in(app_server.url)
     try:
         reply = await client.send("a long answer please", timeout_s=15, stop_after_tokens=5)
+        # The request is closed at the model server, which stops generating (tests/test_slow_model.py).
+        stopped = ended(standin, "slow")
+        assert stopped["end"] == "disconnected" and stopped["sent"] < 400
         redis_db.client.delete(keys.active_model())
         after = await client.send("still there?")
     finally:

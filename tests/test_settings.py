@@ -49,6 +49,8 @@ def test_users_parse_and_secrets_stay_hidden(monkeypatch: pytest.MonkeyPatch) ->
     ("name", "value", "message"),
     [
         ("LLM_TIMEOUT_S", "0", "LLM_TIMEOUT_S: Input should be greater than 0"),
+        ("LLM_FIRST_TOKEN_TIMEOUT_S", "-1", "LLM_FIRST_TOKEN_TIMEOUT_S: Input should be greater than 0"),
+        ("LLM_IDLE_TIMEOUT_S", "soon", "LLM_IDLE_TIMEOUT_S: Input should be a valid number"),
         ("LLM_TEMPERATURE", "hot", "LLM_TEMPERATURE: Input should be a valid number"),
         ("PORT", "70000", "PORT: Input should be less than or equal to 65535"),
         ("REDIS_URL", "localhost:6379", "REDIS_URL: Value error, must start with redis://"),
