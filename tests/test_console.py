@@ -735,6 +735,29 @@ def test_experiments_started_and_stopped_with_the_cli_are_in_the_console(console
     assert listed.count(html.escape(cli)) == 2 and "experiment_start" in listed and "experiment_stop" in listed and exp.id in listed
 
 
+def test_models_promoted_and_rolled_back_with_the_cli_are_in_the_console(console: Console, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
+    """`chatbot model promote/rollback` are recorded as the console's are, as the OS user's."""
+    import getpass
+
+    from launcher.process import child_env
+    from support.services import run_cli
+
+    r = redis_db.client
+    registry.add(r, model_version("m-0400", "echo-cli", base_model=console.base))
+    env = child_env(REDIS_URL=redis_db.url, LLM_BASE_URL=f"{standin}/v1", LLM_MODEL=console.base, DATA_DIR=str(tmp_path))  # the console's model
+    promoted = run_cli("model", "promote", "m-0400", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    rolled_back = run_cli("model", "rollback", env=env)
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    cli = f"{getpass.getuser()} (CLI)"
+    entries = audit.recent(r, target="model:m-0400")
+    assert [(e.who, e.action, e.detail) for e in entries] == [(cli, "rollback", "retired; base in service"), (cli, "promote", "in service instead of base")]
+    with http(console.url, "alice") as alice:
+        page = alice.get("/admin/models").text
+    listed = page.split('class="audit"')[1]
+    assert listed.count(html.escape(cli)) == 2 and "promote" in listed and "rollback" in listed and "m-0400" in listed
+
+
 def test_operators_find_the_console_in_the_chats_user_menu(console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext]) -> None:
     bob = browser_log_in(browser, contexts, console.app, "bob")
     bob.locator("#user-nav-button").click()
