@@ -21,7 +21,7 @@ import redis
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis as AsyncRedis
 
-from feedback import keys
+from feedback import audit, keys
 from feedback.errors import InvalidInput
 from feedback.serving import ModelServer
 
@@ -191,10 +191,11 @@ def set_aside(r: redis.Redis, version: ModelVersion, reason: str) -> None:
     pipe.execute()
 
 
-def promote(r: redis.Redis, version_id: str, server: ModelServer, force: bool = False) -> ModelVersion:
+def promote(r: redis.Redis, version_id: str, server: ModelServer, force: bool = False, who: str | None = None) -> ModelVersion:
     """Put a version in service by hand (e.g. a retired one again), once `server` has loaded it
     (WarmUpError: not loaded, nothing changed). A rejected version needs force: the gate found it
-    no better than the model it was compared with. A version of another base model never serves."""
+    no better than the model it was compared with. A version of another base model never serves.
+    `who`: the operator (the console's user, the CLI's OS user), recorded in the audit log."""
     new = get(r, version_id)
     _check_base(new, server)
     missing = new.missing_files()
@@ -207,12 +208,16 @@ def promote(r: redis.Redis, version_id: str, server: ModelServer, force: bool = 
     pipe = r.pipeline(transaction=True)
     activate(pipe, new, old, {**new.decision, "manual": True})
     pipe.execute()
+    if who is not None:
+        detail = f"in service instead of {old.id if old else BASE}" + (", past the gate's rejection" if force and new.status == "rejected" else "")
+        audit.record(r, who, "promote", f"model:{version_id}", detail)
     return get(r, version_id)
 
 
-def rollback(r: redis.Redis, server: ModelServer) -> ModelVersion | None:
+def rollback(r: redis.Redis, server: ModelServer, who: str | None = None) -> ModelVersion | None:
     """Retire the version in service and go back to its parent (None: back to the base model),
-    once `server` has loaded that one (WarmUpError: not loaded, nothing changed)."""
+    once `server` has loaded that one (WarmUpError: not loaded, nothing changed). `who`: recorded
+    in the audit log (as promote)."""
     current = active(r)
     if current is None:
         raise RegistryError("the base model is in service: nothing to roll back")
@@ -229,4 +234,6 @@ def rollback(r: redis.Redis, server: ModelServer) -> ModelVersion | None:
     else:
         pipe.delete(keys.active_model(), keys.active_version())
     pipe.execute()
+    if who is not None:
+        audit.record(r, who, "rollback", f"model:{current.id}", f"retired; {parent.id if parent else BASE} in service")
     return active(r)

@@ -70,6 +70,11 @@ class Console:
     def datasets(self) -> Path:
         return self.data.resolve() / "datasets"
 
+    @property
+    def base(self) -> str:
+        """The configured base model (LLM_MODEL): a version serves only if trained from it."""
+        return str(self.data / "default-model")
+
 
 @pytest.fixture(scope="module")
 def console(services: ServiceGroup, redis_server_: RedisServer, standin: str, tmp_path_factory: pytest.TempPathFactory) -> Console:
@@ -140,8 +145,11 @@ def publish_shipped(r: Any) -> None:
         prompts.publish(r, prompts.load_spec(ROOT / "bot" / "prompts", "assistant", version))
 
 
-def model_version(version_id: str, served_name: str, *, parent: str | None = None, status: registry.Status = "candidate", **extra: Any) -> registry.ModelVersion:
-    return registry.ModelVersion(id=version_id, parent=parent, base_model="echo", served_name=served_name, status=status, **extra)
+def model_version(
+    version_id: str, served_name: str, *, parent: str | None = None, status: registry.Status = "candidate", base_model: str = "echo", **extra: Any
+) -> registry.ModelVersion:
+    """A registered version; one the console promotes needs its base (`Console.base`)."""
+    return registry.ModelVersion(id=version_id, parent=parent, base_model=base_model, served_name=served_name, status=status, **extra)
 
 
 def seed_history(redis_db: RedisServer) -> dict[str, str]:
@@ -299,7 +307,7 @@ def test_a_user_who_is_not_an_operator_gets_403_and_changes_nothing(console: Con
 
 def test_a_post_from_another_site_or_without_the_csrf_token_is_refused(console: Console, redis_db: RedisServer) -> None:
     r = redis_db.client
-    registry.add(r, model_version("m-0010", "echo-m10"))
+    registry.add(r, model_version("m-0010", "echo-m10", base_model=console.base))
     with http(console.url, "alice") as alice, http(console.url, "bob") as bob:
         token = csrf_of(alice)
         bob.get("/")
@@ -445,7 +453,7 @@ def test_needs_attention_names_a_failed_run_dead_letters_and_a_decided_experimen
 
 def test_promoting_from_the_console_changes_the_model_of_the_next_answer(console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext]) -> None:
     r = redis_db.client
-    registry.add(r, model_version("m-0100", "echo-next"))
+    registry.add(r, model_version("m-0100", "echo-next", base_model=console.base))
     assert in_thread(chat(console.url, "hello"))["metadata"]["model_version"] == "base"
 
     page = open_page(log_in(browser, contexts, console, "alice"), console, "/admin/models")
@@ -474,7 +482,7 @@ def test_promoting_from_the_console_changes_the_model_of_the_next_answer(console
 
 def test_a_rejected_version_needs_force_and_a_missing_confirmation_is_refused(console: Console, redis_db: RedisServer) -> None:
     r = redis_db.client
-    registry.add(r, model_version("m-0200", "echo-rejected", status="rejected", decision={"reason": "no better"}))
+    registry.add(r, model_version("m-0200", "echo-rejected", status="rejected", decision={"reason": "no better"}, base_model=console.base))
     with http(console.url, "alice") as alice:
         token = csrf_of(alice)
         no_confirm = alice.post("/admin/models/promote", data={"version": "m-0200", "csrf": token})
@@ -728,6 +736,29 @@ def test_experiments_started_and_stopped_with_the_cli_are_in_the_console(console
         page = alice.get("/admin/experiments").text
     listed = page.split("Starts, looks and stops")[1]
     assert listed.count(html.escape(cli)) == 2 and "experiment_start" in listed and "experiment_stop" in listed and exp.id in listed
+
+
+def test_models_promoted_and_rolled_back_with_the_cli_are_in_the_console(console: Console, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
+    """`chatbot model promote/rollback` are recorded as the console's are, as the OS user's."""
+    import getpass
+
+    from launcher.process import child_env
+    from support.services import run_cli
+
+    r = redis_db.client
+    registry.add(r, model_version("m-0400", "echo-cli", base_model=console.base))
+    env = child_env(REDIS_URL=redis_db.url, LLM_BASE_URL=f"{standin}/v1", LLM_MODEL=console.base, DATA_DIR=str(tmp_path))  # the console's model
+    promoted = run_cli("model", "promote", "m-0400", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    rolled_back = run_cli("model", "rollback", env=env)
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    cli = f"{getpass.getuser()} (CLI)"
+    entries = audit.recent(r, target="model:m-0400")
+    assert [(e.who, e.action, e.detail) for e in entries] == [(cli, "rollback", "retired; base in service"), (cli, "promote", "in service instead of base")]
+    with http(console.url, "alice") as alice:
+        page = alice.get("/admin/models").text
+    listed = page.split('class="audit"')[1]
+    assert listed.count(html.escape(cli)) == 2 and "promote" in listed and "rollback" in listed and "m-0400" in listed
 
 
 def test_operators_find_the_console_in_the_chats_user_menu(console: Console, redis_db: RedisServer, browser: Browser, contexts: list[BrowserContext]) -> None:

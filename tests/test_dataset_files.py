@@ -25,6 +25,7 @@ from feedback.connection import connect
 from support.hub import standin_hub
 from support.seed import seed_exchange
 from support.services import RedisServer
+from training import retention
 from training.collect import collect
 from training.config import RetrainConfig
 from training.dataset import build, hub, load
@@ -181,3 +182,39 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny")).resolve()
+
+
+async def test_a_pruned_version_says_so_and_names_no_deleted_file(r: Redis, redis_db: RedisServer, tmp_path: Path, hf_load: Callable[..., datasets.DatasetDict]) -> None:
+    """Pruning deletes a version's parquet files: its README keeps the counts, says it was pruned
+    and has no configs naming the deleted files, so `load_dataset` says there is no such config."""
+    await seed(r)
+    old = materialized(redis_db, tmp_path)
+    assert len(hf_load(str(old), "kto")["train"])
+    materialized(redis_db, tmp_path)  # a newer version, the one pruning keeps
+    card = (old / "card.json").read_text()
+
+    assert retention.prune(redis_db.client, tmp_path, keep=1).removed == [old.name]
+
+    assert sorted(p.name for p in old.iterdir()) == ["README.md", "card.json"] and (old / "card.json").read_text() == card
+    assert "configs" not in header(old)
+    readme = (old / "README.md").read_text()
+    assert f"# Preference dataset {old.name} (pruned)" in readme and "Pruned by `chatbot dataset prune`" in readme
+    assert f"| kto_train | {json.loads(card)['counts']['kto_train']} |" in readme
+    with pytest.raises(ValueError, match="'kto' not found"):
+        hf_load(str(old), "kto", download_mode="force_redownload")
+
+
+async def test_a_built_version_names_its_files_once_they_exist(r: Redis, redis_db: RedisServer, tmp_path: Path, hf_load: Callable[..., datasets.DatasetDict]) -> None:
+    """`build` writes the version, `load` its parquet files: until then the README names none."""
+    await seed(r)
+    folder = tmp_path / build(collect(redis_db.client, None, full=True), OPEN, tmp_path, None, progress=False).version
+    assert not (folder / "parquet").exists()
+    assert "configs" not in header(folder) and "Not materialized yet" in (folder / "README.md").read_text()
+    with pytest.raises((ValueError, FileNotFoundError), match=r"'kto' not found|No \(supported\) data files found") as refused:
+        hf_load(str(folder), "kto")
+    assert "parquet" not in str(refused.value)  # not a missing file of a config
+
+    load(tmp_path, folder.name)
+    assert [c["config_name"] for c in header(folder)["configs"]] == ["kto", "dpo"]
+    assert "Not materialized yet" not in (folder / "README.md").read_text()
+    assert len(hf_load(str(folder), "kto", download_mode="force_redownload")["train"])

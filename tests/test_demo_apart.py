@@ -119,6 +119,41 @@ async def test_a_version_trained_from_another_base_model_is_not_served(tmp_path:
     assert "In service: the base model (echo)" in said
 
 
+@pytest.mark.timeout(300)
+async def test_startup_says_which_version_serves_on_its_own_base(tmp_path: Path, standin: str, own_services: ServiceGroup) -> None:
+    """A version trained from the configured base model stays in service across a restart, and
+    startup says which one, on which base, fine-tuned from what."""
+    layout = DataLayout((tmp_path / "data").resolve())
+    redis_server.start(own_services, layout.redis, layout.redis_socket)
+    r = unix(layout.redis_socket)
+    parent = registry.ModelVersion(id="mv-20260101-000000-aaaaaa", base_model="echo", served_name="echo-parent", status="retired")
+    version = registry.ModelVersion(id="mv-20260102-000000-bbbbbb", parent=parent.id, base_model="echo", served_name="echo-own")
+    registry.add(r, parent)
+    registry.add(r, version)
+    pipe = r.pipeline(transaction=True)
+    registry.activate(pipe, version, None)
+    pipe.execute()
+    r.close()
+    own_services.stop()
+
+    env = up_env(tmp_path, standin)
+    up = start_up(env, tmp_path / "up.log")
+    try:
+        client, text, final = await chat(f"http://127.0.0.1:{env['PORT']}", layout.root, "What is a good name for a cat?")
+        await client.close()
+        assert text == "You said: What is a good name for a cat?"
+        assert final["metadata"]["model_version"] == version.id  # type: ignore[index]
+        r = unix(layout.redis_socket)
+        assert registry.active(r) == registry.get(r, version.id) and audit.recent(r, "model:") == []  # nothing set aside
+        r.close()
+    finally:
+        stop(up)
+    said = " ".join((tmp_path / "up.log").read_text().split())
+    # The stand-in is a remote server (LLM_BASE_URL): nothing to load at startup, so no load time.
+    assert f"In service: model version {version.id} on base model echo (fine-tuned from {parent.id})" in said, said
+    assert "In service: the base model" not in said and "Not serving" not in said
+
+
 def test_promote_and_rollback_refuse_a_version_of_another_base_model(redis_db: RedisServer) -> None:
     r = redis_db.client
     server = ModelServer("http://127.0.0.1:9/v1", "not-needed", "echo", 1.0)  # nothing listens: the check comes first

@@ -5,7 +5,8 @@ a folder with its manifest, plan and materialized splits, and one shard of the r
 Nothing is ever rewritten, so rows a user later unrated or deleted stay in the older shards and
 versions. Pruning keeps the version in service (the retraining pointer in Redis) and the newest
 others up to `keep`, deletes every other version's data (its card stays: counts, no text, so the
-model registry's lineage still reads), then every shard no kept manifest lists (with its plan sidecar).
+model registry's lineage still reads; its README is rewritten to say it was pruned, with no
+configs naming the deleted parquet files), then every shard no kept manifest lists (with its plan sidecar).
 
 A kept version's manifest lists the shards of all the versions it was built on, so pruning alone
 frees nothing of an incremental chain. To erase what users deleted, rebuild from the current
@@ -26,6 +27,7 @@ import redis
 
 from feedback import keys
 from feedback.errors import ServiceError
+from training.dataset.card import _write_readme
 from training.dataset.index import SIDECAR_SUFFIX
 
 KEPT_FILES = ("card.json", "README.md")  # what stays of a pruned version: its card
@@ -86,6 +88,7 @@ def _prune(root: Path, current: str | bytes | None, keep: int) -> Pruned:
                 continue
             result.bytes_freed += _size(path)
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _pruned_readme(root / version)
         result.removed.append(version)
     shards = root / "shards"
     for path in sorted(shards.glob("*.parquet")) if shards.is_dir() else []:
@@ -99,6 +102,15 @@ def _prune(root: Path, current: str | bytes | None, keep: int) -> Pruned:
             result.bytes_freed += path.stat().st_size
             path.unlink()
     return result
+
+
+def _pruned_readme(vdir: Path) -> None:
+    """The card says the version was pruned and its header names no config: the parquet files
+    its configs named are gone, and `load_dataset(folder, "kto")` should say so, not miss a file."""
+    try:
+        _write_readme(vdir, "pruned")
+    except (OSError, ValueError, KeyError, TypeError):  # no readable card.json (an older release): a README saying just that
+        (vdir / "README.md").write_text(f"# Preference dataset {vdir.name} (pruned)\n\nPruned by `chatbot dataset prune`: its rows are deleted.\n")
 
 
 def _size(path: Path) -> int:

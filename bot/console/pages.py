@@ -538,15 +538,12 @@ class Console:
         force = bool(form.force)
 
         def promote() -> None:
-            before = registry.active(self.r)
-            try:
-                registry.promote(self.r, version, ModelServer.of(self.settings), force=force)
+            try:  # recorded in the audit log by the registry, as the CLI's promote
+                registry.promote(self.r, version, ModelServer.of(self.settings), force=force, who=who.name)
             except registry.RegistryError as exc:
                 raise Refused(409, str(exc).replace("use --force", "tick 'although the gate rejected it'"), admin=who) from None
             except WarmUpError as exc:
                 raise Refused(502, f"{version} was not put in service: {exc}", admin=who) from None
-            detail = f"in service instead of {before.id if before else registry.BASE}" + (", past the gate's rejection" if force else "")
-            audit.record(self.r, who.name, "promote", f"model:{version}", detail)
 
         await self.call(promote)
         return self.done("/admin/models")
@@ -556,15 +553,12 @@ class Console:
             raise Refused(400, "Tick the box to confirm the rollback.", admin=who)
 
         def rollback() -> None:
-            before = registry.active(self.r)
-            try:
-                after = registry.rollback(self.r, ModelServer.of(self.settings))
+            try:  # recorded in the audit log by the registry, as the CLI's rollback
+                registry.rollback(self.r, ModelServer.of(self.settings), who=who.name)
             except registry.RegistryError as exc:
                 raise Refused(409, str(exc), admin=who) from None
             except WarmUpError as exc:
                 raise Refused(502, f"Nothing was rolled back: {exc}", admin=who) from None
-            assert before is not None  # rollback refuses when the base model is in service
-            audit.record(self.r, who.name, "rollback", f"model:{before.id}", f"retired; {after.id if after else registry.BASE} in service")
 
         await self.call(rollback)
         return self.done("/admin/models")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from launcher.cli.common import console, date, out_console, refused, registry_redis, table
+from launcher.cli.common import console, date, operator, out_console, refused, registry_redis, table
 
 app = typer.Typer(help="The model registry: list versions, promote one, roll back.", no_args_is_help=True)
 
@@ -65,7 +65,7 @@ def model_promote(version: str, force: bool = typer.Option(False, help="Promote 
     settings, r = registry_redis(demo=demo)
     with refused(registry.RegistryError), refused(WarmUpError, code=1):
         console.print(f"loading {version} into the model server first...")
-        v = registry.promote(r, version, ModelServer.of(settings), force=force)
+        v = registry.promote(r, version, ModelServer.of(settings), force=force, who=operator())
     console.print(f"[green]{v.id} is in service[/green] ({v.served_name})")
 
 
@@ -79,5 +79,5 @@ def model_rollback(demo: bool = DEMO) -> None:
 
     settings, r = registry_redis(demo=demo)
     with refused(registry.RegistryError), refused(WarmUpError, code=1):
-        v = registry.rollback(r, ModelServer.of(settings))
+        v = registry.rollback(r, ModelServer.of(settings), who=operator())
     console.print(f"[green]in service: {v.id if v else 'the base model'}[/green]")

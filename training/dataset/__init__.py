@@ -16,7 +16,8 @@ Layout under `root` (the job passes `<DATA_DIR>/datasets`)::
     <version>/README.md        the same for people, with a Hugging Face YAML header: configs kto and
                                dpo (their train/test parquet files) and the KTO class weights, so
                                `load_dataset(<version folder>, "kto")` and `trl kto --dataset_name`
-                               read the folder as it is
+                               read the folder as it is (the configs are written by `load`, with the
+                               files they name; a pruned version's README says so and has none)
     <version>/data/            DatasetDict (save_to_disk): kto_train, kto_test, dpo_train, dpo_test
     <version>/parquet/         the splits with rows as parquet files (an empty one has none; kto_train
                                shuffled, seeded by the version id)              (data/ and parquet/

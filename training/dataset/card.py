@@ -7,7 +7,7 @@ import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from training.dataset.plan import _Plan
 from training.dataset.schema import SPLITS, class_weights, data_files
 from training.dataset.state import _write_state
+
+State = Literal["built", "loaded", "pruned"]
+
+
+def _write_readme(vdir: Path, state: State) -> None:
+    """(Re)write a version's README from its card.json, atomically."""
+    card = json.loads((vdir / "card.json").read_text())
+    tmp = vdir / ".README.md.tmp"
+    tmp.write_text(_readme(card, state))
+    tmp.replace(vdir / "README.md")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -99,17 +109,19 @@ def _trl_flags(card: dict[str, Any]) -> str:
     return f"--desirable_weight {w['desirable_weight']} --undesirable_weight {w['undesirable_weight']}"
 
 
-def _front_matter(card: dict[str, Any]) -> str:
+def _front_matter(card: dict[str, Any], state: State) -> str:
     """The README's YAML header, as the Hugging Face `datasets` library and the Hub read it: one
     config per method with its non-empty splits (so `load_dataset(folder, "kto")` never merges
     KTO and DPO rows, whose columns differ, and never meets an empty file), and the KTO class
-    weights with the TRL flags that apply them."""
+    weights with the TRL flags that apply them. The configs only while their parquet files exist
+    (state "loaded"): before `load` writes them, or once pruned, a config would name missing files."""
     w = card["weights"]
+    configs = [
+        {"config_name": name, "data_files": [{"split": split, "path": path} for split, path in files.items()]}
+        for name, files in data_files(card["counts"]).items()
+    ]
     meta: dict[str, Any] = {
-        "configs": [
-            {"config_name": name, "data_files": [{"split": split, "path": path} for split, path in files.items()]}
-            for name, files in data_files(card["counts"]).items()
-        ],
+        **({"configs": configs} if state == "loaded" else {}),
         "tags": ["trl", "kto", "dpo", "preference"],
         "kto_class_weights": {
             "desirable_weight": w["desirable_weight"],
@@ -121,7 +133,10 @@ def _front_matter(card: dict[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
-def _readme(card: dict[str, Any]) -> str:
+def _readme(card: dict[str, Any], state: State = "loaded") -> str:
+    """The README of a version: "built" (its parquet files not written yet: `load` writes them and
+    this README again), "loaded" (the files and the configs naming them) or "pruned" (its data
+    deleted by `chatbot dataset prune`: the counts stay, no config)."""
     c, d, tr = card["counts"], card["dropped"], card["time_range"]
     configs = data_files(c)
 
@@ -130,33 +145,7 @@ def _readme(card: dict[str, Any]) -> str:
             return str(c[split])
         return "0 (no pairs yet)" if split.startswith("dpo") else "0 (none in this split)"
 
-    lines = [
-        _front_matter(card),
-        f"# Preference dataset {card['version']}",
-        "",
-        "Rated answers of the chat assistant, for TRL: KTO rows (`prompt`, `completion`, `label`) for every",
-        "rated answer, DPO rows (`prompt`, `chosen`, `rejected`) for real pairs: two answers to identical",
-        "prompt messages (a regenerated answer, or the same prompt in another thread of the same split) rated",
-        "up and down, each answer in at most one pair. An edited question is a different prompt, so its answers",
-        "stay KTO rows only. Built on "
-        f"{card['created_at']} from {'all ratings' if card['previous'] is None else 'version ' + card['previous'] + ' and the ratings since'}.",
-        "",
-        "| split | rows |",
-        "|---|---:|",
-        *[f"| {s} | {rows(s)} |" for s in SPLITS],
-        "",
-        f"- Ratings: {c['desirable']} up, {c['undesirable']} down, from {c['users']} users in {c['threads']} threads; "
-        f"rated {tr['rated_from']} to {tr['rated_to']}, answered {tr['answered_from']} to {tr['answered_to']}.",
-        f"- Prompt versions: {', '.join(f'{k} ({v})' for k, v in sorted(card['prompt_versions'].items())) or 'none'}.",
-        f"- Model versions: {', '.join(f'{k} ({v})' for k, v in sorted(card['model_versions'].items())) or 'none'}.",
-        f"- KTO weights: `desirable_weight={card['weights']['desirable_weight']}`, `undesirable_weight={card['weights']['undesirable_weight']}` "
-        "(weighted desirable:undesirable within TRL's recommended 1 to 4/3); pass them to TRL as "
-        f"`{_trl_flags(card)}`.",
-        f"- Split by thread (`split_seed={card['split']['split_seed']}`, test share {card['split']['test_fraction']}): "
-        f"{c['test_threads']} of {c['threads']} threads held out; a thread never straddles the splits.",
-        "- `kto_train` rows are shuffled (seeded by the version id, so the same every time): TRL's KTO trainer reads",
-        "  them in order and pairs each answer with its neighbours' prompts for its KL term.",
-        "",
+    loading = [
         "## Loading",
         "",
         "The parquet files under `parquet/` are the configs of the header above "
@@ -180,6 +169,50 @@ def _readme(card: dict[str, Any]) -> str:
             if "dpo" not in configs
             else ([] if "test" in configs["dpo"] else ["", "No held-out DPO pairs yet: the `dpo` config has a train split only."])
         ),
+    ]
+    if state == "built":
+        loading = [
+            "## Loading",
+            "",
+            "Not materialized yet: the parquet files under `parquet/`, and the header's configs naming them, are written the",
+            "first time the version is loaded (the retraining run loads it right after building it).",
+        ]
+    elif state == "pruned":
+        loading = []  # said at the top
+    lines = [
+        _front_matter(card, state),
+        f"# Preference dataset {card['version']}" + (" (pruned)" if state == "pruned" else ""),
+        "",
+        *(
+            ["Pruned by `chatbot dataset prune`: its rows and parquet files are deleted, so it has no configs to load; this card",
+             "and `card.json` say what it held.", ""]
+            if state == "pruned"
+            else []
+        ),
+        "Rated answers of the chat assistant, for TRL: KTO rows (`prompt`, `completion`, `label`) for every",
+        "rated answer, DPO rows (`prompt`, `chosen`, `rejected`) for real pairs: two answers to identical",
+        "prompt messages (a regenerated answer, or the same prompt in another thread of the same split) rated",
+        "up and down, each answer in at most one pair. An edited question is a different prompt, so its answers",
+        "stay KTO rows only. Built on "
+        f"{card['created_at']} from {'all ratings' if card['previous'] is None else 'version ' + card['previous'] + ' and the ratings since'}.",
+        "",
+        "| split | rows |",
+        "|---|---:|",
+        *[f"| {s} | {rows(s)} |" for s in SPLITS],
+        "",
+        f"- Ratings: {c['desirable']} up, {c['undesirable']} down, from {c['users']} users in {c['threads']} threads; "
+        f"rated {tr['rated_from']} to {tr['rated_to']}, answered {tr['answered_from']} to {tr['answered_to']}.",
+        f"- Prompt versions: {', '.join(f'{k} ({v})' for k, v in sorted(card['prompt_versions'].items())) or 'none'}.",
+        f"- Model versions: {', '.join(f'{k} ({v})' for k, v in sorted(card['model_versions'].items())) or 'none'}.",
+        f"- KTO weights: `desirable_weight={card['weights']['desirable_weight']}`, `undesirable_weight={card['weights']['undesirable_weight']}` "
+        "(weighted desirable:undesirable within TRL's recommended 1 to 4/3); pass them to TRL as "
+        f"`{_trl_flags(card)}`.",
+        f"- Split by thread (`split_seed={card['split']['split_seed']}`, test share {card['split']['test_fraction']}): "
+        f"{c['test_threads']} of {c['threads']} threads held out; a thread never straddles the splits.",
+        "- `kto_train` rows are shuffled (seeded by the version id, so the same every time): TRL's KTO trainer reads",
+        "  them in order and pairs each answer with its neighbours' prompts for its KL term.",
+        "",
+        *loading,
         "",
         "Over-long rows: this project's retraining drops the rows longer than its `max_length` tokens, and counts them. "
         "Plain TRL (as of 1.16) keeps them and truncates each prompt plus answer to `--max_length` tokens (default 1024), "
@@ -217,5 +250,5 @@ def _write_version(root: Path, version: str, shards: list[str], previous: str | 
     (tmp / "manifest.json").write_text(json.dumps({"version": version, "previous": previous, "shards": shards}, indent=2))
     _write_state(tmp, plan, config)  # the plan: 2 bytes a row, no encoding (load reads it)
     (tmp / "card.json").write_text(json.dumps(card, indent=2))
-    (tmp / "README.md").write_text(_readme(card))
+    (tmp / "README.md").write_text(_readme(card, "built"))  # `load` rewrites it once the parquet files exist
     tmp.replace(root / version)

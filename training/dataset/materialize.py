@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from training.dataset.card import _write_readme
 from training.dataset.hashes import _key
 from training.dataset.plan import KTO, _positions
 from training.dataset.schema import DPO_SCHEMA, KTO_SCHEMA, ROW_GROUP, SPLITS, parquet_name
@@ -67,6 +68,7 @@ def load(root: Path, version: str) -> DatasetDict:
     (tmp / "parquet").replace(vdir / "parquet")
     (tmp / "data").replace(data_dir)
     shutil.rmtree(tmp, ignore_errors=True)
+    _write_readme(vdir, "loaded")  # its configs now name files that exist
     return load_from_disk(str(data_dir))
 
 
