@@ -65,6 +65,7 @@ class SimStats:
     errors: int = 0  # conversations that failed
     error_kinds: dict[str, int] = field(default_factory=dict)  # why they failed, counted by kind
     error_samples: list[str] = field(default_factory=list)
+    last_error: str | None = None  # the kind of the latest failure
     missing_reason_prompts: int = 0  # thumbs down after which the app offered no reason toggles
     styles: dict[str, int] = field(default_factory=dict)  # styles of the first answers
     model_versions: dict[str, int] = field(default_factory=dict)  # which versions answered
@@ -76,6 +77,7 @@ class SimStats:
     def failed(self, kind: str, detail: str) -> None:
         """Count a failed conversation under its kind (a short reason); keep a few details."""
         self.errors += 1
+        self.last_error = kind
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
         if len(self.error_samples) < 5:
             self.error_samples.append(detail[:300])
@@ -230,9 +232,12 @@ async def _conversation(
                 phase = "rating"
                 await _rate(client, exchange_id2, second, stats, second.liked)
     except CHAT_ERRORS as exc:
-        raise ConversationError(error_kind(exc, phase), f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    finally:
         stats.conversations += 1
+        kind = error_kind(exc, phase)
+        raise ConversationError(kind, f"{type(exc).__name__}: {str(exc)[:300] or kind}") from exc
+    else:
+        stats.conversations += 1  # held to its end (one cut off by Ctrl-C is not counted)
+    finally:
         if client is not None:
             await client.close()
 

@@ -122,6 +122,7 @@ def test_simulate_counts_errors_by_kind(own_services: ServiceGroup, redis_db: Re
     stats = json.loads(done.stdout)
     assert stats["error_kinds"] == {"timed out after 2 s waiting for the answer": 2, "refused: Too many messages: try again later.": 2}, stats
     assert "2 timed out after 2 s waiting for the answer" in done.stderr and "2 refused: Too many messages" in done.stderr, done.stderr
+    assert "conversation failed: timed out after 2 s" in done.stderr  # said as it happens, not only at the end
     assert done.returncode == 1  # every conversation failed
 
 

@@ -215,6 +215,7 @@ class _Progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.conversations, self.goal = conversations, goal
+        self.errors = 0  # failures reported so far
         # Fits 80 columns: the bar, the time so far, then the counts (the bar's own count first).
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=15), TimeElapsedColumn(), TextColumn("{task.fields[line]}"), console=console)
         total = goal.target if goal else conversations
@@ -240,6 +241,9 @@ class _Progress:
             self.bar.stop()
 
     def update(self, stats: SimStats) -> None:
+        if stats.errors > self.errors:  # say why at once (above the bar), not only at the end
+            console.print(f"[yellow]conversation failed: {stats.last_error}[/yellow]")
+            self.errors = stats.errors
         completed = min(self.goal.now.usable, self.goal.target) if self.goal else stats.conversations
         self.bar.update(self.task, completed=completed, line=self._line(stats, short=True))
         if not console.is_terminal:
