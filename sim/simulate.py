@@ -103,7 +103,11 @@ def answer_of(reply: Reply) -> tuple[dict[str, Any], str]:
         raise AnswerError("refused: " + re.sub(r"try again in \d+ s", "try again later", reply.refused[:160]))
     final = reply.final()
     if final is None:
-        raise AnswerError("no answer message")
+        # The app's errors ("The model took too long to answer.") are notices, not answers.
+        error = next((m for m in reversed(reply.messages) if m.get("isError")), None)
+        if error is not None:
+            raise AnswerError(f"the app answered with an error: {str(error.get('output'))[:160]}")
+        raise AnswerError(f"no answer message ({len(reply.messages)} other messages, {len(reply.tokens)} tokens)")
     exchange_id = (final.get("metadata") or {}).get("exchange_id")
     if not exchange_id:
         if final.get("isError"):  # what a user sees instead of an answer (e.g. the model timed out)
@@ -112,11 +116,12 @@ def answer_of(reply: Reply) -> tuple[dict[str, Any], str]:
     return final, str(exchange_id)
 
 
-def error_kind(exc: BaseException, phase: str) -> str:
+def error_kind(exc: BaseException, phase: str, limit_s: float) -> str:
     """A failed conversation's reason, short and without ids so that equal failures count together:
-    "timed out after 120 s waiting for the answer", "refused: Too many messages ...", "HTTP 500 rating"."""
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return f"timed out {phase}"
+    "timed out after 120 s waiting for the answer", "refused: Too many messages ...", "HTTP 500 rating".
+    `limit_s`: how long the phase may take (what a timeout ran past)."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+        return f"timed out after {limit_s:g} s {phase}"
     if isinstance(exc, AnswerError):
         return str(exc).split("\n")[0][:160]
     if isinstance(exc, httpx.HTTPStatusError):
@@ -195,11 +200,11 @@ async def _conversation(
     stats: SimStats,
 ) -> None:
     rng = random.Random(f"{seed}:{index}")
-    phase = "logging in"
+    phase, limit_s = "logging in", 5.0  # httpx's default timeout (ChatClient.login)
     client: ChatClient | None = None
     try:
         client = await logins.client(user)
-        phase = "connecting (30 s)"
+        phase = "connecting"
         # The thread id from the same stream, named in the handshake as the UI names a thread to
         # resume (Chainlit starts a new one under it when none exists): the dataset's split by
         # thread is then the same in every seeded run.
@@ -209,7 +214,7 @@ async def _conversation(
             # The message id from the same stream: under LLM_SEED it fixes the answer's sampling
             # seed (bot/model.py sampling_seed), so a seeded run gets the same answers each time.
             message_id = seeded_uuid(rng)
-            phase = f"after {timeout_s:g} s waiting for the answer"
+            phase, limit_s = "waiting for the answer", timeout_s
             reply = await client.send(question, timeout_s=timeout_s, message_id=message_id)
             final, exchange_id = answer_of(reply)
             stats.answers += 1
@@ -219,21 +224,21 @@ async def _conversation(
             decision = policy.decide(text, rng, question=question)
             stats.styles[str(decision.style)] = stats.styles.get(str(decision.style), 0) + 1
             if decision.rate:
-                phase = "rating"
+                phase, limit_s = "rating", 30.0
                 await _rate(client, exchange_id, decision, stats, decision.liked)
             if decision.regenerate:
-                phase = f"after {timeout_s:g} s waiting for the regenerated answer"
+                phase, limit_s = "waiting for the regenerated answer", timeout_s
                 again = await client.action("regenerate", {"exchange_id": exchange_id}, for_id=str(final["id"]), timeout_s=timeout_s)
                 final2, exchange_id2 = answer_of(again)
                 stats.regenerated += 1
                 stats.answers += 1
                 text2 = str(final2.get("output") or again.text)
                 second = policy.decide(text2, rng, question=question, must_rate=True, may_regenerate=False)
-                phase = "rating"
+                phase, limit_s = "rating", 30.0
                 await _rate(client, exchange_id2, second, stats, second.liked)
     except CHAT_ERRORS as exc:
         stats.conversations += 1
-        kind = error_kind(exc, phase)
+        kind = error_kind(exc, phase, limit_s)
         raise ConversationError(kind, f"{type(exc).__name__}: {str(exc)[:300] or kind}") from exc
     else:
         stats.conversations += 1  # held to its end (one cut off by Ctrl-C is not counted)

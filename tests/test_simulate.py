@@ -110,15 +110,20 @@ async def test_a_seeded_simulation_names_the_same_threads_every_run(app_server: 
 
 
 def test_simulate_counts_errors_by_kind(own_services: ServiceGroup, redis_db: RedisServer, standin: str, tmp_path: Path) -> None:
-    """A failed conversation is counted under why it failed, not as a bare "N errors": here the
-    first two answers outlast --timeout (the stand-in's slow model) and the app refuses the next two
-    for the message rate."""
-    env_app = app_env(redis_db.url, f"{standin}/v1", tmp_path / "app", LLM_MODEL="slow", MESSAGES_PER_MINUTE="2")
-    app = start_app(own_services, env_app, tmp_path / "app")
+    """A failed conversation is counted under why it failed, not as a bare "N errors": the app's
+    error for a failing model; then answers that outlast --timeout (the stand-in's slow model) and
+    messages the app refuses past MESSAGES_PER_MINUTE."""
+    app = start_app(own_services, app_env(redis_db.url, f"{standin}/v1", tmp_path / "app", MESSAGES_PER_MINUTE="3"), tmp_path / "app")
     env = {**os.environ, "REDIS_URL": redis_db.url}
-    done = run_cli(
-        "simulate", "--prefer", "short", "--url", app.url, "--users", "alice:alice-pw", "--conversations", "4", "--timeout", "2", env=env, timeout=120,
-    )  # fmt: skip
+    args = ("simulate", "--prefer", "short", "--url", app.url, "--users", "alice:alice-pw", "--timeout", "2")
+
+    redis_db.client.set(keys.active_model(), "fail-500")
+    failing = run_cli(*args, "--conversations", "1", env=env, timeout=120)
+    assert json.loads(failing.stdout)["error_kinds"] == {"the app answered with an error: The model server failed to answer (HTTP 500). Please try again.": 1}, failing.stderr
+    assert "1 the app answered with an error: The model server failed" in failing.stderr
+
+    redis_db.client.set(keys.active_model(), "slow")  # 400 tokens, 50 ms apart: 20 s
+    done = run_cli(*args, "--conversations", "4", env=env, timeout=120)
     stats = json.loads(done.stdout)
     assert stats["error_kinds"] == {"timed out after 2 s waiting for the answer": 2, "refused: Too many messages: try again later.": 2}, stats
     assert "2 timed out after 2 s waiting for the answer" in done.stderr and "2 refused: Too many messages" in done.stderr, done.stderr

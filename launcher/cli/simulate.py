@@ -179,6 +179,7 @@ class _Goal:
         self.r, self.config, self.target = r, config, target
         self.now: Usable = usable.count(r, config)
         self.rated_then = 0  # SimStats.rated at the last count
+        self.unreadable = False  # a count failed (said once)
 
     @property
     def done(self) -> bool:
@@ -189,21 +190,30 @@ class _Goal:
             return f" (and at least {self.config.min_ratings}: fewer, and a retraining run skips)"
         return ""
 
-    def count(self) -> None:
+    def count(self) -> bool:
+        """Count again; False (the last count kept, said once) when Redis can't be read."""
+        import redis
+
         from training import usable
 
-        self.now = usable.count(self.r, self.config)
+        try:
+            self.now = usable.count(self.r, self.config)
+        except redis.RedisError as exc:
+            if not self.unreadable:
+                console.print(f"[yellow]Cannot count the usable ratings ({exc}); the last count was {self.now.usable}.[/yellow]")
+            self.unreadable = True
+            return False
+        return True
 
     async def reached(self, stats: SimStats) -> bool:
         import asyncio
 
-        from training import usable
 
         # Each rating given adds at most one usable rating: no count needed until they could add up.
         if stats.rated == self.rated_then or self.now.usable + (stats.rated - self.rated_then) < self.target:
             return self.done
-        self.now = await asyncio.to_thread(usable.count, self.r, self.config)
-        self.rated_then = stats.rated
+        if await asyncio.to_thread(self.count):
+            self.rated_then = stats.rated
         return self.done
 
 
