@@ -165,6 +165,8 @@ def test_simulate_until_ratings_stops_once_retraining_would_train(app_server: Ap
     # Each conversation rates one answer: it stopped at the first conversation that got there.
     assert now.usable == 12 or "would still skip" not in done.stderr
     assert f"Usable ratings: {now.usable} of 12 wanted" in done.stderr
+    again = run_cli("simulate", "--demo", "--prefer", "concise", "--users", accounts_, "--url", app_server.url, "--until-ratings", "12", env=env, timeout=120)
+    assert again.returncode == 0 and "stored already" in again.stderr and json.loads(again.stdout)["conversations"] == 0, again.stderr
 
 
 def test_simulate_ctrl_c_prints_what_was_done(app_server: AppServer, redis_server_: RedisServer, tmp_path: Path) -> None:

@@ -134,6 +134,10 @@ def simulate(
 
         _, r = registry_redis()
         goal = _Goal(r, retrain_config({}, demo), until_ratings)
+        if goal.done:
+            console.print(f"[green]{goal.now.usable} usable ratings stored already[/green] (--until-ratings {goal.target}): nothing to do.")
+            print(json.dumps(_result(SimStats(), goal), indent=1))
+            raise typer.Exit(0)
         console.print(f"{goal.now.usable} usable ratings stored now; going on until {goal.target}{goal.note()}.")
 
     stats = SimStats()
@@ -166,7 +170,7 @@ def simulate(
     print(json.dumps(_result(stats, goal), indent=1))
     if goal is not None and not goal.done:
         raise typer.Exit(1)  # stopped by --conversations before the goal
-    raise typer.Exit(1 if stats.errors == stats.conversations else 0)
+    raise typer.Exit(1 if stats.errors and stats.errors == stats.conversations else 0)
 
 
 class _Goal:
