@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 # What --timeout adds to LLM_TIMEOUT_S (the app's longest wait for the model): the app then answers
 # "took too long" before simulate stops waiting, so a slow model is counted as the app says.
 TIMEOUT_MARGIN_S = 30.0
+# --until-ratings: the usable ratings shown are counted again at most this often, unless the ratings
+# given since the last count could have reached the goal.
+RECOUNT_S = 30.0
 
 
 def simulate(
@@ -183,6 +187,7 @@ class _Goal:
         self.r, self.config, self.target = r, config, target
         self.now: Usable = usable.count(r, config)
         self.rated_then = 0  # SimStats.rated at the last count
+        self.counted_at = time.monotonic()
         self.unreadable = False  # a count failed (said once)
 
     @property
@@ -200,6 +205,7 @@ class _Goal:
 
         from training import usable
 
+        self.counted_at = time.monotonic()
         try:
             self.now = usable.count(self.r, self.config)
         except redis.RedisError as exc:
@@ -213,8 +219,10 @@ class _Goal:
         import asyncio
 
 
-        # Each rating given adds at most one usable rating: no count needed until they could add up.
-        if stats.rated == self.rated_then or self.now.usable + (stats.rated - self.rated_then) < self.target:
+        # Each rating given adds at most one usable rating: no count needed until they could add up,
+        # but one now and then for the progress shown (a count reads every rating: not after each).
+        could_reach = self.now.usable + (stats.rated - self.rated_then) >= self.target
+        if stats.rated == self.rated_then or not (could_reach or time.monotonic() - self.counted_at >= RECOUNT_S):
             return self.done
         if await asyncio.to_thread(self.count):
             self.rated_then = stats.rated
