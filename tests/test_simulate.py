@@ -195,3 +195,46 @@ def test_simulate_ctrl_c_prints_what_was_done(app_server: AppServer, redis_serve
     assert proc.returncode == 130, text
     assert "Traceback" not in text and "Interrupted." in text and "conversations in" in text, text
     assert json.loads(out)["conversations"] >= 1
+
+
+def test_simulate_shows_a_progress_bar_from_the_first_conversation(app_server: AppServer, redis_server_: RedisServer) -> None:
+    """On a terminal (here a pseudo-terminal of 80 columns), a progress bar with the counts so far is
+    drawn from the first of 50 conversations on, whole; Ctrl-C there too ends with a summary."""
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support.services import ROOT
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "REDIS_URL": redis_server_.url, "COLUMNS": "80", "LINES": "24", "TERM": "xterm"}
+    args = ["simulate", "--prefer", "short", "--users", "alice:alice-pw,bob:bob-pw", "--url", app_server.url, "--conversations", "50"]
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 120
+    interrupted = False
+    while True:  # read the terminal until the child is gone (polling its output, with a deadline)
+        assert time.monotonic() < deadline, seen
+        if not interrupted and b"1/50 chats" in seen:  # drawn after the first conversation
+            proc.send_signal(signal.SIGINT)
+            interrupted = True
+        if select.select([leader], [], [], 0.2)[0]:
+            try:
+                seen += os.read(leader, 4096)
+                continue
+            except OSError:  # the child closed the terminal
+                break
+        if proc.poll() is not None:
+            break
+    os.close(leader)
+    proc.wait(timeout=60)
+    assert interrupted, seen
+    assert proc.returncode == 130, seen
+    text = seen.decode(errors="replace")
+    lines = [line for line in text.replace("\r", "\n").split("\n") if "chats" in line]
+    assert lines and all("…" not in line for line in lines), lines
+    assert "Interrupted." in text and "Traceback" not in text, text
