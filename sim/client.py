@@ -159,9 +159,9 @@ class ChatClient:
 
     # --- HTTP calls the UI makes, with this client's login -------------------------------------
 
-    def http(self) -> httpx.AsyncClient:
+    def http(self, timeout_s: float = 30) -> httpx.AsyncClient:
         headers = {"Cookie": self.cookie} if self.cookie else {}
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
 
     async def rate(self, run_id: str, value: int | None, comment: str | None = None, reasons: list[str] | None = None, thread_id: str | None = None) -> httpx.Response:
         """Thumbs up (1) / down (0) on the answer of a run step, as the UI does; None un-rates.
@@ -222,7 +222,9 @@ class ChatClient:
             self._events.get_nowait()
         reply = Reply()
         started = time.perf_counter()
-        async with self.http() as http:
+        # The app answers the POST once the callback has run: for Regenerate, once the new answer
+        # was written, which takes as long as any answer.
+        async with self.http(max(30.0, timeout_s)) as http:
             r = await http.post("/project/action", json={"sessionId": self.session_id, "action": {"name": name, "payload": payload, "forId": for_id, "id": str(uuid.uuid4())}})
             r.raise_for_status()
         if not answers:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,8 +62,10 @@ class SimStats:
     regenerated: int = 0
     reasons: int = 0  # reason buttons clicked
     comments: int = 0
-    errors: int = 0
+    errors: int = 0  # conversations that failed
+    error_kinds: dict[str, int] = field(default_factory=dict)  # why they failed, counted by kind
     error_samples: list[str] = field(default_factory=list)
+    last_error: str | None = None  # the kind of the latest failure
     missing_reason_prompts: int = 0  # thumbs down after which the app offered no reason toggles
     styles: dict[str, int] = field(default_factory=dict)  # styles of the first answers
     model_versions: dict[str, int] = field(default_factory=dict)  # which versions answered
@@ -70,6 +73,18 @@ class SimStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def failed(self, kind: str, detail: str) -> None:
+        """Count a failed conversation under its kind (a short reason); keep a few details."""
+        self.errors += 1
+        self.last_error = kind
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(detail[:300])
+
+    def errors_by_kind(self) -> list[str]:
+        """Lines like "3 timed out after 120 s waiting for the answer", most frequent first."""
+        return [f"{n} {kind}" for kind, n in sorted(self.error_kinds.items(), key=lambda item: -item[1])]
 
 
 @dataclass
@@ -84,13 +99,34 @@ class Answer:
 
 def answer_of(reply: Reply) -> tuple[dict[str, Any], str]:
     """(final message, exchange id) of a reply, or AnswerError when the app failed."""
+    if reply.refused is not None:  # the wait it names changes from one refusal to the next: one kind
+        raise AnswerError("refused: " + re.sub(r"try again in \d+ s", "try again later", reply.refused[:160]))
     final = reply.final()
     if final is None:
-        raise AnswerError("no answer message")
+        # The app's errors ("The model took too long to answer.") are notices, not answers.
+        error = next((m for m in reversed(reply.messages) if m.get("isError")), None)
+        if error is not None:
+            raise AnswerError(f"the app answered with an error: {str(error.get('output'))[:160]}")
+        raise AnswerError(f"no answer message ({len(reply.messages)} other messages, {len(reply.tokens)} tokens)")
     exchange_id = (final.get("metadata") or {}).get("exchange_id")
     if not exchange_id:
-        raise AnswerError(f"the app answered without storing an answer: {str(final.get('output'))[:200]!r}")
+        if final.get("isError"):  # what a user sees instead of an answer (e.g. the model timed out)
+            raise AnswerError(f"the app answered with an error: {str(final.get('output'))[:160]}")
+        raise AnswerError(f"the app answered without storing an answer: {str(final.get('output'))[:160]!r}")
     return final, str(exchange_id)
+
+
+def error_kind(exc: BaseException, phase: str, limit_s: float) -> str:
+    """A failed conversation's reason, short and without ids so that equal failures count together:
+    "timed out after 120 s waiting for the answer", "refused: Too many messages ...", "HTTP 500 rating".
+    `limit_s`: how long the phase may take (what a timeout ran past)."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+        return f"timed out after {limit_s:g} s {phase}"
+    if isinstance(exc, AnswerError):
+        return str(exc).split("\n")[0][:160]
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {phase}"
+    return f"{type(exc).__name__} {phase}: {str(exc)[:120]}"
 
 
 class LoginError(RuntimeError):
@@ -131,7 +167,7 @@ async def _rate(client: ChatClient, exchange_id: str, decision: Decision, stats:
     """Click the thumb (and, after a thumbs down, the reason toggles the app puts on the answer)."""
     r = await client.rate(exchange_id, decision.value, comment=decision.comment)
     if r.status_code not in (200, 202):  # 202: queued while Redis is down
-        raise AnswerError(f"rating refused: HTTP {r.status_code} {r.text[:200]}")
+        raise AnswerError(f"rating refused: HTTP {r.status_code}\n{r.text[:200]}")
     stats.rated += 1
     stats.comments += decision.comment is not None
     stats.flipped += decision.value != int(like)
@@ -164,8 +200,11 @@ async def _conversation(
     stats: SimStats,
 ) -> None:
     rng = random.Random(f"{seed}:{index}")
-    client = await logins.client(user)
+    phase, limit_s = "logging in", 5.0  # httpx's default timeout (ChatClient.login)
+    client: ChatClient | None = None
     try:
+        client = await logins.client(user)
+        phase = "connecting"
         # The thread id from the same stream, named in the handshake as the UI names a thread to
         # resume (Chainlit starts a new one under it when none exists): the dataset's split by
         # thread is then the same in every seeded run.
@@ -175,6 +214,7 @@ async def _conversation(
             # The message id from the same stream: under LLM_SEED it fixes the answer's sampling
             # seed (bot/model.py sampling_seed), so a seeded run gets the same answers each time.
             message_id = seeded_uuid(rng)
+            phase, limit_s = "waiting for the answer", timeout_s
             reply = await client.send(question, timeout_s=timeout_s, message_id=message_id)
             final, exchange_id = answer_of(reply)
             stats.answers += 1
@@ -184,18 +224,35 @@ async def _conversation(
             decision = policy.decide(text, rng, question=question)
             stats.styles[str(decision.style)] = stats.styles.get(str(decision.style), 0) + 1
             if decision.rate:
+                phase, limit_s = "rating", 30.0
                 await _rate(client, exchange_id, decision, stats, decision.liked)
             if decision.regenerate:
+                phase, limit_s = "waiting for the regenerated answer", timeout_s
                 again = await client.action("regenerate", {"exchange_id": exchange_id}, for_id=str(final["id"]), timeout_s=timeout_s)
                 final2, exchange_id2 = answer_of(again)
                 stats.regenerated += 1
                 stats.answers += 1
                 text2 = str(final2.get("output") or again.text)
                 second = policy.decide(text2, rng, question=question, must_rate=True, may_regenerate=False)
+                phase, limit_s = "rating", 30.0
                 await _rate(client, exchange_id2, second, stats, second.liked)
-    finally:
+    except CHAT_ERRORS as exc:
         stats.conversations += 1
-        await client.close()
+        kind = error_kind(exc, phase, limit_s)
+        raise ConversationError(kind, f"{type(exc).__name__}: {str(exc)[:300] or kind}") from exc
+    else:
+        stats.conversations += 1  # held to its end (one cut off by Ctrl-C is not counted)
+    finally:
+        if client is not None:
+            await client.close()
+
+
+class ConversationError(RuntimeError):
+    """A conversation failed: `kind` says why in a few words (counted), `detail` more."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(kind)
+        self.kind, self.detail = kind, detail
 
 
 async def simulate(
@@ -203,40 +260,53 @@ async def simulate(
     users: dict[str, str],
     questions: Sequence[str],
     policy: RaterPolicy,
-    n_conversations: int,
+    n_conversations: int | None,
     turns_per_conversation: int = 1,
     seed: int = 0,
     concurrency: int = 4,
     timeout_s: float = 120,
     on_progress: Callable[[SimStats], None] | None = None,
+    until: Callable[[SimStats], Awaitable[bool]] | None = None,
+    stats: SimStats | None = None,
 ) -> SimStats:
-    """n_conversations simulated chats (users taking turns), each answer handled as `policy` says.
+    """n_conversations simulated chats (users taking turns), each answer handled as `policy` says;
+    with `until`, conversations go on (at most n_conversations, when given) until it returns True
+    (asked after each conversation). `stats`: filled as the run goes (read it after an interrupt).
 
     A conversation that fails (the app errs, times out, refuses a rating) is counted in `errors`
-    with a sample of why, and the run goes on."""
+    by kind, with a few details, and the run goes on."""
     if not users:
         raise ValueError("simulate needs at least one user")
     if not questions:
         raise ValueError("simulate needs at least one question")
-    stats = SimStats()
+    if n_conversations is None and until is None:
+        raise ValueError("simulate needs a number of conversations or a condition to stop at")
+    stats = stats if stats is not None else SimStats()
     logins = _Logins(base_url, users)
     names = sorted(users)
-    gate = asyncio.Semaphore(max(1, concurrency))
     started = time.perf_counter()
+    next_index = 0
+    reached = False
+    checking = asyncio.Lock()  # one `until` at a time: it may be slow (counts in Redis)
 
-    async def one(i: int) -> None:
-        async with gate:
+    async def worker() -> None:
+        nonlocal next_index, reached
+        while not reached and (n_conversations is None or next_index < n_conversations):
+            i, next_index = next_index, next_index + 1  # conversations start in index order
             try:
                 await _conversation(i, logins, names[i % len(names)], questions, policy, turns_per_conversation, seed, timeout_s, stats)
-            except CHAT_ERRORS as exc:
-                stats.errors += 1
-                if len(stats.error_samples) < 5:
-                    stats.error_samples.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+            except ConversationError as exc:
+                stats.failed(exc.kind, exc.detail)
+            if until is not None:
+                async with checking:
+                    reached = reached or await until(stats)
             if on_progress is not None:
                 on_progress(stats)
 
-    await asyncio.gather(*(one(i) for i in range(n_conversations)))
-    stats.seconds = time.perf_counter() - started
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:  # also when interrupted: the caller reports what was done
+        stats.seconds = time.perf_counter() - started
     return stats
 
 

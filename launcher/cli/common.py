@@ -69,6 +69,13 @@ def settings_or_exit() -> Settings:
         raise typer.Exit(2) from None
 
 
+def app_url(settings: Settings) -> str:
+    """The web UI's address from HOST and PORT, as `chatbot up` prints it; a wildcard HOST
+    (listening on every interface) is reached on this machine at 127.0.0.1."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "127.0.0.1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+
+
 def demo_settings(settings: Settings, say: bool = True) -> Settings:
     """`--demo`: the demo's own data directory, DATA_DIR/demo (its own embedded Redis, registry,
     datasets, logs and secrets) and the demo model (DATA_DIR/demo-model) served locally. The demo
