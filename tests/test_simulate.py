@@ -22,7 +22,7 @@ def test_simulate_chats_rates_and_regenerates_through_the_app(app_server: AppSer
     env = {**os.environ, "REDIS_URL": redis_server_.url}
     done = run_cli(
         "simulate", "--demo", "--prefer", "concise", "--url", app_server.url, "--users", accounts, "--conversations", "12",
-        "--rate-probability", "1", "--noise", "0", "--regenerate-probability", "1", "--concurrency", "3", env=env, timeout=120,
+        "--rate-probability", "1", "--noise", "0", "--regenerate", "1", "--concurrency", "3", env=env, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
@@ -50,7 +50,7 @@ def test_simulate_rates_real_answers_by_their_properties(app_server: AppServer, 
     "detailed" none (and regenerates each first answer)."""
     accounts = ",".join(f"{u}:{p}" for u, p in USERS.items())
     env = {**os.environ, "REDIS_URL": redis_server_.url}
-    common = ["--url", app_server.url, "--users", accounts, "--conversations", "6", "--rate-probability", "1", "--noise", "0", "--regenerate-probability", "1"]
+    common = ["--url", app_server.url, "--users", accounts, "--conversations", "6", "--rate-probability", "1", "--noise", "0", "--regenerate", "1"]
     short = json.loads(run_cli("simulate", "--prefer", "short", *common, env=env, timeout=120).stdout)
     assert (short["rated"], short["liked"], short["regenerated"], short["errors"]) == (6, 6, 0, 0), short
     detailed = json.loads(run_cli("simulate", "--prefer", "detailed", *common, env=env, timeout=120).stdout)
@@ -153,7 +153,7 @@ def test_simulate_until_ratings_stops_once_retraining_would_train(app_server: Ap
     env = {**os.environ, "REDIS_URL": redis_db.url}
     done = run_cli(
         "simulate", "--demo", "--prefer", "concise", "--users", accounts_, "--url", app_server.url, "--until-ratings", "12", "--conversations", "200",
-        "--questions", str(questions), "--rate-probability", "1", "--noise", "0.5", "--regenerate-probability", "0", env=env, timeout=300,
+        "--questions", str(questions), "--rate-probability", "1", "--noise", "0.5", "--regenerate", "0", env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)

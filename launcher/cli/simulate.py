@@ -40,9 +40,9 @@ def simulate(
         help="One user to chat as (default: the simulated users sim-1, sim-2, ... that `chatbot up` creates, taking turns: simulated chats stay out of real users' histories).",
     ),
     password: str = typer.Option(
-        None, help="Its password (default: from AUTH_USERS, else for admin the one `chatbot up` wrote in DATA_DIR/secrets/admin-password)."
+        None, help="Its password (default: from AUTH_USERS, else for admin the one `chatbot up` wrote in the file admin-password in DATA_DIR/secrets)."
     ),
-    users: str = typer.Option(None, help="Several users taking turns, user:password,user2:password2 (replaces --user/--password)."),
+    users: str = typer.Option(None, help="Several users taking turns: user:password pairs, comma-separated, e.g. a:pw1,b:pw2 (replaces --user/--password)."),
     conversations: int = typer.Option(
         None, min=1, help="Conversations to hold, each a new chat (default: 50; with --until-ratings, no limit).", show_default=False
     ),
@@ -67,7 +67,7 @@ def simulate(
     ),
     rate_probability: float = typer.Option(RATE_PROBABILITY, min=0, max=1, help="Share of answers rated."),
     noise: float = typer.Option(NOISE, min=0, max=1, help="Probability that a rating is flipped."),
-    regenerate_probability: float = typer.Option(REGENERATE_PROBABILITY, min=0, max=1, help="After a thumbs down: probability of Regenerate (the new answer is rated too)."),
+    regenerate_probability: float = typer.Option(REGENERATE_PROBABILITY, "--regenerate", min=0, max=1, help="After a thumbs down: the probability of clicking Regenerate (the new answer is rated too)."),
     concurrency: int = typer.Option(
         1,
         min=1,
