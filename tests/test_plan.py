@@ -275,7 +275,8 @@ def test_incremental_builds_load_and_count_as_full_plans_do(tmp_path: Path) -> N
         full = _plan(paths, config)
         twin = root / f"full-{b}"
         twin.mkdir()
-        (twin / "manifest.json").write_text((root / built.version / "manifest.json").read_text())
+        for name in ("manifest.json", "card.json"):  # a version's files besides its state (load rewrites the README from the card)
+            (twin / name).write_text((root / built.version / name).read_text())
         _write_state(twin, full, config)
         mine, theirs = dataset.load(root, built.version), dataset.load(root, twin.name)
         for split in dataset.SPLITS:
