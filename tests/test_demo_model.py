@@ -15,7 +15,7 @@ import pytest
 
 from demo import corpus as demo_corpus
 from demo.corpus import HELDOUT_QUESTIONS, STYLES, TRAIN_QUESTIONS, style_of
-from launcher.process import child_env
+from launcher.process import ServiceGroup, child_env
 from support.services import ROOT, RedisServer
 
 # --- corpus and classifier (fast) ---------------------------------------------------------------
@@ -187,7 +187,7 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/project/settings?language=en-US", timeout=1).status_code < 500, 120, proc, "chatbot up --demo")
         client = ChatClient(f"http://127.0.0.1:{port}")
-        await client.login("admin", (data / "secrets" / "admin-password").read_text().strip())
+        await client.login("admin", (data / "demo" / "secrets" / "admin-password").read_text().strip())  # the demo's own DATA_DIR/demo
         await client.connect()
         replies = [(await client.send(q)).text for q in HELDOUT_QUESTIONS[:2]]
         await client.close()
@@ -201,19 +201,29 @@ async def test_up_demo_serves_the_demo_model_and_ignores_llm_base_url(demo_dir: 
 
 
 @pytest.mark.slow
-def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, redis_db: RedisServer, standin: str) -> None:
+def test_retrain_demo_trains_on_the_demo_model(demo_dir: Path, tmp_path: Path, own_services: ServiceGroup, standin: str) -> None:
     """`chatbot retrain --now --demo` by hand: the demo model is the base whatever LLM_MODEL says,
-    with the demo recipe; without a demo model it says how to build one and changes nothing."""
+    with the demo recipe, on the demo's own Redis (the one `up --demo` runs in DATA_DIR/demo, started
+    here as it starts it); without a demo model it says how to build one and changes nothing."""
     import os
     import shutil
 
+    import redis
+
     from feedback import keys, registry
+    from feedback.layout import DataLayout
+    from launcher import redis_server
     from support.retrain import seed_ratings
     from support.services import run_cli
 
+    demo = DataLayout((tmp_path / "data" / "demo").resolve())
+    redis_server.start(own_services, demo.redis, demo.redis_socket)
+    redis_db = RedisServer(f"unix://{demo.redis_socket}", redis.Redis(unix_socket_path=str(demo.redis_socket), decode_responses=True))
     seed_ratings(redis_db.url)
-    # LLM_BASE_URL: a promotion loads the version into the model server first (the stand-in here).
-    env = {**os.environ, "REDIS_URL": redis_db.url, "DATA_DIR": str(tmp_path / "data"), "LLM_MODEL": "not/downloadable", "LLM_BASE_URL": f"{standin}/v1"}
+    # The demo ignores LLM_BASE_URL (and REDIS_URL): a promotion loads the version into the local
+    # model server first, LOCAL_MODEL_PORT, where the stand-in listens here.
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "LLM_MODEL": "not/downloadable", "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+           "LOCAL_MODEL_PORT": standin.rsplit(":", 1)[1]}
     missing = run_cli("retrain", "--now", "--demo", env=env)
     assert missing.returncode == 2 and "chatbot demo-model" in missing.stderr
     assert redis_db.client.zcard(keys.model_versions()) == 0
