@@ -3,12 +3,13 @@ by the test session as subprocesses (the same launcher code `chatbot up` uses)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext
+from redis.asyncio import Redis as AsyncRedis
 
 from launcher import redis_server
 from launcher.process import ServiceGroup
@@ -39,6 +40,16 @@ def redis_db(redis_server_: RedisServer) -> Iterator[RedisServer]:
     """The session's Redis, emptied before each test that uses it."""
     redis_server_.client.flushdb()
     yield redis_server_
+
+
+@pytest.fixture
+async def r(redis_db: RedisServer) -> AsyncIterator[AsyncRedis]:
+    """An async client of the test's (emptied) Redis, as the app and the job hold one."""
+    from feedback.connection import connect
+
+    client = connect(redis_db.url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

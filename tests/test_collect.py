@@ -4,7 +4,7 @@ must give exactly the rows that plain HMGETs of the exchange and rating hashes g
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Generator
+from collections.abc import Generator
 from itertools import chain
 from typing import cast
 
@@ -12,18 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from feedback import keys
-from feedback.connection import connect
 from support.seed import seed_exchange
 from support.services import RedisServer
 from training import collect as collect_module
 from training.collect import RatedExchange, _Reader, collect
-
-
-@pytest.fixture
-async def r(redis_db: RedisServer) -> AsyncIterator[Redis]:
-    client = connect(redis_db.url)
-    yield client
-    await client.aclose()
 
 
 def by_hmget(redis_db: RedisServer, refs: list[tuple[str, str]]) -> list[RatedExchange | None]:

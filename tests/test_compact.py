@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import cast
 
-import pytest
 from redis.asyncio import Redis
 
 from feedback import exchange as exchanges
 from feedback import keys, review
-from feedback.connection import connect
 from support.seed import rate
 from support.services import RedisServer
 from training.collect import collect
@@ -23,12 +20,6 @@ from training.collect import collect
 SYSTEM = {"role": "system", "content": "Be brief. " * 40}
 EXAMPLES = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
 
-
-@pytest.fixture
-async def r(redis_db: RedisServer) -> AsyncIterator[Redis]:
-    client = connect(redis_db.url)
-    yield client
-    await client.aclose()
 
 
 def answer_to(thread: str, messages: list[dict[str, str]], completion: str, turns: list[exchanges.TurnRef], prefix_size: int = 3, **extra: object) -> exchanges.Exchange:

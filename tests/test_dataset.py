@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from datasets import DatasetDict
 from redis.asyncio import Redis
 
 from feedback import event as events
-from feedback.connection import connect
 from support.seed import SYSTEM, delete_thread, rate, seed_exchange, unrate
 from support.services import RedisServer
 from training import pii
@@ -26,12 +24,6 @@ from training.dataset import DatasetError, build, class_weights, load, user_cap
 # No cap and a tiny minimum unless a test is about them.
 OPEN = RetrainConfig(min_ratings=2, max_user_share=1.0)
 
-
-@pytest.fixture
-async def r(redis_db: RedisServer) -> AsyncIterator[Redis]:
-    client = connect(redis_db.url)
-    yield client
-    await client.aclose()
 
 
 def built(redis_db: RedisServer, root: Path, config: RetrainConfig = OPEN, since: str | None = None, previous: str | None = None) -> tuple[Collected, str, DatasetDict]:

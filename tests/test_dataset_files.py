@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -21,7 +21,6 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from feedback.connection import connect
 from support.hub import standin_hub
 from support.seed import seed_exchange
 from support.services import RedisServer
@@ -32,12 +31,6 @@ from training.dataset import build, hub, load
 
 OPEN = RetrainConfig(min_ratings=2, max_user_share=1.0)
 
-
-@pytest.fixture
-async def r(redis_db: RedisServer) -> AsyncIterator[Redis]:
-    client = connect(redis_db.url)
-    yield client
-    await client.aclose()
 
 
 async def seed(r: Redis, threads: int = 12, pairs: bool = True) -> None:

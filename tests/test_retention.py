@@ -4,7 +4,6 @@ with dataset versions built by the real collect + build, as the retraining job d
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +11,6 @@ import pytest
 from redis.asyncio import Redis
 
 from feedback import keys
-from feedback.connection import connect
 from support.seed import delete_thread, seed_exchange
 from support.services import RedisServer, run_cli
 from training import retention
@@ -23,12 +21,6 @@ from training.dataset import build, load
 OPEN = RetrainConfig(min_ratings=2, max_user_share=1.0)
 SECRET = "my home alarm code is SECRET-7781"
 
-
-@pytest.fixture
-async def r(redis_db: RedisServer) -> AsyncIterator[Redis]:
-    client = connect(redis_db.url)
-    yield client
-    await client.aclose()
 
 
 def run_build(redis_db: RedisServer, root: Path, since: str | None, previous: str | None) -> tuple[str, str | None]:
