@@ -46,6 +46,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=60)
 
 
+def in_service(services: ServiceGroup, layout: DataLayout, active: registry.ModelVersion, *others: registry.ModelVersion) -> None:
+    """DATA_DIR's embedded Redis as a `chatbot up` from before leaves it: the versions registered,
+    `active` in service (the server stopped again, for the test's own `chatbot up`)."""
+    redis_server.start(services, layout.redis, layout.redis_socket)
+    r = unix(layout.redis_socket)
+    for v in (*others, active):
+        registry.add(r, v)
+    pipe = r.pipeline(transaction=True)
+    registry.activate(pipe, active, None)
+    pipe.execute()
+    r.close()
+    services.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # two `chatbot up`, one with a local model server
 async def test_the_demo_keeps_its_own_data_and_the_product_never_sees_it(tmp_path: Path, standin: str) -> None:
@@ -89,15 +103,8 @@ async def test_the_demo_keeps_its_own_data_and_the_product_never_sees_it(tmp_pat
 async def test_a_version_trained_from_another_base_model_is_not_served(tmp_path: Path, standin: str, own_services: ServiceGroup) -> None:
     """The issue's case: a demo fine-tune in service, then the product starts on its own model."""
     layout = DataLayout((tmp_path / "data").resolve())
-    redis_server.start(own_services, layout.redis, layout.redis_socket)
-    r = unix(layout.redis_socket)
     foreign = registry.ModelVersion(id="mv-20260101-000000-ebda7f", base_model=str(layout.demo_model), served_name="fail-500")  # the stand-in fails it
-    registry.add(r, foreign)
-    pipe = r.pipeline(transaction=True)
-    registry.activate(pipe, foreign, None)
-    pipe.execute()
-    r.close()
-    own_services.stop()
+    in_service(own_services, layout, foreign)
 
     env = up_env(tmp_path, standin)
     up = start_up(env, tmp_path / "up.log")
@@ -124,17 +131,9 @@ async def test_startup_says_which_version_serves_on_its_own_base(tmp_path: Path,
     """A version trained from the configured base model stays in service across a restart, and
     startup says which one, on which base, fine-tuned from what."""
     layout = DataLayout((tmp_path / "data").resolve())
-    redis_server.start(own_services, layout.redis, layout.redis_socket)
-    r = unix(layout.redis_socket)
     parent = registry.ModelVersion(id="mv-20260101-000000-aaaaaa", base_model="echo", served_name="echo-parent", status="retired")
     version = registry.ModelVersion(id="mv-20260102-000000-bbbbbb", parent=parent.id, base_model="echo", served_name="echo-own")
-    registry.add(r, parent)
-    registry.add(r, version)
-    pipe = r.pipeline(transaction=True)
-    registry.activate(pipe, version, None)
-    pipe.execute()
-    r.close()
-    own_services.stop()
+    in_service(own_services, layout, version, parent)
 
     env = up_env(tmp_path, standin)
     up = start_up(env, tmp_path / "up.log")
